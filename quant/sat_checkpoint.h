@@ -1,0 +1,57 @@
+// Reader for SAT checkpoints as GLM-130B is distributed (spec §2.1-2.3): a directory with
+// `latest` and `<iteration>/mp_rank_XX_model_states.pt`, each a torch.save zip archive whose
+// pickle holds {"module": state_dict, ...}. Tensor-parallel shards are merged exactly as the
+// reference tools/convert_tp.py does. Memory stays bounded: the pickles are small and are parsed
+// at Open(); tensor bytes are read from the archives one tensor at a time.
+// The pickle interpreter never executes anything (see quant/pickle.h).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "runtime/check.h"
+#include "runtime/tensor.h"
+
+namespace glm {
+
+// One tensor of the merged (TP=1) state dict.
+struct SatTensorInfo {
+  std::string key;              // "transformer.layers.0.attention.query_key_value.weight"
+  DType dtype = DType::kF16;    // stored dtype: kF16, kBF16 or kF32
+  std::vector<int64_t> shape;   // merged shape
+  std::vector<int64_t> rank_shape;  // shape of the shard on each rank
+};
+
+class SatCheckpoint {
+ public:
+  // Opens `dir`: reads `latest`, finds every mp_rank_XX_model_states.pt of that iteration
+  // (ranks 00..N-1, none missing), parses each pickle, and checks that the ranks agree (same
+  // keys, dtypes, and shard shapes consistent with the TP rule of each key).
+  static StatusOr<std::unique_ptr<SatCheckpoint>> Open(const std::string& dir);
+  virtual ~SatCheckpoint() = default;
+
+  virtual int tp() const = 0;
+  virtual const std::string& iteration() const = 0;
+  // Every tensor key of the state dict, sorted as in the rank-0 pickle.
+  virtual const std::vector<SatTensorInfo>& tensors() const = 0;
+  virtual const SatTensorInfo* Find(const std::string& key) const = 0;
+
+  // Reads the merged tensor `key` and converts it to `out_dtype` (kF16 or kF32; bf16 and f32
+  // sources are rounded to f16 with round-to-nearest-even). `out` must hold exactly
+  // numel * sizeof(out_dtype) bytes. Reads only this tensor's bytes from each rank file.
+  virtual Status ReadMerged(const std::string& key, DType out_dtype, void* out,
+                            size_t out_bytes) const = 0;
+};
+
+// How convert_tp.py merges a key across ranks (by name, spec §2.3).
+enum class SatMergeRule {
+  kReplicated,  // SEQUENTIAL_LAYERS: taken from rank 0
+  kCatDim0,
+  kCatDim1,     // attention.dense.weight, mlp.dense_4h_to_h.weight
+  kGlu,         // mlp.dense_h_to_4h.weight / .bias
+};
+SatMergeRule SatMergeRuleForKey(const std::string& key);
+
+}  // namespace glm
