@@ -44,4 +44,8 @@ struct ModelConfig {
   std::string ToString() const;
 };
 
+// Parses "mask=1000,gmask=1001,smask=1002,sop=1004,eop=1005,eos=2" (any subset; unnamed ids
+// keep GLM-130B's values). Errors name the bad item.
+StatusOr<SpecialTokens> ParseSpecialTokens(const std::string& spec);
+
 }  // namespace glm

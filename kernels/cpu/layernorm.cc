@@ -1,0 +1,35 @@
+// LayerNorm as apex FusedLayerNorm computes it for fp16 input (spec §1.4):
+//   μ, σ² (biased) in fp32; invstd = 1/sqrt(σ² + eps) in fp32; n = fp16(invstd·(x − μ));
+//   out = fp16(γ·n + β) with the affine evaluated in fp32 and rounded once (γ·n is exact in fp32).
+#include <cmath>
+
+#include "kernels/cpu/half_table.h"
+#include "kernels/cpu/kernels.h"
+
+namespace glm {
+
+void LayerNorm(const Half* x, int64_t T, int64_t C, const Half* gamma, const Half* beta,
+               float eps, Half* out) {
+  const float* tab = HalfTable();
+  for (int64_t t = 0; t < T; ++t) {
+    const Half* xr = x + t * C;
+    Half* orow = out + t * C;
+    // Two-pass mean/variance in fp32; matches Welford to within fp32 rounding.
+    float sum = 0.f;
+    for (int64_t c = 0; c < C; ++c) sum += tab[xr[c].bits];
+    const float mean = sum / float(C);
+    float sq = 0.f;
+    for (int64_t c = 0; c < C; ++c) {
+      const float d = tab[xr[c].bits] - mean;
+      sq += d * d;
+    }
+    const float var = sq / float(C);
+    const float invstd = 1.0f / std::sqrt(var + eps);
+    for (int64_t c = 0; c < C; ++c) {
+      const float n = RoundHalf(invstd * (tab[xr[c].bits] - mean));
+      orow[c] = FloatToHalf(tab[gamma[c].bits] * n + tab[beta[c].bits]);
+    }
+  }
+}
+
+}  // namespace glm

@@ -1,0 +1,157 @@
+// ConvertSatToGguf: SAT reader -> tensor table -> GGUF writer, one tensor at a time.
+#include "quant/convert.h"
+
+#include <sys/stat.h>
+
+#include <set>
+#include <vector>
+
+#include "offload/model_file.h"
+#include "runtime/weights.h"
+
+namespace glm {
+namespace {
+
+bool EndsWith(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// The reference keeps a rotary inv_freq buffer per layer; it is recomputed, never read (§2.2).
+bool IsIgnoredKey(const std::string& key) { return EndsWith(key, ".attention.rotary_emb.inv_freq"); }
+
+std::string ShapeStr(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+// Reports the first NaN/Inf of an fp16 tensor with its row.
+Status CheckFinite(const std::string& key, const std::vector<Half>& data, int64_t cols) {
+  for (size_t i = 0; i < data.size(); ++i) {
+    if ((data[i].bits & 0x7c00u) == 0x7c00u) {
+      return Errorf("tensor '%s' has a %s at row %lld, column %lld", key.c_str(),
+                    (data[i].bits & 0x3ffu) ? "NaN" : "Inf", (long long)(i / cols),
+                    (long long)(i % cols));
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+StatusOr<ModelConfig> InferConfig(const SatCheckpoint& ckpt, const ConvertOptions& opts) {
+  auto shape_of = [&](const std::string& key) -> StatusOr<std::vector<int64_t>> {
+    const SatTensorInfo* t = ckpt.Find(key);
+    if (!t) return Errorf("checkpoint has no tensor '%s'", key.c_str());
+    return t->shape;
+  };
+  ModelConfig cfg;
+  int layers = 0;
+  for (const SatTensorInfo& t : ckpt.tensors()) {
+    int l = -1;
+    if (std::sscanf(t.key.c_str(), "transformer.layers.%d.", &l) == 1 && l + 1 > layers) {
+      layers = l + 1;
+    }
+  }
+  if (layers == 0) return Errorf("checkpoint has no 'transformer.layers.N.*' tensors");
+  cfg.num_layers = layers;
+  ASSIGN_OR_RETURN(auto ln, shape_of("transformer.final_layernorm.weight"));
+  ASSIGN_OR_RETURN(auto emb, shape_of("transformer.word_embeddings.weight"));
+  ASSIGN_OR_RETURN(auto down, shape_of("transformer.layers.0.mlp.dense_4h_to_h.weight"));
+  if (ln.size() != 1 || emb.size() != 2 || down.size() != 2) {
+    return Errorf("unexpected ranks: final_layernorm %s, word_embeddings %s, dense_4h_to_h %s",
+                  ShapeStr(ln).c_str(), ShapeStr(emb).c_str(), ShapeStr(down).c_str());
+  }
+  cfg.hidden = int(ln[0]);
+  cfg.vocab = int(emb[0]);
+  cfg.inner = int(down[1]);
+  if (opts.num_heads > 0) {
+    cfg.num_heads = opts.num_heads;
+  } else if (cfg.hidden % 128 == 0) {
+    cfg.num_heads = cfg.hidden / 128;
+  } else {
+    return Errorf("hidden size %d is not a multiple of GLM's head dim 128; pass --num-heads",
+                  cfg.hidden);
+  }
+  if (cfg.hidden % cfg.num_heads != 0) {
+    return Errorf("hidden size %d is not divisible by %d heads", cfg.hidden, cfg.num_heads);
+  }
+  cfg.head_dim = cfg.hidden / cfg.num_heads;
+  cfg.max_seq = opts.max_seq;
+  if (opts.tokens) {
+    cfg.tokens = *opts.tokens;
+  } else if (cfg.vocab < 150008) {
+    return Errorf("the vocabulary has %d ids, too few for GLM-130B's special ids (150000..150007);"
+                  " pass --special-tokens", cfg.vocab);
+  }
+  RETURN_IF_ERROR(cfg.Validate());
+
+  // Every tensor of the model must be present with its shape, and nothing else may be.
+  std::set<std::string> expected;
+  Status st;
+  ForEachTensor(cfg, [&](const TensorSpec& s) {
+    expected.insert(s.sat_key);
+    if (!st.ok()) return;
+    const SatTensorInfo* t = ckpt.Find(s.sat_key);
+    std::vector<int64_t> want(s.shape, s.shape + s.ndim);
+    if (!t) {
+      st = Errorf("checkpoint is missing tensor '%s' (expected shape %s)", s.sat_key.c_str(),
+                  ShapeStr(want).c_str());
+    } else if (t->shape != want) {
+      st = Errorf("tensor '%s' has shape %s, but the config %s expects %s", s.sat_key.c_str(),
+                  ShapeStr(t->shape).c_str(), cfg.ToString().c_str(), ShapeStr(want).c_str());
+    }
+  });
+  RETURN_IF_ERROR(st);
+  for (const SatTensorInfo& t : ckpt.tensors()) {
+    if (!expected.count(t.key) && !IsIgnoredKey(t.key)) {
+      return Errorf("checkpoint has an unknown tensor '%s' %s: not part of a GLM model",
+                    t.key.c_str(), ShapeStr(t.shape).c_str());
+    }
+  }
+  return cfg;
+}
+
+Status ConvertSatToGguf(const ConvertOptions& opts) {
+  if (opts.bits != 16) {
+    return Errorf("--bits %d: quantized conversion is not implemented in this build (only 16)",
+                  opts.bits);
+  }
+  struct stat sb;
+  if (!opts.overwrite && stat(opts.output_path.c_str(), &sb) == 0) {
+    return Errorf("output '%s' exists; pass --force to replace it", opts.output_path.c_str());
+  }
+  ASSIGN_OR_RETURN(auto ckpt, SatCheckpoint::Open(opts.input_dir));
+  StatusOr<ModelConfig> cfg_or = InferConfig(*ckpt, opts);
+  if (!cfg_or.ok()) return cfg_or.status().WithContext(opts.input_dir);
+  const ModelConfig cfg = cfg_or.value();
+
+  GgufWriter w(opts.output_path, kFileAlignment);
+  WriteModelMetadata(w, cfg, "GLM (converted from " + opts.input_dir + ")");
+  DeclareModelTensors(w, cfg);
+  RETURN_IF_ERROR(w.Begin());
+
+  ConvertProgress prog;
+  ForEachTensor(cfg, [&](const TensorSpec& s) {
+    ++prog.tensors_total;
+    prog.bytes_total += uint64_t(s.shape[0]) * (s.ndim == 2 ? s.shape[1] : 1) * 2;
+  });
+  std::vector<Half> buf;  // grows to the largest tensor, then is reused
+  Status st;
+  ForEachTensor(cfg, [&](const TensorSpec& s) {
+    if (!st.ok()) return;
+    const int64_t cols = s.ndim == 2 ? s.shape[1] : 1;
+    buf.resize(size_t(s.shape[0] * cols));
+    st = ckpt->ReadMerged(s.sat_key, DType::kF16, buf.data(), buf.size() * sizeof(Half));
+    if (st.ok()) st = CheckFinite(s.sat_key, buf, cols).WithContext(opts.input_dir);
+    if (st.ok()) st = w.WriteTensorData(buf.data(), buf.size() * sizeof(Half));
+    prog.tensors_done++;
+    prog.bytes_done += buf.size() * sizeof(Half);
+    prog.tensor = &s.gguf_name;
+    if (st.ok() && opts.progress) opts.progress(prog);
+  });
+  RETURN_IF_ERROR(st);
+  return w.Finish();
+}
+
+}  // namespace glm

@@ -1,0 +1,73 @@
+// Shared helpers of the command-line tools: error exit with a hint, progress display, id lists.
+#pragma once
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "runtime/check.h"
+
+namespace glm {
+
+// Prints "glm-tool: error: <message>" (and "hint: ..." when given) and exits with status 1.
+[[noreturn]] inline void Die(const char* tool, const Status& st, const char* hint = nullptr) {
+  std::fprintf(stderr, "%s: error: %s\n", tool, st.message().c_str());
+  if (hint) std::fprintf(stderr, "hint: %s\n", hint);
+  std::exit(1);
+}
+
+// "1,2, 3" -> {1, 2, 3}; errors name the bad item.
+inline StatusOr<std::vector<int32_t>> ParseIdList(const std::string& s) {
+  std::vector<int32_t> ids;
+  size_t pos = 0;
+  while (pos <= s.size()) {
+    size_t end = s.find(',', pos);
+    if (end == std::string::npos) end = s.size();
+    std::string item = s.substr(pos, end - pos);
+    while (!item.empty() && item.front() == ' ') item.erase(item.begin());
+    while (!item.empty() && item.back() == ' ') item.pop_back();
+    char* stop = nullptr;
+    const long v = std::strtol(item.c_str(), &stop, 10);
+    if (item.empty() || *stop != '\0' || v < 0 || v > INT32_MAX) {
+      return Errorf("'%s' is not a token id (expected a comma-separated list of integers)",
+                    item.c_str());
+    }
+    ids.push_back(int32_t(v));
+    pos = end + 1;
+  }
+  return ids;
+}
+
+// A progress line: redrawn in place on a terminal, at most every ~5% as plain lines otherwise.
+class Progress {
+ public:
+  explicit Progress(bool quiet) : quiet_(quiet), tty_(isatty(STDERR_FILENO)) {}
+  void Update(double fraction, const std::string& text) {
+    if (quiet_) return;
+    if (tty_) {
+      const int width = 30, filled = int(fraction * width + 0.5);
+      std::fprintf(stderr, "\r[%s%s] %5.1f%% %s\033[K", std::string(filled, '#').c_str(),
+                   std::string(width - filled, '.').c_str(), fraction * 100, text.c_str());
+    } else if (fraction >= next_ || fraction >= 1.0) {
+      std::fprintf(stderr, "%5.1f%% %s\n", fraction * 100, text.c_str());
+      next_ = fraction + 0.05;
+    }
+  }
+  void Done() {
+    if (!quiet_ && tty_) std::fprintf(stderr, "\n");
+  }
+
+ private:
+  bool quiet_, tty_;
+  double next_ = 0;
+};
+
+inline double Seconds(std::chrono::steady_clock::time_point since) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - since).count();
+}
+
+}  // namespace glm
