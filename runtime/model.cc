@@ -25,104 +25,144 @@ Activations Activations::Allocate(const ModelConfig& cfg, int64_t max_tokens, in
   a.gated.resize(T * F);
   a.f32.resize(T * std::max({C, F, HD}));
   a.attn_scratch.resize(AttentionScratchFloats(max_keys));
+  a.ids.resize(T);
+  a.positions.resize(T);
   return a;
 }
 
 namespace {
 
-// One GLM layer on T tokens (spec §1.3). Keys/values of the new tokens go to the cache first so
-// that bidirectional prefix rows see each other.
+// One GLM layer on the N tokens of a step (spec §1.3). Each sequence's new keys/values go to its
+// cache before its attention so that bidirectional prefix rows see each other.
 void Layer(const ModelConfig& cfg, int l, const LayerWeights& w, const RotaryTable& rope,
-           KvCache& kv, Activations& a, const ForwardArgs& args, int64_t T) {
+           std::span<const SeqStep> seqs, Activations& a, int64_t N, const TapFn* tap_fn) {
   const int64_t C = cfg.hidden, F = cfg.inner, H = cfg.num_heads, D = cfg.head_dim, HD = H * D;
   const float alpha = cfg.Alpha();
   auto tap = [&](const char* name, const std::vector<Half>& t, int64_t cols) {
-    if (args.tap) (*args.tap)(StrFormat("l%d.%s", l, name), t.data(), cols);
+    if (tap_fn) (*tap_fn)(StrFormat("l%d.%s", l, name), t.data(), cols);
   };
 
-  LayerNorm(a.x.data(), T, C, w.attn_norm_w.f16(), w.attn_norm_b.f16(), cfg.layernorm_eps,
+  LayerNorm(a.x.data(), N, C, w.attn_norm_w.f16(), w.attn_norm_b.f16(), cfg.layernorm_eps,
             a.y.data());                                                   // y = LN_in(x)
   tap("attn_norm", a.y, C);
-  Linear(a.y.data(), T, w.qkv, w.qkv_b.f16(), a.qkv.data(), a.f32.data());  // [T, H, 3D]
+  Linear(a.y.data(), N, w.qkv, w.qkv_b.f16(), a.qkv.data(), a.f32.data());  // [N, H, 3D]
   tap("qkv", a.qkv, 3 * HD);
-  ApplyRotary(a.qkv.data(), T, int(H), int(D), args.positions.data(), rope);
+  ApplyRotary(a.qkv.data(), N, int(H), int(D), a.positions.data(), rope);
   tap("qkv_rot", a.qkv, 3 * HD);
-  Half* kc = kv.K(l, HD);
-  Half* vc = kv.V(l, HD);
-  for (int64_t t = 0; t < T; ++t) {
-    for (int64_t h = 0; h < H; ++h) {
-      const Half* src = a.qkv.data() + (t * H + h) * 3 * D;
-      std::copy(src + D, src + 2 * D, kc + (kv.length + t) * HD + h * D);
-      std::copy(src + 2 * D, src + 3 * D, vc + (kv.length + t) * HD + h * D);
+  int64_t row = 0;
+  for (const SeqStep& s : seqs) {
+    const int64_t T = int64_t(s.ids.size());
+    Half* kc = s.kv->K(l, HD);
+    Half* vc = s.kv->V(l, HD);
+    for (int64_t t = 0; t < T; ++t) {
+      for (int64_t h = 0; h < H; ++h) {
+        const Half* src = a.qkv.data() + ((row + t) * H + h) * 3 * D;
+        std::copy(src + D, src + 2 * D, kc + (s.kv->length + t) * HD + h * D);
+        std::copy(src + 2 * D, src + 3 * D, vc + (s.kv->length + t) * HD + h * D);
+      }
     }
+    Attention(a.qkv.data() + row * 3 * HD, T, s.kv->length, int(H), int(D), kc, vc, s.prefix_len,
+              l, a.ctx.data() + row * HD, a.attn_scratch.data());
+    row += T;
   }
-  Attention(a.qkv.data(), T, kv.length, int(H), int(D), kc, vc, args.prefix_len, l, a.ctx.data(),
-            a.attn_scratch.data());
   tap("ctx", a.ctx, HD);
-  Linear(a.ctx.data(), T, w.dense, w.dense_b.f16(), a.attn.data(), a.f32.data());
+  Linear(a.ctx.data(), N, w.dense, w.dense_b.f16(), a.attn.data(), a.f32.data());
   tap("attn_out", a.attn, C);
-  DeepNormResidual(a.y.data(), a.attn.data(), alpha, T * C, a.h.data());  // h = y·α + attn
+  DeepNormResidual(a.y.data(), a.attn.data(), alpha, N * C, a.h.data());  // h = y·α + attn
   tap("h", a.h, C);
-  LayerNorm(a.h.data(), T, C, w.ffn_norm_w.f16(), w.ffn_norm_b.f16(), cfg.layernorm_eps,
+  LayerNorm(a.h.data(), N, C, w.ffn_norm_w.f16(), w.ffn_norm_b.f16(), cfg.layernorm_eps,
             a.z.data());                                                   // z = LN_post(h)
   tap("ffn_norm", a.z, C);
-  Linear(a.z.data(), T, w.up, w.up_b.f16(), a.up.data(), a.f32.data());   // [T, 2F]
+  Linear(a.z.data(), N, w.up, w.up_b.f16(), a.up.data(), a.f32.data());   // [N, 2F]
   tap("up", a.up, 2 * F);
-  GeGlu(a.up.data(), T, F, a.gated.data());
+  GeGlu(a.up.data(), N, F, a.gated.data());
   tap("gated", a.gated, F);
-  Linear(a.gated.data(), T, w.down, w.down_b.f16(), a.down.data(), a.f32.data());
+  Linear(a.gated.data(), N, w.down, w.down_b.f16(), a.down.data(), a.f32.data());
   tap("down", a.down, C);
-  DeepNormResidual(a.z.data(), a.down.data(), alpha, T * C, a.x.data());  // x = z·α + mlp
+  DeepNormResidual(a.z.data(), a.down.data(), alpha, N * C, a.x.data());  // x = z·α + mlp
   tap("out", a.x, C);
+}
+
+// Checks one sequence's step against its cache, the activations and the rotary table.
+Status CheckStep(const SeqStep& s, int64_t max_seq) {
+  const int64_t T = int64_t(s.ids.size());
+  if (T == 0) return Errorf("a sequence of the step has no tokens");
+  if (int64_t(s.positions.size()) != T) {
+    return Errorf("%lld ids but %lld positions", (long long)T, (long long)s.positions.size());
+  }
+  if (s.kv->length + T > s.kv->capacity) {
+    return Errorf("sequence of %lld tokens exceeds the KV cache capacity %lld",
+                  (long long)(s.kv->length + T), (long long)s.kv->capacity);
+  }
+  if (s.prefix_len > s.kv->length + T) {
+    return Errorf("the first step of a sequence must include its whole bidirectional prefix "
+                  "(%lld tokens), got %lld", (long long)s.prefix_len, (long long)(s.kv->length + T));
+  }
+  for (int32_t p : s.positions) {
+    if (p < 0 || p >= max_seq) {
+      return Errorf("position %d is outside [0, %lld) (max sequence length)", p,
+                    (long long)max_seq);
+    }
+  }
+  return Status::Ok();
 }
 
 }  // namespace
 
-Status Forward(WeightStore& store, const RotaryTable& rope, KvCache& kv, Activations& act,
-               const ForwardArgs& args, Half* logits) {
+Status ForwardBatch(WeightStore& store, const RotaryTable& rope, std::span<const SeqStep> seqs,
+                    Activations& act, Half* logits, const TapFn* tap) {
   const ModelConfig& cfg = store.config();
-  const int64_t T = int64_t(args.ids.size()), C = cfg.hidden;
-  if (T == 0) return Errorf("Forward: no tokens");
-  if (int64_t(args.positions.size()) != T) {
-    return Errorf("Forward: %lld ids but %lld positions", (long long)T,
-                  (long long)args.positions.size());
+  const int64_t C = cfg.hidden;
+  int64_t N = 0, rows = 0;
+  for (const SeqStep& s : seqs) {
+    RETURN_IF_ERROR(CheckStep(s, rope.max_seq));
+    N += int64_t(s.ids.size());
+    rows += s.all_logits ? int64_t(s.ids.size()) : 1;
   }
-  if (T > act.max_tokens) {
-    return Errorf("Forward: %lld tokens exceed the activation capacity %lld", (long long)T,
+  if (N == 0) return Errorf("Forward: no tokens");
+  if (N > act.max_tokens) {
+    return Errorf("Forward: %lld tokens exceed the activation capacity %lld", (long long)N,
                   (long long)act.max_tokens);
   }
-  if (kv.length + T > kv.capacity) {
-    return Errorf("sequence of %lld tokens exceeds the KV cache capacity %lld",
-                  (long long)(kv.length + T), (long long)kv.capacity);
-  }
-  if (args.prefix_len > kv.length + T) {
-    return Errorf("Forward: the first call must include the whole bidirectional prefix "
-                  "(%lld tokens), got %lld", (long long)args.prefix_len, (long long)(kv.length + T));
-  }
-  for (int32_t p : args.positions) {
-    if (p < 0 || p >= rope.max_seq) {
-      return Errorf("position %d is outside [0, %d) (max sequence length)", p, rope.max_seq);
-    }
+  int64_t off = 0;
+  for (const SeqStep& s : seqs) {
+    std::copy(s.ids.begin(), s.ids.end(), act.ids.begin() + off);
+    std::copy(s.positions.begin(), s.positions.end(), act.positions.begin() + off);
+    off += int64_t(s.ids.size());
   }
   const GlobalWeights& g = store.globals();
-  RETURN_IF_ERROR(Embedding(g.embedding, args.ids.data(), T, act.x.data()));
-  if (args.tap) (*args.tap)("embed", act.x.data(), C);
+  RETURN_IF_ERROR(Embedding(g.embedding, act.ids.data(), N, act.x.data()));
+  if (tap) (*tap)("embed", act.x.data(), C);
 
   for (int l = 0; l < cfg.num_layers; ++l) {
     ASSIGN_OR_RETURN(const LayerWeights* w, store.Acquire(l));
-    Layer(cfg, l, *w, rope, kv, act, args, T);
+    Layer(cfg, l, *w, rope, seqs, act, N, tap);
     store.Release(l);
   }
-  kv.length += T;
 
   // Final LayerNorm, then logits through the tied embedding (§1.10), for the rows asked for.
-  const int64_t first = args.all_logits ? 0 : T - 1;
-  const int64_t rows = T - first;
-  LayerNorm(act.x.data() + first * C, rows, C, g.final_norm_w.f16(), g.final_norm_b.f16(),
-            cfg.layernorm_eps, act.y.data());
-  if (args.tap) (*args.tap)("final_norm", act.y.data(), C);
+  int64_t src = 0, dst = 0;
+  for (const SeqStep& s : seqs) {
+    const int64_t T = int64_t(s.ids.size());
+    s.kv->length += T;
+    const int64_t first = s.all_logits ? 0 : T - 1;
+    std::copy(act.x.begin() + (src + first) * C, act.x.begin() + (src + T) * C,
+              act.h.begin() + dst * C);
+    dst += T - first;
+    src += T;
+  }
+  LayerNorm(act.h.data(), rows, C, g.final_norm_w.f16(), g.final_norm_b.f16(), cfg.layernorm_eps,
+            act.y.data());
+  if (tap) (*tap)("final_norm", act.y.data(), C);
   Linear(act.y.data(), rows, g.embedding, nullptr, logits, act.f32.data());
   return Status::Ok();
+}
+
+Status Forward(WeightStore& store, const RotaryTable& rope, KvCache& kv, Activations& act,
+               const ForwardArgs& args, Half* logits) {
+  const SeqStep step{.kv = &kv, .ids = args.ids, .positions = args.positions,
+                     .prefix_len = args.prefix_len, .all_logits = args.all_logits};
+  return ForwardBatch(store, rope, std::span(&step, 1), act, logits, args.tap);
 }
 
 }  // namespace glm

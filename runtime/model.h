@@ -28,7 +28,8 @@ struct KvCache {
   Half* V(int layer, int64_t hd) { return v.data() + size_t(layer) * capacity * hd; }
 };
 
-// Scratch for up to `max_tokens` tokens per Forward call, allocated once.
+// Scratch for up to `max_tokens` tokens per step (all sequences together), allocated once.
+// max_keys bounds the longest sequence (attention scratch).
 struct Activations {
   int64_t max_tokens = 0;
   std::vector<Half> x;      // [T, C] layer input / output stream
@@ -43,25 +44,42 @@ struct Activations {
   std::vector<Half> down;   // [T, C]
   std::vector<float> f32;   // [T, max(C, F)] linear-layer input in fp32
   std::vector<float> attn_scratch;
+  std::vector<int32_t> ids;        // [T] the step's tokens, all sequences concatenated
+  std::vector<int32_t> positions;  // [T]
 
   static Activations Allocate(const ModelConfig& cfg, int64_t max_tokens, int64_t max_keys);
 };
 
 // Debug tap: called with a name ("embed", "l3.attn_norm", "l3.out", "final_norm") and the
-// fp16 tensor [T, cols] right after it is computed. Null in normal runs.
+// fp16 tensor [N, cols] (all tokens of the step) right after it is computed. Null normally.
 using TapFn = std::function<void(const std::string& name, const Half* data, int64_t cols)>;
 
-struct ForwardArgs {
-  std::span<const int32_t> ids;        // the new tokens (absolute indices kv.length..)
+// One sequence's share of a forward step.
+struct SeqStep {
+  KvCache* kv = nullptr;               // its cache; the new keys/values go at kv->length
+  std::span<const int32_t> ids;        // the new tokens
   std::span<const int32_t> positions;  // their position ids
   int64_t prefix_len = 0;              // bidirectional prefix of the whole sequence (§1.8)
   bool all_logits = false;             // logits of every new token, else of the last only
+};
+
+// Runs the new tokens of all sequences together: each layer is acquired once and applied to
+// every token of the batch, so batched decode shares every streamed layer read. Appends keys and
+// values to each cache and writes fp16 logits [rows, V], rows in sequence order (T_b rows for an
+// all_logits sequence, else 1). A sequence's first call must cover its whole bidirectional
+// prefix. Errors: ids outside the vocabulary, capacities exceeded, store failures.
+Status ForwardBatch(WeightStore& store, const RotaryTable& rope, std::span<const SeqStep> seqs,
+                    Activations& act, Half* logits, const TapFn* tap = nullptr);
+
+struct ForwardArgs {
+  std::span<const int32_t> ids;
+  std::span<const int32_t> positions;
+  int64_t prefix_len = 0;
+  bool all_logits = false;
   const TapFn* tap = nullptr;
 };
 
-// Runs the new tokens through the model, appends their keys/values to `kv`, and writes fp16
-// logits [T or 1, V] to `logits`. The first call on an empty cache must cover the whole
-// bidirectional prefix. Errors: ids outside the vocabulary, capacity exceeded, store failures.
+// One sequence: ForwardBatch with a batch of one.
 Status Forward(WeightStore& store, const RotaryTable& rope, KvCache& kv, Activations& act,
                const ForwardArgs& args, Half* logits);
 

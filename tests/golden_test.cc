@@ -214,6 +214,54 @@ TEST_F(Golden, DecodeWithCacheEqualsFullRecompute) {
   }
 }
 
+// Several sequences in one step (batched prefill, then batched decode) give exactly the logits
+// of each sequence run alone: the batch shares the weights, nothing else.
+TEST_F(Golden, BatchEqualsSeparateRuns) {
+  const ModelConfig& cfg = store_->config();
+  const int64_t V = cfg.vocab;
+  std::vector<std::vector<int32_t>> ids;
+  std::vector<SequenceLayout> layouts;
+  std::vector<std::vector<Half>> full;
+  std::vector<KvCache> caches;
+  int64_t total = 0;
+  for (const char* c : {"gmask", "mask", "smask", "short"}) {
+    ids.push_back(Ids(c));
+    layouts.push_back(DeriveLayout(ids.back(), cfg.tokens).value());
+    full.push_back(RunFull(ids.back(), layouts.back(), nullptr));
+    caches.push_back(KvCache::Allocate(cfg, int64_t(ids.back().size())));
+    total += int64_t(ids.back().size());
+  }
+  RotaryTable rope = RotaryTable::Build(cfg.head_dim, cfg.max_seq);
+  Activations act = Activations::Allocate(cfg, total, 512);
+  std::vector<int64_t> done(ids.size(), 0);
+  std::vector<Half> logits(ids.size() * V);
+  for (int step = 0;; ++step) {
+    std::vector<SeqStep> steps;
+    std::vector<size_t> which;
+    for (size_t b = 0; b < ids.size(); ++b) {
+      const int64_t T = int64_t(ids[b].size());
+      if (done[b] >= T) continue;
+      const int64_t n = step == 0 ? layouts[b].sop_index + 1 : 1;
+      steps.push_back({.kv = &caches[b], .ids = std::span(ids[b]).subspan(done[b], n),
+                       .positions = std::span(layouts[b].positions).subspan(done[b], n),
+                       .prefix_len = layouts[b].prefix_len});
+      which.push_back(b);
+    }
+    if (steps.empty()) break;
+    Status st = ForwardBatch(*store_, rope, steps, act, logits.data());
+    ASSERT_TRUE(st.ok()) << st.message();
+    for (size_t i = 0; i < steps.size(); ++i) {
+      const size_t b = which[i];
+      done[b] += int64_t(steps[i].ids.size());
+      const int64_t row = done[b] - 1;
+      for (int64_t v = 0; v < V; ++v) {
+        ASSERT_EQ(logits[i * V + v].bits, full[b][row * V + v].bits)
+            << "sequence " << b << " row " << row << " vocab " << v;
+      }
+    }
+  }
+}
+
 TEST_F(Golden, CapacityAndIdErrorsAreReported) {
   const ModelConfig& cfg = store_->config();
   RotaryTable rope = RotaryTable::Build(cfg.head_dim, cfg.max_seq);
