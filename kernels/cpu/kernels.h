@@ -20,6 +20,8 @@ void LayerNorm(const Half* x, int64_t T, int64_t C, const Half* gamma, const Hal
 
 // linear.cc: out[t, n] = fp16(Σ_k x[t,k]·w[n,k] + b[n]), fp32 accumulation, one rounding
 // (PyTorch's fused addmm, §1.3). x: [T, K] f16, w: [N, K], bias: [N] f16 or null, out: [T, N].
+// Quantized weights (kI8/kI4, quant/format.h) are dequantized row by row as the reference does,
+// and their bias is a separate fp16 add: fp16(fp16(x·W) + b).
 // `scratch` holds at least T*K floats. Multi-threaded over N.
 void Linear(const Half* x, int64_t T, const TensorView& w, const Half* bias, Half* out,
             float* scratch);

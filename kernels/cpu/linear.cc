@@ -1,4 +1,4 @@
-// Linear layer y = x·Wᵀ + b for fp16 weights (spec §1.3): fp32 accumulation and a single fp16
+// Linear layer y = x·Wᵀ + b for fp16 and quantized weights (spec §1.3, §3): fp32 accumulation and a single fp16
 // rounding after the bias, as PyTorch's fused addmm. Weight-stationary: each weight row is
 // converted once and dotted with every token, so a decode step reads the weights exactly once.
 #include <algorithm>
@@ -6,6 +6,7 @@
 
 #include "kernels/cpu/half_table.h"
 #include "kernels/cpu/kernels.h"
+#include "quant/format.h"
 #include "runtime/parallel.h"
 
 namespace glm {
@@ -28,21 +29,23 @@ inline float Dot(const float* a, const float* b, int64_t n) {
 void Linear(const Half* x, int64_t T, const TensorView& w, const Half* bias, Half* out,
             float* scratch) {
   GLM_CHECK_MSG(w.ndim == 2, "linear weight must be 2-D, got %s", w.ShapeString().c_str());
-  GLM_CHECK_MSG(w.dtype == DType::kF16, "linear with %s weights is not implemented on the CPU",
-                DTypeName(w.dtype));
+  GLM_CHECK_MSG(w.dtype == DType::kF16 || w.dtype == DType::kI8 || w.dtype == DType::kI4,
+                "linear with %s weights is not implemented on the CPU", DTypeName(w.dtype));
   const int64_t N = w.rows(), K = w.cols();
-  const Half* wd = w.f16();
   const float* tab = HalfTable();
+  const bool quantized = w.dtype != DType::kF16;
   for (int64_t t = 0; t < T; ++t) HalfToFloatRow(x + t * K, K, scratch + t * K);
   const float* xf = scratch;
   ThreadPool::Global().ParallelFor(N, 16, [&](int64_t n0, int64_t n1) {
     thread_local std::vector<float> wrow;
     if (int64_t(wrow.size()) < K) wrow.resize(K);  // grows once per thread, then reused
     for (int64_t n = n0; n < n1; ++n) {
-      HalfToFloatRow(wd + n * K, K, wrow.data());
+      DequantizeRow(w, n, wrow.data());  // fp16 or the reference dequantization (quant/format.h)
       const float b = bias ? tab[bias[n].bits] : 0.f;
       for (int64_t t = 0; t < T; ++t) {
-        out[t * N + n] = FloatToHalf(Dot(xf + t * K, wrow.data(), K) + b);
+        const float acc = Dot(xf + t * K, wrow.data(), K);
+        // The quantized reference (W8A16Linear) adds the bias as a separate fp16 op (spec §3).
+        out[t * N + n] = FloatToHalf(quantized ? RoundHalf(acc) + b : acc + b);
       }
     }
   });
