@@ -82,6 +82,66 @@ StatusOr<ModelConfig> ReadModelConfig(const GgufFile& f) {
   return cfg;
 }
 
+namespace {
+
+// Binds the tensors of one extent (layer >= 0, or the globals for layer -1) to views into a
+// buffer holding that extent's bytes, checking presence, extent, type and shape.
+Status BindExtent(const GgufFile& f, const ModelConfig& cfg, int layer, const void* extent_base,
+                  LayerWeights* lw, GlobalWeights* gw) {
+  const int extent = layer < 0 ? kGlobalExtent : LayerExtent(layer);
+  if (extent >= int(f.extents().size())) {
+    return Errorf("%s: no extent %d (the file has %zu)", f.path().c_str(), extent,
+                  f.extents().size());
+  }
+  const uint64_t extent_offset = f.extents()[extent].offset;
+  Status st;
+  ForEachTensor(cfg, [&](const TensorSpec& spec) {
+    if (!st.ok() || spec.layer != layer) return;
+    const GgufTensorInfo* t = f.FindTensor(spec.gguf_name);
+    if (!t) {
+      st = Errorf("%s: tensor '%s' is missing", f.path().c_str(), spec.gguf_name.c_str());
+      return;
+    }
+    std::vector<int64_t> want(spec.shape, spec.shape + spec.ndim);
+    if (t->type != GgmlType::kF16 || t->shape != want) {
+      st = Errorf("%s: tensor '%s' is %s %s, expected f16 %s", f.path().c_str(),
+                  spec.gguf_name.c_str(), GgmlTypeName(t->type), ShapeStr(t->shape).c_str(),
+                  ShapeStr(want).c_str());
+      return;
+    }
+    if (t->extent != extent) {
+      st = Errorf("%s: tensor '%s' is in extent %d, expected %d", f.path().c_str(),
+                  spec.gguf_name.c_str(), t->extent, extent);
+      return;
+    }
+    TensorView v;
+    v.dtype = DType::kF16;
+    v.ndim = spec.ndim;
+    v.shape[0] = spec.shape[0];
+    v.shape[1] = spec.ndim == 2 ? spec.shape[1] : 1;
+    v.data = static_cast<const char*>(extent_base) + (t->offset - extent_offset);
+    if (layer < 0) {
+      gw->*(spec.global_slot) = v;
+    } else {
+      lw->*(spec.layer_slot) = v;
+    }
+  });
+  return st;
+}
+
+}  // namespace
+
+Status BindLayer(const GgufFile& f, const ModelConfig& cfg, int layer, const void* extent_base,
+                 LayerWeights* out) {
+  GLM_CHECK(layer >= 0 && layer < cfg.num_layers);
+  return BindExtent(f, cfg, layer, extent_base, out, nullptr);
+}
+
+Status BindGlobals(const GgufFile& f, const ModelConfig& cfg, const void* extent_base,
+                   GlobalWeights* out) {
+  return BindExtent(f, cfg, -1, extent_base, nullptr, out);
+}
+
 StatusOr<std::unique_ptr<MmapStore>> MmapStore::Open(const std::string& path) {
   std::unique_ptr<MmapStore> s(new MmapStore());
   ASSIGN_OR_RETURN(s->file_, GgufFile::Open(path));
@@ -97,36 +157,15 @@ StatusOr<std::unique_ptr<MmapStore>> MmapStore::Open(const std::string& path) {
     s->map_ = nullptr;
     return ErrnoError("mmap", path, errno);
   }
-  const char* base = static_cast<const char*>(s->map_) + s->file_->data_offset();
+  const char* data = static_cast<const char*>(s->map_) + s->file_->data_offset();
+  const auto& extents = s->file_->extents();
+  RETURN_IF_ERROR(BindGlobals(*s->file_, s->cfg_, data + extents[kGlobalExtent].offset,
+                              &s->globals_));
   s->layers_.resize(s->cfg_.num_layers);
-  Status st;
-  ForEachTensor(s->cfg_, [&](const TensorSpec& spec) {
-    if (!st.ok()) return;
-    const GgufTensorInfo* t = s->file_->FindTensor(spec.gguf_name);
-    if (!t) {
-      st = Errorf("%s: tensor '%s' is missing", path.c_str(), spec.gguf_name.c_str());
-      return;
-    }
-    std::vector<int64_t> want(spec.shape, spec.shape + spec.ndim);
-    if (t->type != GgmlType::kF16 || t->shape != want) {
-      st = Errorf("%s: tensor '%s' is %s %s, expected f16 %s", path.c_str(),
-                  spec.gguf_name.c_str(), GgmlTypeName(t->type), ShapeStr(t->shape).c_str(),
-                  ShapeStr(want).c_str());
-      return;
-    }
-    TensorView v;
-    v.dtype = DType::kF16;
-    v.ndim = spec.ndim;
-    v.shape[0] = spec.shape[0];
-    v.shape[1] = spec.ndim == 2 ? spec.shape[1] : 1;
-    v.data = base + t->offset;
-    if (spec.layer < 0) {
-      s->globals_.*(spec.global_slot) = v;
-    } else {
-      s->layers_[spec.layer].*(spec.layer_slot) = v;
-    }
-  });
-  RETURN_IF_ERROR(st);
+  for (int l = 0; l < s->cfg_.num_layers; ++l) {
+    RETURN_IF_ERROR(BindLayer(*s->file_, s->cfg_, l, data + extents[LayerExtent(l)].offset,
+                              &s->layers_[l]));
+  }
   return s;
 }
 

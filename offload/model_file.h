@@ -28,6 +28,15 @@ void DeclareModelTensors(GgufWriter& w, const ModelConfig& cfg);
 // Reads the config back; errors name the missing or invalid key.
 StatusOr<ModelConfig> ReadModelConfig(const GgufFile& f);
 
+// Views of layer `layer`'s tensors inside a buffer holding the bytes of its extent
+// (`extent_base` = the extent's first byte, wherever it was loaded: mapping, staging slot, GPU).
+// Checks every tensor's presence, extent, type and shape; errors name the file and tensor.
+Status BindLayer(const GgufFile& f, const ModelConfig& cfg, int layer, const void* extent_base,
+                 LayerWeights* out);
+// The same for the model-level tensors (extent kGlobalExtent).
+Status BindGlobals(const GgufFile& f, const ModelConfig& cfg, const void* extent_base,
+                   GlobalWeights* out);
+
 // Serves weights straight from a read-only mapping of the file: the page cache holds what is
 // used. Every tensor of the model is checked (present, type, shape) at Open.
 class MmapStore : public WeightStore {
