@@ -25,7 +25,7 @@ struct Rng {
 }  // namespace
 
 std::vector<std::string> SyntheticPresetNames() {
-  return {"tiny", "small", "medium", "glm130b-L<n>"};
+  return {"demo", "tiny", "small", "medium", "glm130b-L<n>"};
 }
 
 StatusOr<ModelConfig> SyntheticPreset(const std::string& name) {
@@ -36,7 +36,11 @@ StatusOr<ModelConfig> SyntheticPreset(const std::string& name) {
     m.tokens = SpecialTokens{.mask = vocab - 8, .gmask = vocab - 7, .smask = vocab - 6,
                              .sop = vocab - 4, .eop = vocab - 3, .eos = vocab - 2};
   };
-  if (name == "tiny") {
+  if (name == "demo") {
+    // GLM-130B's vocabulary and special ids (so icetk-style tokenizers fit) on a tiny body.
+    c = ModelConfig{.num_layers = 4, .hidden = 256, .inner = 640, .num_heads = 2,
+                    .head_dim = 128, .max_seq = 2048};
+  } else if (name == "tiny") {
     c = ModelConfig{.num_layers = 2, .hidden = 256, .inner = 512, .num_heads = 2,
                     .head_dim = 128, .max_seq = 512};
     small_vocab(c, 1024);
@@ -57,7 +61,7 @@ StatusOr<ModelConfig> SyntheticPreset(const std::string& name) {
     c = ModelConfig::Glm130B();
     c.num_layers = int(n);
   } else {
-    return Errorf("unknown synthetic preset '%s' (known: tiny, small, medium, glm130b-L<n>)",
+    return Errorf("unknown synthetic preset '%s' (known: demo, tiny, small, medium, glm130b-L<n>)",
                   name.c_str());
   }
   RETURN_IF_ERROR(c.Validate());

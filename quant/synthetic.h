@@ -12,7 +12,8 @@
 
 namespace glm {
 
-// Named configs: "tiny" (runs in milliseconds), "small", "medium", and "glm130b-L<n>" (GLM-130B's
+// Named configs: "demo" (GLM-130B's 150528-id vocabulary and special ids on a 4-layer, 256-wide
+// body), "tiny" (runs in milliseconds), "small", "medium", and "glm130b-L<n>" (GLM-130B's
 // layer shapes and vocabulary with n layers). Unknown names are an error listing the presets.
 StatusOr<ModelConfig> SyntheticPreset(const std::string& name);
 std::vector<std::string> SyntheticPresetNames();
