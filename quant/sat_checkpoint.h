@@ -54,4 +54,20 @@ enum class SatMergeRule {
 };
 SatMergeRule SatMergeRuleForKey(const std::string& key);
 
+// One tensor of one rank file as stored, before merging. Exposed for tests, tools and the fuzzer.
+struct SatShard {
+  std::string key;
+  DType dtype = DType::kF16;  // kF16, kBF16 or kF32
+  std::vector<int64_t> shape;
+  std::vector<int64_t> strides;  // elements; torch views (slices, transposes) are not contiguous
+  int64_t storage_offset = 0;    // elements
+  std::string storage_entry;     // archive entry holding the storage: "<prefix>/data/<key>"
+  uint64_t storage_bytes = 0;
+};
+
+// Parses one rank file (zip + pickle, spec §2.1) and lists the tensors under 'module' in pickle
+// order, with every check Open() applies to a single rank (allowed globals, dtypes, storage
+// bounds). Reads only the archive directory and data.pkl.
+StatusOr<std::vector<SatShard>> SatListRankFile(const std::string& path);
+
 }  // namespace glm
