@@ -22,14 +22,25 @@
 namespace glm {
 
 // GGUF metadata value types (gguf.md).
+// clang-format off
 enum class GgufValueType : uint32_t {
   kU8 = 0, kI8 = 1, kU16 = 2, kI16 = 3, kU32 = 4, kI32 = 5, kF32 = 6, kBool = 7,
   kString = 8, kArray = 9, kU64 = 10, kI64 = 11, kF64 = 12,
 };
+// clang-format on
 
 // ggml tensor types used by glmstream (values from ggml.h).
 enum class GgmlType : uint32_t { kF32 = 0, kF16 = 1, kI8 = 24, kI32 = 26, kBF16 = 30 };
 const char* GgmlTypeName(GgmlType t);
+// True for the type ids above (a file may carry others, which glmstream does not read).
+bool IsKnownGgmlType(uint32_t t);
+// Bytes per element; every type above has a block size of one element.
+size_t GgmlTypeSize(GgmlType t);
+// "u8", "i32", "f32", "bool", "string", "array", ...; nullptr for an id outside the enum.
+const char* GgufValueTypeName(GgufValueType t);
+// Bytes of the well-formed UTF-8 sequence at s[i] (1..4), or 0 if there is none: metadata
+// strings come from files, and printers must not pass broken or control sequences through.
+size_t Utf8SequenceLength(const std::string& s, size_t i);
 
 // A metadata value: scalars are held widened; arrays keep their element type.
 struct GgufValue {
@@ -39,6 +50,8 @@ struct GgufValue {
                std::vector<int64_t>, std::vector<double>, std::vector<std::string>>
       v;
   std::string ToString(size_t max_elems = 8) const;  // for glm-inspect
+  std::string TypeName() const;                      // "u32", "array<string>", ...
+  size_t ArraySize() const;                          // elements of an array; 0 for scalars
 };
 
 struct GgufTensorInfo {
@@ -47,7 +60,7 @@ struct GgufTensorInfo {
   std::vector<int64_t> shape;  // row-major (outermost first); the file stores ne = reversed
   uint64_t offset = 0;         // relative to the data section
   uint64_t bytes = 0;
-  int extent = -1;             // index of the extent holding it
+  int extent = -1;             // index of the extent holding it (-1: none)
 };
 
 struct GgufExtent {
@@ -74,6 +87,10 @@ class GgufWriter {
   void SetArrayU64(const std::string& key, const std::vector<uint64_t>& v);
   void SetArrayI32(const std::string& key, const std::vector<int32_t>& v);
   void SetArrayString(const std::string& key, const std::vector<std::string>& v);
+  // Any value: the variant alternative must match `type` (and `elem_type` for arrays), e.g.
+  // u8/u16/u32/u64 and bool arrays hold uint64_t, floats hold double. Nested arrays are refused.
+  // Setting a key again replaces its value and keeps its position.
+  void Set(const std::string& key, GgufValue v);
 
   // Declares a tensor; tensors are laid out in declaration order, each at an aligned offset.
   // `extent` groups tensors: extent ids must be 0,1,2,... and non-decreasing in declaration
@@ -127,11 +144,17 @@ class GgufFile {
 
   // Reads extent i and compares its XXH64 with the stored one (error names extent, offset).
   Status VerifyExtent(int i) const;
-  // Verifies every extent; `progress(done_bytes, total_bytes)` is called along the way.
+  // Verifies every extent, going on past failures; the error lists every failing extent.
+  // `progress(done_bytes, total_bytes)` is called after every chunk read.
   Status VerifyAll(const std::function<void(uint64_t, uint64_t)>& progress = nullptr) const;
+  // Indices of the tensors that lie in extent i (declaration order).
+  std::vector<int> TensorsInExtent(int i) const;
 
  private:
   GgufFile() = default;
+  Status Parse();
+  Status ParseExtents();
+  Status VerifyExtentImpl(int i, const std::function<void(uint64_t)>& on_chunk) const;
   std::string path_;
   int fd_ = -1;
   uint32_t version_ = 0, alignment_ = 32;
