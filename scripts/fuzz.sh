@@ -12,9 +12,14 @@ targets=$(cd tests/fuzz && ls fuzz_*.cc | sed 's/\.cc$//')
 cmake --build "$build" -j"$(nproc)" --target $targets
 status=0
 for t in $targets; do
-  corpus_src=tests/fuzz/corpus_${t#fuzz_}
+  # Seeds: tests/fuzz/corpus_<name> where <name> starts fuzz_<name...> (corpus_sat -> fuzz_sat_*).
+  corpus_src=""
+  for d in tests/fuzz/corpus_*/; do
+    d=${d%/}; name=${d##*/corpus_}
+    case "${t#fuzz_}" in "$name"*) corpus_src=$d ;; esac
+  done
   work=$(mktemp -d)
-  [ -d "$corpus_src" ] && cp -r "$corpus_src"/. "$work"/
+  if [ -n "$corpus_src" ]; then cp -r "$corpus_src"/. "$work"/; fi
   echo "fuzz: $t for ${seconds}s (seeds: $(ls "$work" | wc -l))"
   if ! (cd "$work" && UBSAN_OPTIONS=halt_on_error=1 "$OLDPWD/$build/$t" -max_total_time="$seconds" \
         -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 "$work" >"$work.log" 2>&1); then
