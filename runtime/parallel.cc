@@ -1,5 +1,9 @@
-// ThreadPool: a generation counter wakes the workers; chunks are claimed under the mutex.
+// ThreadPool: a generation counter starts a job, an atomic counter hands out chunks, an atomic
+// count of pending workers ends it. Waiters spin about 50 µs (kernels of one decode step follow
+// each other within microseconds) and then sleep on the futex behind std::atomic::wait.
 #include "runtime/parallel.h"
+
+#include <sched.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -8,13 +12,38 @@ namespace glm {
 
 namespace {
 thread_local int tls_thread_index = 0;
+thread_local bool tls_in_job = false;
+
+inline void CpuRelax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+// Spins while pred() holds, for about kSpinIterations pauses; returns whether it still holds.
+constexpr int kSpinIterations = 1 << 11;
+template <typename Pred>
+bool SpinWhile(Pred pred) {
+  for (int i = 0; i < kSpinIterations; ++i) {
+    if (!pred()) return false;
+    CpuRelax();
+  }
+  return pred();
+}
 }  // namespace
 
 int ThreadPool::CurrentThreadIndex() { return tls_thread_index; }
 
+int ThreadPool::AvailableCpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
+  return std::max(1, int(std::thread::hardware_concurrency()));
+}
+
 ThreadPool::ThreadPool(int num_threads) {
   if (num_threads <= 0) {
-    num_threads = int(std::thread::hardware_concurrency());
+    num_threads = AvailableCpus();
     if (const char* env = std::getenv("GLM_THREADS")) num_threads = std::atoi(env);
     num_threads = std::max(num_threads, 1);
   }
@@ -22,11 +51,9 @@ ThreadPool::ThreadPool(int num_threads) {
 }
 
 ThreadPool::~ThreadPool() {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    stop_ = true;
-  }
-  cv_start_.notify_all();
+  stop_.store(true);
+  generation_.fetch_add(1, std::memory_order_release);
+  generation_.notify_all();
   for (auto& t : workers_) t.join();
 }
 
@@ -36,62 +63,57 @@ ThreadPool& ThreadPool::Global() {
 }
 
 void ThreadPool::RunChunks() {
+  tls_in_job = true;
   for (;;) {
-    int64_t begin;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (next_ >= n_) return;
-      begin = next_;
-      next_ += chunk_;
-    }
-    (*fn_)(begin, std::min(begin + chunk_, n_));
+    const int64_t begin = next_.fetch_add(chunk_, std::memory_order_relaxed);
+    if (begin >= n_) break;
+    job_.call(job_.fn, begin, std::min(begin + chunk_, n_));
   }
+  tls_in_job = false;
 }
 
 void ThreadPool::WorkerLoop(int index) {
   tls_thread_index = index;
-  uint64_t seen = 0;
+  uint32_t seen = 0;
   for (;;) {
-    {
-      std::unique_lock<std::mutex> lock(mu_);
-      cv_start_.wait(lock, [&] { return stop_ || generation_ != seen; });
-      if (stop_) return;
-      seen = generation_;
+    if (SpinWhile([&] { return generation_.load(std::memory_order_acquire) == seen; })) {
+      generation_.wait(seen, std::memory_order_acquire);
+      continue;  // re-check (wait may return spuriously)
     }
+    seen = generation_.load(std::memory_order_acquire);
+    if (stop_.load()) return;
     RunChunks();
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (--pending_ == 0) cv_done_.notify_one();
-    }
+    if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) pending_.notify_one();
   }
 }
 
-void ThreadPool::ParallelFor(int64_t n, int64_t grain,
-                             const std::function<void(int64_t, int64_t)>& fn) {
+void ThreadPool::Run(int64_t n, int64_t grain, Job job) {
   if (n <= 0) return;
   grain = std::max<int64_t>(grain, 1);
   const int64_t threads = size();
-  if (threads == 1 || n <= grain) {
-    fn(0, n);
+  if (threads == 1 || n <= grain || tls_in_job) {
+    job.call(job.fn, 0, n);
     return;
   }
   std::lock_guard<std::mutex> call_lock(call_mu_);
-  // About 4 chunks per thread balances uneven rows without much locking.
+  // About 4 chunks per thread balances uneven rows (and a core busy with something else).
   const int64_t chunk = std::max(grain, (n + threads * 4 - 1) / (threads * 4));
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    fn_ = &fn;
-    n_ = n;
-    chunk_ = chunk;
-    next_ = 0;
-    pending_ = int(workers_.size());
-    ++generation_;
-  }
-  cv_start_.notify_all();
+  job_ = job;
+  n_ = n;
+  chunk_ = chunk;
+  next_.store(0, std::memory_order_relaxed);
+  pending_.store(int(workers_.size()), std::memory_order_relaxed);
+  generation_.fetch_add(1, std::memory_order_release);
+  generation_.notify_all();
   RunChunks();
-  std::unique_lock<std::mutex> lock(mu_);
-  cv_done_.wait(lock, [&] { return pending_ == 0; });
-  fn_ = nullptr;
+  for (;;) {
+    int p = pending_.load(std::memory_order_acquire);
+    if (p == 0) break;
+    if (SpinWhile([&] { return pending_.load(std::memory_order_acquire) != 0; })) {
+      p = pending_.load(std::memory_order_acquire);
+      if (p != 0) pending_.wait(p, std::memory_order_acquire);
+    }
+  }
 }
 
 }  // namespace glm

@@ -9,6 +9,7 @@
 
 #include "kernels/cpu/half_table.h"
 #include "kernels/cpu/kernels.h"
+#include "kernels/cpu/simd.h"
 #include "runtime/parallel.h"
 
 namespace glm {
@@ -18,8 +19,9 @@ int64_t AttentionScratchFloats(int64_t max_keys) {
   return int64_t(ThreadPool::Global().size()) * (max_keys + 2048);
 }
 
-void Attention(const Half* qkv, int64_t T, int64_t start, int H, int D, const Half* k_cache,
-               const Half* v_cache, int64_t prefix_len, int layer, Half* ctx, float* scratch) {
+void AttentionScalar(const Half* qkv, int64_t T, int64_t start, int H, int D,
+                     const Half* k_cache, const Half* v_cache, int64_t prefix_len, int layer,
+                     Half* ctx, float* scratch) {
   GLM_CHECK_MSG(D <= 1024, "head_dim %d > 1024", D);
   const int64_t total = start + T;
   GLM_CHECK_MSG(prefix_len <= total,

@@ -5,11 +5,12 @@
 
 #include "kernels/cpu/half_table.h"
 #include "kernels/cpu/kernels.h"
+#include "kernels/cpu/simd.h"
 
 namespace glm {
 
-void LayerNorm(const Half* x, int64_t T, int64_t C, const Half* gamma, const Half* beta,
-               float eps, Half* out) {
+void LayerNormScalar(const Half* x, int64_t T, int64_t C, const Half* gamma, const Half* beta,
+                     float eps, Half* out) {
   const float* tab = HalfTable();
   for (int64_t t = 0; t < T; ++t) {
     const Half* xr = x + t * C;

@@ -6,6 +6,7 @@
 
 #include "kernels/cpu/half_table.h"
 #include "kernels/cpu/kernels.h"
+#include "kernels/cpu/simd.h"
 #include "quant/format.h"
 #include "runtime/parallel.h"
 
@@ -26,11 +27,9 @@ inline float Dot(const float* a, const float* b, int64_t n) {
 
 }  // namespace
 
-void Linear(const Half* x, int64_t T, const TensorView& w, const Half* bias, Half* out,
-            float* scratch) {
-  GLM_CHECK_MSG(w.ndim == 2, "linear weight must be 2-D, got %s", w.ShapeString().c_str());
-  GLM_CHECK_MSG(w.dtype == DType::kF16 || w.dtype == DType::kI8 || w.dtype == DType::kI4,
-                "linear with %s weights is not implemented on the CPU", DTypeName(w.dtype));
+void LinearScalar(const Half* x, int64_t T, const TensorView& w, const Half* bias, Half* out,
+                  float* scratch) {
+  CheckLinearWeight(w);
   const int64_t N = w.rows(), K = w.cols();
   const float* tab = HalfTable();
   const bool quantized = w.dtype != DType::kF16;

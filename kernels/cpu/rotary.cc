@@ -7,6 +7,7 @@
 
 #include "kernels/cpu/half_table.h"
 #include "kernels/cpu/kernels.h"
+#include "kernels/cpu/simd.h"
 
 namespace glm {
 
@@ -34,8 +35,8 @@ RotaryTable RotaryTable::Build(int head_dim, int max_seq) {
   return t;
 }
 
-void ApplyRotary(Half* qkv, int64_t T, int H, int D, const int32_t* positions,
-                 const RotaryTable& table) {
+void ApplyRotaryScalar(Half* qkv, int64_t T, int H, int D, const int32_t* positions,
+                       const RotaryTable& table) {
   GLM_CHECK_MSG(table.head_dim == D, "rotary table for D=%d used with D=%d", table.head_dim, D);
   const float* tab = HalfTable();
   const int half = D / 2;

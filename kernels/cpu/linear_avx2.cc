@@ -1,0 +1,337 @@
+// Linear y = x·Wᵀ + b with AVX2 + FMA + F16C, bit-identical to LinearScalar: the numerics of
+// linear_avx512.cc (read its header) with one ymm of 8 lane sums per output, the scalar kernel's
+// reduction tree and its in-order tail. Decode kernel: T <= 2 tokens x 4 rows decoded in
+// registers; prefill kernel: fp32 panel and 3-token x 3-row register tiles.
+#include <immintrin.h>
+
+#include <cstdint>
+#include <cstdlib>
+
+#include "kernels/cpu/linear_common.h"
+#include "kernels/cpu/simd.h"
+#include "quant/format.h"
+#include "runtime/parallel.h"
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c,bmi,bmi2")
+
+namespace glm {
+namespace {
+
+constexpr int kLanes = 8;
+constexpr int kDirectMaxT = 2;
+constexpr int kDirectRows = 4;
+constexpr int kTileT = 3, kTileN = 3;
+
+inline __m256 RoundToHalf(__m256 v) {
+  return _mm256_cvtph_ps(_mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+
+// The scalar kernel's tree: lanes (i + i+4), then (0+1) + (2+3).
+inline float Reduce8(__m256 v) {
+  const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  const __m128 h = _mm_hadd_ps(s4, s4);  // [A+B, C+D, A+B, C+D]
+  return _mm_cvtss_f32(_mm_add_ss(h, _mm_movehdup_ps(h)));
+}
+
+// Reduces row n's accumulator of token t, adds the K mod 8 last products in order (as the scalar
+// kernel does after its tree) and writes the epilogue.
+inline void Finish(__m256 acc, const float* xt, const LinearWeight& w, int64_t n, const Half* bias,
+                   Half* out_t) {
+  float s = Reduce8(acc);
+  for (int64_t k = w.K - w.K % kLanes; k < w.K; ++k) s += xt[k] * DequantElement(w, n, k);
+  out_t[n] = LinearEpilogue(w, s, bias, n);
+}
+
+// ---- Row decoders: the 8 dequantized weights of step s of one row (see linear_avx512.cc) ----
+
+struct F16Row {
+  const Half* p = nullptr;
+  F16Row() = default;
+  F16Row(const LinearWeight& lw, int64_t row) : p(lw.f16 + row * lw.K) {}
+  void Group(int64_t) {}
+  __m256 Load(int64_t s) const {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + s * kLanes)));
+  }
+};
+
+struct I8Row {
+  const int8_t* p = nullptr;
+  const Half* scales = nullptr;
+  __m256 scale;
+  I8Row() = default;
+  I8Row(const LinearWeight& lw, int64_t row)
+      : p(lw.q + row * lw.row_bytes), scales(lw.scales + row * lw.groups) {}
+  void Group(int64_t g) { scale = _mm256_set1_ps(_cvtsh_ss(scales[g].bits)); }
+  __m256 Load(int64_t s) const {
+    const __m128i q = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + s * kLanes));
+    return RoundToHalf(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), scale));
+  }
+};
+
+// int4: 8 weights = 4 bytes. Duplicated bytes, shifted by 4 in even lanes, give each lane's
+// nibble in bits 0..3; two 8-entry VPERMPS tables (nibbles 0..7 and 8..15) and a blend on bit 3
+// look up fp16(q·scale).
+struct I4Row {
+  const int8_t* p = nullptr;
+  const Half* scales = nullptr;
+  __m256 lo, hi;
+  I4Row() = default;
+  I4Row(const LinearWeight& lw, int64_t row)
+      : p(lw.q + row * lw.row_bytes), scales(lw.scales + row * lw.groups) {}
+  void Group(int64_t g) {
+    const __m256 s = _mm256_set1_ps(_cvtsh_ss(scales[g].bits));
+    lo = RoundToHalf(_mm256_mul_ps(_mm256_setr_ps(0, 1, 2, 3, 4, 5, 6, 7), s));
+    hi = RoundToHalf(_mm256_mul_ps(_mm256_setr_ps(-8, -7, -6, -5, -4, -3, -2, -1), s));
+  }
+  __m256 Load(int64_t s) const {
+    int32_t word;
+    __builtin_memcpy(&word, p + s * (kLanes / 2), 4);
+    const __m128i dup = _mm_shuffle_epi8(_mm_cvtsi32_si128(word),
+                                         _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, -1, -1, -1, -1,
+                                                       -1, -1, -1, -1));
+    const __m256i idx = _mm256_srlv_epi32(_mm256_cvtepu8_epi32(dup),
+                                          _mm256_setr_epi32(4, 0, 4, 0, 4, 0, 4, 0));
+    const __m256 a = _mm256_permutevar8x32_ps(lo, idx), b = _mm256_permutevar8x32_ps(hi, idx);
+    return _mm256_blendv_ps(a, b, _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28)));
+  }
+};
+
+template <class Row>
+void DequantSteps(Row& row, const LinearWeight& w, int64_t s0, int64_t s1, float* dst) {
+  const int64_t steps_per_group = w.group_steps;
+  int64_t g = steps_per_group ? s0 / steps_per_group : 0;
+  int64_t group_end = steps_per_group ? (g + 1) * steps_per_group : INT64_MAX;
+  row.Group(g);
+  for (int64_t s = s0; s < s1; ++s) {
+    if (s == group_end) {
+      row.Group(++g);
+      group_end += steps_per_group;
+    }
+    _mm256_store_ps(dst + (s - s0) * kLanes, row.Load(s));
+  }
+}
+
+void DequantStepsGeneric(const LinearWeight& w, int64_t n, int64_t s0, int64_t s1, float* dst) {
+  for (int64_t k = s0 * kLanes; k < s1 * kLanes; ++k) *dst++ = DequantElement(w, n, k);
+}
+
+template <int TB, int NB, class Src>
+__attribute__((always_inline)) inline void Steps(const float* x, int64_t ldx, const Src& src,
+                                                 int64_t s0, int64_t s1, __m256 (&acc)[TB][NB]) {
+  for (int64_t s = s0; s < s1; ++s) {
+    __m256 wv[NB];
+#pragma GCC unroll 8
+    for (int r = 0; r < NB; ++r) wv[r] = src.Load(r, s);
+#pragma GCC unroll 8
+    for (int t = 0; t < TB; ++t) {
+      const __m256 xv = _mm256_loadu_ps(x + t * ldx + s * kLanes);
+#pragma GCC unroll 8
+      for (int r = 0; r < NB; ++r) acc[t][r] = _mm256_fmadd_ps(xv, wv[r], acc[t][r]);
+    }
+  }
+}
+
+template <int NB, class Row>
+struct DirectSrc {
+  Row rows[NB];
+  __m256 Load(int r, int64_t s) const { return rows[r].Load(s); }
+};
+
+struct PanelSrc {
+  const float* p;
+  int64_t ldp, s0;
+  __m256 Load(int r, int64_t s) const { return _mm256_load_ps(p + r * ldp + (s - s0) * kLanes); }
+};
+
+// ---- Decode kernel ----
+
+template <int TB, int NB, class Row>
+void DirectTile(const float* x, int64_t K, const LinearWeight& w, int64_t n0, const Half* bias,
+                Half* out, int64_t N) {
+  DirectSrc<NB, Row> src{};
+#pragma GCC unroll 8
+  for (int r = 0; r < NB; ++r) src.rows[r] = Row(w, n0 + r);
+  __m256 acc[TB][NB];
+#pragma GCC unroll 8
+  for (int t = 0; t < TB; ++t)
+#pragma GCC unroll 8
+    for (int r = 0; r < NB; ++r) acc[t][r] = _mm256_setzero_ps();
+  const int64_t full = K / kLanes;
+  const int64_t per_group = w.group_steps ? w.group_steps : full;
+  for (int64_t g = 0, s = 0; s < full; ++g, s += per_group) {
+#pragma GCC unroll 8
+    for (int r = 0; r < NB; ++r) src.rows[r].Group(g);
+    Steps<TB, NB>(x, K, src, s, s + per_group < full ? s + per_group : full, acc);
+  }
+#pragma GCC unroll 8
+  for (int t = 0; t < TB; ++t)
+#pragma GCC unroll 8
+    for (int r = 0; r < NB; ++r) Finish(acc[t][r], x + t * K, w, n0 + r, bias, out + t * N);
+}
+
+template <int TB, class Row>
+void DirectRows(const float* x, int64_t K, const LinearWeight& w, int64_t n0, int64_t n1,
+                const Half* bias, Half* out, int64_t N) {
+  int64_t n = n0;
+  for (; n + kDirectRows <= n1; n += kDirectRows) {
+    DirectTile<TB, kDirectRows, Row>(x, K, w, n, bias, out, N);
+  }
+  for (; n < n1; ++n) DirectTile<TB, 1, Row>(x, K, w, n, bias, out, N);
+}
+
+// ---- Prefill kernel ----
+
+constexpr int64_t kPanelRows = 30;    // rows per work item (multiple of kTileN)
+constexpr int64_t kBlockSteps = 64;   // K block: 512 elements
+constexpr int64_t kTokenBlock = 120;  // tokens per pass over a panel (multiple of kTileT)
+
+struct PanelScratch {
+  float* panel;
+  float* spill;
+};
+
+PanelScratch ThreadScratch() {
+  struct Buf {
+    float* p = nullptr;
+    ~Buf() { std::free(p); }
+  };
+  thread_local Buf buf;
+  constexpr size_t panel = kPanelRows * kBlockSteps * kLanes;
+  constexpr size_t spill = kTokenBlock * kPanelRows * kLanes;
+  if (buf.p == nullptr) {
+    buf.p = static_cast<float*>(std::aligned_alloc(64, (panel + spill) * sizeof(float)));
+    GLM_CHECK(buf.p != nullptr);
+  }
+  return {buf.p, buf.p + panel};
+}
+
+template <int TB, int NB>
+void PanelTile(const float* x, int64_t K, const PanelSrc& src, int64_t s0, int64_t s1,
+               bool first, bool last, float* spill, const LinearWeight& w, int64_t n,
+               const Half* bias, Half* out, int64_t N) {
+  __m256 acc[TB][NB];
+#pragma GCC unroll 8
+  for (int t = 0; t < TB; ++t)
+#pragma GCC unroll 8
+    for (int r = 0; r < NB; ++r)
+      acc[t][r] = first ? _mm256_setzero_ps()
+                        : _mm256_load_ps(spill + (t * kPanelRows + r) * kLanes);
+  Steps<TB, NB>(x, K, src, s0, s1, acc);
+  if (!last) {
+#pragma GCC unroll 8
+    for (int t = 0; t < TB; ++t)
+#pragma GCC unroll 8
+      for (int r = 0; r < NB; ++r) _mm256_store_ps(spill + (t * kPanelRows + r) * kLanes, acc[t][r]);
+    return;
+  }
+#pragma GCC unroll 8
+  for (int t = 0; t < TB; ++t)
+#pragma GCC unroll 8
+    for (int r = 0; r < NB; ++r) Finish(acc[t][r], x + t * K, w, n + r, bias, out + t * N);
+}
+
+template <int TB>
+void PanelTileRows(int nb, const float* x, int64_t K, const PanelSrc& src, int64_t s0, int64_t s1,
+                   bool first, bool last, float* spill, const LinearWeight& w,
+                   int64_t n, const Half* bias, Half* out, int64_t N) {
+  switch (nb) {
+    case 3: return PanelTile<TB, 3>(x, K, src, s0, s1, first, last, spill, w, n, bias, out, N);
+    case 2: return PanelTile<TB, 2>(x, K, src, s0, s1, first, last, spill, w, n, bias, out, N);
+    case 1: return PanelTile<TB, 1>(x, K, src, s0, s1, first, last, spill, w, n, bias, out, N);
+  }
+}
+
+using PanelTileFn = void (*)(int, const float*, int64_t, const PanelSrc&, int64_t, int64_t,
+                             bool, bool, float*, const LinearWeight&, int64_t, const Half*, Half*,
+                             int64_t);
+constexpr PanelTileFn kPanelTiles[kTileT + 1] = {nullptr, PanelTileRows<1>, PanelTileRows<2>,
+                                                 PanelTileRows<3>};
+
+template <class Row>
+void DequantPanel(const LinearWeight& w, int64_t n0, int64_t rows, int64_t s0, int64_t s1,
+                  float* panel, int64_t ldp) {
+  for (int64_t r = 0; r < rows; ++r) {
+    if (w.generic_groups) {
+      DequantStepsGeneric(w, n0 + r, s0, s1, panel + r * ldp);
+    } else {
+      Row row(w, n0 + r);
+      DequantSteps(row, w, s0, s1, panel + r * ldp);
+    }
+  }
+}
+
+template <class Row>
+void PanelRange(const float* x, int64_t T, int64_t K, const LinearWeight& w, int64_t n0,
+                int64_t n1, const Half* bias, Half* out, int64_t N) {
+  const PanelScratch scratch = ThreadScratch();
+  constexpr int64_t ldp = kBlockSteps * kLanes;
+  const int64_t full = K / kLanes;
+  const int64_t rows = n1 - n0;
+  for (int64_t tb = 0; tb < T; tb += kTokenBlock) {
+    const int64_t tcount = T - tb < kTokenBlock ? T - tb : kTokenBlock;
+    for (int64_t s0 = 0;; s0 += kBlockSteps) {
+      const int64_t s1 = s0 + kBlockSteps < full ? s0 + kBlockSteps : full;
+      const bool first = s0 == 0, last = s1 == full;
+      DequantPanel<Row>(w, n0, rows, s0, s1, scratch.panel, ldp);
+      for (int64_t t0 = 0; t0 < tcount; t0 += kTileT) {
+        const int tt = int(tcount - t0 < kTileT ? tcount - t0 : kTileT);
+        const float* xt = x + (tb + t0) * K;
+        for (int64_t r = 0; r < rows; r += kTileN) {
+          const int nb = int(rows - r < kTileN ? rows - r : kTileN);
+          const PanelSrc src{scratch.panel + r * ldp, ldp, s0};
+          kPanelTiles[tt](nb, xt, K, src, s0, s1, first, last,
+                          scratch.spill + (t0 * kPanelRows + r) * kLanes, w, n0 + r, bias,
+                          out + (tb + t0) * N, N);
+        }
+      }
+      if (last) break;
+    }
+  }
+}
+
+template <class Row>
+void Run(const float* x, int64_t T, const LinearWeight& w, const Half* bias, Half* out) {
+  const int64_t N = w.N, K = w.K;
+  if (T <= kDirectMaxT && !w.generic_groups) {
+    constexpr int64_t R = kDirectRows;
+    ThreadPool::Global().ParallelFor((N + R - 1) / R, 8, [&](int64_t b, int64_t e) {
+      const int64_t n1 = e * R < N ? e * R : N;
+      if (T == 1) {
+        DirectRows<1, Row>(x, K, w, b * R, n1, bias, out, N);
+      } else {
+        DirectRows<2, Row>(x, K, w, b * R, n1, bias, out, N);
+      }
+    });
+    return;
+  }
+  ThreadPool::Global().ParallelFor((N + kPanelRows - 1) / kPanelRows, 1, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      const int64_t n1 = (i + 1) * kPanelRows < N ? (i + 1) * kPanelRows : N;
+      PanelRange<Row>(x, T, K, w, i * kPanelRows, n1, bias, out, N);
+    }
+  });
+}
+
+}  // namespace
+
+void LinearAvx2(const Half* x, int64_t T, const TensorView& wv, const Half* bias, Half* out,
+                float* scratch) {
+  const LinearWeight w = LinearWeight::From(wv, kLanes);
+  const int64_t n = T * w.K;
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    _mm256_storeu_ps(scratch + i,
+                     _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + i))));
+  }
+  for (; i < n; ++i) scratch[i] = _cvtsh_ss(x[i].bits);
+  switch (w.format) {
+    case LinearWeight::kF16: return Run<F16Row>(scratch, T, w, bias, out);
+    case LinearWeight::kI8: return Run<I8Row>(scratch, T, w, bias, out);
+    case LinearWeight::kI4: return Run<I4Row>(scratch, T, w, bias, out);
+  }
+}
+
+}  // namespace glm
+
+#pragma GCC pop_options

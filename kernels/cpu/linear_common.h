@@ -1,0 +1,67 @@
+// What the SIMD linear kernels share (internal to kernels/cpu): the weight view they decode and
+// the reference's epilogue. Plain C++ (no ISA): included before any target pragma.
+#pragma once
+
+#include <cstdint>
+
+#include "quant/format.h"
+#include "runtime/fp16.h"
+#include "runtime/tensor.h"
+
+namespace glm {
+
+// A [N, K] linear weight (quant/format.h) with its group geometry resolved for `lanes`-wide steps.
+struct LinearWeight {
+  enum Format { kF16, kI8, kI4 };
+  Format format = kF16;
+  int64_t N = 0, K = 0;
+  const Half* f16 = nullptr;    // kF16 data [N, K]
+  const int8_t* q = nullptr;    // kI8 / kI4 data, row_bytes per row
+  int64_t row_bytes = 0;
+  const Half* scales = nullptr;  // [N, groups]
+  int64_t groups = 1;            // scales per row (1: GLM-130B's per-row scheme)
+  int64_t group_size = 0;        // elements per scale (K for per-row)
+  int64_t group_steps = 0;       // group-wise with group_size % lanes == 0: steps per group; else 0
+  bool generic_groups = false;   // group-wise with group_size % lanes != 0: decoded per element
+
+  static LinearWeight From(const TensorView& w, int lanes) {
+    LinearWeight l;
+    l.N = w.rows();
+    l.K = w.cols();
+    if (w.dtype == DType::kF16) {
+      l.f16 = static_cast<const Half*>(w.data);
+      return l;
+    }
+    l.format = w.dtype == DType::kI8 ? kI8 : kI4;
+    l.q = static_cast<const int8_t*>(w.data);
+    l.row_bytes = QuantRowBytes(w.dtype, l.K);
+    l.scales = w.scales;
+    l.group_size = w.group_size > 0 ? w.group_size : l.K;
+    l.groups = w.group_size > 0 ? l.K / w.group_size : 1;
+    if (w.group_size > 0 && l.groups > 1) {
+      if (w.group_size % lanes == 0) {
+        l.group_steps = w.group_size / lanes;
+      } else {
+        l.generic_groups = true;
+      }
+    }
+    return l;
+  }
+};
+
+// The reference dequantization of one element (quant/format.cc): fp16(fp16(q)·scale).
+inline float DequantElement(const LinearWeight& w, int64_t n, int64_t k) {
+  if (w.format == LinearWeight::kF16) return HalfToFloat(w.f16[n * w.K + k]);
+  const int8_t* row = w.q + n * w.row_bytes;
+  const int8_t q = w.format == LinearWeight::kI8 ? row[k] : Int4At(row, k);
+  return RoundHalf(float(q) * HalfToFloat(w.scales[n * w.groups + k / w.group_size]));
+}
+
+// out = fp16(acc + b) with fp16 weights (fused addmm); fp16(fp16(acc) + b) with quantized
+// weights (the reference adds the bias as a separate fp16 op, spec §3).
+inline Half LinearEpilogue(const LinearWeight& w, float acc, const Half* bias, int64_t n) {
+  const float b = bias ? HalfToFloat(bias[n]) : 0.f;
+  return FloatToHalf(w.format == LinearWeight::kF16 ? acc + b : RoundHalf(acc) + b);
+}
+
+}  // namespace glm

@@ -1,0 +1,302 @@
+// The SIMD kernel paths (kernels/cpu/dispatch.h) against the scalar reference, on every path this
+// CPU supports, over odd sizes, misaligned pointers, every weight format and batch sizes on both
+// sides of each kernel's decode/prefill switch and K/token blocking.
+//
+// Tolerance: zero. Every SIMD kernel reproduces the scalar kernel's fp32 operation order (see the
+// file headers in kernels/cpu): reductions keep the scalar lane structure and tree, and products
+// of two fp16 values are exact in fp32, so FMA rounds as multiply-then-add. A path that drifted
+// by one fp32 rounding would show here as a bit difference.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu/dispatch.h"
+#include "runtime/parallel.h"
+#include "tests/test_util.h"
+
+namespace glm {
+namespace {
+
+std::vector<Half> RandomHalf(size_t n, float scale, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> dist(0.f, scale);
+  std::vector<Half> v(n);
+  for (auto& h : v) h = FloatToHalf(dist(rng));
+  return v;
+}
+
+// Bit equality of fp16 arrays; on failure names the first and the count of differing elements.
+::testing::AssertionResult BitEqual(const Half* actual, const Half* expected, size_t n,
+                                    const std::string& what) {
+  size_t bad = 0, first = 0;
+  for (size_t i = 0; i < n; ++i) {
+    if (actual[i].bits != expected[i].bits) {
+      if (bad++ == 0) first = i;
+    }
+  }
+  if (bad == 0) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure()
+         << what << ": " << bad << " of " << n << " elements differ; first at " << first
+         << ": expected " << HalfToFloat(expected[first]) << " (0x" << std::hex
+         << expected[first].bits << "), actual " << HalfToFloat(actual[first]) << " (0x"
+         << actual[first].bits << ")";
+}
+
+std::vector<CpuPath> SimdPaths() {
+  std::vector<CpuPath> paths;
+  for (CpuPath p : {CpuPath::kAvx2, CpuPath::kAvx512}) {
+    if (CpuPathSupported(p)) paths.push_back(p);
+  }
+  return paths;
+}
+
+class SimdPath : public ::testing::TestWithParam<CpuPath> {
+ protected:
+  void SetUp() override {
+    if (!CpuPathSupported(GetParam())) {
+      GTEST_SKIP() << "this CPU lacks " << CpuPathFeatures(GetParam());
+    }
+  }
+  const CpuKernels& simd() const { return KernelsFor(GetParam()); }
+  const CpuKernels& ref() const { return KernelsFor(CpuPath::kScalar); }
+};
+
+// A quantized or fp16 weight [N, K] with its own storage, data and scales offset by one element
+// from any alignment.
+struct Weight {
+  std::vector<Half> f16;
+  std::vector<int8_t> q;
+  std::vector<Half> scales;
+  TensorView view;
+
+  static Weight Make(DType dtype, int64_t N, int64_t K, int group, uint32_t seed) {
+    Weight w;
+    w.view.dtype = dtype;
+    w.view.ndim = 2;
+    w.view.shape[0] = N;
+    w.view.shape[1] = K;
+    w.view.group_size = group;
+    if (dtype == DType::kF16) {
+      w.f16 = RandomHalf(N * K + 1, 0.05f, seed);
+      w.view.data = w.f16.data() + 1;
+      return w;
+    }
+    std::mt19937 rng(seed);
+    const int qmax = dtype == DType::kI8 ? 127 : 7;
+    std::uniform_int_distribution<int> qd(-qmax - 1, qmax);  // includes -128 / -8
+    const int64_t row_bytes = dtype == DType::kI8 ? K : K / 2;
+    w.q.resize(N * row_bytes + 1);
+    for (int64_t n = 0; n < N; ++n) {
+      for (int64_t k = 0; k < K; ++k) {
+        const int v = qd(rng);
+        int8_t* b = w.q.data() + 1 + n * row_bytes;
+        if (dtype == DType::kI8) {
+          b[k] = int8_t(v);
+        } else if (k % 2 == 0) {
+          b[k / 2] = int8_t((b[k / 2] & 0x0f) | (v << 4));
+        } else {
+          b[k / 2] = int8_t((b[k / 2] & 0xf0) | (v & 0x0f));
+        }
+      }
+    }
+    const int64_t groups = group > 0 ? K / group : 1;
+    std::uniform_real_distribution<float> sd(0.0005f, 0.01f);
+    w.scales.resize(N * groups + 1);
+    for (size_t i = 0; i < w.scales.size(); ++i) {
+      w.scales[i] = FloatToHalf(i % 7 == 3 ? -sd(rng) : sd(rng));  // a few negative scales too
+    }
+    w.view.data = w.q.data() + 1;
+    w.view.scales = w.scales.data() + 1;
+    return w;
+  }
+};
+
+struct LinearCase {
+  DType dtype;
+  int group;  // 0 = per row
+  int64_t N, K;
+};
+
+std::string CaseName(const LinearCase& c, int64_t T, bool bias) {
+  return StrFormat("%s g=%d N=%lld K=%lld T=%lld%s", DTypeName(c.dtype), c.group, (long long)c.N,
+                   (long long)c.K, (long long)T, bias ? " bias" : "");
+}
+
+TEST_P(SimdPath, LinearEqualsScalarOnEveryFormatAndShape) {
+  const LinearCase cases[] = {
+      {DType::kF16, 0, 1, 1},     {DType::kF16, 0, 3, 7},       {DType::kF16, 0, 33, 37},
+      {DType::kF16, 0, 9, 1030},  {DType::kF16, 0, 70, 600},    {DType::kI8, 0, 5, 13},
+      {DType::kI8, 0, 33, 520},   {DType::kI8, 0, 17, 1029},    {DType::kI8, 32, 9, 96},
+      {DType::kI8, 64, 35, 1024}, {DType::kI8, 12, 7, 120},     {DType::kI4, 0, 3, 2},
+      {DType::kI4, 0, 9, 30},     {DType::kI4, 0, 33, 1030},    {DType::kI4, 64, 17, 640},
+      {DType::kI4, 128, 35, 512}, {DType::kI4, 6, 5, 66},       {DType::kI4, 256, 4, 256},
+  };
+  uint32_t seed = 100;
+  for (const LinearCase& c : cases) {
+    Weight w = Weight::Make(c.dtype, c.N, c.K, c.group, ++seed);
+    auto bias = RandomHalf(c.N + 1, 0.1f, ++seed);
+    for (int64_t T : {1, 2, 3, 4, 5, 7, 13, 125}) {
+      if (T == 125 && c.K > 600) continue;  // keeps the scalar reference quick
+      auto x = RandomHalf(T * c.K + 3, 1.0f, ++seed);
+      for (bool with_bias : {false, true}) {
+        const Half* b = with_bias ? bias.data() + 1 : nullptr;
+        std::vector<Half> want(T * c.N), got(T * c.N);
+        std::vector<float> scratch(T * c.K + 1);
+        ref().linear(x.data() + 3, T, w.view, b, want.data(), scratch.data());
+        simd().linear(x.data() + 3, T, w.view, b, got.data(), scratch.data() + 1);
+        ASSERT_TRUE(BitEqual(got.data(), want.data(), got.size(), CaseName(c, T, with_bias)));
+      }
+    }
+  }
+}
+
+// Each output row of a batch equals the same token run alone (decode kernel vs prefill kernel,
+// token blocks and tile remainders).
+TEST_P(SimdPath, LinearIsBatchInvariant) {
+  for (DType dtype : {DType::kF16, DType::kI8, DType::kI4}) {
+    const int64_t N = 45, K = 1040, T = 131;
+    Weight w = Weight::Make(dtype, N, K, 0, 7);
+    auto x = RandomHalf(T * K, 1.0f, 8);
+    auto bias = RandomHalf(N, 0.1f, 9);
+    std::vector<Half> batch(T * N), one(N);
+    std::vector<float> scratch(T * K);
+    simd().linear(x.data(), T, w.view, bias.data(), batch.data(), scratch.data());
+    for (int64_t t : {0, 1, 5, 6, 119, 120, 130}) {
+      simd().linear(x.data() + t * K, 1, w.view, bias.data(), one.data(), scratch.data());
+      ASSERT_TRUE(BitEqual(one.data(), batch.data() + t * N, N,
+                           StrFormat("%s row %lld", DTypeName(dtype), (long long)t)));
+    }
+  }
+}
+
+TEST_P(SimdPath, LayerNormEqualsScalar) {
+  for (int64_t C : {1, 7, 8, 64, 129, 1000, 12288}) {
+    const int64_t T = 5;
+    auto x = RandomHalf(T * C + 1, 2.0f, uint32_t(C));
+    auto g = RandomHalf(C + 1, 1.0f, 2), b = RandomHalf(C + 1, 0.3f, 3);
+    std::vector<Half> want(T * C), got(T * C);
+    ref().layer_norm(x.data() + 1, T, C, g.data() + 1, b.data() + 1, 1e-5f, want.data());
+    simd().layer_norm(x.data() + 1, T, C, g.data() + 1, b.data() + 1, 1e-5f, got.data());
+    ASSERT_TRUE(BitEqual(got.data(), want.data(), got.size(), StrFormat("C=%lld", (long long)C)));
+  }
+}
+
+TEST_P(SimdPath, ElementwiseOpsEqualScalar) {
+  for (int64_t n : {1, 7, 8, 37, 4096 + 5}) {
+    auto u = RandomHalf(2 * 3 * n + 1, 3.0f, uint32_t(n));
+    u[5] = Half{0x7c00};  // inf and nan inputs behave the same
+    u[9] = Half{0x7e00};
+    std::vector<Half> want(3 * n), got(3 * n);
+    ref().geglu(u.data() + 1, 3, n, want.data());
+    simd().geglu(u.data() + 1, 3, n, got.data());
+    ASSERT_TRUE(BitEqual(got.data(), want.data(), got.size(), StrFormat("geglu F=%lld", (long long)n)));
+    ref().deep_norm_residual(u.data() + 1, u.data() + n + 2, 11.832159f, n, want.data());
+    simd().deep_norm_residual(u.data() + 1, u.data() + n + 2, 11.832159f, n, got.data());
+    ASSERT_TRUE(BitEqual(got.data(), want.data(), n, StrFormat("residual n=%lld", (long long)n)));
+  }
+}
+
+TEST_P(SimdPath, RotaryEqualsScalar) {
+  for (int D : {2, 8, 22, 64, 128}) {
+    const int H = 3;
+    const int64_t T = 4;
+    RotaryTable table = RotaryTable::Build(D, 512);
+    auto qkv = RandomHalf(T * H * 3 * D + 1, 1.0f, uint32_t(D));
+    auto a = qkv, b = qkv;
+    const int32_t pos[T] = {0, 5, 300, 511};
+    ref().apply_rotary(a.data() + 1, T, H, D, pos, table);
+    simd().apply_rotary(b.data() + 1, T, H, D, pos, table);
+    ASSERT_TRUE(BitEqual(b.data(), a.data(), a.size(), StrFormat("rotary D=%d", D)));
+  }
+}
+
+TEST_P(SimdPath, AttentionEqualsScalar) {
+  struct Case {
+    int H, D;
+    int64_t S, prefix, start, T;
+  } cases[] = {{2, 16, 23, 9, 0, 13},  {2, 16, 23, 9, 13, 2}, {3, 128, 70, 20, 60, 10},
+               {1, 128, 9, 0, 8, 1},   {4, 64, 41, 41, 0, 41}, {2, 24, 19, 5, 3, 16},
+               {2, 12, 10, 2, 0, 10}};  // D = 12: not a multiple of 8
+  for (const Case& c : cases) {
+    auto kc = RandomHalf(c.S * c.H * c.D + 1, 1.0f, 31), vc = RandomHalf(c.S * c.H * c.D + 1, 1.0f, 32);
+    auto qkv = RandomHalf(c.T * c.H * 3 * c.D + 1, 2.0f, 33);
+    std::vector<Half> want(c.T * c.H * c.D), got(c.T * c.H * c.D);
+    std::vector<float> scratch(AttentionScratchFloats(c.S));
+    for (int layer : {0, 5}) {
+      ref().attention(qkv.data() + 1, c.T, c.start, c.H, c.D, kc.data() + 1, vc.data() + 1,
+                      c.prefix, layer, want.data(), scratch.data());
+      simd().attention(qkv.data() + 1, c.T, c.start, c.H, c.D, kc.data() + 1, vc.data() + 1,
+                       c.prefix, layer, got.data(), scratch.data());
+      ASSERT_TRUE(BitEqual(got.data(), want.data(), got.size(),
+                           StrFormat("attention H=%d D=%d start=%lld T=%lld layer %d", c.H, c.D,
+                                     (long long)c.start, (long long)c.T, layer)));
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Paths, SimdPath, ::testing::Values(CpuPath::kAvx2, CpuPath::kAvx512),
+                         [](const ::testing::TestParamInfo<CpuPath>& info) {
+                           return std::string(CpuPathName(info.param));
+                         });
+
+TEST(Dispatch, NamesParseAndUnsupportedPathsAreErrors) {
+  for (CpuPath p : {CpuPath::kScalar, CpuPath::kAvx2, CpuPath::kAvx512}) {
+    auto parsed = ParseCpuPath(CpuPathName(p));
+    ASSERT_TRUE(parsed.ok());
+    EXPECT_EQ(*parsed, p);
+  }
+  auto bad = ParseCpuPath("avx9");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("avx9"), std::string::npos);
+  EXPECT_TRUE(CpuPathSupported(CpuPath::kScalar));
+  EXPECT_TRUE(CpuPathSupported(BestCpuPath()));
+  std::printf("best CPU path here: %s; SIMD paths tested: %zu\n", CpuPathName(BestCpuPath()),
+              SimdPaths().size());
+}
+
+TEST(Dispatch, SetCpuPathSwitchesThePublicKernels) {
+  const CpuPath before = ActiveCpuPath();
+  auto x = RandomHalf(3 * 100, 1.0f, 1);
+  Weight w = Weight::Make(DType::kI4, 50, 100, 0, 2);
+  std::vector<Half> a(3 * 50), b(3 * 50);
+  std::vector<float> scratch(3 * 100);
+  for (CpuPath p : {CpuPath::kScalar, CpuPath::kAvx2, CpuPath::kAvx512}) {
+    Status st = SetCpuPath(p);
+    if (!CpuPathSupported(p)) {
+      EXPECT_FALSE(st.ok());
+      continue;
+    }
+    ASSERT_TRUE(st.ok()) << st.message();
+    EXPECT_EQ(ActiveCpuPath(), p);
+    Linear(x.data(), 3, w.view, nullptr, p == CpuPath::kScalar ? a.data() : b.data(),
+           scratch.data());
+    if (p != CpuPath::kScalar) {
+      EXPECT_TRUE(BitEqual(b.data(), a.data(), a.size(), CpuPathName(p)));
+    }
+  }
+  ASSERT_TRUE(SetCpuPath(before).ok());
+}
+
+TEST(ThreadPool, NestedCallsRunInlineAndIndicesAreInRange) {
+  ThreadPool pool(3);
+  std::vector<int> hits(1000);
+  std::atomic<int> bad_index{0};
+  for (int rep = 0; rep < 200; ++rep) {  // many short jobs: wake-up and completion races
+    pool.ParallelFor(1000, 10, [&](int64_t b, int64_t e) {
+      const int idx = ThreadPool::CurrentThreadIndex();
+      if (idx < 0 || idx >= pool.size()) bad_index++;
+      pool.ParallelFor(e - b, 1, [&](int64_t b2, int64_t e2) {  // nested: inline
+        for (int64_t i = b + b2; i < b + e2; ++i) hits[i]++;
+      });
+    });
+  }
+  EXPECT_EQ(bad_index.load(), 0);
+  for (int i = 0; i < 1000; ++i) ASSERT_EQ(hits[i], 200) << i;
+}
+
+}  // namespace
+}  // namespace glm
