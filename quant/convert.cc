@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "offload/model_file.h"
+#include "quant/quantize.h"
 #include "runtime/weights.h"
 
 namespace glm {
@@ -23,18 +24,6 @@ std::string ShapeStr(const std::vector<int64_t>& shape) {
   std::string s = "[";
   for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
   return s + "]";
-}
-
-// Reports the first NaN/Inf of an fp16 tensor with its row.
-Status CheckFinite(const std::string& key, const std::vector<Half>& data, int64_t cols) {
-  for (size_t i = 0; i < data.size(); ++i) {
-    if ((data[i].bits & 0x7c00u) == 0x7c00u) {
-      return Errorf("tensor '%s' has a %s at row %lld, column %lld", key.c_str(),
-                    (data[i].bits & 0x3ffu) ? "NaN" : "Inf", (long long)(i / cols),
-                    (long long)(i % cols));
-    }
-  }
-  return Status::Ok();
 }
 
 }  // namespace
@@ -113,45 +102,31 @@ StatusOr<ModelConfig> InferConfig(const SatCheckpoint& ckpt, const ConvertOption
 }
 
 Status ConvertSatToGguf(const ConvertOptions& opts) {
-  if (opts.bits != 16) {
-    return Errorf("--bits %d: quantized conversion is not implemented in this build (only 16)",
-                  opts.bits);
+  if (opts.bits != 16 && opts.bits != 8 && opts.bits != 4) {
+    return Errorf("--bits %d: expected 16, 8 or 4", opts.bits);
   }
-  struct stat sb;
-  if (!opts.overwrite && stat(opts.output_path.c_str(), &sb) == 0) {
-    return Errorf("output '%s' exists; pass --force to replace it", opts.output_path.c_str());
+  QuantizeOptions q;
+  q.input = opts.input_dir;
+  q.output_path = opts.output_path;
+  q.format.quant.bits = opts.bits;
+  q.source.tokens = opts.tokens;
+  q.source.num_heads = opts.num_heads;
+  q.source.max_seq = opts.max_seq;
+  q.overwrite = opts.overwrite;
+  q.name = "GLM (converted from " + opts.input_dir + ")";
+  if (opts.progress) {
+    q.progress = [&](const QuantizeProgress& p) {
+      ConvertProgress c;
+      c.tensors_done = p.extents_done;
+      c.tensors_total = p.extents_total;
+      c.bytes_done = p.bytes_done;
+      c.bytes_total = p.bytes_total;
+      const std::string phase = p.phase;
+      c.tensor = &phase;
+      opts.progress(c);
+    };
   }
-  ASSIGN_OR_RETURN(auto ckpt, SatCheckpoint::Open(opts.input_dir));
-  StatusOr<ModelConfig> cfg_or = InferConfig(*ckpt, opts);
-  if (!cfg_or.ok()) return cfg_or.status().WithContext(opts.input_dir);
-  const ModelConfig cfg = cfg_or.value();
-
-  GgufWriter w(opts.output_path, kFileAlignment);
-  WriteModelMetadata(w, cfg, "GLM (converted from " + opts.input_dir + ")");
-  DeclareModelTensors(w, cfg);
-  RETURN_IF_ERROR(w.Begin());
-
-  ConvertProgress prog;
-  ForEachTensor(cfg, [&](const TensorSpec& s) {
-    ++prog.tensors_total;
-    prog.bytes_total += uint64_t(s.shape[0]) * (s.ndim == 2 ? s.shape[1] : 1) * 2;
-  });
-  std::vector<Half> buf;  // grows to the largest tensor, then is reused
-  Status st;
-  ForEachTensor(cfg, [&](const TensorSpec& s) {
-    if (!st.ok()) return;
-    const int64_t cols = s.ndim == 2 ? s.shape[1] : 1;
-    buf.resize(size_t(s.shape[0] * cols));
-    st = ckpt->ReadMerged(s.sat_key, DType::kF16, buf.data(), buf.size() * sizeof(Half));
-    if (st.ok()) st = CheckFinite(s.sat_key, buf, cols).WithContext(opts.input_dir);
-    if (st.ok()) st = w.WriteTensorData(buf.data(), buf.size() * sizeof(Half));
-    prog.tensors_done++;
-    prog.bytes_done += buf.size() * sizeof(Half);
-    prog.tensor = &s.gguf_name;
-    if (st.ok() && opts.progress) opts.progress(prog);
-  });
-  RETURN_IF_ERROR(st);
-  return w.Finish();
+  return QuantizeModel(q).status();
 }
 
 }  // namespace glm

@@ -1,5 +1,5 @@
-// SAT checkpoint -> glmstream model file (GGUF). Reads one merged tensor at a time, so memory
-// stays at a fixed amount plus the largest tensor, whatever the model size.
+// SAT checkpoint -> glmstream model file (GGUF): the config inference and the original entry point
+// (TP=1, no compression), now a thin wrapper of QuantizeModel (quant/quantize.h).
 #pragma once
 
 #include <cstdint>
@@ -22,12 +22,12 @@ struct ConvertProgress {
 struct ConvertOptions {
   std::string input_dir;
   std::string output_path;
-  int bits = 16;                        // 16 only here; 8/4 belong to the quantized formats
+  int bits = 16;                        // 16, or 8/4 for GLM-130B's row scheme
   std::optional<SpecialTokens> tokens;  // default: GLM-130B's ids (needs vocab >= 150008)
   int num_heads = 0;                    // 0: hidden / 128 (GLM's head dim)
   int max_seq = 2048;
   bool overwrite = false;               // replace an existing output file
-  std::function<void(const ConvertProgress&)> progress;
+  std::function<void(const ConvertProgress&)> progress;  // tensors = extents here
 };
 
 // Infers the ModelConfig from the checkpoint's keys and shapes, and checks that the key set is

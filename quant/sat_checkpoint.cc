@@ -15,6 +15,7 @@
 #include <unordered_set>
 
 #include "quant/pickle.h"
+#include "quant/tp.h"
 #include "quant/zip.h"
 #include "runtime/fp16.h"
 
@@ -252,6 +253,8 @@ class SatCheckpointImpl final : public SatCheckpoint {
   }
   Status ReadMerged(const std::string& key, DType out_dtype, void* out,
                     size_t out_bytes) const override;
+  Status ReadShardRows(const std::string& key, int tp, int rank, int64_t row0, int64_t nrows,
+                       DType out_dtype, void* out, size_t out_bytes) const override;
 
  private:
   Status Build();
@@ -441,7 +444,7 @@ Status SatCheckpointImpl::CopyShard(const RankFile& rank, const SatShard& s,
   GLM_CHECK(entry != nullptr);  // checked at Open
   const int64_t es = ElementSize(s.dtype), os = ElementSize(out_dtype);
   const int64_t numel = Numel(s.shape);
-  if (numel == 0) return Status::Ok();
+  if (numel == 0 || runs.empty()) return Status::Ok();
   if (IsContiguous(s)) {
     if (s.dtype == out_dtype && runs.size() <= 2) {
       // The common f16 -> f16 case: read straight into the caller's buffer.
@@ -452,12 +455,14 @@ Status SatCheckpointImpl::CopyShard(const RankFile& rank, const SatShard& s,
       }
       return Status::Ok();
     }
-    // Stream the shard through bounded scratch and scatter each chunk to its runs.
-    const int64_t chunk = std::min(numel, kScratchBytes / es);
+    // Stream the span the runs cover through bounded scratch and scatter each chunk to its runs
+    // (runs are sorted by src and disjoint).
+    const int64_t first = runs.front().src, last = runs.back().src + runs.back().n;
+    const int64_t chunk = std::min(last - first, kScratchBytes / es);
     scratch->resize(size_t(chunk * es));
     size_t ri = 0;
-    for (int64_t c0 = 0; c0 < numel; c0 += chunk) {
-      const int64_t c1 = std::min(numel, c0 + chunk);
+    for (int64_t c0 = first; c0 < last; c0 += chunk) {
+      const int64_t c1 = std::min(last, c0 + chunk);
       RETURN_IF_ERROR(rank.zip->ReadEntryBytes(*entry, uint64_t((s.storage_offset + c0) * es),
                                                scratch->data(), size_t((c1 - c0) * es)));
       while (ri < runs.size() && runs[ri].src + runs[ri].n <= c0) ++ri;
@@ -530,6 +535,54 @@ Status SatCheckpointImpl::ReadMerged(const std::string& key, DType out_dtype, vo
     const SatShard& s = *shards_[it->second][r];
     RETURN_IF_ERROR(CopyShard(ranks_[r], s, MergeRuns(rule, s.shape, tp(), r), out_dtype,
                               static_cast<uint8_t*>(out), &scratch));
+  }
+  return Status::Ok();
+}
+
+Status SatCheckpointImpl::ReadShardRows(const std::string& key, int tp, int rank, int64_t row0,
+                                        int64_t nrows, DType out_dtype, void* out,
+                                        size_t out_bytes) const {
+  auto it = index_.find(key);
+  if (it == index_.end()) {
+    return Errorf("no tensor '%s' in SAT checkpoint '%s'", key.c_str(), dir_.c_str());
+  }
+  const SatTensorInfo& info = tensors_[it->second];
+  const SatMergeRule rule = rules_[it->second];
+  if (out_dtype != DType::kF16 && out_dtype != DType::kF32) {
+    return Errorf("ReadShardRows('%s'): output dtype %s is not supported (f16 or f32)",
+                  key.c_str(), DTypeName(out_dtype));
+  }
+  if (info.shape.empty() || info.shape.size() > 2) {
+    return Errorf("ReadShardRows('%s'): shape %s is not 1-D or 2-D", key.c_str(),
+                  ShapeStr(info.shape).c_str());
+  }
+  RETURN_IF_ERROR(CheckTpSplit(key, rule, info.shape, tp));
+  if (rank < 0 || rank >= tp) return Errorf("ReadShardRows('%s'): rank %d of %d", key.c_str(), rank, tp);
+  const std::vector<int64_t> shard = TpShardShape(rule, info.shape, tp);
+  const int64_t cols = shard.size() == 2 ? shard[1] : 1;
+  if (row0 < 0 || nrows < 0 || row0 + nrows > shard[0]) {
+    return Errorf("ReadShardRows('%s'): rows [%lld, %lld) outside the shard's %lld", key.c_str(),
+                  (long long)row0, (long long)(row0 + nrows), (long long)shard[0]);
+  }
+  const uint64_t need = uint64_t(nrows * cols) * uint64_t(ElementSize(out_dtype));
+  if (out_bytes != need || (need > 0 && out == nullptr)) {
+    return Errorf("ReadShardRows('%s'): buffer of %zu bytes, %lld rows of %lld as %s need %llu",
+                  key.c_str(), out_bytes, (long long)nrows, (long long)cols, DTypeName(out_dtype),
+                  (unsigned long long)need);
+  }
+  const std::vector<TpRun> runs = TpReshardRuns(rule, info.shape, this->tp(), tp, rank, row0, nrows);
+  std::vector<uint8_t> scratch;
+  for (size_t a = 0; a < runs.size();) {
+    size_t b = a;
+    std::vector<Run> mine;
+    while (b < runs.size() && runs[b].src_rank == runs[a].src_rank) {
+      mine.push_back({runs[b].src, runs[b].n, runs[b].dst});
+      ++b;
+    }
+    const int s = runs[a].src_rank;
+    RETURN_IF_ERROR(CopyShard(ranks_[s], *shards_[it->second][s], mine, out_dtype,
+                              static_cast<uint8_t*>(out), &scratch));
+    a = b;
   }
   return Status::Ok();
 }

@@ -43,6 +43,14 @@ class SatCheckpoint {
   // numel * sizeof(out_dtype) bytes. Reads only this tensor's bytes from each rank file.
   virtual Status ReadMerged(const std::string& key, DType out_dtype, void* out,
                             size_t out_bytes) const = 0;
+
+  // Reads rows [row0, row0 + nrows) of rank `rank`'s shard of `key` re-split `tp` ways by
+  // convert_tp.py's rules (quant/tp.h), converted to `out_dtype` (kF16 or kF32), row-major.
+  // Reads only the bytes of those rows from the rank files (for a column split, whole source
+  // rows). ReadShardRows(key, 1, 0, 0, rows, ...) equals ReadMerged. 1-D tensors have one column.
+  virtual Status ReadShardRows(const std::string& key, int tp, int rank, int64_t row0,
+                               int64_t nrows, DType out_dtype, void* out,
+                               size_t out_bytes) const = 0;
 };
 
 // How convert_tp.py merges a key across ranks (by name, spec §2.3).

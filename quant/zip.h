@@ -71,4 +71,39 @@ struct ZipWriteEntry {
 Status WriteStoredZip(const std::string& path, const std::vector<ZipWriteEntry>& entries,
                       bool zip64);
 
+// A streaming writer of stored archives (torch.save's layout) for checkpoints too large to hold:
+// each entry's size is declared up front, its bytes are written in any number of calls, and its
+// CRC-32 is patched into the local header at EndEntry. ZIP64 records are used where sizes or
+// offsets need them (or everywhere with zip64).
+class ZipStreamWriter {
+ public:
+  static StatusOr<std::unique_ptr<ZipStreamWriter>> Create(const std::string& path, bool zip64);
+  ~ZipStreamWriter();
+  ZipStreamWriter(const ZipStreamWriter&) = delete;
+  ZipStreamWriter& operator=(const ZipStreamWriter&) = delete;
+
+  Status BeginEntry(const std::string& name, uint64_t size, uint64_t gap_before = 0);
+  Status Write(const void* data, size_t n);
+  Status EndEntry();
+  // Writes the central directory and the end records, and closes the file.
+  Status Finish();
+
+ private:
+  struct Entry {
+    std::string name;
+    uint64_t offset = 0, size = 0;
+    uint32_t crc = 0;
+    bool z = false;
+  };
+  ZipStreamWriter() = default;
+  Status WriteAt(const void* p, size_t n, uint64_t off);
+
+  std::string path_;
+  int fd_ = -1;
+  bool zip64_ = false, in_entry_ = false;
+  uint64_t pos_ = 0, written_ = 0;
+  Entry cur_;
+  std::vector<Entry> entries_;
+};
+
 }  // namespace glm
