@@ -7,12 +7,41 @@
 
 namespace glm {
 
+namespace {
+
+// Every fp16 value as a float (256 KiB), for the per-element conversions of the codec.
+const float* HalfFloats() {
+  static const float* table = [] {
+    float* t = new float[65536];
+    for (uint32_t i = 0; i < 65536; ++i) t[i] = HalfToFloat(Half{uint16_t(i)});
+    return t;
+  }();
+  return table;
+}
+
+// RoundHalf(x), with a branch-free path for results in fp16's normal range: round the fp32
+// mantissa to fp16's 10 bits, to nearest even, in place (a carry into the exponent is right).
+inline float FastRoundHalf(float x) {
+  const uint32_t u = FloatBits(x), a = u & 0x7fffffffu;
+  if (a >= 0x38800000u && a < 0x477ff000u) {  // [2^-14, 65520): normal, no overflow
+    return BitsFloat((u & 0x80000000u) | ((a + 0x0fffu + ((a >> 13) & 1u)) & ~0x1fffu));
+  }
+  return RoundHalf(x);  // zero, subnormal, overflow, NaN: the exact general conversion
+}
+
+// Round to the nearest integer, ties to even, for |x| < 2^22 (any fp16 value): adding 1.5·2^23
+// leaves no fractional bits, and the FPU rounds that addition to nearest even.
+inline float RintSmall(float x) { return (x + 12582912.0f) - 12582912.0f; }
+
+}  // namespace
+
 void DequantizeRow(const TensorView& w, int64_t row, float* out) {
   const int64_t K = w.cols();
+  const float* h2f = HalfFloats();
   switch (w.dtype) {
     case DType::kF16: {
       const Half* r = w.f16() + row * K;
-      for (int64_t k = 0; k < K; ++k) out[k] = HalfToFloat(r[k]);
+      for (int64_t k = 0; k < K; ++k) out[k] = h2f[r[k].bits];
       return;
     }
     case DType::kI8:
@@ -21,10 +50,14 @@ void DequantizeRow(const TensorView& w, int64_t row, float* out) {
       const int8_t* r = static_cast<const int8_t*>(w.data) + row * QuantRowBytes(w.dtype, K);
       const int64_t G = w.group_size > 0 ? w.group_size : K;
       const Half* s = w.scales + row * (K / G);
-      for (int64_t k = 0; k < K; ++k) {
-        const int8_t q = w.dtype == DType::kI8 ? r[k] : Int4At(r, k);
+      for (int64_t g = 0; g < K / G; ++g) {
+        const float sf = h2f[s[g].bits];
         // fp16(q) is exact for |q| <= 127; the product is rounded to fp16 like __hmul.
-        out[k] = RoundHalf(float(q) * HalfToFloat(s[k / G]));
+        if (w.dtype == DType::kI8) {
+          for (int64_t k = g * G; k < (g + 1) * G; ++k) out[k] = FastRoundHalf(float(r[k]) * sf);
+        } else {
+          for (int64_t k = g * G; k < (g + 1) * G; ++k) out[k] = FastRoundHalf(float(Int4At(r, k)) * sf);
+        }
       }
       return;
     }
@@ -62,13 +95,16 @@ Half QuantScale(Half absmax, int bits) {
 }
 
 int8_t QuantizeValue(Half w, Half scale, int bits) {
-  const float s = HalfToFloat(scale);
+  const float* h2f = HalfFloats();
+  const float s = h2f[scale.bits];
   if (s == 0.0f) return 0;  // 0/0 in the reference; CUDA converts the NaN to 0
   // Half / half on CUDA: fp32 division, rounded to fp16; torch.round is half-to-even.
-  const float q = std::nearbyint(RoundHalf(HalfToFloat(w) / s));
+  const float q = RintSmall(FastRoundHalf(h2f[w.bits] / s));
   const float m = float(QuantMax(bits));
   return int8_t(std::clamp(q, -m, m));
 }
+
+float RoundHalfForTest(float x) { return FastRoundHalf(x); }
 
 void QuantizeRows(const Half* w, int64_t N, int64_t K, const QuantScheme& scheme, int8_t* data,
                   Half* scales) {

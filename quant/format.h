@@ -67,6 +67,9 @@ Half QuantScale(Half absmax, int bits);
 // The reference's q for weight w and scale s (see the header comment for s == 0 and saturation).
 int8_t QuantizeValue(Half w, Half scale, int bits);
 
+// fp16(x) as a float, as RoundHalf, through the codec's fast path (exposed for its test).
+float RoundHalfForTest(float x);
+
 // Quantizes N rows of K fp16 weights: data int8 [N, K] or packed int4 [N, K/2], scales
 // [N, ScaleCols(K)] fp16. The scheme must be quantized and CheckShape(K) must hold.
 void QuantizeRows(const Half* w, int64_t N, int64_t K, const QuantScheme& scheme, int8_t* data,

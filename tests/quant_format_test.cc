@@ -207,3 +207,29 @@ TEST(TpReshard, CheckSplit) {
 
 }  // namespace
 }  // namespace glm
+
+namespace glm {
+namespace {
+
+// The codec's fast fp16 rounding equals the exact conversion: every fp16 value, the midpoints
+// between neighbours (ties), their neighbours, the overflow boundary and random floats.
+TEST(QuantCodec, FastRoundHalfIsExact) {
+  auto check = [](float x) {
+    const float want = RoundHalf(x), got = RoundHalfForTest(x);
+    ASSERT_TRUE(FloatBits(want) == FloatBits(got) || (want != want && got != got))
+        << std::hexfloat << x << ": " << want << " vs " << got;
+  };
+  for (uint32_t h = 0; h < 0x7c00; ++h) {
+    const float a = HalfToFloat(Half{uint16_t(h)}), b = HalfToFloat(Half{uint16_t(h + 1)});
+    for (float x : {a, (a + b) / 2, std::nextafter((a + b) / 2, 0.f), std::nextafter((a + b) / 2, 1e9f)}) {
+      check(x);
+      check(-x);
+    }
+  }
+  for (float x : {65504.f, 65519.f, 65520.f, 65536.f, 1e30f, 6.1035156e-05f, 6.1e-05f}) check(x);
+  std::mt19937 rng(7);
+  for (int i = 0; i < 1000000; ++i) check(BitsFloat(uint32_t(rng())));  // any float, NaNs too
+}
+
+}  // namespace
+}  // namespace glm
