@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <sstream>
 
 #include "offload/gguf.h"
@@ -78,12 +79,12 @@ TEST(QuantizeTool, ResumeAfterKillIsByteIdentical) {
   test::TempDir dir;
   const std::string ckpt = dir.File("ckpt");
   Result s = Spawn({kBin + "/glm-synth", "--format", "sat", "--tp", "2", "--preset", "small",
-                  "--layers", "3", "--vocab", "4096", "--output", ckpt, "--quiet"},
+                  "--layers", "3", "--vocab", "1024", "--output", ckpt, "--quiet"},
                  {}, dir.File("synth.log"));
   ASSERT_EQ(s.exit_code, 0) << s.output;
   const std::vector<std::string> args = {
       kBin + "/glm-quantize", "--input", ckpt, "--bits", "8", "--tp", "2", "--quiet",
-      "--special-tokens", "mask=4088,gmask=4089,smask=4090,sop=4092,eop=4093,eos=4094"};
+      "--special-tokens", "mask=1016,gmask=1017,smask=1018,sop=1020,eop=1021,eos=1022"};
   auto with = [&](std::vector<std::string> extra) {
     std::vector<std::string> a = args;
     a.insert(a.end(), extra.begin(), extra.end());
@@ -123,7 +124,7 @@ TEST(QuantizeTool, ResumeAfterKillIsByteIdentical) {
   ASSERT_EQ(r.signal, SIGKILL);
   std::vector<std::string> other = {kBin + "/glm-quantize", "--input", ckpt, "--bits", "4",
                                     "--tp", "2", "--quiet", "--resume", "--output", dir.File("other.gguf"),
-                                    "--special-tokens", "mask=4088,gmask=4089,smask=4090,sop=4092,eop=4093,eos=4094"};
+                                    "--special-tokens", "mask=1016,gmask=1017,smask=1018,sop=1020,eop=1021,eos=1022"};
   r = Spawn(other, {}, dir.File("other.log"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(r.output.find("reused"), std::string::npos) << r.output;
@@ -160,42 +161,52 @@ TEST(QuantizeTool, SyntheticSatLoadsInTorch) {
   test::TempDir dir;
   Result has_torch = Spawn({"/usr/bin/python3", "-c", "import torch"}, {}, dir.File("probe.log"));
   if (has_torch.exit_code != 0) GTEST_SKIP() << "/usr/bin/python3 has no torch: " << has_torch.output;
-  std::map<std::string, uint32_t> first;
+  const std::string py =
+      "import sys, zlib, torch\n"
+      "sys.path.insert(0, '" GLM_SOURCE_DIR "/tests/golden')\n"
+      "import glm_reference as ref\n"
+      "for d in sys.argv[1:]:\n"
+      "    for k, t in ref.load_sat_checkpoint(d).items():\n"
+      "        print(d, k, '%08x' % (zlib.crc32(t.contiguous().view(torch.int16).numpy().tobytes()) & 0xffffffff))\n";
+  std::vector<std::string> cmd = {"/usr/bin/python3", "-c", py};
   for (int tp : {1, 2, 4}) {
     const std::string ckpt = dir.File(StrFormat("tp%d", tp));
     Result s = Spawn({kBin + "/glm-synth", "--format", "sat", "--tp", std::to_string(tp), "--preset",
-                    "tiny", "--output", ckpt, "--quiet"}, {}, dir.File("synth.log"));
+                      "tiny", "--output", ckpt, "--quiet"}, {}, dir.File("synth.log"));
     ASSERT_EQ(s.exit_code, 0) << s.output;
-    const std::string py =
-        "import sys, zlib, torch\n"
-        "sys.path.insert(0, '" GLM_SOURCE_DIR "/tests/golden')\n"
-        "import glm_reference as ref\n"
-        "sd = ref.load_sat_checkpoint(sys.argv[1])\n"
-        "for k, t in sd.items():\n"
-        "    print(k, '%08x' % (zlib.crc32(t.contiguous().view(torch.int16).numpy().tobytes()) & 0xffffffff))\n";
-    Result r = Spawn({"/usr/bin/python3", "-c", py, ckpt}, {}, dir.File("py.log"));
-    ASSERT_EQ(r.exit_code, 0) << r.output;
-    auto ck = SatCheckpoint::Open(ckpt);
-    ASSERT_TRUE(ck.ok()) << ck.status().message();
-    ASSERT_EQ(ck.value()->tp(), tp);
-    std::istringstream lines(r.output);
-    std::string key, crc;
-    int n = 0;
-    while (lines >> key >> crc) {
-      const SatTensorInfo* t = ck.value()->Find(key);
-      ASSERT_NE(t, nullptr) << key;
-      int64_t numel = 1;
-      for (int64_t d : t->shape) numel *= d;
-      std::vector<Half> buf(static_cast<size_t>(numel));
-      ASSERT_TRUE(ck.value()->ReadMerged(key, DType::kF16, buf.data(), buf.size() * 2).ok());
-      EXPECT_EQ(StrFormat("%08x", Crc32(buf.data(), buf.size() * 2)), crc) << key;
-      EXPECT_EQ(buf[7].bits, SyntheticSatValue(1, key, t->shape, 7).bits) << key;
-      if (tp == 1) first[key] = 0;
-      EXPECT_TRUE(first.count(key)) << key;  // the same keys at every TP degree
-      ++n;
-    }
-    EXPECT_EQ(n, 3 + 2 * 13);  // 3 model-level keys, 13 per layer (incl. rotary inv_freq)
+    cmd.push_back(ckpt);
   }
+  Result r = Spawn(cmd, {}, dir.File("py.log"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::map<std::string, std::unique_ptr<SatCheckpoint>> cks;
+  std::map<std::string, int> per_dir;
+  std::map<std::string, std::string> crc_of_key;
+  std::istringstream lines(r.output);
+  std::string d, key, crc;
+  while (lines >> d >> key >> crc) {
+    if (!cks.count(d)) {
+      auto ck = SatCheckpoint::Open(d);
+      ASSERT_TRUE(ck.ok()) << ck.status().message();
+      cks[d] = std::move(ck).value();
+    }
+    const SatTensorInfo* t = cks[d]->Find(key);
+    ASSERT_NE(t, nullptr) << key;
+    int64_t numel = 1;
+    for (int64_t x : t->shape) numel *= x;
+    std::vector<Half> buf(static_cast<size_t>(numel));
+    ASSERT_TRUE(cks[d]->ReadMerged(key, DType::kF16, buf.data(), buf.size() * 2).ok());
+    EXPECT_EQ(StrFormat("%08x", Crc32(buf.data(), buf.size() * 2)), crc) << d << " " << key;
+    EXPECT_EQ(buf[7].bits, SyntheticSatValue(1, key, t->shape, 7).bits) << key;
+    // The same model at every TP degree.
+    if (crc_of_key.count(key)) EXPECT_EQ(crc_of_key[key], crc) << d << " " << key;
+    crc_of_key[key] = crc;
+    ++per_dir[d];
+  }
+  ASSERT_EQ(per_dir.size(), 3u) << r.output;
+  for (const auto& [dir_name, n] : per_dir) {
+    EXPECT_EQ(n, 3 + 2 * 13) << dir_name;  // 3 model-level keys, 13 per layer (with inv_freq)
+  }
+  EXPECT_EQ(cks[dir.File("tp4")]->tp(), 4);
 }
 
 }  // namespace
