@@ -40,7 +40,10 @@ inline void Finish(__m256 acc, const float* xt, const LinearWeight& w, int64_t n
                    Half* out_t) {
   float s = Reduce8(acc);
   for (int64_t k = w.K - w.K % kLanes; k < w.K; ++k) s += xt[k] * DequantElement(w, n, k);
-  out_t[n] = LinearEpilogue(w, s, bias, n);
+  // LinearEpilogue with F16C conversions (the same rounding).
+  const float b = bias ? _cvtsh_ss(bias[n].bits) : 0.f;
+  if (w.format != LinearWeight::kF16) s = _cvtsh_ss(_cvtss_sh(s, _MM_FROUND_TO_NEAREST_INT));
+  out_t[n] = Half{uint16_t(_cvtss_sh(s + b, _MM_FROUND_TO_NEAREST_INT))};
 }
 
 // ---- Row decoders: the 8 dequantized weights of step s of one row (see linear_avx512.cc) ----
