@@ -83,7 +83,7 @@ Status QuantScheme::CheckShape(const std::string& tensor, int64_t K) const {
   if (group_size > 0 && (K % group_size != 0 || (bits == 4 && group_size % 2 != 0))) {
     return Errorf("tensor '%s' has %lld inputs per row (per tensor-parallel rank), not a multiple "
                   "of the group size %d%s", tensor.c_str(), (long long)K, group_size,
-                  bits == 4 ? " (which must be even for int4)" : "");
+                  bits == 4 && group_size % 2 ? " (which must be even for int4)" : "");
   }
   return Status::Ok();
 }
@@ -106,38 +106,78 @@ int8_t QuantizeValue(Half w, Half scale, int bits) {
 
 float RoundHalfForTest(float x) { return FastRoundHalf(x); }
 
+namespace {
+
+// QuantizeValue for a run of weights sharing the scale s != 0, written to be vectorized: the
+// quotient's fp16 rounding is the bit rounding of FastRoundHalf, and quotients below 2^-14 (whose
+// fp16 value is below 0.5) give 0 directly; quotients never reach fp16 overflow (|w| <= absmax
+// and s = fp16(absmax / qmax), so |w / s| < 2 qmax).
+void QuantizeRun(const Half* w, int64_t n, float s, float qmax, int8_t* q) {
+  const float* h2f = HalfFloats();
+  for (int64_t k = 0; k < n; ++k) {
+    const float x = h2f[w[k].bits] / s;
+    const uint32_t u = FloatBits(x), a = u & 0x7fffffffu;
+    const uint32_t r = (a + 0x0fffu + ((a >> 13) & 1u)) & ~0x1fffu;
+    const float h = a < 0x38800000u ? 0.0f : BitsFloat((u & 0x80000000u) | r);
+    q[k] = int8_t(std::clamp(RintSmall(h), -qmax, qmax));
+  }
+}
+
+}  // namespace
+
 void QuantizeRows(const Half* w, int64_t N, int64_t K, const QuantScheme& scheme, int8_t* data,
                   Half* scales) {
   GLM_CHECK(scheme.quantized() && scheme.CheckShape("", K).ok());
   const int64_t G = scheme.group_size > 0 ? scheme.group_size : K;
   const int64_t groups = K / G;
   const int bits = scheme.bits;
+  const float qmax = float(QuantMax(bits));
+  std::vector<int8_t> q(bits == 4 ? static_cast<size_t>(K) : 0);
   for (int64_t n = 0; n < N; ++n) {
     const Half* row = w + n * K;
     Half* s = scales + n * groups;
+    int8_t* out = bits == 8 ? data + n * K : q.data();
     for (int64_t g = 0; g < groups; ++g) {
       uint16_t amax = 0;  // |w| of fp16 is exact: compare magnitudes as bits (no NaN here)
       for (int64_t k = g * G; k < (g + 1) * G; ++k) amax = std::max<uint16_t>(amax, row[k].bits & 0x7fffu);
       s[g] = QuantScale(Half{amax}, bits);
+      const float sf = HalfToFloat(s[g]);
+      if (sf == 0.0f) {  // 0/0 in the reference; CUDA converts the NaN to 0
+        std::fill(out + g * G, out + (g + 1) * G, int8_t{0});
+      } else {
+        QuantizeRun(row + g * G, G, sf, qmax, out + g * G);
+      }
     }
-    if (bits == 8) {
-      int8_t* out = data + n * K;
-      for (int64_t k = 0; k < K; ++k) out[k] = QuantizeValue(row[k], s[k / G], bits);
-    } else {
-      int8_t* out = data + n * (K / 2);
+    if (bits == 4) {
+      int8_t* packed = data + n * (K / 2);
       for (int64_t j = 0; j < K / 2; ++j) {
-        const int8_t hi = QuantizeValue(row[2 * j], s[(2 * j) / G], bits);
-        const int8_t lo = QuantizeValue(row[2 * j + 1], s[(2 * j + 1) / G], bits);
-        out[j] = int8_t(uint8_t(uint8_t(hi) << 4) | uint8_t(lo & 0x0f));
+        packed[j] = int8_t(uint8_t(uint8_t(q[2 * j]) << 4) | uint8_t(q[2 * j + 1] & 0x0f));
       }
     }
   }
 }
 
 void QuantError::AddRow(const Half* w, const float* dq, int64_t K) {
+  // Eight float lanes per row (vectorizable), summed in double per row.
+  const float* h2f = HalfFloats();
+  float s8[8] = {}, e8[8] = {}, m8[8] = {};
+  int64_t k = 0;
+  for (; k + 8 <= K; k += 8) {
+    for (int j = 0; j < 8; ++j) {
+      const float x = h2f[w[k + j].bits], d = x - dq[k + j];
+      s8[j] += x * x;
+      e8[j] += d * d;
+      m8[j] = std::max(m8[j], std::fabs(d));
+    }
+  }
   double s = 0, e = 0;
-  for (int64_t k = 0; k < K; ++k) {
-    const double x = HalfToFloat(w[k]), d = x - double(dq[k]);
+  for (int j = 0; j < 8; ++j) {
+    s += s8[j];
+    e += e8[j];
+    max_abs = std::max(max_abs, double(m8[j]));
+  }
+  for (; k < K; ++k) {
+    const double x = h2f[w[k].bits], d = x - double(dq[k]);
     s += x * x;
     e += d * d;
     max_abs = std::max(max_abs, std::fabs(d));

@@ -302,6 +302,10 @@ struct Converter {
       QuantError& e = errors[TensorType(t.spec.gguf_name)];
       for (const QuantError& p : per_thread) e.Merge(p);
     }
+    // Large buffers go back after each tensor, so the peak is one tensor's, not the sum of the
+    // largest f16 tensor and the largest quantized one.
+    if (in.capacity() * sizeof(Half) > (64u << 20)) in = {};
+    if (qdata.capacity() > (64u << 20)) qdata = {};
     return Pad(t.bytes());
   }
 };

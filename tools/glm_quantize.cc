@@ -249,16 +249,20 @@ int main(int argc, char** argv) {
   opts.progress = [&](const QuantizeProgress& p) {
     const double secs = Seconds(start);
     if (std::strcmp(p.phase, last_phase) != 0) {  // throughput and ETA per phase
+      if (*last_phase) {
+        phase_start = secs;
+        phase_bytes = p.bytes_done;
+      }
       last_phase = p.phase;
-      phase_start = secs;
-      phase_bytes = p.bytes_done;
     }
     const double rate = (p.bytes_done - phase_bytes) / std::max(secs - phase_start, 1e-3);
     const double eta = rate > 0 ? (p.bytes_total - p.bytes_done) / rate : 0;
+    const bool gb = p.bytes_total >= 1000000000;
+    const double unit = gb ? 1e9 : 1e6;
     progress.Update(double(p.bytes_done) / double(std::max<uint64_t>(p.bytes_total, 1)),
-                    StrFormat("%s: layer %d/%d, %.2f/%.2f GB, %.0f MB/s, ETA %.0f s", p.phase,
-                              p.layers_done, p.layers_total, p.bytes_done / 1e9,
-                              p.bytes_total / 1e9, rate / 1e6, eta));
+                    StrFormat("%s: layer %d/%d, %.2f/%.2f %s, %.0f MB/s, ETA %.0f s", p.phase,
+                              p.layers_done, p.layers_total, p.bytes_done / unit,
+                              p.bytes_total / unit, gb ? "GB" : "MB", rate / 1e6, eta));
   };
   StatusOr<QuantizeReport> report = QuantizeModel(opts);
   progress.Done();
