@@ -107,7 +107,10 @@ StatusOr<ModelLayout> ReadModelLayout(const GgufFile& f);
 // Views of layer `layer`'s tensors inside a buffer holding the bytes of its extent
 // (`extent_base` = the extent's first byte, wherever it was loaded: mapping, staging slot, GPU).
 // Checks every tensor's presence, extent, type and shape; errors name the file and tensor (a null
-// extent_base only checks, leaving the views' data null). Quantized files give kI8/kI4 views with their scales. The file must have TP=1 (see below).
+// extent_base only checks, leaving the views' data null). Quantized files give kI8/kI4 views
+// with their scales. The file must have TP=1 (see below). For a zstd-compressed file the buffer
+// must hold the DECODED extent (quant/compress.h DecodeExtent, with ModelLayout::extents[e]); a
+// plain file's extent is used as stored.
 Status BindLayer(const GgufFile& f, const ModelConfig& cfg, int layer, const void* extent_base,
                  LayerWeights* out);
 // The same for the model-level tensors (extent kGlobalExtent).
