@@ -92,12 +92,13 @@ void Print(const Result& r) {
   const int threads = ThreadPool::Global().size();
   const char* path = CpuPathName(ActiveCpuPath());
   if (FLAGS_json) {
-    std::printf("{\"kernel\":\"%s\",\"weights\":\"%s\",\"shape\":\"%s\",\"T\":%lld,\"threads\":%d,"
-                "\"path\":\"%s\",\"seconds\":%.6g,\"gbps\":%.4g,\"gflops\":%.4g,"
-                "\"mem_bw_gbps\":%.4g,\"peak_gflops\":%.4g,\"pct_bw\":%.1f,\"pct_peak\":%.1f",
-                r.kernel.c_str(), r.weights.c_str(), r.shape.c_str(), (long long)r.T, threads, path,
-                r.seconds, gbps, gflops, g_limits.mem_bw_gbps, g_limits.peak_gflops,
-                100 * gbps / g_limits.mem_bw_gbps, 100 * gflops / g_limits.peak_gflops);
+    std::printf(
+        "{\"kernel\":\"%s\",\"weights\":\"%s\",\"shape\":\"%s\",\"T\":%lld,\"threads\":%d,"
+        "\"path\":\"%s\",\"seconds\":%.6g,\"gbps\":%.4g,\"gflops\":%.4g,"
+        "\"mem_bw_gbps\":%.4g,\"peak_gflops\":%.4g,\"pct_bw\":%.1f,\"pct_peak\":%.1f",
+        r.kernel.c_str(), r.weights.c_str(), r.shape.c_str(), (long long)r.T, threads, path,
+        r.seconds, gbps, gflops, g_limits.mem_bw_gbps, g_limits.peak_gflops,
+        100 * gbps / g_limits.mem_bw_gbps, 100 * gflops / g_limits.peak_gflops);
     if (r.best > 0) {
       std::printf(",\"best_seconds\":%.6g,\"best_gbps\":%.4g,\"best_gflops\":%.4g", r.best,
                   r.bytes / r.best / 1e9, r.flops / r.best / 1e9);
@@ -109,10 +110,10 @@ void Print(const Result& r) {
     if (!r.note.empty()) std::printf(",\"note\":\"%s\"", r.note.c_str());
     std::printf("}\n");
   } else {
-    std::printf("%-14s %-10s %-22s T=%-4lld %9.3f ms %8.2f GB/s (%5.1f%% bw) %8.1f GFLOP/s (%5.1f%% peak)",
-                r.kernel.c_str(), r.weights.c_str(), r.shape.c_str(), (long long)r.T,
-                r.seconds * 1e3, gbps, 100 * gbps / g_limits.mem_bw_gbps, gflops,
-                100 * gflops / g_limits.peak_gflops);
+    std::printf(
+        "%-14s %-10s %-22s T=%-4lld %9.3f ms %8.2f GB/s (%5.1f%% bw) %8.1f GFLOP/s (%5.1f%% peak)",
+        r.kernel.c_str(), r.weights.c_str(), r.shape.c_str(), (long long)r.T, r.seconds * 1e3, gbps,
+        100 * gbps / g_limits.mem_bw_gbps, gflops, 100 * gflops / g_limits.peak_gflops);
     if (r.bound_seconds > 0) std::printf("  %.2fx bound", r.seconds / r.bound_seconds);
     if (r.best > 0 && r.bound_seconds > 0) std::printf("  [best %.2fx]", r.best / r.bound_seconds);
     if (!r.note.empty()) std::printf("  %s", r.note.c_str());
@@ -143,14 +144,21 @@ __attribute__((target("avx2"))) float ReadSum(const uint8_t* p, size_t n) {
   return out[0] + out[7];
 }
 
-#define GLM_FMA_CHAINS(V, FMA)                                                   \
+#define GLM_FMA_CHAINS(V, FMA)                                                      \
   V c0 = a, c1 = a, c2 = a, c3 = a, c4 = a, c5 = a, c6 = a, c7 = a, c8 = a, c9 = a; \
-  for (long i = 0; i < iters; ++i) {                                             \
-    c0 = FMA(c0, m, a); c1 = FMA(c1, m, a); c2 = FMA(c2, m, a); c3 = FMA(c3, m, a); \
-    c4 = FMA(c4, m, a); c5 = FMA(c5, m, a); c6 = FMA(c6, m, a); c7 = FMA(c7, m, a); \
-    c8 = FMA(c8, m, a); c9 = FMA(c9, m, a);                                        \
-    __asm__("" : "+v"(c0), "+v"(c1), "+v"(c2), "+v"(c3), "+v"(c4));               \
-    __asm__("" : "+v"(c5), "+v"(c6), "+v"(c7), "+v"(c8), "+v"(c9));               \
+  for (long i = 0; i < iters; ++i) {                                                \
+    c0 = FMA(c0, m, a);                                                             \
+    c1 = FMA(c1, m, a);                                                             \
+    c2 = FMA(c2, m, a);                                                             \
+    c3 = FMA(c3, m, a);                                                             \
+    c4 = FMA(c4, m, a);                                                             \
+    c5 = FMA(c5, m, a);                                                             \
+    c6 = FMA(c6, m, a);                                                             \
+    c7 = FMA(c7, m, a);                                                             \
+    c8 = FMA(c8, m, a);                                                             \
+    c9 = FMA(c9, m, a);                                                             \
+    __asm__("" : "+v"(c0), "+v"(c1), "+v"(c2), "+v"(c3), "+v"(c4));                 \
+    __asm__("" : "+v"(c5), "+v"(c6), "+v"(c7), "+v"(c8), "+v"(c9));                 \
   }
 
 // 10 independent FMA chains per thread (latency 4 x 2 ports needs 8).
@@ -219,16 +227,15 @@ Limits MeasureLimits() {
     const double t = OnAllThreads([&](int i) { g_sink = ReadSum(buf.p + i * per, per); });
     bw.push_back(double(per) * threads / t / 1e9);
   }
-  bw.erase(bw.begin());  // first pass warms the TLB
+  bw.erase(bw.begin());                                     // first pass warms the TLB
   l.mem_bw_gbps = *std::max_element(bw.begin(), bw.end());  // the machine's capability
   const bool avx512 = CpuPathSupported(CpuPath::kAvx512);
   // Many short runs, fastest kept: on a shared machine some run undisturbed.
   const long iters = 400000;
   std::vector<double> fl;
   for (int r = 0; r < (FLAGS_quick ? 100 : 300); ++r) {
-    const double t = OnAllThreads([&](int) {
-      g_sink = avx512 ? FmaLoop512(iters) : FmaLoop256(iters);
-    });
+    const double t =
+        OnAllThreads([&](int) { g_sink = avx512 ? FmaLoop512(iters) : FmaLoop256(iters); });
     fl.push_back(double(iters) * 10 * (avx512 ? 32 : 16) * threads / t / 1e9);
   }
   l.peak_gflops = *std::max_element(fl.begin(), fl.end());
@@ -340,7 +347,7 @@ void BenchGemm() {
   const int64_t T = 128, N = FLAGS_quick ? 4096 : 36864, K = 12288;
   for (const Format& f : kFormats) {
     BenchWeight w(f, N, K, 11);
-    Result r = RunLinear("gemm", f, N, K, T, &w);
+    Result r = RunLinear("gemm", f, N, K, T, &w, 3);
     r.bound_seconds = r.flops / (g_limits.peak_gflops * 1e9);
     r.note = "bound = flops / peak";
     Print(r);
@@ -356,7 +363,11 @@ void BenchGemm() {
   }
   if (!FLAGS_quick) {
     BenchWeight w(kFormats[1], 1024, 1024, 12);
-    for (int64_t T : {16, 64, 512}) Print(RunLinear("gemm", kFormats[1], 1024, 1024, T, &w));
+    for (int64_t T : {16, 64, 512}) {
+      Result r = RunLinear("gemm", kFormats[1], 1024, 1024, T, &w);
+      r.bound_seconds = r.flops / (g_limits.peak_gflops * 1e9);
+      Print(r);
+    }
   }
 }
 
@@ -400,8 +411,9 @@ void BenchLayer() {
   const int64_t C = cfg.hidden, F = cfg.inner, H = cfg.num_heads, D = cfg.head_dim, HD = H * D;
   const int64_t ctx = 512;
   const std::vector<const Format*> formats =
-      FLAGS_quick ? std::vector<const Format*>{&kFormats[2]}
-                  : std::vector<const Format*>{&kFormats[0], &kFormats[1], &kFormats[2], &kFormats[3]};
+      FLAGS_quick
+          ? std::vector<const Format*>{&kFormats[2]}
+          : std::vector<const Format*>{&kFormats[0], &kFormats[1], &kFormats[2], &kFormats[3]};
   RotaryTable rope = RotaryTable::Build(int(D), cfg.max_seq);
   for (const Format* f : formats) {
     BenchWeight qkv(*f, 3 * HD, C, 21), dense(*f, C, HD, 22), up(*f, 2 * F, C, 23),
@@ -468,7 +480,8 @@ class QuantizedStore : public WeightStore {
   double LayerBytes() const {
     double b = 0;
     for (const LayerWeights& w : layers_) {
-      for (const TensorView* t : {&w.qkv, &w.dense, &w.up, &w.down}) b += t->bytes() + t->rows() * 2;
+      for (const TensorView* t : {&w.qkv, &w.dense, &w.up, &w.down})
+        b += t->bytes() + t->rows() * 2;
       for (const TensorView* t : {&w.attn_norm_w, &w.attn_norm_b, &w.qkv_b, &w.dense_b,
                                   &w.ffn_norm_w, &w.ffn_norm_b, &w.up_b, &w.down_b}) {
         b += t->bytes();
@@ -561,12 +574,14 @@ void BenchModel() {
     std::vector<int32_t> ids(prompt), pos(prompt + steps + 1);
     for (int i = 0; i < prompt; ++i) ids[i] = (i * 7919) % (cfg.vocab - 16);
     for (size_t i = 0; i < pos.size(); ++i) pos[i] = int32_t(i);
-    ForwardArgs pre{.ids = ids, .positions = std::span(pos).subspan(0, prompt), .prefix_len = prompt};
+    ForwardArgs pre{
+        .ids = ids, .positions = std::span(pos).subspan(0, prompt), .prefix_len = prompt};
     GLM_CHECK(Forward(*v.s, rope, kv, act, pre, logits.data()).ok());
     std::vector<double> t;
     for (int s = 0; s < steps; ++s) {
       const int32_t id = (s * 31) % 1000;
-      ForwardArgs step{.ids = std::span(&id, 1), .positions = std::span(pos).subspan(prompt + s, 1),
+      ForwardArgs step{.ids = std::span(&id, 1),
+                       .positions = std::span(pos).subspan(prompt + s, 1),
                        .prefix_len = prompt};
       const double t0 = Now();
       GLM_CHECK(Forward(*v.s, rope, kv, act, step, logits.data()).ok());
@@ -599,7 +614,8 @@ void BenchBlas() {
   std::vector<Half> ours(T * N), ours1(N);
   std::vector<float> scratch(T * K);
   Result mine{"gemm-ours", "fp16", Shape(N, K), T};
-  mine.seconds = Time([&] { Linear(xh.data(), T, w.view, nullptr, ours.data(), scratch.data()); }, 3);
+  mine.seconds =
+      Time([&] { Linear(xh.data(), T, w.view, nullptr, ours.data(), scratch.data()); }, 3);
   mine.flops = 2.0 * T * N * K;
   mine.bytes = w.bytes;
   Print(mine);
@@ -621,7 +637,8 @@ void BenchBlas() {
     std::function<void(int64_t, const float*, float*)> gemm;  // C[M,N] = X[M,K]·Wᵀ
     if (auto f = reinterpret_cast<CblasSgemm>(dlsym(h, "cblas_sgemm"))) {
       gemm = [&, f](int64_t M, const float* a, float* out) {
-        f(101, 111, 112, int(M), int(N), int(K), 1.f, a, int(K), wf.data(), int(K), 0.f, out, int(N));
+        f(101, 111, 112, int(M), int(N), int(K), 1.f, a, int(K), wf.data(), int(K), 0.f, out,
+          int(N));
       };
     } else if (auto d = reinterpret_cast<DnnlSgemm>(dlsym(h, "dnnl_sgemm"))) {
       gemm = [&, d](int64_t M, const float* a, float* out) {
@@ -641,14 +658,15 @@ void BenchBlas() {
     int64_t differ = 0, vs_ref = 0;
     for (int64_t n = 0; n < N; ++n) differ += std::memcmp(&c1[n], &c[n], 4) != 0;
     for (int64_t i = 0; i < T * N; ++i) vs_ref += FloatToHalf(c[i]).bits != ours[i].bits;
-    r.note = StrFormat("%s: M=1 vs M=128 fp32 sums differ in %lld of %lld; fp16 outputs differ "
-                       "from the reference in %lld of %lld",
-                       lib.c_str(), (long long)differ, (long long)N, (long long)vs_ref,
-                       (long long)(T * N));
+    r.note = StrFormat(
+        "%s: M=1 vs M=128 fp32 sums differ in %lld of %lld; fp16 outputs differ "
+        "from the reference in %lld of %lld",
+        lib.c_str(), (long long)differ, (long long)N, (long long)vs_ref, (long long)(T * N));
     Print(r);
   }
   Linear(xh.data(), 1, w.view, nullptr, ours1.data(), scratch.data());
-  if (std::memcmp(ours1.data(), ours.data(), N * 2) != 0) std::printf("# ours: NOT batch invariant\n");
+  if (std::memcmp(ours1.data(), ours.data(), N * 2) != 0)
+    std::printf("# ours: NOT batch invariant\n");
 }
 
 std::string CpuModel() {
@@ -691,8 +709,9 @@ int main(int argc, char** argv) {
               FLAGS_quick ? ", quick" : "");
   g_limits = MeasureLimits();
   if (FLAGS_json) {
-    std::printf("{\"kernel\":\"limits\",\"threads\":%d,\"mem_bw_gbps\":%.4g,\"peak_gflops\":%.4g}\n",
-                ThreadPool::Global().size(), g_limits.mem_bw_gbps, g_limits.peak_gflops);
+    std::printf(
+        "{\"kernel\":\"limits\",\"threads\":%d,\"mem_bw_gbps\":%.4g,\"peak_gflops\":%.4g}\n",
+        ThreadPool::Global().size(), g_limits.mem_bw_gbps, g_limits.peak_gflops);
   } else {
     std::printf("# memory read bandwidth %.2f GB/s, peak FMA %.1f GFLOP/s (%d threads)\n",
                 g_limits.mem_bw_gbps, g_limits.peak_gflops, ThreadPool::Global().size());

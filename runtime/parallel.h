@@ -29,8 +29,9 @@ class ThreadPool {
   template <typename Fn>
   void ParallelFor(int64_t n, int64_t grain, Fn&& fn) {
     using F = std::remove_reference_t<Fn>;
-    Run(n, grain, Job{const_cast<void*>(static_cast<const void*>(&fn)),
-                      [](void* f, int64_t b, int64_t e) { (*static_cast<F*>(f))(b, e); }});
+    Run(n, grain,
+        Job{const_cast<void*>(static_cast<const void*>(&fn)),
+            [](void* f, int64_t b, int64_t e) { (*static_cast<F*>(f))(b, e); }});
   }
 
   // 0 on the thread that called ParallelFor, 1..size()-1 on the workers: indexes per-thread
@@ -56,8 +57,8 @@ class ThreadPool {
   std::mutex call_mu_;  // one ParallelFor at a time (callers from several threads queue)
   Job job_;
   int64_t n_ = 0, chunk_ = 0;
-  std::atomic<int64_t> next_{0};        // next chunk start
-  std::atomic<int> pending_{0};         // workers still inside the current job
+  std::atomic<int64_t> next_{0};         // next chunk start
+  std::atomic<int> pending_{0};          // workers still inside the current job
   std::atomic<uint32_t> generation_{0};  // bumped to start a job
   std::atomic<bool> stop_{false};
 };

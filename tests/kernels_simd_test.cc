@@ -128,12 +128,12 @@ std::string CaseName(const LinearCase& c, int64_t T, bool bias) {
 
 TEST_P(SimdPath, LinearEqualsScalarOnEveryFormatAndShape) {
   const LinearCase cases[] = {
-      {DType::kF16, 0, 1, 1},     {DType::kF16, 0, 3, 7},       {DType::kF16, 0, 33, 37},
-      {DType::kF16, 0, 9, 1030},  {DType::kF16, 0, 70, 600},    {DType::kI8, 0, 5, 13},
-      {DType::kI8, 0, 33, 520},   {DType::kI8, 0, 17, 1029},    {DType::kI8, 32, 9, 96},
-      {DType::kI8, 64, 35, 1024}, {DType::kI8, 12, 7, 120},     {DType::kI4, 0, 3, 2},
-      {DType::kI4, 0, 9, 30},     {DType::kI4, 0, 33, 1030},    {DType::kI4, 64, 17, 640},
-      {DType::kI4, 128, 35, 512}, {DType::kI4, 6, 5, 66},       {DType::kI4, 256, 4, 256},
+      {DType::kF16, 0, 1, 1},     {DType::kF16, 0, 3, 7},    {DType::kF16, 0, 33, 37},
+      {DType::kF16, 0, 9, 1030},  {DType::kF16, 0, 70, 600}, {DType::kI8, 0, 5, 13},
+      {DType::kI8, 0, 33, 520},   {DType::kI8, 0, 17, 1029}, {DType::kI8, 32, 9, 96},
+      {DType::kI8, 64, 35, 1024}, {DType::kI8, 12, 7, 120},  {DType::kI4, 0, 3, 2},
+      {DType::kI4, 0, 9, 30},     {DType::kI4, 0, 33, 1030}, {DType::kI4, 64, 17, 640},
+      {DType::kI4, 128, 35, 512}, {DType::kI4, 6, 5, 66},    {DType::kI4, 256, 4, 256},
   };
   uint32_t seed = 100;
   for (const LinearCase& c : cases) {
@@ -193,7 +193,8 @@ TEST_P(SimdPath, ElementwiseOpsEqualScalar) {
     std::vector<Half> want(3 * n), got(3 * n);
     ref().geglu(u.data() + 1, 3, n, want.data());
     simd().geglu(u.data() + 1, 3, n, got.data());
-    ASSERT_TRUE(BitEqual(got.data(), want.data(), got.size(), StrFormat("geglu F=%lld", (long long)n)));
+    ASSERT_TRUE(
+        BitEqual(got.data(), want.data(), got.size(), StrFormat("geglu F=%lld", (long long)n)));
     ref().deep_norm_residual(u.data() + 1, u.data() + n + 2, 11.832159f, n, want.data());
     simd().deep_norm_residual(u.data() + 1, u.data() + n + 2, 11.832159f, n, got.data());
     ASSERT_TRUE(BitEqual(got.data(), want.data(), n, StrFormat("residual n=%lld", (long long)n)));
@@ -218,11 +219,12 @@ TEST_P(SimdPath, AttentionEqualsScalar) {
   struct Case {
     int H, D;
     int64_t S, prefix, start, T;
-  } cases[] = {{2, 16, 23, 9, 0, 13},  {2, 16, 23, 9, 13, 2}, {3, 128, 70, 20, 60, 10},
-               {1, 128, 9, 0, 8, 1},   {4, 64, 41, 41, 0, 41}, {2, 24, 19, 5, 3, 16},
+  } cases[] = {{2, 16, 23, 9, 0, 13}, {2, 16, 23, 9, 13, 2},  {3, 128, 70, 20, 60, 10},
+               {1, 128, 9, 0, 8, 1},  {4, 64, 41, 41, 0, 41}, {2, 24, 19, 5, 3, 16},
                {2, 12, 10, 2, 0, 10}};  // D = 12: not a multiple of 8
   for (const Case& c : cases) {
-    auto kc = RandomHalf(c.S * c.H * c.D + 1, 1.0f, 31), vc = RandomHalf(c.S * c.H * c.D + 1, 1.0f, 32);
+    auto kc = RandomHalf(c.S * c.H * c.D + 1, 1.0f, 31),
+         vc = RandomHalf(c.S * c.H * c.D + 1, 1.0f, 32);
     auto qkv = RandomHalf(c.T * c.H * 3 * c.D + 1, 2.0f, 33);
     std::vector<Half> want(c.T * c.H * c.D), got(c.T * c.H * c.D);
     std::vector<float> scratch(AttentionScratchFloats(c.S));

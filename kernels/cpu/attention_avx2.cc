@@ -51,8 +51,8 @@ inline void Transpose8x8(__m256 (&r)[8]) {
 // Scores of keys [j0, j0+8) (key index clamped to `last`) for head h, one key per lane, each the
 // scalar kernel's sum s += q''[d]·k[d] in increasing d (products of fp16 values are exact, so
 // the FMA rounds as its multiply-add); returned as fp16(s) in fp32.
-inline __m256 ScoreGroup(const float* qs, int D, const Half* k_cache, int64_t HD, int h,
-                         int64_t j0, int64_t last) {
+inline __m256 ScoreGroup(const float* qs, int D, const Half* k_cache, int64_t HD, int h, int64_t j0,
+                         int64_t last) {
   const Half* k[8];
 #pragma GCC unroll 8
   for (int u = 0; u < 8; ++u) k[u] = k_cache + MinI(j0 + u, last) * HD + int64_t(h) * D;
@@ -71,15 +71,15 @@ inline __m256 ScoreGroup(const float* qs, int D, const Half* k_cache, int64_t HD
 }  // namespace
 
 void AttentionAvx2(const Half* qkv, int64_t T, int64_t start, int H, int D, const Half* k_cache,
-                   const Half* v_cache, int64_t prefix_len, int layer, Half* ctx,
-                   float* scratch) {
-  if (D % 8 != 0) return AttentionScalar(qkv, T, start, H, D, k_cache, v_cache, prefix_len, layer,
-                                         ctx, scratch);
+                   const Half* v_cache, int64_t prefix_len, int layer, Half* ctx, float* scratch) {
+  if (D % 8 != 0)
+    return AttentionScalar(qkv, T, start, H, D, k_cache, v_cache, prefix_len, layer, ctx, scratch);
   GLM_CHECK_MSG(D <= 1024, "head_dim %d > 1024", D);
   const int64_t total = start + T;
   GLM_CHECK_MSG(prefix_len <= total,
                 "the bidirectional prefix (%lld tokens) must be in the cache before its rows "
-                "attend (have %lld)", (long long)prefix_len, (long long)total);
+                "attend (have %lld)",
+                (long long)prefix_len, (long long)total);
   const float r = 1.0f / float(std::sqrt(double(D)) * double(layer + 1));
   const float coeff = float(layer + 1);
   const int64_t per_thread = total + 2048;  // AttentionScratchFloats' layout
@@ -87,12 +87,14 @@ void AttentionAvx2(const Half* qkv, int64_t T, int64_t start, int H, int D, cons
   ThreadPool::Global().ParallelFor(T * H, 1, [&](int64_t b, int64_t e) {
     float* scores = scratch + ThreadPool::CurrentThreadIndex() * per_thread;
     // 32-byte aligned query and accumulator inside the thread's 2048 spare floats.
-    float* qs = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(scores + total) + 31) & ~uintptr_t(31));
+    float* qs = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(scores + total) + 31) &
+                                         ~uintptr_t(31));
     const __m256 rv = _mm256_set1_ps(r);
     for (int64_t job = b; job < e; ++job) {
       const int64_t i = job / H;
       const int h = int(job % H);
-      const int64_t nk = prefix_len > start + i + 1 ? prefix_len : start + i + 1;  // keys 0..nk-1 are visible
+      const int64_t nk =
+          prefix_len > start + i + 1 ? prefix_len : start + i + 1;  // keys 0..nk-1 are visible
       const Half* q = qkv + (i * H + h) * int64_t(3 * D);
       for (int d = 0; d < D; d += 8) {
         _mm256_store_ps(qs + d, _mm256_cvtph_ps(_mm256_cvtps_ph(_mm256_mul_ps(Load8(q + d), rv),

@@ -67,9 +67,12 @@ std::once_flag g_init;
 
 const CpuKernels& Table(CpuPath p) {
   switch (p) {
-    case CpuPath::kAvx512: return kAvx512Kernels;
-    case CpuPath::kAvx2: return kAvx2Kernels;
-    default: return kScalarKernels;
+    case CpuPath::kAvx512:
+      return kAvx512Kernels;
+    case CpuPath::kAvx2:
+      return kAvx2Kernels;
+    default:
+      return kScalarKernels;
   }
 }
 
@@ -99,18 +102,24 @@ inline const CpuKernels& Active() {
 
 const char* CpuPathName(CpuPath path) {
   switch (path) {
-    case CpuPath::kScalar: return "scalar";
-    case CpuPath::kAvx2: return "avx2";
-    case CpuPath::kAvx512: return "avx512";
+    case CpuPath::kScalar:
+      return "scalar";
+    case CpuPath::kAvx2:
+      return "avx2";
+    case CpuPath::kAvx512:
+      return "avx512";
   }
   return "?";
 }
 
 const char* CpuPathFeatures(CpuPath path) {
   switch (path) {
-    case CpuPath::kScalar: return "(none)";
-    case CpuPath::kAvx2: return "avx2 fma f16c";
-    case CpuPath::kAvx512: return "avx512f avx512bw avx512vl avx512dq avx2 fma f16c";
+    case CpuPath::kScalar:
+      return "(none)";
+    case CpuPath::kAvx2:
+      return "avx2 fma f16c";
+    case CpuPath::kAvx512:
+      return "avx512f avx512bw avx512vl avx512dq avx2 fma f16c";
   }
   return "?";
 }
@@ -126,9 +135,12 @@ bool CpuPathSupported(CpuPath path) {
   const CpuFeatures& f = Features();
   const bool avx2 = f.avx2 && f.fma && f.f16c;
   switch (path) {
-    case CpuPath::kScalar: return true;
-    case CpuPath::kAvx2: return avx2;
-    case CpuPath::kAvx512: return avx2 && f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq;
+    case CpuPath::kScalar:
+      return true;
+    case CpuPath::kAvx2:
+      return avx2;
+    case CpuPath::kAvx512:
+      return avx2 && f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq;
   }
   return false;
 }
@@ -176,8 +188,8 @@ void CheckLinearWeight(const TensorView& w) {
 
 // ---- The public kernels (kernels.h): the active path ----
 
-void LayerNorm(const Half* x, int64_t T, int64_t C, const Half* gamma, const Half* beta,
-               float eps, Half* out) {
+void LayerNorm(const Half* x, int64_t T, int64_t C, const Half* gamma, const Half* beta, float eps,
+               Half* out) {
   Active().layer_norm(x, T, C, gamma, beta, eps, out);
 }
 

@@ -58,8 +58,8 @@ void DeepNormResidualAvx2(const Half* ln_out, const Half* branch, float alpha, i
   const __m256 a = _mm256_set1_ps(alpha);
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
-    Store8(out + i, _mm256_add_ps(RoundToHalf(_mm256_mul_ps(Load8(ln_out + i), a)),
-                                  Load8(branch + i)));
+    Store8(out + i,
+           _mm256_add_ps(RoundToHalf(_mm256_mul_ps(Load8(ln_out + i), a)), Load8(branch + i)));
   }
   for (; i < n; ++i) {
     const float y = ToFloat(ToHalf(ToFloat(ln_out[i]) * alpha));

@@ -1,6 +1,7 @@
-// Linear layer y = x·Wᵀ + b for fp16 and quantized weights (spec §1.3, §3): fp32 accumulation and a single fp16
-// rounding after the bias, as PyTorch's fused addmm. Weight-stationary: each weight row is
-// converted once and dotted with every token, so a decode step reads the weights exactly once.
+// Linear layer y = x·Wᵀ + b for fp16 and quantized weights (spec §1.3, §3): fp32 accumulation
+// and a single fp16 rounding after the bias, as PyTorch's fused addmm. Weight-stationary: each
+// weight row is converted once and dotted with every token, so a decode step reads the weights
+// exactly once. This scalar kernel defines the summation order every SIMD path reproduces.
 #include <algorithm>
 #include <vector>
 

@@ -90,11 +90,11 @@ struct I4Row {
   __m256 Load(int64_t s) const {
     int32_t word;
     __builtin_memcpy(&word, p + s * (kLanes / 2), 4);
-    const __m128i dup = _mm_shuffle_epi8(_mm_cvtsi32_si128(word),
-                                         _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, -1, -1, -1, -1,
-                                                       -1, -1, -1, -1));
-    const __m256i idx = _mm256_srlv_epi32(_mm256_cvtepu8_epi32(dup),
-                                          _mm256_setr_epi32(4, 0, 4, 0, 4, 0, 4, 0));
+    const __m128i dup =
+        _mm_shuffle_epi8(_mm_cvtsi32_si128(word),
+                         _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, -1, -1, -1, -1, -1, -1, -1, -1));
+    const __m256i idx =
+        _mm256_srlv_epi32(_mm256_cvtepu8_epi32(dup), _mm256_setr_epi32(4, 0, 4, 0, 4, 0, 4, 0));
     const __m256 a = _mm256_permutevar8x32_ps(lo, idx), b = _mm256_permutevar8x32_ps(hi, idx);
     return _mm256_blendv_ps(a, b, _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28)));
   }
@@ -210,22 +210,23 @@ PanelScratch ThreadScratch() {
 }
 
 template <int TB, int NB>
-void PanelTile(const float* x, int64_t K, const PanelSrc& src, int64_t s0, int64_t s1,
-               bool first, bool last, float* spill, const LinearWeight& w, int64_t n,
-               const Half* bias, Half* out, int64_t N) {
+void PanelTile(const float* x, int64_t K, const PanelSrc& src, int64_t s0, int64_t s1, bool first,
+               bool last, float* spill, const LinearWeight& w, int64_t n, const Half* bias,
+               Half* out, int64_t N) {
   __m256 acc[TB][NB];
 #pragma GCC unroll 8
   for (int t = 0; t < TB; ++t)
 #pragma GCC unroll 8
     for (int r = 0; r < NB; ++r)
-      acc[t][r] = first ? _mm256_setzero_ps()
-                        : _mm256_load_ps(spill + (t * kPanelRows + r) * kLanes);
+      acc[t][r] =
+          first ? _mm256_setzero_ps() : _mm256_load_ps(spill + (t * kPanelRows + r) * kLanes);
   Steps<TB, NB>(x, K, src, s0, s1, acc);
   if (!last) {
 #pragma GCC unroll 8
     for (int t = 0; t < TB; ++t)
 #pragma GCC unroll 8
-      for (int r = 0; r < NB; ++r) _mm256_store_ps(spill + (t * kPanelRows + r) * kLanes, acc[t][r]);
+      for (int r = 0; r < NB; ++r)
+        _mm256_store_ps(spill + (t * kPanelRows + r) * kLanes, acc[t][r]);
     return;
   }
 #pragma GCC unroll 8
@@ -236,17 +237,20 @@ void PanelTile(const float* x, int64_t K, const PanelSrc& src, int64_t s0, int64
 
 template <int TB>
 void PanelTileRows(int nb, const float* x, int64_t K, const PanelSrc& src, int64_t s0, int64_t s1,
-                   bool first, bool last, float* spill, const LinearWeight& w,
-                   int64_t n, const Half* bias, Half* out, int64_t N) {
+                   bool first, bool last, float* spill, const LinearWeight& w, int64_t n,
+                   const Half* bias, Half* out, int64_t N) {
   switch (nb) {
-    case 3: return PanelTile<TB, 3>(x, K, src, s0, s1, first, last, spill, w, n, bias, out, N);
-    case 2: return PanelTile<TB, 2>(x, K, src, s0, s1, first, last, spill, w, n, bias, out, N);
-    case 1: return PanelTile<TB, 1>(x, K, src, s0, s1, first, last, spill, w, n, bias, out, N);
+    case 3:
+      return PanelTile<TB, 3>(x, K, src, s0, s1, first, last, spill, w, n, bias, out, N);
+    case 2:
+      return PanelTile<TB, 2>(x, K, src, s0, s1, first, last, spill, w, n, bias, out, N);
+    case 1:
+      return PanelTile<TB, 1>(x, K, src, s0, s1, first, last, spill, w, n, bias, out, N);
   }
 }
 
-using PanelTileFn = void (*)(int, const float*, int64_t, const PanelSrc&, int64_t, int64_t,
-                             bool, bool, float*, const LinearWeight&, int64_t, const Half*, Half*,
+using PanelTileFn = void (*)(int, const float*, int64_t, const PanelSrc&, int64_t, int64_t, bool,
+                             bool, float*, const LinearWeight&, int64_t, const Half*, Half*,
                              int64_t);
 constexpr PanelTileFn kPanelTiles[kTileT + 1] = {nullptr, PanelTileRows<1>, PanelTileRows<2>,
                                                  PanelTileRows<3>};
@@ -265,8 +269,8 @@ void DequantPanel(const LinearWeight& w, int64_t n0, int64_t rows, int64_t s0, i
 }
 
 template <class Row>
-void PanelRange(const float* x, int64_t T, int64_t K, const LinearWeight& w, int64_t n0,
-                int64_t n1, const Half* bias, Half* out, int64_t N) {
+void PanelRange(const float* x, int64_t T, int64_t K, const LinearWeight& w, int64_t n0, int64_t n1,
+                const Half* bias, Half* out, int64_t N) {
   const PanelScratch scratch = ThreadScratch();
   constexpr int64_t ldp = kBlockSteps * kLanes;
   const int64_t full = K / kLanes;
@@ -329,9 +333,12 @@ void LinearAvx2(const Half* x, int64_t T, const TensorView& wv, const Half* bias
   }
   for (; i < n; ++i) scratch[i] = _cvtsh_ss(x[i].bits);
   switch (w.format) {
-    case LinearWeight::kF16: return Run<F16Row>(scratch, T, w, bias, out);
-    case LinearWeight::kI8: return Run<I8Row>(scratch, T, w, bias, out);
-    case LinearWeight::kI4: return Run<I4Row>(scratch, T, w, bias, out);
+    case LinearWeight::kF16:
+      return Run<F16Row>(scratch, T, w, bias, out);
+    case LinearWeight::kI8:
+      return Run<I8Row>(scratch, T, w, bias, out);
+    case LinearWeight::kI4:
+      return Run<I4Row>(scratch, T, w, bias, out);
   }
 }
 

@@ -46,7 +46,8 @@ inline __m512 RoundToHalf(__m512 v) {
   return _mm512_cvtph_ps(_mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
 }
 inline __m512 PairScale(const Half& a, const Half& b) {
-  return _mm512_insertf32x8(_mm512_set1_ps(_cvtsh_ss(a.bits)), _mm256_set1_ps(_cvtsh_ss(b.bits)), 1);
+  return _mm512_insertf32x8(_mm512_set1_ps(_cvtsh_ss(a.bits)), _mm256_set1_ps(_cvtsh_ss(b.bits)),
+                            1);
 }
 
 // The scalar kernel's tree on each 8-lane half: lanes (i + i+4), then (0+1) + (2+3).
@@ -66,7 +67,8 @@ inline void ReducePair(__m512 v, float* a, float* b) {
 struct F16Pair {
   const Half *a = nullptr, *b = nullptr;
   F16Pair() = default;
-  F16Pair(const LinearWeight& w, int64_t ra, int64_t rb) : a(w.f16 + ra * w.K), b(w.f16 + rb * w.K) {}
+  F16Pair(const LinearWeight& w, int64_t ra, int64_t rb)
+      : a(w.f16 + ra * w.K), b(w.f16 + rb * w.K) {}
   void Group(int64_t) {}
   __m512 Load(int64_t s) const {
     const __m128i va = _mm_loadu_si128(reinterpret_cast<const __m128i*>(a + s * kStep));
@@ -85,13 +87,15 @@ struct I8Pair {
   __m512 scale;
   I8Pair() = default;
   I8Pair(const LinearWeight& w, int64_t ra, int64_t rb)
-      : a(w.q + ra * w.row_bytes), b(w.q + rb * w.row_bytes), sa(w.scales + ra * w.groups),
+      : a(w.q + ra * w.row_bytes),
+        b(w.q + rb * w.row_bytes),
+        sa(w.scales + ra * w.groups),
         sb(w.scales + rb * w.groups) {}
   void Group(int64_t g) { scale = PairScale(sa[g], sb[g]); }
   __m512 Load(int64_t s) const {
-    const __m128i q = _mm_unpacklo_epi64(
-        _mm_loadl_epi64(reinterpret_cast<const __m128i*>(a + s * kStep)),
-        _mm_loadl_epi64(reinterpret_cast<const __m128i*>(b + s * kStep)));
+    const __m128i q =
+        _mm_unpacklo_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(a + s * kStep)),
+                           _mm_loadl_epi64(reinterpret_cast<const __m128i*>(b + s * kStep)));
     return RoundToHalf(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q)), scale));
   }
   void Load2(int64_t s, __m512* w0, __m512* w1) const {
@@ -110,7 +114,9 @@ struct I4Pair {
   __m512 ta, tb;
   I4Pair() = default;
   I4Pair(const LinearWeight& w, int64_t ra, int64_t rb)
-      : a(w.q + ra * w.row_bytes), b(w.q + rb * w.row_bytes), sa(w.scales + ra * w.groups),
+      : a(w.q + ra * w.row_bytes),
+        b(w.q + rb * w.row_bytes),
+        sa(w.scales + ra * w.groups),
         sb(w.scales + rb * w.groups) {}
   static __m512 Table(const Half& s) {
     const __m512 q = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, -8, -7, -6, -5, -4, -3, -2, -1);
@@ -125,12 +131,13 @@ struct I4Pair {
     __builtin_memcpy(&wa, a + s * (kStep / 2), 4);
     __builtin_memcpy(&wb, b + s * (kStep / 2), 4);
     const __m128i bytes = _mm_unpacklo_epi32(_mm_cvtsi32_si128(wa), _mm_cvtsi32_si128(wb));
-    const __m128i dup = _mm_shuffle_epi8(bytes, _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5,
-                                                              6, 6, 7, 7));
+    const __m128i dup =
+        _mm_shuffle_epi8(bytes, _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7));
     const __m512i shift = _mm512_setr_epi32(4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0);
     const __m512i nib = _mm512_srlv_epi32(_mm512_cvtepu8_epi32(dup), shift);
     const __m512i sel = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 16, 16, 16, 16, 16, 16, 16, 16);
-    const __m512i idx = _mm512_ternarylogic_epi32(nib, _mm512_set1_epi32(15), sel, 0xEA);  // (A&B)|C
+    const __m512i idx =
+        _mm512_ternarylogic_epi32(nib, _mm512_set1_epi32(15), sel, 0xEA);  // (A&B)|C
     return _mm512_permutex2var_ps(ta, idx, tb);
   }
   // Steps s and s+1 from one 8-byte load per row: the 16 bytes [a_s, b_s, a_s+1, b_s+1] widen
@@ -145,7 +152,8 @@ struct I4Pair {
     const __m512i lo = _mm512_ternarylogic_epi32(z, m15, sel, 0xEA);
     const __m512i hi = _mm512_ternarylogic_epi32(_mm512_srli_epi32(z, 4), m15, sel, 0xEA);
     const __m512i i0 = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
-    const __m512i i1 = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    const __m512i i1 =
+        _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
     *w0 = _mm512_permutex2var_ps(ta, _mm512_permutex2var_epi32(hi, i0, lo), tb);
     *w1 = _mm512_permutex2var_ps(ta, _mm512_permutex2var_epi32(hi, i1, lo), tb);
   }
@@ -241,7 +249,8 @@ inline void Finish(const float* acc, int64_t stride, const float* xt, const Line
     if (quantized) v = _mm256_cvtph_ps(_mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
     const int64_t m = n + 2 * p0;
     if (bias) {
-      v = _mm256_add_ps(v, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(bias + m))));
+      v = _mm256_add_ps(
+          v, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(bias + m))));
     } else {
       v = _mm256_add_ps(v, _mm256_setzero_ps());  // as the scalar acc + 0.f (-0 becomes +0)
     }
@@ -324,7 +333,8 @@ void DirectTile(const float* x, const float* xd, const LinearWeight& w, int64_t 
 #pragma GCC unroll 8
     for (int p = 0; p < NP; ++p) _mm512_store_ps(sums[t][p], acc[t][p]);
 #pragma GCC unroll 8
-  for (int t = 0; t < TB; ++t) Finish<NP>(sums[t][0], 16, x + t * K, w, n0, rows, bias, out + t * N);
+  for (int t = 0; t < TB; ++t)
+    Finish<NP>(sums[t][0], 16, x + t * K, w, n0, rows, bias, out + t * N);
 }
 
 template <int TB, class Pair>
@@ -341,10 +351,14 @@ template <class Pair>
 void DirectRange(const float* x, const float* xd, int64_t T, const LinearWeight& w, int64_t n0,
                  int64_t n1, const Half* bias, Half* out) {
   switch (T) {
-    case 1: return DirectRows<1, Pair>(x, xd, w, n0, n1, bias, out);
-    case 2: return DirectRows<2, Pair>(x, xd, w, n0, n1, bias, out);
-    case 3: return DirectRows<3, Pair>(x, xd, w, n0, n1, bias, out);
-    case 4: return DirectRows<4, Pair>(x, xd, w, n0, n1, bias, out);
+    case 1:
+      return DirectRows<1, Pair>(x, xd, w, n0, n1, bias, out);
+    case 2:
+      return DirectRows<2, Pair>(x, xd, w, n0, n1, bias, out);
+    case 3:
+      return DirectRows<3, Pair>(x, xd, w, n0, n1, bias, out);
+    case 4:
+      return DirectRows<4, Pair>(x, xd, w, n0, n1, bias, out);
   }
   GLM_CHECK_MSG(false, "direct linear kernel with T=%lld", (long long)T);
 }
@@ -353,7 +367,7 @@ void DirectRange(const float* x, const float* xd, int64_t T, const LinearWeight&
 
 constexpr int64_t kPanelPairs = 32;   // 64 rows per work item
 constexpr int64_t kBlockSteps = 64;   // K block: 512 inputs; panel 128 KiB (L2), x tile 24 KiB (L1)
-constexpr int64_t kTokenBlock = 192;  // tokens per pass over a panel (multiple of kTileT)
+constexpr int64_t kTokenBlock = 144;  // tokens per panel pass (T = 128 in one), multiple of 6
 
 struct PanelScratch {
   float* panel;  // [kPanelPairs][kBlockSteps][16]
@@ -384,12 +398,12 @@ struct TileArgs {
   const PanelSrc* src;
   int64_t s0, s1;
   bool first, last;
-  float* spill;       // the tile's first (token, pair) accumulator
+  float* spill;  // the tile's first (token, pair) accumulator
   const LinearWeight* w;
-  int64_t n;          // first row
-  int64_t rows;       // rows left from n (pairs beyond are not written)
+  int64_t n;     // first row
+  int64_t rows;  // rows left from n (pairs beyond are not written)
   const Half* bias;
-  Half* out;          // output row of the tile's first token
+  Half* out;  // output row of the tile's first token
 };
 
 template <int TB, int NP>
@@ -400,7 +414,8 @@ void PanelTile(const TileArgs& a) {
   for (int t = 0; t < TB; ++t)
 #pragma GCC unroll 8
     for (int p = 0; p < NP; ++p)
-      acc[t][p] = a.first ? _mm512_setzero_ps() : _mm512_load_ps(a.spill + (t * kPanelPairs + p) * 16);
+      acc[t][p] =
+          a.first ? _mm512_setzero_ps() : _mm512_load_ps(a.spill + (t * kPanelPairs + p) * 16);
   Steps<TB, NP>(XDoubled{a.xdup, kBlockSteps * 16, a.s0}, *a.src, a.s0, a.s1, acc);
   // Always through the spill buffer: the accumulators never need a stack copy.
 #pragma GCC unroll 8
@@ -417,19 +432,22 @@ void PanelTile(const TileArgs& a) {
 template <int TB>
 void PanelTilePairs(int np, const TileArgs& a) {
   switch (np) {
-    case 4: return PanelTile<TB, 4>(a);
-    case 3: return PanelTile<TB, 3>(a);
-    case 2: return PanelTile<TB, 2>(a);
-    case 1: return PanelTile<TB, 1>(a);
+    case 4:
+      return PanelTile<TB, 4>(a);
+    case 3:
+      return PanelTile<TB, 3>(a);
+    case 2:
+      return PanelTile<TB, 2>(a);
+    case 1:
+      return PanelTile<TB, 1>(a);
   }
 }
 
 using PanelTileFn = void (*)(int, const TileArgs&);
 static_assert(kTileT == 6 && kTileP == 4, "kPanelTiles and PanelTilePairs cover 6 x 4 tiles");
-constexpr PanelTileFn kPanelTiles[kTileT + 1] = {nullptr,           PanelTilePairs<1>,
-                                                 PanelTilePairs<2>, PanelTilePairs<3>,
-                                                 PanelTilePairs<4>, PanelTilePairs<5>,
-                                                 PanelTilePairs<6>};
+constexpr PanelTileFn kPanelTiles[kTileT + 1] = {
+    nullptr,           PanelTilePairs<1>, PanelTilePairs<2>, PanelTilePairs<3>,
+    PanelTilePairs<4>, PanelTilePairs<5>, PanelTilePairs<6>};
 
 // Rows [n0, n1) (at most 2*kPanelPairs) for all T tokens.
 template <class Pair>
@@ -458,15 +476,26 @@ void PanelRange(const float* x, int64_t T, const LinearWeight& w, int64_t n0, in
           const float* xr = x + (tb + t0 + t) * K;
           float* d = scratch.xdup + t * kBlockSteps * 16;
           for (int64_t s = s0; s < s1; ++s) {
-            _mm512_store_ps(d + (s - s0) * 16, _mm512_broadcast_f32x8(_mm256_loadu_ps(xr + s * kStep)));
+            _mm512_store_ps(d + (s - s0) * 16,
+                            _mm512_broadcast_f32x8(_mm256_loadu_ps(xr + s * kStep)));
           }
         }
         for (int64_t p = 0; p < pairs; p += kTileP) {
           const int np = int(pairs - p < kTileP ? pairs - p : kTileP);
           const PanelSrc src{scratch.panel + p * ldp, ldp, s0};
-          const TileArgs args{x + (tb + t0) * K, scratch.xdup, &src, s0, s1, s0 == 0, s1 == full,
-                              scratch.spill + (t0 * kPanelPairs + p) * 16, &w, n0 + 2 * p,
-                              rows - 2 * p, bias, out + (tb + t0) * N};
+          const TileArgs args{x + (tb + t0) * K,
+                              scratch.xdup,
+                              &src,
+                              s0,
+                              s1,
+                              s0 == 0,
+                              s1 == full,
+                              scratch.spill + (t0 * kPanelPairs + p) * 16,
+                              &w,
+                              n0 + 2 * p,
+                              rows - 2 * p,
+                              bias,
+                              out + (tb + t0) * N};
           kPanelTiles[tt](np, args);
         }
       }
@@ -523,14 +552,17 @@ void LinearAvx512(const Half* x, int64_t T, const TensorView& wv, const Half* bi
   const int64_t n = T * w.K;
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) {
-    _mm512_storeu_ps(scratch + i, _mm512_cvtph_ps(_mm256_loadu_si256(
-                                      reinterpret_cast<const __m256i*>(x + i))));
+    _mm512_storeu_ps(scratch + i,
+                     _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i))));
   }
   for (; i < n; ++i) scratch[i] = _cvtsh_ss(x[i].bits);
   switch (w.format) {
-    case LinearWeight::kF16: return Run<F16Pair>(scratch, T, w, bias, out);
-    case LinearWeight::kI8: return Run<I8Pair>(scratch, T, w, bias, out);
-    case LinearWeight::kI4: return Run<I4Pair>(scratch, T, w, bias, out);
+    case LinearWeight::kF16:
+      return Run<F16Pair>(scratch, T, w, bias, out);
+    case LinearWeight::kI8:
+      return Run<I8Pair>(scratch, T, w, bias, out);
+    case LinearWeight::kI4:
+      return Run<I4Pair>(scratch, T, w, bias, out);
   }
 }
 

@@ -15,8 +15,8 @@ struct LinearWeight {
   enum Format { kF16, kI8, kI4 };
   Format format = kF16;
   int64_t N = 0, K = 0;
-  const Half* f16 = nullptr;    // kF16 data [N, K]
-  const int8_t* q = nullptr;    // kI8 / kI4 data, row_bytes per row
+  const Half* f16 = nullptr;  // kF16 data [N, K]
+  const int8_t* q = nullptr;  // kI8 / kI4 data, row_bytes per row
   int64_t row_bytes = 0;
   const Half* scales = nullptr;  // [N, groups]
   int64_t groups = 1;            // scales per row (1: GLM-130B's per-row scheme)

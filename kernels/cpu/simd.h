@@ -17,9 +17,8 @@ void LinearScalar(const Half* x, int64_t T, const TensorView& w, const Half* bia
                   float* scratch);
 void ApplyRotaryScalar(Half* qkv, int64_t T, int H, int D, const int32_t* positions,
                        const RotaryTable& table);
-void AttentionScalar(const Half* qkv, int64_t T, int64_t start, int H, int D,
-                     const Half* k_cache, const Half* v_cache, int64_t prefix_len, int layer,
-                     Half* ctx, float* scratch);
+void AttentionScalar(const Half* qkv, int64_t T, int64_t start, int H, int D, const Half* k_cache,
+                     const Half* v_cache, int64_t prefix_len, int layer, Half* ctx, float* scratch);
 void GeGluScalar(const Half* u, int64_t T, int64_t F, Half* g);
 void DeepNormResidualScalar(const Half* ln_out, const Half* branch, float alpha, int64_t n,
                             Half* out);
