@@ -36,7 +36,7 @@ DEFINE_bool(json, false, "one JSON object per result line");
 DEFINE_bool(quick, false, "smaller set (< 30 s): one GLM-130B shape per format, small model");
 DEFINE_int32(reps, 0, "timed repetitions per case (0: 5, --quick 3)");
 DEFINE_string(path, "", "CPU kernel path: scalar, avx2 or avx512 (default: the best here)");
-DEFINE_string(only, "", "comma-separated sections: bw,gemv,gemm,ops,layer,model,blas");
+DEFINE_string(only, "", "comma-separated sections: gemv,gemm,core,ops,layer,model,blas");
 DEFINE_string(blas, "libopenblas.so.0,libdnnl.so.2", "libraries tried for the sgemm comparison");
 DEFINE_string(model_dir, "/dev/shm", "where the synthetic model file is written (RAM-backed)");
 
@@ -83,13 +83,14 @@ struct Result {
   int64_t T = 1;
   double seconds = 0, bytes = 0, flops = 0;
   double best = 0;           // fastest run (0: not timed by Time)
+  int threads = 0;           // 0: the pool's size
   double bound_seconds = 0;  // bytes / bandwidth where the kernel is memory bound
   std::string note;
 };
 
 void Print(const Result& r) {
   const double gbps = r.bytes / r.seconds / 1e9, gflops = r.flops / r.seconds / 1e9;
-  const int threads = ThreadPool::Global().size();
+  const int threads = r.threads ? r.threads : ThreadPool::Global().size();
   const char* path = CpuPathName(ActiveCpuPath());
   if (FLAGS_json) {
     std::printf(
@@ -366,6 +367,36 @@ void BenchGemm() {
     for (int64_t T : {16, 64, 512}) {
       Result r = RunLinear("gemm", kFormats[1], 1024, 1024, T, &w);
       r.bound_seconds = r.flops / (g_limits.peak_gflops * 1e9);
+      Print(r);
+    }
+  }
+}
+
+// One core, in-cache operands, fastest of many short runs (on a shared machine some run
+// undisturbed): the kernels' compute rate, compared with one core's FMA peak. A decode kernel
+// streams weights at this rate per core when memory keeps up.
+void BenchCore() {
+  ThreadPool::InlineScope one_core;
+  const bool avx512 = CpuPathSupported(CpuPath::kAvx512);
+  double peak = 0;
+  for (int r = 0; r < 200; ++r) {
+    const double t0 = Now();
+    g_sink = avx512 ? FmaLoop512(200000) : FmaLoop256(200000);
+    peak = std::max(peak, 200000.0 * 10 * (avx512 ? 32 : 16) / (Now() - t0) / 1e9);
+  }
+  if (FLAGS_json) {
+    std::printf("{\"kernel\":\"limits-1core\",\"threads\":1,\"peak_gflops\":%.4g}\n", peak);
+  } else {
+    std::printf("# one core: peak FMA %.1f GFLOP/s\n", peak);
+  }
+  for (const Format& f : kFormats) {
+    for (int64_t T : {int64_t(1), int64_t(120)}) {
+      const int64_t N = T == 1 ? 512 : 128, K = 2048;
+      Result r = RunLinear(T == 1 ? "gemv-1core" : "gemm-1core", f, N, K, T, nullptr, 300);
+      r.threads = 1;
+      r.seconds = r.best;  // the fastest run is the measurement here
+      r.note = StrFormat("%.1f%% of one core's peak FMA", 100 * r.flops / r.best / 1e9 / peak);
+      r.bound_seconds = 0;
       Print(r);
     }
   }
@@ -718,6 +749,7 @@ int main(int argc, char** argv) {
   }
   if (Section("gemv")) BenchGemv();
   if (Section("gemm")) BenchGemm();
+  if (Section("core")) BenchCore();
   if (Section("ops")) BenchOps();
   if (Section("layer")) BenchLayer();
   if (Section("model")) BenchModel();

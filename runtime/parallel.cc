@@ -34,6 +34,9 @@ bool SpinWhile(Pred pred) {
 
 int ThreadPool::CurrentThreadIndex() { return tls_thread_index; }
 
+ThreadPool::InlineScope::InlineScope() : saved_(tls_in_job) { tls_in_job = true; }
+ThreadPool::InlineScope::~InlineScope() { tls_in_job = saved_; }
+
 int ThreadPool::AvailableCpus() {
   cpu_set_t set;
   CPU_ZERO(&set);
@@ -96,8 +99,9 @@ void ThreadPool::Run(int64_t n, int64_t grain, Job job) {
     return;
   }
   std::lock_guard<std::mutex> call_lock(call_mu_);
-  // About 4 chunks per thread balances uneven rows (and a core busy with something else).
-  const int64_t chunk = std::max(grain, (n + threads * 4 - 1) / (threads * 4));
+  // About 8 chunks per thread balance uneven rows and a core taken by another process (a
+  // chunk costs one atomic increment).
+  const int64_t chunk = std::max(grain, (n + threads * 8 - 1) / (threads * 8));
   job_ = job;
   n_ = n;
   chunk_ = chunk;

@@ -41,6 +41,19 @@ class ThreadPool {
   // The process-wide pool used by the CPU kernels.
   static ThreadPool& Global();
 
+  // While alive, every ParallelFor called on this thread runs inline: the kernels use one core
+  // (single-core measurements; callers that must not wake the workers).
+  class InlineScope {
+   public:
+    InlineScope();
+    ~InlineScope();
+    InlineScope(const InlineScope&) = delete;
+    InlineScope& operator=(const InlineScope&) = delete;
+
+   private:
+    bool saved_;
+  };
+
   // CPUs this process may run on (sched_getaffinity), at least 1.
   static int AvailableCpus();
 

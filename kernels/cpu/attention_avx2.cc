@@ -56,6 +56,13 @@ inline __m256 ScoreGroup(const float* qs, int D, const Half* k_cache, int64_t HD
   const Half* k[8];
 #pragma GCC unroll 8
   for (int u = 0; u < 8; ++u) k[u] = k_cache + MinI(j0 + u, last) * HD + int64_t(h) * D;
+  // Keys are H·D apart (a new page each at GLM-130B's 24 KiB), which the hardware prefetchers
+  // do not follow: fetch the group after next ahead.
+  for (int u = 0; u < 8; ++u) {
+    const char* next =
+        reinterpret_cast<const char*>(k_cache + MinI(j0 + 16 + u, last) * HD + int64_t(h) * D);
+    for (int off = 0; off < 2 * D; off += 64) _mm_prefetch(next + off, _MM_HINT_T0);
+  }
   __m256 acc = _mm256_setzero_ps();
   for (int d = 0; d < D; d += 8) {
     __m256 c[8];
@@ -136,6 +143,9 @@ void AttentionAvx2(const Half* qkv, int64_t T, int64_t start, int H, int D, cons
           for (j = 0; j < nk; ++j) {
             const __m256 p = _mm256_broadcast_ss(scores + j);
             const Half* vj = v + j * HD;
+            const char* ahead = reinterpret_cast<const char*>(v + MinI(j + 8, nk - 1) * HD);
+            _mm_prefetch(ahead, _MM_HINT_T0);
+            _mm_prefetch(ahead + 64, _MM_HINT_T0);
 #pragma GCC unroll 8
             for (int u = 0; u < 8; ++u) a[u] = _mm256_fmadd_ps(p, Load8(vj + 8 * u), a[u]);
           }
