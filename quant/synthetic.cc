@@ -164,6 +164,7 @@ struct ValueGen {
   uint64_t base;
   Kind kind;
   int64_t inv_freq_dim;
+  bool outliers;
   const std::array<float, 65536>& table = NormalTable();
   Half operator()(int64_t idx) const {
     if (kind == Kind::kInvFreq) {
@@ -173,7 +174,7 @@ struct ValueGen {
     const float z = table[h & 0xffff];
     switch (kind) {
       case Kind::kLinear:
-        return FloatToHalf(0.02f * z * (((h >> 16) & 4095) == 0 ? 6.0f : 1.0f));
+        return FloatToHalf(0.02f * z * (outliers && ((h >> 16) & 4095) == 0 ? 6.0f : 1.0f));
       case Kind::kEmbedding:
         return FloatToHalf(0.02f * z);
       case Kind::kBias:
@@ -186,8 +187,9 @@ struct ValueGen {
   }
 };
 
-ValueGen Generator(uint64_t seed, const std::string& key, const std::vector<int64_t>& shape) {
-  return ValueGen{Mix(XXH64(key.data(), key.size(), seed)), KindOf(key), shape[0] * 2};
+ValueGen Generator(uint64_t seed, const std::string& key, const std::vector<int64_t>& shape,
+                   bool outliers) {
+  return ValueGen{Mix(XXH64(key.data(), key.size(), seed)), KindOf(key), shape[0] * 2, outliers};
 }
 
 Status MakeDir(const std::string& d) {
@@ -200,8 +202,8 @@ Status MakeDir(const std::string& d) {
 }  // namespace
 
 Half SyntheticSatValue(uint64_t seed, const std::string& sat_key, const std::vector<int64_t>& shape,
-                       int64_t idx) {
-  return Generator(seed, sat_key, shape)(idx);
+                       int64_t idx, bool outliers) {
+  return Generator(seed, sat_key, shape, outliers)(idx);
 }
 
 Status WriteSyntheticSat(const std::string& dir, const ModelConfig& cfg,
@@ -239,7 +241,7 @@ Status WriteSyntheticSat(const std::string& dir, const ModelConfig& cfg,
       const SatWriteTensor& t = tensors[i];
       const int64_t cols = t.shape.size() == 2 ? t.shape[1] : 1;
       GLM_CHECK(e0 % cols == 0 && n % cols == 0);  // chunks hold whole rows
-      const ValueGen gen = Generator(opts.seed, key, shape);
+      const ValueGen gen = Generator(opts.seed, key, shape, opts.outliers);
       // Shard rows -> element runs of the merged tensor (TP=1 source), generated in parallel.
       for (const TpRun& run : TpReshardRuns(SatMergeRuleForKey(key), shape, 1, opts.tp, r,
                                             e0 / cols, n / cols)) {

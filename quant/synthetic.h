@@ -30,8 +30,9 @@ Status WriteSyntheticModel(const std::string& path, const ModelConfig& cfg, uint
 // spec §2.2 including the rotary inv_freq buffers. Weights are a deterministic function of
 // (seed, key, element of the merged tensor), so checkpoints of any TP degree hold the same model
 // and are written in parallel, shard by shard, in bounded memory:
-//   linear weights  N(0, 0.02), of which 1 in 4096 is multiplied by 6 (the heavy tails of
-//                   trained LM weights; they make per-row scales coarse, as in real models)
+//   linear weights  N(0, 0.02); with `outliers`, 1 in 4096 of them is multiplied by 6 (a
+//                   heavy-tailed stress case: GLM-130B's own weights are narrow, which is why its
+//                   per-row INT4 works, GLM-130B paper §4)
 //   embedding       N(0, 0.02)        biases N(0, 0.01)
 //   LayerNorm γ     1 + N(0, 0.05)    LayerNorm β N(0, 0.02)
 //   inv_freq        1 / 10000^(2i/D) (spec §1.6)
@@ -39,12 +40,13 @@ Status WriteSyntheticModel(const std::string& path, const ModelConfig& cfg, uint
 struct SyntheticSatOptions {
   int tp = 1;
   uint64_t seed = 1;
+  bool outliers = false;
   std::function<void(uint64_t done, uint64_t total)> progress;  // bytes
 };
 Status WriteSyntheticSat(const std::string& dir, const ModelConfig& cfg,
                          const SyntheticSatOptions& opts);
 // Element `idx` (row-major) of the merged tensor `sat_key` of shape `shape`, as written.
 Half SyntheticSatValue(uint64_t seed, const std::string& sat_key,
-                       const std::vector<int64_t>& shape, int64_t idx);
+                       const std::vector<int64_t>& shape, int64_t idx, bool outliers = false);
 
 }  // namespace glm

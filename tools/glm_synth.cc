@@ -15,6 +15,8 @@ DEFINE_int32(tp, 1, "sat: tensor-parallel ranks (rank files) of the checkpoint")
 DEFINE_uint64(seed, 1, "random seed");
 DEFINE_int32(layers, 0, "override the preset's layer count");
 DEFINE_int32(vocab, 0, "override the preset's vocabulary size (special ids move to its top)");
+DEFINE_bool(outliers, false, "sat: make 1 in 4096 linear weights 6x larger (a heavy-tailed stress "
+            "case; GLM-130B's weights are narrow)");
 DEFINE_bool(quiet, false, "no progress display");
 
 int main(int argc, char** argv) {
@@ -46,7 +48,8 @@ int main(int argc, char** argv) {
   glm::Status st;
   if (FLAGS_format == "sat") {
     st = glm::WriteSyntheticSat(FLAGS_output, cfg.value(),
-                                {.tp = FLAGS_tp, .seed = FLAGS_seed, .progress = report});
+                                {.tp = FLAGS_tp, .seed = FLAGS_seed, .outliers = FLAGS_outliers,
+                                 .progress = report});
   } else if (FLAGS_format == "gguf") {
     st = glm::WriteSyntheticModel(FLAGS_output, cfg.value(), FLAGS_seed, report);
   } else {
