@@ -1,0 +1,338 @@
+// Weight-only INT8/INT4 linear layers for decode (spec §3):
+//   out[t, n] = fp16(fp16(Σ_k x[t,k]·w[n,k]) + b[n]),  w = fp16(fp16(q[n,k])·s)
+// the reference's dequantization (quant/format.h: row scales [N] or group scales [N, K/G]; int4
+// packs element 2j in the high nibble), fp32 accumulation, the bias as a separate fp16 add. The
+// weights are dequantized in registers and read exactly once; no fp16 copy of a weight exists.
+// Two kernels:
+//   CUDA cores (any GPU, any shape): a warp per output row, 8 weights per lane per step, each
+//     dequantized with __hmul (the reference's __half multiply) and accumulated with fmaf.
+//   Tensor cores (sm_80+; K a multiple of the tile, groups of 32/16, 16-byte aligned): a block
+//     of 4 warps per 16 output rows splits K; each lane loads 16 bytes of a row per tile and
+//     turns them into fp16 pairs with the magic-number trick (0x6400 | u is 1024 + u exactly),
+//     an exact subtraction and one __hmul2 by the scale: fp16(q·s) exactly as the reference.
+//     mma.sync m16n8k16 multiplies them with up to 8 tokens, accumulating in fp32 (products of
+//     fp16 values are exact). The pairs come out of the decode in a permuted k order; the x
+//     fragment is permuted the same way, which only changes the order of the sum.
+// The order of the fp32 sums differs from the CPU's (ulp-level). The partial sums of the 4 warps
+// are added in a fixed order, and a token's result does not depend on the other tokens.
+#include "kernels/cuda/common.cuh"
+#include "kernels/cuda/kernels.h"
+
+namespace glm::gpu {
+namespace {
+
+constexpr int kSimtRows = 4;  // rows per 128-thread block of the CUDA-core kernel
+
+__device__ __forceinline__ int8_t Int4AtDevice(const int8_t* row, int64_t k) {
+  const int8_t byte = row[k >> 1];
+  return (k & 1) ? int8_t(int8_t(byte << 4) >> 4) : int8_t(byte >> 4);
+}
+
+// fp16(q·s) with __half arithmetic: fp16(q) is exact for |q| <= 2048, __hmul rounds once.
+__device__ __forceinline__ float Dequant(int q, __half s) {
+  return __half2float(__hmul(__short2half_rn(short(q)), s));
+}
+
+template <bool kInt4>
+__global__ void __launch_bounds__(128)
+    quant_gemv_simt_kernel(const __half* x, int T, int64_t K, const int8_t* w, const __half* scales,
+                           int64_t G, int64_t N, const __half* bias, __half* out, bool vec) {
+  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+  const int64_t row = int64_t(blockIdx.x) * kSimtRows + warp;
+  if (row >= N) return;  // the whole warp leaves together
+  const int8_t* wr = w + row * (kInt4 ? K / 2 : K);
+  const __half* sr = scales + row * (K / G);
+  float acc[kMaxGemvTokens];
+#pragma unroll
+  for (int t = 0; t < kMaxGemvTokens; ++t) acc[t] = 0.f;
+  int64_t k_tail = 0;
+  if (vec) {  // 8 consecutive weights per lane: one 4-byte (int4) or 8-byte (int8) load
+    const int64_t chunks = K / 8;
+    for (int64_t ch = lane; ch < chunks; ch += kWarp) {
+      const int64_t k = ch * 8;
+      const __half s = sr[k / G];
+      int q[8];
+      if (kInt4) {
+        const uint32_t word = __ldcs(reinterpret_cast<const unsigned int*>(wr + k / 2));
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const int8_t b = int8_t(word >> (8 * i));
+          q[2 * i] = b >> 4;                            // element 2j: high nibble
+          q[2 * i + 1] = int8_t(uint8_t(b) << 4) >> 4;  // element 2j+1: low nibble
+        }
+      } else {
+        const uint2 v = __ldcs(reinterpret_cast<const uint2*>(wr + k));
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          q[i] = int8_t(v.x >> (8 * i));
+          q[4 + i] = int8_t(v.y >> (8 * i));
+        }
+      }
+      float wf[8];
+#pragma unroll
+      for (int i = 0; i < 8; ++i) wf[i] = Dequant(q[i], s);
+#pragma unroll
+      for (int t = 0; t < kMaxGemvTokens; ++t) {
+        if (t < T) {
+          const uint4 xv = __ldg(reinterpret_cast<const uint4*>(x + t * K + k));
+          const __half2* xh = reinterpret_cast<const __half2*>(&xv);
+#pragma unroll
+          for (int j = 0; j < 4; ++j) {
+            const float2 f = __half22float2(xh[j]);
+            acc[t] = fmaf(f.x, wf[2 * j], acc[t]);
+            acc[t] = fmaf(f.y, wf[2 * j + 1], acc[t]);
+          }
+        }
+      }
+    }
+    k_tail = chunks * 8;
+  }
+  for (int64_t k = k_tail + lane; k < K; k += kWarp) {
+    const float wf = Dequant(kInt4 ? Int4AtDevice(wr, k) : wr[k], sr[k / G]);
+#pragma unroll
+    for (int t = 0; t < kMaxGemvTokens; ++t) {
+      if (t < T) acc[t] = fmaf(__half2float(x[t * K + k]), wf, acc[t]);
+    }
+  }
+#pragma unroll
+  for (int t = 0; t < kMaxGemvTokens; ++t) acc[t] = WarpSum(acc[t]);
+  if (lane == 0) {
+#pragma unroll
+    for (int t = 0; t < kMaxGemvTokens; ++t) {  // unrolled: acc stays in registers
+      if (t < T) {
+        out[t * N + row] = bias ? __float2half_rn(RoundHalf(acc[t]) + __half2float(bias[row]))
+                                : __float2half_rn(acc[t]);
+      }
+    }
+  }
+}
+
+// Helpers of the tensor-core kernel (compiled for sm_80+ only).
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+__device__ __forceinline__ uint32_t HalfBits(__half2 h) {
+  return *reinterpret_cast<const uint32_t*>(&h);
+}
+__device__ __forceinline__ __half2 BitsHalf2(uint32_t u) {
+  return *reinterpret_cast<const __half2*>(&u);
+}
+
+// 8 int4 values of a little-endian word (byte j: element 2j high nibble, 2j+1 low) -> 4 fp16
+// pairs fp16(q·s), in the order (e1,e5), (e0,e4), (e3,e7), (e2,e6).
+__device__ __forceinline__ void DequantInt4x8(uint32_t v, __half2 s, uint32_t out[4]) {
+  v ^= 0x88888888u;  // each nibble u -> u ^ 8 = q + 8 (q the signed value)
+  const __half2 kOffset = BitsHalf2(0x64086408u);  // (1032, 1032)
+  const uint32_t h[4] = {(v & 0x000F000Fu) | 0x64006400u, ((v >> 4) & 0x000F000Fu) | 0x64006400u,
+                         ((v >> 8) & 0x000F000Fu) | 0x64006400u,
+                         ((v >> 12) & 0x000F000Fu) | 0x64006400u};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) out[i] = HalfBits(__hmul2(__hsub2(BitsHalf2(h[i]), kOffset), s));
+}
+
+// 4 int8 values of a word -> 2 fp16 pairs fp16(q·s), in the order (e0,e2), (e1,e3).
+__device__ __forceinline__ void DequantInt8x4(uint32_t v, __half2 s, uint32_t out[2]) {
+  v ^= 0x80808080u;                                         // each byte -> q + 128
+  const __half2 kOffset = BitsHalf2(0x64806480u);           // (1152, 1152)
+  const uint32_t h0 = __byte_perm(v, 0x64646464u, 0x4240);  // (0x64|b0, 0x64|b2)
+  const uint32_t h1 = __byte_perm(v, 0x64646464u, 0x4341);  // (0x64|b1, 0x64|b3)
+  out[0] = HalfBits(__hmul2(__hsub2(BitsHalf2(h0), kOffset), s));
+  out[1] = HalfBits(__hmul2(__hsub2(BitsHalf2(h1), kOffset), s));
+}
+
+// d += A·B for one m16n8k16 tile: a0/a2 row g, a1/a3 row g+8 (k pairs 2c and 2c+8); b0/b1 the
+// same k pairs for token g; d0,d1 row g tokens 2c,2c+1; d2,d3 row g+8.
+__device__ __forceinline__ void Mma16816(float d[4], uint32_t a0, uint32_t a1, uint32_t a2,
+                                         uint32_t a3, uint32_t b0, uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+#endif
+
+template <bool kInt4>
+__global__ void __launch_bounds__(128)
+    quant_gemv_mma_kernel(const __half* x, int T, int64_t K, const int8_t* w, const __half* scales,
+                          int64_t G, int64_t N, const __half* bias, __half* out) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  constexpr int kTileK = kInt4 ? 128 : 64;  // weights of a row per tile: 64 bytes
+  constexpr int kLaneK = kInt4 ? 32 : 16;   // weights of a row per lane per tile: 16 bytes
+  __shared__ float red[4][kWarp][4];
+  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+  const int g = lane / 4, c = lane % 4;
+  const int64_t ra = int64_t(blockIdx.x) * 16 + g, rb = ra + 8;
+  const bool va = ra < N, vb = rb < N;
+  const int64_t row_bytes = kInt4 ? K / 2 : K;
+  const int8_t* wa = w + (va ? ra : 0) * row_bytes + c * 16;
+  const int8_t* wb = w + (vb ? rb : 0) * row_bytes + c * 16;
+  const int64_t groups = K / G;
+  const __half* sa_row = scales + (va ? ra : 0) * groups;
+  const __half* sb_row = scales + (vb ? rb : 0) * groups;
+  const bool has_x = g < T;  // lane group g carries token g of the B fragment
+  const __half* xg = x + (has_x ? g : 0) * K + c * kLaneK;
+  __half2 sa = __half2half2(sa_row[0]), sb = __half2half2(sb_row[0]);
+  const uint4 zero = make_uint4(0, 0, 0, 0);
+  float d[4] = {0.f, 0.f, 0.f, 0.f};
+  const int64_t tiles = K / kTileK;
+#pragma unroll 2
+  for (int64_t tile = warp; tile < tiles; tile += 4) {
+    const uint4 qa = va ? __ldcs(reinterpret_cast<const uint4*>(wa + tile * 64)) : zero;
+    const uint4 qb = vb ? __ldcs(reinterpret_cast<const uint4*>(wb + tile * 64)) : zero;
+    uint4 xv[kInt4 ? 4 : 2];
+#pragma unroll
+    for (int i = 0; i < (kInt4 ? 4 : 2); ++i) {
+      xv[i] = has_x ? __ldg(reinterpret_cast<const uint4*>(xg + tile * kTileK) + i) : zero;
+    }
+    if (groups > 1) {  // the lane's 16 bytes lie in one group (G is a multiple of kLaneK)
+      const int64_t gi = (tile * kTileK + c * kLaneK) / G;
+      sa = __half2half2(sa_row[gi]);
+      sb = __half2half2(sb_row[gi]);
+    }
+    const uint32_t wa4[4] = {qa.x, qa.y, qa.z, qa.w}, wb4[4] = {qb.x, qb.y, qb.z, qb.w};
+#pragma unroll
+    for (int m = 0; m < 4; ++m) {
+      if constexpr (kInt4) {
+        uint32_t A[4], B[4];
+        DequantInt4x8(wa4[m], sa, A);
+        DequantInt4x8(wb4[m], sb, B);
+        // x halves h0..h7 of the word's 8 weights, paired as the decode pairs them.
+        const uint4 xq = xv[m];
+        const uint32_t p15 = __byte_perm(xq.x, xq.z, 0x7632), p04 = __byte_perm(xq.x, xq.z, 0x5410);
+        const uint32_t p37 = __byte_perm(xq.y, xq.w, 0x7632), p26 = __byte_perm(xq.y, xq.w, 0x5410);
+        Mma16816(d, A[0], B[0], A[1], B[1], p15, p04);
+        Mma16816(d, A[2], B[2], A[3], B[3], p37, p26);
+      } else {
+        uint32_t A[2], B[2];
+        DequantInt8x4(wa4[m], sa, A);
+        DequantInt8x4(wb4[m], sb, B);
+        const uint4 xq = xv[m / 2];
+        const uint32_t y0 = (m & 1) ? xq.z : xq.x, y1 = (m & 1) ? xq.w : xq.y;
+        Mma16816(d, A[0], B[0], A[1], B[1], __byte_perm(y0, y1, 0x5410),
+                 __byte_perm(y0, y1, 0x7632));
+      }
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < 4; ++i) red[warp][lane][i] = d[i];
+  __syncthreads();
+  if (warp != 0) return;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float acc = ((red[0][lane][i] + red[1][lane][i]) + red[2][lane][i]) + red[3][lane][i];
+    const int t = 2 * c + (i & 1);
+    const int64_t row = i < 2 ? ra : rb;
+    if (t < T && (i < 2 ? va : vb)) {
+      out[t * N + row] =
+          bias ? __float2half_rn(RoundHalf(acc) + __half2float(bias[row])) : __float2half_rn(acc);
+    }
+  }
+#else
+  __trap();  // never launched below sm_80 (QuantGemv checks the device)
+#endif
+}
+
+__global__ void dequant_rows_kernel(const int8_t* w, const __half* scales, int64_t K, int64_t G,
+                                    int64_t row0, int64_t n, bool int4, __half* out) {
+  const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (idx >= n) return;
+  const int64_t r = row0 + idx / K, k = idx % K;
+  const int q = int4 ? Int4AtDevice(w + r * (K / 2), k) : w[r * K + k];
+  out[idx] = __hmul(__short2half_rn(short(q)), scales[r * (K / G) + k / G]);
+}
+
+bool Aligned(const void* p, uintptr_t a) { return reinterpret_cast<uintptr_t>(p) % a == 0; }
+
+// Checks a quantized weight view and returns its group length (K for the row scheme).
+int64_t CheckQuantWeight(const TensorView& w) {
+  GLM_CHECK_MSG(w.ndim == 2 && (w.dtype == DType::kI8 || w.dtype == DType::kI4),
+                "quantized GEMV needs a 2-D i8/i4 weight, got %s %s", DTypeName(w.dtype),
+                w.ShapeString().c_str());
+  GLM_CHECK_MSG(w.data && w.scales, "quantized weight without data or scales");
+  const int64_t K = w.cols();
+  GLM_CHECK_MSG(w.dtype != DType::kI4 || K % 2 == 0, "int4 weight with odd K = %lld", (long long)K);
+  const int64_t G = w.group_size > 0 ? w.group_size : K;
+  GLM_CHECK_MSG(w.group_size >= 0 && K % G == 0, "group size %d does not divide K = %lld",
+                w.group_size, (long long)K);
+  return G;
+}
+
+}  // namespace
+
+const char* QuantGemvPathName(QuantGemvPath p) {
+  switch (p) {
+    case QuantGemvPath::kAuto:
+      return "auto";
+    case QuantGemvPath::kCudaCore:
+      return "cuda-core";
+    case QuantGemvPath::kTensorCore:
+      return "tensor-core";
+  }
+  return "?";
+}
+
+QuantGemvPath QuantGemv(const Half* x, int64_t T, const TensorView& w, const Half* bias, Half* out,
+                        QuantGemvPath path, cudaStream_t stream) {
+  const int64_t G = CheckQuantWeight(w);
+  const int64_t N = w.rows(), K = w.cols();
+  GLM_CHECK_MSG(T >= 0 && T <= kMaxGemvTokens, "QuantGemv: %lld tokens (at most %d)", (long long)T,
+                kMaxGemvTokens);
+  if (T == 0) return path;
+  GLM_CHECK(x && out);
+  const bool int4 = w.dtype == DType::kI4;
+  int dev = 0, major = 0;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+  const int64_t tile_k = int4 ? 128 : 64, lane_k = int4 ? 32 : 16;
+  const bool mma_ok =
+      major >= 8 && K % tile_k == 0 && G % lane_k == 0 && Aligned(x, 16) && Aligned(w.data, 16);
+  GLM_CHECK_MSG(path != QuantGemvPath::kTensorCore || mma_ok,
+                "tensor-core GEMV not possible here: sm_%d, K=%lld (tile %lld), group %lld, "
+                "x/w 16-byte aligned: %d/%d",
+                major * 10, (long long)K, (long long)tile_k, (long long)G, int(Aligned(x, 16)),
+                int(Aligned(w.data, 16)));
+  const auto* wq = static_cast<const int8_t*>(w.data);
+  if (path == QuantGemvPath::kTensorCore || (path == QuantGemvPath::kAuto && mma_ok)) {
+    const int64_t blocks = CeilDiv(N, 16);
+    GLM_CHECK(blocks <= 0x7fffffff);
+    if (int4) {
+      quant_gemv_mma_kernel<true><<<unsigned(blocks), 128, 0, stream>>>(
+          Dev(x), int(T), K, wq, Dev(w.scales), G, N, bias ? Dev(bias) : nullptr, Dev(out));
+    } else {
+      quant_gemv_mma_kernel<false><<<unsigned(blocks), 128, 0, stream>>>(
+          Dev(x), int(T), K, wq, Dev(w.scales), G, N, bias ? Dev(bias) : nullptr, Dev(out));
+    }
+    GLM_CHECK_LAUNCH();
+    return QuantGemvPath::kTensorCore;
+  }
+  const bool vec = K % 8 == 0 && G % 8 == 0 && Aligned(x, 16) && Aligned(w.data, int4 ? 4 : 8);
+  const int64_t blocks = CeilDiv(N, kSimtRows);
+  GLM_CHECK(blocks <= 0x7fffffff);
+  if (int4) {
+    quant_gemv_simt_kernel<true><<<unsigned(blocks), 128, 0, stream>>>(
+        Dev(x), int(T), K, wq, Dev(w.scales), G, N, bias ? Dev(bias) : nullptr, Dev(out), vec);
+  } else {
+    quant_gemv_simt_kernel<false><<<unsigned(blocks), 128, 0, stream>>>(
+        Dev(x), int(T), K, wq, Dev(w.scales), G, N, bias ? Dev(bias) : nullptr, Dev(out), vec);
+  }
+  GLM_CHECK_LAUNCH();
+  return QuantGemvPath::kCudaCore;
+}
+
+void DequantizeRows(const TensorView& w, int64_t row0, int64_t rows, Half* out,
+                    cudaStream_t stream) {
+  const int64_t G = CheckQuantWeight(w);
+  const int64_t K = w.cols();
+  GLM_CHECK_MSG(row0 >= 0 && rows >= 0 && row0 + rows <= w.rows(),
+                "DequantizeRows: rows [%lld, %lld) outside [0, %lld)", (long long)row0,
+                (long long)(row0 + rows), (long long)w.rows());
+  if (rows == 0) return;
+  GLM_CHECK(out);
+  const int64_t n = rows * K;
+  const int threads = 256;
+  GLM_CHECK(CeilDiv(n, threads) <= 0x7fffffff);
+  dequant_rows_kernel<<<unsigned(CeilDiv(n, threads)), threads, 0, stream>>>(
+      static_cast<const int8_t*>(w.data), Dev(w.scales), K, G, row0, n, w.dtype == DType::kI4,
+      Dev(out));
+  GLM_CHECK_LAUNCH();
+}
+
+}  // namespace glm::gpu
