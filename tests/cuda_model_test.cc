@@ -1,0 +1,510 @@
+// The GPU forward (runtime/model_cuda.h) and the GPU tier (offload/gpu_store_cuda.h):
+//   - the golden model (tests/golden/tiny, converted as golden_test.cc does) on the GPU against the
+//     PyTorch reference fixtures, layer by layer and at the logits, with golden_test's tolerances
+//     (4 fp16 ulps at the element's magnitude plus 4 at the tensor's RMS), and against the CPU;
+//   - decode with the KV cache against the full prefill (ulp-level: cuBLAS may pick another
+//     algorithm for another T);
+//   - streamed equals resident, bit for bit, in every host mode and slot count, over several
+//     passes (the staging ring wraps around);
+//   - synthetic INT8/INT4 (row and group) models against the CPU forward on the same weights;
+//   - the process's device memory never exceeds --gpu-mem (cudaMemGetInfo).
+// Skips with the reason when no CUDA device is present.
+#include <gtest/gtest.h>
+
+#if GLM_HAVE_CUDA
+
+#include <cmath>
+#include <fstream>
+#include <map>
+
+#include "offload/gpu_store_cuda.h"
+#include "offload/model_file.h"
+#include "quant/convert.h"
+#include "quant/synthetic.h"
+#include "runtime/layout.h"
+#include "runtime/model.h"
+#include "runtime/model_cuda.h"
+#include "runtime/npy.h"
+#include "tests/test_util.h"
+
+namespace glm {
+namespace {
+
+const std::string kDir = std::string(GLM_SOURCE_DIR) + "/tests/golden/tiny";
+const char* kCases[] = {"short", "gmask", "mask", "smask", "mask_with_gmask"};
+
+NpyArray Load(const std::string& name) {
+  auto a = ReadNpy(kDir + "/" + name + ".npy");
+  GLM_CHECK_MSG(a.ok(), "%s", a.status().message().c_str());
+  return std::move(a).value();
+}
+
+std::vector<int32_t> Ids(const std::string& c) {
+  NpyArray a = Load(c + ".ids");
+  return std::vector<int32_t>(a.as<int32_t>(), a.as<int32_t>() + a.numel());
+}
+
+// golden_test.cc's comparison: `ulps` fp16 ulps at the element's magnitude plus the same at the
+// tensor's RMS.
+::testing::AssertionResult Compare(const std::string& what, const Half* actual,
+                                   const Half* expected, int64_t n, double ulps) {
+  std::vector<double> e = test::ToDouble(expected, n), a = test::ToDouble(actual, n);
+  double rms = 0;
+  int64_t exact = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    rms += e[i] * e[i];
+    exact += actual[i].bits == expected[i].bits;
+  }
+  rms = std::sqrt(rms / double(n));
+  std::printf("  %-36s %7.3f%% bit-identical\n", what.c_str(), 100.0 * double(exact) / double(n));
+  return test::AllClose(
+      a, e, [&](size_t, double x) { return ulps * (test::HalfUlp(x) + test::HalfUlp(rms)); }, what);
+}
+
+// A GPU model: context, store, activations, one KV cache per sequence.
+struct GpuModel {
+  std::unique_ptr<GpuContext> ctx;
+  std::unique_ptr<GpuWeightStore> store;
+  std::vector<GpuKvCache> kv;
+  GpuActivations act;
+};
+
+struct ModelOptions {
+  int64_t max_tokens = 512, capacity = 512;  // the golden sequences have up to ~350 tokens
+  int sequences = 1;
+  uint64_t gpu_mem = 0;
+  uint64_t host_mem = 0;
+  int max_resident = -1;
+  int slots = 2;
+};
+
+StatusOr<GpuModel> OpenModel(std::unique_ptr<LayerSource> src, const ModelOptions& o) {
+  const ModelConfig cfg = src->config();
+  GpuModel m;
+  ASSIGN_OR_RETURN(m.ctx, GpuContext::Create(cfg));
+  GpuStoreOptions so{.gpu_mem_bytes = o.gpu_mem,
+                     .host_mem_bytes = o.host_mem,
+                     .staging_slots = o.slots,
+                     .max_resident_layers = o.max_resident,
+                     .context_bytes = m.ctx->context_bytes(),
+                     .workspace_bytes = m.ctx->owned_bytes(),
+                     .kv_cache_bytes = uint64_t(o.sequences) * GpuKvCache::Bytes(cfg, o.capacity),
+                     .activation_bytes = GpuActivations::Bytes(cfg, o.max_tokens, o.max_tokens)};
+  ASSIGN_OR_RETURN(m.store, GpuWeightStore::Open(std::move(src), so, m.ctx->stream()));
+  for (int i = 0; i < o.sequences; ++i) {
+    ASSIGN_OR_RETURN(GpuKvCache kv, GpuKvCache::Allocate(cfg, o.capacity));
+    m.kv.push_back(std::move(kv));
+  }
+  ASSIGN_OR_RETURN(m.act, GpuActivations::Allocate(cfg, o.max_tokens, o.max_tokens));
+  return m;
+}
+
+class CudaModel : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    if (!CudaDeviceAvailable().ok()) return;
+    std::ifstream in(kDir + "/config.txt");
+    std::map<std::string, long> kv;
+    std::string k;
+    long v;
+    while (in >> k >> v) kv[k] = v;
+    dir_ = new test::TempDir();
+    ConvertOptions opts;
+    opts.input_dir = kDir + "/ckpt";
+    opts.output_path = dir_->File("tiny.gguf");
+    opts.max_seq = int(kv["max_seq"]);
+    opts.tokens = SpecialTokens{.mask = int32_t(kv["mask"]),
+                                .gmask = int32_t(kv["gmask"]),
+                                .smask = int32_t(kv["smask"]),
+                                .sop = int32_t(kv["sop"]),
+                                .eop = int32_t(kv["eop"]),
+                                .eos = int32_t(kv["eos"])};
+    Status st = ConvertSatToGguf(opts);
+    GLM_CHECK_MSG(st.ok(), "%s", st.message().c_str());
+    path_ = new std::string(opts.output_path);
+    auto store = MmapStore::Open(*path_);
+    GLM_CHECK_MSG(store.ok(), "%s", store.status().message().c_str());
+    cpu_ = std::move(store).value().release();
+  }
+  static void TearDownTestSuite() {
+    delete cpu_;
+    delete path_;
+    delete dir_;
+  }
+  void SetUp() override {
+    Status st = CudaDeviceAvailable();
+    if (!st.ok()) GTEST_SKIP() << st.message();
+  }
+
+  static std::unique_ptr<LayerSource> Packed(bool pinned) {
+    return std::unique_ptr<LayerSource>(PackedLayerSource::FromStore(*cpu_, pinned).value());
+  }
+
+  // Runs `ids` as one prefill step with all logits; taps recorded if asked.
+  static std::vector<Half> RunGpu(GpuModel& m, const std::vector<int32_t>& ids,
+                                  const SequenceLayout& layout,
+                                  std::map<std::string, std::vector<Half>>* taps) {
+    const int64_t T = int64_t(ids.size());
+    const int V = m.store->config().vocab;
+    m.kv[0].length = 0;
+    TapFn tap = [&](const std::string& name, const Half* data, int64_t cols) {
+      if (taps) (*taps)[name].assign(data, data + T * cols);
+    };
+    std::vector<Half> logits(T * V);
+    GpuSeqStep step{.kv = &m.kv[0],
+                    .ids = ids,
+                    .positions = layout.positions,
+                    .prefix_len = layout.prefix_len,
+                    .all_logits = true};
+    Status st = ForwardBatchCuda(*m.store, *m.ctx, std::span(&step, 1), m.act, logits.data(),
+                                 taps ? &tap : nullptr);
+    EXPECT_TRUE(st.ok()) << st.message();
+    return logits;
+  }
+
+  // Prefill through [sop], then one token per step; the logits of every step's last row.
+  static std::vector<Half> Decode(GpuModel& m, const std::vector<int32_t>& ids,
+                                  const SequenceLayout& layout) {
+    const int V = m.store->config().vocab;
+    m.kv[0].length = 0;
+    std::vector<Half> out, step_logits(V);
+    for (int64_t begin = 0; begin < int64_t(ids.size());) {
+      const int64_t n = begin == 0 ? layout.sop_index + 1 : 1;
+      GpuSeqStep step{.kv = &m.kv[0],
+                      .ids = std::span(ids).subspan(begin, n),
+                      .positions = std::span(layout.positions).subspan(begin, n),
+                      .prefix_len = layout.prefix_len};
+      Status st =
+          ForwardBatchCuda(*m.store, *m.ctx, std::span(&step, 1), m.act, step_logits.data());
+      EXPECT_TRUE(st.ok()) << st.message();
+      out.insert(out.end(), step_logits.begin(), step_logits.end());
+      begin += n;
+    }
+    return out;
+  }
+
+  static test::TempDir* dir_;
+  static std::string* path_;
+  static MmapStore* cpu_;
+};
+test::TempDir* CudaModel::dir_ = nullptr;
+std::string* CudaModel::path_ = nullptr;
+MmapStore* CudaModel::cpu_ = nullptr;
+
+TEST_F(CudaModel, GoldenLayerByLayerAndLogits) {
+  const ModelConfig& cfg = cpu_->config();
+  auto m = OpenModel(Packed(false), {});
+  ASSERT_TRUE(m.ok()) << m.status().message();
+  std::printf("%s\n", m->ctx->device().ToString().c_str());
+  for (const char* c : kCases) {
+    SCOPED_TRACE(c);
+    std::printf("case %s\n", c);
+    auto ids = Ids(c);
+    auto layout = DeriveLayout(ids, cfg.tokens).value();
+    std::map<std::string, std::vector<Half>> taps;
+    std::vector<Half> logits = RunGpu(*m, ids, layout, &taps);
+    const std::string p = std::string(c) + ".";
+    NpyArray embed = Load(p + "embed");
+    EXPECT_TRUE(Compare("embed", taps["embed"].data(), embed.as<Half>(), embed.numel(), 0.0));
+    for (int l = 0; l < cfg.num_layers; ++l) {
+      NpyArray want = Load(p + StrFormat("layer%d", l));
+      EXPECT_TRUE(Compare(StrFormat("layer %d", l), taps[StrFormat("l%d.out", l)].data(),
+                          want.as<Half>(), want.numel(), 4.0));
+    }
+    NpyArray fn = Load(p + "final_norm");
+    EXPECT_TRUE(Compare("final_norm", taps["final_norm"].data(), fn.as<Half>(), fn.numel(), 4.0));
+    NpyArray want = Load(p + "logits");
+    EXPECT_TRUE(Compare("logits", logits.data(), want.as<Half>(), want.numel(), 4.0));
+
+    // And against the CPU forward on the same file.
+    const int64_t T = int64_t(ids.size());
+    RotaryTable rope = RotaryTable::Build(cfg.head_dim, cfg.max_seq);
+    KvCache kv = KvCache::Allocate(cfg, T);
+    Activations act = Activations::Allocate(cfg, T, T);
+    std::vector<Half> cpu(T * cfg.vocab);
+    ForwardArgs args{.ids = ids,
+                     .positions = layout.positions,
+                     .prefix_len = layout.prefix_len,
+                     .all_logits = true};
+    ASSERT_TRUE(Forward(*cpu_, rope, kv, act, args, cpu.data()).ok());
+    EXPECT_TRUE(Compare("logits vs CPU", logits.data(), cpu.data(), int64_t(cpu.size()), 4.0));
+  }
+}
+
+// The golden test's per-op check on the GPU: each op of layer 0 from the reference's inputs.
+TEST_F(CudaModel, GoldenOpsOfTheFirstLayer) {
+  const ModelConfig& cfg = cpu_->config();
+  auto m = OpenModel(Packed(false), {});
+  ASSERT_TRUE(m.ok()) << m.status().message();
+  auto ids = Ids("gmask");
+  auto layout = DeriveLayout(ids, cfg.tokens).value();
+  std::map<std::string, std::vector<Half>> taps;
+  RunGpu(*m, ids, layout, &taps);
+  // With the reference's layer input, our first layer's intermediates must stay within a few
+  // ulps of the reference's (the inputs are identical: the embedding is exact).
+  for (const char* name :
+       {"attn_norm", "qkv", "ctx", "attn_out", "h", "ffn_norm", "up", "gated", "down"}) {
+    NpyArray want = Load(StrFormat("gmask.l0.%s", name));
+    EXPECT_TRUE(Compare(StrFormat("l0.%s", name), taps[StrFormat("l0.%s", name)].data(),
+                        want.as<Half>(), want.numel(), 4.0));
+  }
+}
+
+TEST_F(CudaModel, DecodeWithCacheMatchesPrefill) {
+  const ModelConfig& cfg = cpu_->config();
+  auto m = OpenModel(Packed(false), {});
+  ASSERT_TRUE(m.ok()) << m.status().message();
+  for (const char* c : kCases) {
+    SCOPED_TRACE(c);
+    auto ids = Ids(c);
+    auto layout = DeriveLayout(ids, cfg.tokens).value();
+    ASSERT_GE(layout.sop_index, 0);
+    std::vector<Half> full = RunGpu(*m, ids, layout, nullptr);
+    std::vector<Half> steps = Decode(*m, ids, layout);
+    const int64_t V = cfg.vocab;
+    const int64_t first = layout.sop_index;  // the prefill's last row, then one row per step
+    const int64_t rows = int64_t(ids.size()) - first;
+    ASSERT_EQ(int64_t(steps.size()), rows * V);
+    EXPECT_TRUE(Compare(StrFormat("%s decode vs prefill", c), steps.data(), full.data() + first * V,
+                        rows * V, 4.0));
+  }
+}
+
+// Streaming changes where the bytes come from, never the arithmetic: bit-identical logits for
+// every host mode and slot count, over enough steps that the staging ring wraps around.
+TEST_F(CudaModel, StreamedEqualsResident) {
+  const ModelConfig& cfg = cpu_->config();
+  auto ids = Ids("mask");
+  auto layout = DeriveLayout(ids, cfg.tokens).value();
+  auto resident = OpenModel(Packed(false), {});
+  ASSERT_TRUE(resident.ok()) << resident.status().message();
+  ASSERT_EQ(resident->store->plan().resident, cfg.num_layers);
+  const std::vector<Half> want = Decode(*resident, ids, layout);
+  resident->store.reset();
+
+  struct Variant {
+    const char* name;
+    bool file, pinned;
+    ModelOptions o;
+    HostMode mode;
+  };
+  const uint64_t layer = cpu_->config().hidden * 1ull;  // any host budget below all layers
+  const Variant variants[] = {
+      {"source pinned, 1 resident, 2 slots",
+       false,
+       true,
+       {.max_resident = 1, .slots = 2},
+       HostMode::kSourcePinned},
+      {"source pinned, 0 resident, 1 slot",
+       false,
+       true,
+       {.max_resident = 0, .slots = 1},
+       HostMode::kSourcePinned},
+      {"file, pinned cache, 1 resident", true, false, {.max_resident = 1}, HostMode::kPinnedCache},
+      {"file, host slots, 0 resident",
+       true,
+       false,
+       {.host_mem = 0, .max_resident = 0},
+       HostMode::kHostSlots},
+      {"packed pageable, 2 resident", false, false, {.max_resident = 2}, HostMode::kPinnedCache},
+  };
+  for (Variant v : variants) {
+    SCOPED_TRACE(v.name);
+    std::unique_ptr<LayerSource> src;
+    if (v.file) {
+      src = OpenFileLayerSource(*path_).value();
+    } else {
+      src = Packed(v.pinned);
+    }
+    if (v.mode == HostMode::kHostSlots) v.o.host_mem = src->ExtentBytes(0) * 2 + layer;
+    auto m = OpenModel(std::move(src), v.o);
+    ASSERT_TRUE(m.ok()) << m.status().message();
+    std::printf("%s\n", m->store->plan().Describe().c_str());
+    EXPECT_EQ(m->store->plan().host_mode, v.mode);
+    const std::vector<Half> got = Decode(*m, ids, layout);
+    ASSERT_EQ(got.size(), want.size());
+    int64_t differ = 0;
+    for (size_t i = 0; i < got.size(); ++i) differ += got[i].bits != want[i].bits;
+    EXPECT_EQ(differ, 0) << "logits differ from the resident run";
+    EXPECT_GT(m->store->stats().copies, uint64_t(cfg.num_layers));  // it did stream
+  }
+}
+
+// Batched decode on the GPU: each sequence gets what it gets alone (up to cuBLAS picking another
+// algorithm for another batch size: ulp-level).
+TEST_F(CudaModel, BatchMatchesSeparateRuns) {
+  const ModelConfig& cfg = cpu_->config();
+  auto m = OpenModel(Packed(false), {.max_tokens = 1200, .capacity = 512, .sequences = 3});
+  ASSERT_TRUE(m.ok()) << m.status().message();
+  std::vector<std::vector<int32_t>> ids;
+  std::vector<SequenceLayout> layouts;
+  std::vector<std::vector<Half>> alone;
+  for (const char* c : {"gmask", "mask", "smask"}) {
+    ids.push_back(Ids(c));
+    layouts.push_back(DeriveLayout(ids.back(), cfg.tokens).value());
+    alone.push_back(Decode(*m, ids.back(), layouts.back()));
+  }
+  const int64_t V = cfg.vocab;
+  std::vector<int64_t> done(ids.size(), 0), row(ids.size(), 0);
+  std::vector<Half> logits(ids.size() * V);
+  for (auto& kv : m->kv) kv.length = 0;
+  for (int step = 0;; ++step) {
+    std::vector<GpuSeqStep> steps;
+    std::vector<size_t> which;
+    for (size_t b = 0; b < ids.size(); ++b) {
+      if (done[b] >= int64_t(ids[b].size())) continue;
+      const int64_t n = step == 0 ? layouts[b].sop_index + 1 : 1;
+      steps.push_back({.kv = &m->kv[b],
+                       .ids = std::span(ids[b]).subspan(done[b], n),
+                       .positions = std::span(layouts[b].positions).subspan(done[b], n),
+                       .prefix_len = layouts[b].prefix_len});
+      which.push_back(b);
+    }
+    if (steps.empty()) break;
+    ASSERT_TRUE(ForwardBatchCuda(*m->store, *m->ctx, steps, m->act, logits.data()).ok());
+    for (size_t i = 0; i < steps.size(); ++i) {
+      const size_t b = which[i];
+      done[b] += int64_t(steps[i].ids.size());
+      EXPECT_TRUE(Compare(StrFormat("seq %zu step %d", b, step), logits.data() + i * V,
+                          alone[b].data() + row[b] * V, V, 4.0));
+      ++row[b];
+    }
+  }
+}
+
+// Quantized weights end to end: the GPU forward against the CPU forward on the same synthetic
+// weights (random codes and scales), decode-sized and prefill-sized steps, resident and streamed.
+TEST_F(CudaModel, QuantizedModelsMatchTheCpu) {
+  ModelConfig cfg = SyntheticPreset("tiny").value();
+  cfg.num_layers = 3;
+  const WeightFormat formats[] = {
+      {DType::kI8, 0}, {DType::kI4, 0}, {DType::kI4, 64}, {DType::kI8, 128}, {DType::kF16, 0}};
+  std::vector<int32_t> ids;
+  for (int i = 0; i < 24; ++i) ids.push_back((i * 37 + 5) % (cfg.vocab - 8));
+  ids.push_back(cfg.tokens.gmask);
+  ids.push_back(cfg.tokens.sop);
+  ids.push_back(17);
+  ids.push_back(400);
+  auto layout = DeriveLayout(ids, cfg.tokens).value();
+  for (const WeightFormat& f : formats) {
+    SCOPED_TRACE(DTypeName(f.dtype));
+    auto src = PackedLayerSource::Synthetic(
+        cfg, {.format = f, .distinct_layers = 2, .seed = 7, .pinned = true});
+    ASSERT_TRUE(src.ok()) << src.status().message();
+    std::unique_ptr<WeightStore> host = (*src)->HostStore();
+    // CPU: prefill through [sop], then decode.
+    const int64_t V = cfg.vocab, T = int64_t(ids.size());
+    RotaryTable rope = RotaryTable::Build(cfg.head_dim, cfg.max_seq);
+    KvCache kv = KvCache::Allocate(cfg, T);
+    Activations act = Activations::Allocate(cfg, T, T);
+    std::vector<Half> cpu, step(V);
+    for (int64_t b = 0; b < T;) {
+      const int64_t n = b == 0 ? layout.sop_index + 1 : 1;
+      ForwardArgs args{.ids = std::span(ids).subspan(b, n),
+                       .positions = std::span(layout.positions).subspan(b, n),
+                       .prefix_len = layout.prefix_len};
+      ASSERT_TRUE(Forward(*host, rope, kv, act, args, step.data()).ok());
+      cpu.insert(cpu.end(), step.begin(), step.end());
+      b += n;
+    }
+    std::unique_ptr<LayerSource> gsrc(std::move(src).value().release());
+    auto m = OpenModel(std::move(gsrc), {.max_resident = 1, .slots = 1});
+    ASSERT_TRUE(m.ok()) << m.status().message();
+    for (auto path : {gpu::QuantGemvPath::kCudaCore, gpu::QuantGemvPath::kAuto}) {
+      m->ctx->gemv_path = path;
+      std::vector<Half> gpu_logits = Decode(*m, ids, layout);
+      EXPECT_TRUE(Compare(StrFormat("%s G=%d %s vs CPU", DTypeName(f.dtype), f.group_size,
+                                    gpu::QuantGemvPathName(path)),
+                          gpu_logits.data(), cpu.data(), int64_t(cpu.size()), 4.0));
+    }
+  }
+}
+
+// The process's device memory (cudaMemGetInfo: context included) stays under --gpu-mem: a budget
+// that leaves room for 3 of 8 layers plus 2 slots, measured after a forward pass.
+TEST_F(CudaModel, NeverExceedsTheGpuBudget) {
+  ModelConfig cfg = SyntheticPreset("small").value();  // 8 layers of ~25 MB
+  auto src =
+      PackedLayerSource::Synthetic(cfg, {.format = {}, .distinct_layers = 2, .pinned = true});
+  ASSERT_TRUE(src.ok()) << src.status().message();
+  const uint64_t layer = (*src)->ExtentBytes(0), globals = (*src)->ExtentBytes(-1);
+  const GpuMemInfo before = GetGpuMemInfo();
+  auto ctx = GpuContext::Create(cfg);
+  ASSERT_TRUE(ctx.ok()) << ctx.status().message();
+  const ModelOptions o{.max_tokens = 16, .capacity = 64};
+  const uint64_t kv = GpuKvCache::Bytes(cfg, o.capacity);
+  const uint64_t acts = GpuActivations::Bytes(cfg, o.max_tokens, o.max_tokens);
+  const uint64_t fixed = GpuRound((*ctx)->context_bytes()) + GpuRound(kGpuLateReserve) +
+                         GpuRound((*ctx)->owned_bytes()) + GpuRound(kv) + GpuRound(acts) +
+                         GpuRound(globals);
+  const uint64_t budget = fixed + GpuRound(3 * layer) + GpuRound(2 * layer);
+  std::printf("device memory used before: %s; context %s; budget %s\n",
+              GiBString(before.used()).c_str(), GiBString((*ctx)->context_bytes()).c_str(),
+              GiBString(budget).c_str());
+  GpuStoreOptions so{.gpu_mem_bytes = budget,
+                     .context_bytes = (*ctx)->context_bytes(),
+                     .workspace_bytes = (*ctx)->owned_bytes(),
+                     .kv_cache_bytes = kv,
+                     .activation_bytes = acts,
+                     .verbose = true};
+  // A budget 1 MiB below the fixed costs is refused before anything is allocated.
+  {
+    GpuStoreOptions tight = so;
+    tight.gpu_mem_bytes = fixed - (1 << 20);
+    auto refused = GpuWeightStore::Open(
+        std::unique_ptr<LayerSource>(
+            PackedLayerSource::Synthetic(cfg, {.format = {}, .pinned = false}).value()),
+        tight, (*ctx)->stream());
+    EXPECT_FALSE(refused.ok());
+  }
+  auto store = GpuWeightStore::Open(std::unique_ptr<LayerSource>(std::move(src).value().release()),
+                                    so, (*ctx)->stream());
+  ASSERT_TRUE(store.ok()) << store.status().message();
+  EXPECT_EQ((*store)->plan().resident, 3);
+  EXPECT_EQ((*store)->plan().slots, 2);
+  auto cache = GpuKvCache::Allocate(cfg, o.capacity);
+  auto act = GpuActivations::Allocate(cfg, o.max_tokens, o.max_tokens);
+  ASSERT_TRUE(cache.ok() && act.ok());
+  std::vector<int32_t> ids = {1, 2, 3, 4, 5, 6, 7, 8}, pos = {0, 1, 2, 3, 4, 5, 6, 7};
+  std::vector<Half> logits(cfg.vocab);
+  for (int step = 0; step < 3; ++step) {
+    GpuSeqStep s{.kv = &cache.value(),
+                 .ids = std::span(ids).subspan(step ? 7 : 0, step ? 1 : 7),
+                 .positions = std::span(pos).subspan(step ? 7 : 0, step ? 1 : 7),
+                 .prefix_len = 7};
+    if (step == 2) cache->length = 7;  // re-run the decode step
+    ASSERT_TRUE(ForwardBatchCuda(**store, **ctx, std::span(&s, 1), *act, logits.data()).ok());
+  }
+  const GpuMemInfo after = GetGpuMemInfo();
+  std::printf("device memory used after: %s (budget %s, plan %s, other processes before %s)\n",
+              GiBString(after.used()).c_str(), GiBString(budget).c_str(),
+              GiBString((*store)->plan().gpu_total).c_str(), GiBString(before.used()).c_str());
+  EXPECT_LE((*store)->plan().gpu_total, budget);
+  EXPECT_LE(after.used(), budget);
+}
+
+TEST_F(CudaModel, ErrorsAreReported) {
+  const ModelConfig& cfg = cpu_->config();
+  auto m = OpenModel(Packed(false), {.max_tokens = 4, .capacity = 2});
+  ASSERT_TRUE(m.ok()) << m.status().message();
+  std::vector<Half> logits(cfg.vocab);
+  const std::vector<int32_t> ids = {5, 6, 7}, pos = {0, 1, 2};
+  GpuSeqStep s{.kv = &m->kv[0], .ids = ids, .positions = pos, .prefix_len = 3};
+  Status st = ForwardBatchCuda(*m->store, *m->ctx, std::span(&s, 1), m->act, logits.data());
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("KV cache capacity"), std::string::npos) << st.message();
+  const std::vector<int32_t> bad = {5, cfg.vocab + 3}, pos2 = {0, 1};
+  s = GpuSeqStep{.kv = &m->kv[0], .ids = bad, .positions = pos2, .prefix_len = 2};
+  st = ForwardBatchCuda(*m->store, *m->ctx, std::span(&s, 1), m->act, logits.data());
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("outside the vocabulary"), std::string::npos) << st.message();
+}
+
+}  // namespace
+}  // namespace glm
+
+#else  // GLM_HAVE_CUDA
+
+TEST(CudaModel, NotBuilt) { GTEST_SKIP() << "built without CUDA (GLM_CUDA=OFF or no nvcc)"; }
+
+#endif  // GLM_HAVE_CUDA
