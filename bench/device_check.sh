@@ -1,0 +1,197 @@
+#!/usr/bin/env bash
+# One run of the CUDA backend on a fresh GPU machine (no network; the CUDA toolkit, CMake, a C++
+# compiler and Python there, none of our Debian dev packages): sets up the build dependencies from
+# .deps/*.deb (scripts/fetch_device_debs.sh downloads them; they are unpacked with dpkg -x into a
+# private prefix, never into /), builds for sm_90 only, runs the GPU tests, then bench-gpu at full
+# GLM-130B layer shapes with synthetic weights made in memory:
+#   INT4, all 70 layers resident (~67 GB with the fp16 embedding), with --probe (each linear
+#     kernel alone against the device bandwidth);
+#   INT8 and FP16 streamed from pinned host memory under several --gpu-mem budgets;
+# each decode time printed against its bound, with the H2D and device bandwidths measured in the
+# same run. Every step logs and has a timeout; a failing step does not stop the later ones; a
+# summary ends the output. Designed to finish in under 8 minutes on an H100 with 16 cores.
+#
+#   bash bench/device_check.sh                 # all steps; output in $OUT (else build-device/out)
+#   STEPS="env deps configure build tests" bash bench/device_check.sh   # a subset
+#
+# Files left in $OUT (at most 8, flat): summary.txt, device_check.log, build.log, tests.log,
+# bench_int4.log, bench_int8.log, bench_fp16.log.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+OUT_DIR=${OUT:-$ROOT/build-device/out}
+BUILD=${GLM_DEVICE_BUILD:-$ROOT/build-device}
+DEPS=${GLM_DEVICE_DEPS:-/tmp/glm-deps}
+STEPS=${STEPS:-"env deps configure build tests bench_int4 bench_fp16 bench_int8"}
+JOBS=$(nproc 2>/dev/null || echo 4)
+# Every step's timeout is cut to what is left before the deadline (default 470 s: done inside 8
+# minutes); steps that would start with less than 15 s left are skipped.
+DEADLINE_S=${GLM_DEVICE_DEADLINE_S:-470}
+mkdir -p "$OUT_DIR" "$BUILD"
+exec > >(tee -a "$OUT_DIR/device_check.log") 2>&1
+T_START=$(date +%s)
+SUMMARY=()
+
+log() { echo "[device_check +$(( $(date +%s) - T_START ))s] $*"; }
+
+# run NAME TIMEOUT_S LOGFILE CMD...: runs CMD (a command or one of the step functions below, in
+# a child bash) under a timeout, logs its status and duration, never exits the script.
+run() {
+  local name=$1 limit=$2 logfile=$3
+  shift 3
+  local left=$(( T_START + DEADLINE_S - $(date +%s) ))
+  if [ $left -lt 15 ]; then
+    SUMMARY+=("$(printf '%-12s %-18s' "$name" "SKIPPED (no time)")")
+    log "== $name: skipped, ${left}s left before the deadline"
+    return 0
+  fi
+  [ $limit -gt $left ] && limit=$left
+  log "== $name (timeout ${limit}s): $*"
+  local t0 rc
+  t0=$(date +%s)
+  if [ "$logfile" = - ]; then
+    timeout --kill-after=10 "$limit" bash -c '"$@"' _ "$@"
+    rc=$?
+  else
+    timeout --kill-after=10 "$limit" bash -c '"$@"' _ "$@" 2>&1 | tee -a "$OUT_DIR/$logfile"
+    rc=${PIPESTATUS[0]}
+  fi
+  local status=ok
+  if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
+    status=TIMEOUT
+  elif [ $rc -ne 0 ]; then
+    status="FAILED (exit $rc)"
+  fi
+  SUMMARY+=("$(printf '%-12s %-18s %4ss' "$name" "$status" $(( $(date +%s) - t0 )))")
+  log "== $name: $status"
+  return 0
+}
+
+want() { [[ " $STEPS " == *" $1 "* ]]; }
+
+step_env() {
+  log "host: $(uname -a)"
+  command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version,pcie.link.gen.max,pcie.link.width.max --format=csv
+  NVCC=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
+  "$NVCC" --version | tail -2
+  cmake --version | head -1
+  (ninja --version || echo "no ninja") | sed 's/^/ninja /'
+  (c++ --version || g++ --version) | head -1
+  echo "cores: $JOBS"; free -g | head -2; df -h "$ROOT" /tmp | tail -2
+  ulimit -l | sed 's/^/memlock limit: /'
+  ls /usr/local/cuda/lib64 2>/dev/null | grep -E '^libcu(blas|blasLt|dart)\.so' | head -5
+}
+
+# Build dependencies from .deps/*.deb, unpacked into $DEPS; environment for pkg-config, CMake,
+# the compiler, the linker and the loader.
+step_deps() {
+  local missing=()
+  for p in pkg-config; do command -v $p >/dev/null || missing+=("$p"); done
+  for h in gflags/gflags.h xxhash.h liburing.h zstd.h sentencepiece_processor.h gtest/gtest.h; do
+    [ -e /usr/include/$h ] || missing+=("$h")
+  done
+  log "missing on this machine: ${missing[*]:-nothing}"
+  if ls .deps/*.deb >/dev/null 2>&1; then
+    mkdir -p "$DEPS"
+    for f in .deps/*.deb; do dpkg -x "$f" "$DEPS" || { log "dpkg -x $f failed"; return 1; }; done
+    log "unpacked $(ls .deps/*.deb | wc -l) packages into $DEPS"
+  elif [ ${#missing[@]} -gt 0 ]; then
+    log "no .deps/*.deb and packages are missing: run scripts/fetch_device_debs.sh where apt works and carry .deps"
+    return 1
+  fi
+  return 0
+}
+
+deps_env() {
+  [ -d "$DEPS/usr" ] || return 0
+  local a=x86_64-linux-gnu
+  export PATH="$DEPS/usr/bin:$PATH"
+  export LD_LIBRARY_PATH="$DEPS/usr/lib/$a${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  export LIBRARY_PATH="$DEPS/usr/lib/$a${LIBRARY_PATH:+:$LIBRARY_PATH}"
+  export CPATH="$DEPS/usr/include${CPATH:+:$CPATH}"
+  # Only the unpacked .pc files, their /usr paths moved under $DEPS.
+  export PKG_CONFIG_LIBDIR="$DEPS/usr/lib/$a/pkgconfig:$DEPS/usr/share/pkgconfig:$DEPS/usr/lib/pkgconfig"
+  export PKG_CONFIG_SYSROOT_DIR="$DEPS"
+  unset PKG_CONFIG_PATH
+  export CMAKE_PREFIX_PATH="$DEPS/usr${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"
+}
+
+step_configure() {
+  local nvcc gen=()
+  nvcc=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
+  command -v ninja >/dev/null && gen=(-G Ninja)
+  local args=(-S "$ROOT" -B "$BUILD" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DGLM_CUDA=ON
+              -DCMAKE_CUDA_COMPILER="$nvcc" -DCMAKE_CUDA_ARCHITECTURES=90)
+  # cuBLAS from the Python wheels when the toolkit lacks it.
+  if ! ls "$(dirname "$(dirname "$nvcc")")"/lib64/libcublas.so* >/dev/null 2>&1; then
+    local lib
+    lib=$(python3 -c 'import nvidia.cublas, os; print(os.path.dirname(nvidia.cublas.__file__))' 2>/dev/null)
+    if [ -n "$lib" ]; then
+      log "cuBLAS from the Python wheel at $lib"
+      args+=(-DCUDA_cublas_LIBRARY="$(ls "$lib"/lib/libcublas.so.* | head -1)"
+             -DCUDA_cublasLt_LIBRARY="$(ls "$lib"/lib/libcublasLt.so.* | head -1)"
+             -DCMAKE_CXX_FLAGS="-I$lib/include" -DCMAKE_CUDA_FLAGS="-I$lib/include")
+      echo "export LD_LIBRARY_PATH=\"$lib/lib\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}\"" \
+        > "$BUILD/device_env.sh"
+    fi
+  fi
+  rm -f "$BUILD/tests_built"
+  if cmake "${args[@]}" -DGLM_BUILD_TESTS=ON; then touch "$BUILD/tests_built"; return 0; fi
+  log "configure with tests failed; trying without GoogleTest (bench only)"
+  rm -f "$BUILD/CMakeCache.txt"
+  cmake "${args[@]}" -DGLM_BUILD_TESTS=OFF
+}
+
+step_build() {
+  local targets=(bench-gpu)
+  [ -e "$BUILD/tests_built" ] && targets+=(cuda_plan_test cuda_kernels_test cuda_model_test)
+  cmake --build "$BUILD" -j"$JOBS" --target "${targets[@]}"
+}
+
+step_tests() {
+  local rc=0
+  for t in cuda_plan_test cuda_kernels_test cuda_model_test; do
+    if [ ! -x "$BUILD/$t" ]; then log "$t was not built"; rc=1; continue; fi
+    log "-- $t"
+    timeout --kill-after=10 120 "$BUILD/$t" --gtest_color=no || rc=1
+  done
+  return $rc
+}
+
+bench() {
+  if [ ! -x "$BUILD/bench-gpu" ]; then log "bench-gpu was not built"; return 1; fi
+  "$BUILD/bench-gpu" "$@"
+}
+
+# The step functions run in child bashes (under timeout): they see these.
+export ROOT OUT_DIR BUILD DEPS JOBS T_START DEADLINE_S
+export -f log want step_env step_deps step_configure step_build step_tests bench
+
+log "device check: steps '$STEPS', build $BUILD, output $OUT_DIR"
+want env && run env 30 - step_env
+want deps && run deps 60 - step_deps
+deps_env
+want configure && run configure 90 build.log step_configure
+[ -f "$BUILD/device_env.sh" ] && . "$BUILD/device_env.sh"
+want build && run build 240 build.log step_build
+want tests && run tests 150 tests.log step_tests
+# GLM-130B INT4: 70 layers + fp16 embedding resident (goal: <= 30 ms per decoded token).
+want bench_int4 && run bench_int4 100 bench_int4.log bench --probe --dtype i4 --gpu_mem 0 --prompt 16 --decode 16
+# Streamed from pinned host memory under three budgets (goal: within 1.15x of the PCIe bound).
+want bench_fp16 && run bench_fp16 110 bench_fp16.log bench --dtype f16 --gpu_mem 24G,48G,72G --prompt 8 --decode 2
+want bench_int8 && run bench_int8 70 bench_int8.log bench --dtype i8 --gpu_mem 24G,48G,72G --prompt 8 --decode 2
+
+{
+  echo "device check summary ($(date -u +%FT%TZ), $(( $(date +%s) - T_START )) s)"
+  command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  echo
+  printf '%s\n' "${SUMMARY[@]}"
+  echo
+  echo "tests:"
+  grep -hE '^\[  (PASSED|FAILED|SKIPPED) \]|tests? from .* ran' "$OUT_DIR/tests.log" 2>/dev/null | head -40
+  echo
+  echo "benchmarks:"
+  grep -h '^bandwidth:' "$OUT_DIR"/bench_*.log 2>/dev/null | head -3
+  grep -h '^RESULT' "$OUT_DIR"/bench_*.log 2>/dev/null
+} > "$OUT_DIR/summary.txt"
+cat "$OUT_DIR/summary.txt"
