@@ -281,22 +281,30 @@ struct Converter {
         RETURN_IF_ERROR(Emit(in.data(), in.size() * sizeof(Half)));
         continue;
       }
-      qdata.resize(size_t(n * qrow));
-      Half* s = scales.data() + r0 * q.ScaleCols(cols);
-      pool.ParallelFor(n, 64, [&](int64_t a, int64_t b) {
-        QuantizeRows(in.data() + a * cols, b - a, cols, q, qdata.data() + a * qrow,
-                     s + a * q.ScaleCols(cols));
-        TensorView v;
-        v.dtype = q.dtype();
-        v.ndim = 2;
-        v.shape[0] = b - a;
-        v.shape[1] = cols;
-        v.data = qdata.data() + a * qrow;
-        v.scales = s + a * q.ScaleCols(cols);
-        v.group_size = q.group_size;
-        AccumulateQuantError(in.data() + a * cols, v, &per_thread[size_t(ThreadPool::CurrentThreadIndex())]);
-      });
-      RETURN_IF_ERROR(Emit(qdata.data(), qdata.size()));
+      // Quantize and emit in pieces of at most 64 MiB of output, so the output never doubles
+      // the input's memory.
+      const int64_t piece = std::max<int64_t>(1, (64 << 20) / std::max<int64_t>(qrow, 1));
+      for (int64_t p0 = 0; p0 < n; p0 += piece) {
+        const int64_t m = std::min(piece, n - p0);
+        qdata.resize(size_t(m * qrow));
+        const Half* x = in.data() + p0 * cols;
+        Half* s = scales.data() + (r0 + p0) * q.ScaleCols(cols);
+        pool.ParallelFor(m, 64, [&](int64_t a, int64_t b) {
+          QuantizeRows(x + a * cols, b - a, cols, q, qdata.data() + a * qrow,
+                       s + a * q.ScaleCols(cols));
+          TensorView v;
+          v.dtype = q.dtype();
+          v.ndim = 2;
+          v.shape[0] = b - a;
+          v.shape[1] = cols;
+          v.data = qdata.data() + a * qrow;
+          v.scales = s + a * q.ScaleCols(cols);
+          v.group_size = q.group_size;
+          AccumulateQuantError(x + a * cols, v,
+                               &per_thread[size_t(ThreadPool::CurrentThreadIndex())]);
+        });
+        RETURN_IF_ERROR(Emit(qdata.data(), qdata.size()));
+      }
     }
     if (quantize) {
       QuantError& e = errors[TensorType(t.spec.gguf_name)];
@@ -304,8 +312,10 @@ struct Converter {
     }
     // Large buffers go back after each tensor, so the peak is one tensor's, not the sum of the
     // largest f16 tensor and the largest quantized one.
-    if (in.capacity() * sizeof(Half) > (64u << 20)) in = {};
-    if (qdata.capacity() > (64u << 20)) qdata = {};
+    // (swap with an empty vector: `v = {}` would keep the capacity). Freed before the next
+    // tensor allocates, a growing buffer is never copied either.
+    if (in.capacity() * sizeof(Half) > (64u << 20)) std::vector<Half>().swap(in);
+    if (qdata.capacity() > (64u << 20)) std::vector<int8_t>().swap(qdata);
     return Pad(t.bytes());
   }
 };
@@ -358,7 +368,7 @@ StatusOr<QuantizeReport> QuantizeModel(const QuantizeOptions& opts) {
 
   // --resume: the interrupted file (or the copy a previous resume was reading) with the longest
   // verified prefix.
-  std::vector<char> io(16 << 20);
+  std::vector<char> io(opts.resume ? 16 << 20 : 0);  // reading an interrupted file
   Candidate best;
   std::map<int, uint64_t> journal;
   bool stage_done = false;
@@ -414,6 +424,7 @@ StatusOr<QuantizeReport> QuantizeModel(const QuantizeOptions& opts) {
       for (; ti < plan.tensors.size() && plan.tensors[ti].extent == e && st.ok(); ++ti) {
         const FileTensor& t = plan.tensors[ti];
         if (e < best.verified) {  // verified: copy the bytes over
+          io.resize(16 << 20);
           const uint64_t at = best.file->data_offset() + plan.offset[ti];
           for (uint64_t done = 0; done < t.bytes() && st.ok();) {
             const size_t k = size_t(std::min<uint64_t>(io.size(), t.bytes() - done));
