@@ -35,7 +35,7 @@ struct TokenKey {
   int32_t SpecialTokens::*field;
 };
 constexpr TokenKey kTokenKeys[] = {
-    {"glm130b.token.mask", &SpecialTokens::mask}, {"glm130b.token.gmask", &SpecialTokens::gmask},
+    {"glm130b.token.mask", &SpecialTokens::mask},   {"glm130b.token.gmask", &SpecialTokens::gmask},
     {"glm130b.token.smask", &SpecialTokens::smask}, {"glm130b.token.sop", &SpecialTokens::sop},
     {"glm130b.token.eop", &SpecialTokens::eop},     {"glm130b.token.eos", &SpecialTokens::eos},
 };
@@ -100,8 +100,8 @@ StatusOr<ModelConfig> ReadModelConfig(const GgufFile& f) {
   ModelConfig cfg;
   for (const ConfigKey& k : kIntKeys) {
     ASSIGN_OR_RETURN(uint64_t v, f.GetUInt(k.key));
-    if (v > (1u << 30)) return Errorf("%s: %s = %llu is implausible", f.path().c_str(), k.key,
-                                      (unsigned long long)v);
+    if (v > (1u << 30))
+      return Errorf("%s: %s = %llu is implausible", f.path().c_str(), k.key, (unsigned long long)v);
     cfg.*(k.field) = int(v);
   }
   for (const TokenKey& k : kTokenKeys) {
@@ -175,7 +175,8 @@ void ForEachFileTensor(const ModelConfig& cfg, const ModelFileFormat& fmt,
     t.spec = s;
     t.rank = rank;
     t.extent = extent;
-    t.shard_shape = s.layer < 0 ? merged : TpShardShape(SatMergeRuleForKey(s.sat_key), merged, fmt.tp);
+    t.shard_shape =
+        s.layer < 0 ? merged : TpShardShape(SatMergeRuleForKey(s.sat_key), merged, fmt.tp);
     t.name = s.layer < 0 ? s.gguf_name : RankName(s.gguf_name, rank, fmt.tp);
     t.shape = t.shard_shape;
     if (!(s.quantizable && fmt.quant.quantized())) {
@@ -302,8 +303,8 @@ Status BindExtent(const GgufFile& f, const Lookup& lookup, const ModelFileFormat
       return;
     }
     if (t.extent != extent) {
-      st = Errorf("%s: tensor '%s' is in extent %d, expected %d", f.path().c_str(),
-                  ft.name.c_str(), t.extent, extent);
+      st = Errorf("%s: tensor '%s' is in extent %d, expected %d", f.path().c_str(), ft.name.c_str(),
+                  t.extent, extent);
       return;
     }
     const char* data = base ? base + t.offset : nullptr;  // null base: checks only
@@ -396,7 +397,8 @@ Status BindMerged(const GgufFile& f, const Lookup& lookup, const ModelFileFormat
   merge->resize(size);
   char* buf = reinterpret_cast<char*>(merge->data());
   for (const TensorSpec& s : specs) {
-    if (SatMergeRuleForKey(s.sat_key) == SatMergeRule::kReplicated) out->*(s.layer_slot) = shards[0].*(s.layer_slot);
+    if (SatMergeRuleForKey(s.sat_key) == SatMergeRule::kReplicated)
+      out->*(s.layer_slot) = shards[0].*(s.layer_slot);
   }
   for (const Piece& p : pieces) {
     const TensorSpec& s = *p.spec;
@@ -408,7 +410,8 @@ Status BindMerged(const GgufFile& f, const Lookup& lookup, const ModelFileFormat
       data[r] = static_cast<const char*>(v.data);
       scales[r] = reinterpret_cast<const char*>(v.scales);
     }
-    const int64_t row_bytes = v0.dtype == DType::kF16 ? v0.cols() * 2 : QuantRowBytes(v0.dtype, v0.cols());
+    const int64_t row_bytes =
+        v0.dtype == DType::kF16 ? v0.cols() * 2 : QuantRowBytes(v0.dtype, v0.cols());
     GatherRows(rule, data, v0.rows(), row_bytes, buf + p.data_at);
     TensorView m = v0;
     m.data = buf + p.data_at;
@@ -419,7 +422,8 @@ Status BindMerged(const GgufFile& f, const Lookup& lookup, const ModelFileFormat
       GatherRows(rule, scales, v0.rows(), scale_cols * 2, buf + p.scales_at);
       m.scales = reinterpret_cast<const Half*>(buf + p.scales_at);
       // Row-parallel shards' row scales each cover K/N inputs: a group-wise weight.
-      if (rule == SatMergeRule::kCatDim1 && fmt.quant.group_size == 0) m.group_size = int(v0.cols());
+      if (rule == SatMergeRule::kCatDim1 && fmt.quant.group_size == 0)
+        m.group_size = int(v0.cols());
     }
     out->*(s.layer_slot) = m;
   }
@@ -433,9 +437,10 @@ Status BindLayer(const GgufFile& f, const ModelConfig& cfg, int layer, const voi
   GLM_CHECK(layer >= 0 && layer < cfg.num_layers);
   ASSIGN_OR_RETURN(ModelFileFormat fmt, ReadModelFileFormat(f));
   if (fmt.tp != 1) {
-    return Errorf("%s: the file is split into %d tensor-parallel ranks; bind a rank's shard "
-                  "(BindLayerShard) or the merged layer (BindLayerMerged)", f.path().c_str(),
-                  fmt.tp);
+    return Errorf(
+        "%s: the file is split into %d tensor-parallel ranks; bind a rank's shard "
+        "(BindLayerShard) or the merged layer (BindLayerMerged)",
+        f.path().c_str(), fmt.tp);
   }
   if (f.Find(kCompressionKey)) {
     ASSIGN_OR_RETURN(ModelLayout layout, ReadModelLayout(f));
@@ -473,15 +478,16 @@ Status BindLayerShard(const GgufFile& f, const ModelLayout& layout, const ModelC
   if (rank < 0 || rank >= layout.format.tp) {
     return Errorf("%s: rank %d outside [0, %d)", f.path().c_str(), rank, layout.format.tp);
   }
-  return BindExtent(f, Lookup(f, layout.compressed ? &layout : nullptr), layout.format, cfg,
-                    layer, rank, extent_base, out, nullptr);
+  return BindExtent(f, Lookup(f, layout.compressed ? &layout : nullptr), layout.format, cfg, layer,
+                    rank, extent_base, out, nullptr);
 }
 
 Status BindLayerMerged(const GgufFile& f, const ModelLayout& layout, const ModelConfig& cfg,
                        int layer, const std::vector<const void*>& rank_bases,
                        std::vector<uint8_t>* merge, LayerWeights* out) {
   if (layout.format.tp == 1) {
-    if (rank_bases.size() != 1) return Errorf("%s: TP=1 file, %zu buffers", f.path().c_str(), rank_bases.size());
+    if (rank_bases.size() != 1)
+      return Errorf("%s: TP=1 file, %zu buffers", f.path().c_str(), rank_bases.size());
     merge->clear();
     return BindLayerShard(f, layout, cfg, layer, 0, rank_bases[0], out);
   }
@@ -491,8 +497,8 @@ Status BindLayerMerged(const GgufFile& f, const ModelLayout& layout, const Model
 
 Status BindGlobals(const GgufFile& f, const ModelLayout& layout, const ModelConfig& cfg,
                    const void* extent_base, GlobalWeights* out) {
-  return BindExtent(f, Lookup(f, layout.compressed ? &layout : nullptr), layout.format, cfg, -1,
-                    0, extent_base, nullptr, out);
+  return BindExtent(f, Lookup(f, layout.compressed ? &layout : nullptr), layout.format, cfg, -1, 0,
+                    extent_base, nullptr, out);
 }
 
 StatusOr<std::unique_ptr<MmapStore>> MmapStore::Open(const std::string& path) {
@@ -526,8 +532,8 @@ StatusOr<std::unique_ptr<MmapStore>> MmapStore::Open(const std::string& path) {
   if (lay.format.tp == 1 && !lay.compressed) {
     s->layers_.resize(s->cfg_.num_layers);
     for (int l = 0; l < s->cfg_.num_layers; ++l) {
-      RETURN_IF_ERROR(BindLayer(*s->file_, s->cfg_, l, s->ExtentBytes(LayerExtent(l)),
-                                &s->layers_[l]));
+      RETURN_IF_ERROR(
+          BindLayer(*s->file_, s->cfg_, l, s->ExtentBytes(LayerExtent(l)), &s->layers_[l]));
     }
   } else {
     // Check every layer's tensors now (cheap, no decoding), so that errors show at Open.
@@ -561,9 +567,9 @@ Status MmapStore::Materialize(int layer, Slot* slot) {
       continue;
     }
     slot->decoded[r].resize(x.raw_bytes);
-    RETURN_IF_ERROR(DecodeExtent(x.codec, ExtentBytes(e), x.stored_bytes,
-                                 slot->decoded[r].data(), x.raw_bytes)
-                        .WithContext(StrFormat("%s: extent %d", file_->path().c_str(), e)));
+    RETURN_IF_ERROR(
+        DecodeExtent(x.codec, ExtentBytes(e), x.stored_bytes, slot->decoded[r].data(), x.raw_bytes)
+            .WithContext(StrFormat("%s: extent %d", file_->path().c_str(), e)));
     bases[r] = slot->decoded[r].data();
   }
   return BindLayerMerged(*file_, layout_, cfg_, layer, bases, &slot->merge, &slot->weights);
@@ -585,8 +591,10 @@ StatusOr<const LayerWeights*> MmapStore::Acquire(int layer) {
     if (s.users == 0 && (!victim || s.last_use < victim->last_use)) victim = &s;
   }
   if (!victim) {
-    return Errorf("%s: more than %d layers acquired at once (each TP-merged or decompressed layer "
-                  "needs a slot)", file_->path().c_str(), kSlots);
+    return Errorf(
+        "%s: more than %d layers acquired at once (each TP-merged or decompressed layer "
+        "needs a slot)",
+        file_->path().c_str(), kSlots);
   }
   victim->layer = -1;
   RETURN_IF_ERROR(Materialize(layer, victim));

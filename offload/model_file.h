@@ -63,7 +63,7 @@ struct FileTensor {
   enum class Role { kPlain, kQuantized, kScale };
   TensorSpec spec;  // the model tensor it stores (a shard of); spec.shape is the merged shape
   Role role = Role::kPlain;
-  int rank = 0;     // tensor-parallel rank (0 for model-level tensors)
+  int rank = 0;  // tensor-parallel rank (0 for model-level tensors)
   std::string name;
   GgmlType type = GgmlType::kF16;
   std::vector<int64_t> shape;        // as stored: int4 data [N, K/2], scales [N] or [N, K/G]

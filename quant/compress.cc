@@ -39,8 +39,12 @@ Status PReadAll(int fd, void* buf, size_t n, uint64_t off, const std::string& pa
   while (n > 0) {
     const ssize_t r = ::pread(fd, p, n, off_t(off));
     if (r < 0 && errno == EINTR) continue;
-    if (r < 0) return ErrnoError("read", path, errno).WithContext(StrFormat("offset %llu", (unsigned long long)off));
-    if (r == 0) return Errorf("read '%s': unexpected end of file at offset %llu", path.c_str(), (unsigned long long)off);
+    if (r < 0)
+      return ErrnoError("read", path, errno)
+          .WithContext(StrFormat("offset %llu", (unsigned long long)off));
+    if (r == 0)
+      return Errorf("read '%s': unexpected end of file at offset %llu", path.c_str(),
+                    (unsigned long long)off);
     p += r;
     n -= size_t(r);
     off += uint64_t(r);
@@ -81,7 +85,8 @@ StatusOr<CompressedTable> ReadCompressedTable(const GgufFile& f) {
   ASSIGN_OR_RETURN(std::vector<uint64_t> codecs, f.GetArrayUInt(kCodecKey));
   ASSIGN_OR_RETURN(t.raw_bytes, f.GetArrayUInt(kRawKey));
   ASSIGN_OR_RETURN(t.stored_bytes, f.GetArrayUInt(kStoredKey));
-  if (codecs.size() != extents || t.raw_bytes.size() != extents || t.stored_bytes.size() != extents) {
+  if (codecs.size() != extents || t.raw_bytes.size() != extents ||
+      t.stored_bytes.size() != extents) {
     return Errorf("%s: compression arrays describe %zu/%zu/%zu extents, the file has %zu",
                   f.path().c_str(), codecs.size(), t.raw_bytes.size(), t.stored_bytes.size(),
                   extents);
@@ -94,7 +99,8 @@ StatusOr<CompressedTable> ReadCompressedTable(const GgufFile& f) {
     const uint64_t size = f.extents()[e].size;
     const bool stored = codecs[e] == kCodecStored;
     if ((stored && t.raw_bytes[e] != size) || (!stored && t.stored_bytes[e] > size) ||
-        t.raw_bytes[e] > (uint64_t(1) << 40) || (codecs[e] == kCodecZstdPlanes && t.raw_bytes[e] % 2)) {
+        t.raw_bytes[e] > (uint64_t(1) << 40) ||
+        (codecs[e] == kCodecZstdPlanes && t.raw_bytes[e] % 2)) {
       return Errorf("%s: extent %zu: %llu bytes as stored, %llu stored, %llu raw: inconsistent",
                     f.path().c_str(), e, (unsigned long long)size,
                     (unsigned long long)t.stored_bytes[e], (unsigned long long)t.raw_bytes[e]);
@@ -102,7 +108,8 @@ StatusOr<CompressedTable> ReadCompressedTable(const GgufFile& f) {
     t.codecs.push_back(int(codecs[e]));
   }
   const GgufValue* names = f.Find(kNameKey);
-  if (!names || names->type != GgufValueType::kArray || names->elem_type != GgufValueType::kString) {
+  if (!names || names->type != GgufValueType::kArray ||
+      names->elem_type != GgufValueType::kString) {
     return Errorf("%s: %s is missing or not an array of strings", f.path().c_str(), kNameKey);
   }
   const auto& name = std::get<std::vector<std::string>>(names->v);
@@ -118,8 +125,8 @@ StatusOr<CompressedTable> ReadCompressedTable(const GgufFile& f) {
   size_t d = 0;
   for (size_t i = 0; i < n; ++i) {
     ModelLayout::Tensor x;
-    if (!IsKnownGgmlType(uint32_t(type[i])) || ndim[i] < 1 || ndim[i] > 4 || d + ndim[i] > dims.size() ||
-        extent[i] >= extents) {
+    if (!IsKnownGgmlType(uint32_t(type[i])) || ndim[i] < 1 || ndim[i] > 4 ||
+        d + ndim[i] > dims.size() || extent[i] >= extents) {
       return Errorf("%s: compressed tensor #%zu ('%.64s') has an invalid type, rank or extent",
                     f.path().c_str(), i, name[i].c_str());
     }
@@ -136,19 +143,24 @@ StatusOr<CompressedTable> ReadCompressedTable(const GgufFile& f) {
       x.shape.push_back(int64_t(dims[d]));
     }
     if (x.offset > t.raw_bytes[x.extent] || x.bytes > t.raw_bytes[x.extent] - x.offset) {
-      return Errorf("%s: compressed tensor '%.64s' [%llu, +%llu) lies outside its extent %d of "
-                    "%llu bytes", f.path().c_str(), name[i].c_str(), (unsigned long long)x.offset,
-                    (unsigned long long)x.bytes, x.extent, (unsigned long long)t.raw_bytes[x.extent]);
+      return Errorf(
+          "%s: compressed tensor '%.64s' [%llu, +%llu) lies outside its extent %d of "
+          "%llu bytes",
+          f.path().c_str(), name[i].c_str(), (unsigned long long)x.offset,
+          (unsigned long long)x.bytes, x.extent, (unsigned long long)t.raw_bytes[x.extent]);
     }
     t.tensors.emplace_back(name[i], std::move(x));
   }
-  if (d != dims.size()) return Errorf("%s: %s has %zu extra dims", f.path().c_str(), kDimsKey, dims.size() - d);
+  if (d != dims.size())
+    return Errorf("%s: %s has %zu extra dims", f.path().c_str(), kDimsKey, dims.size() - d);
   return t;
 }
 
 Status DecodeExtent(int codec, const void* src, uint64_t src_bytes, void* dst, uint64_t dst_bytes) {
   if (codec == kCodecStored) {
-    if (src_bytes < dst_bytes) return Errorf("stored extent of %llu bytes, %llu expected", (unsigned long long)src_bytes, (unsigned long long)dst_bytes);
+    if (src_bytes < dst_bytes)
+      return Errorf("stored extent of %llu bytes, %llu expected", (unsigned long long)src_bytes,
+                    (unsigned long long)dst_bytes);
     std::memcpy(dst, src, dst_bytes);
     return Status::Ok();
   }
@@ -164,7 +176,8 @@ Status DecodeExtent(int codec, const void* src, uint64_t src_bytes, void* dst, u
   const size_t got = ZSTD_decompress(out, dst_bytes, src, frame);
   RETURN_IF_ERROR(ZstdStatus(got, "decompress"));
   if (got != dst_bytes) {
-    return Errorf("zstd frame decodes to %zu bytes, %llu expected", got, (unsigned long long)dst_bytes);
+    return Errorf("zstd frame decodes to %zu bytes, %llu expected", got,
+                  (unsigned long long)dst_bytes);
   }
   if (codec == kCodecZstdPlanes) {
     const uint8_t* lo = planes.get();
@@ -184,7 +197,8 @@ Status CompressBuffer(int codec, int level, const void* src, size_t n, std::stri
     if (n % 2) return Errorf("byte planes need an even size, got %zu", n);
     planes.resize(n);
     ExtractPlane(static_cast<const uint8_t*>(src), n, 0, reinterpret_cast<uint8_t*>(planes.data()));
-    ExtractPlane(static_cast<const uint8_t*>(src), n, 1, reinterpret_cast<uint8_t*>(planes.data()) + n / 2);
+    ExtractPlane(static_cast<const uint8_t*>(src), n, 1,
+                 reinterpret_cast<uint8_t*>(planes.data()) + n / 2);
     src = planes.data();
   }
   out->resize(ZSTD_compressBound(n));
@@ -205,7 +219,8 @@ StatusOr<CompressStats> CompressModelFile(const std::string& in_path, const std:
 
   // Which extents hold only f16 tensors (codec 2 candidates).
   std::vector<bool> all_f16(E, true);
-  for (const auto& [name, t] : lay.tensors) all_f16[t.extent] = all_f16[t.extent] && t.type == GgmlType::kF16;
+  for (const auto& [name, t] : lay.tensors)
+    all_f16[t.extent] = all_f16[t.extent] && t.type == GgmlType::kF16;
 
   // Pass 1: compress every extent into the spool, remembering where each frame is.
   const std::string spool_path = out_path + ".spool";
@@ -230,10 +245,13 @@ StatusOr<CompressStats> CompressModelFile(const std::string& in_path, const std:
   for (size_t e = 0; e < E; ++e) {
     const ModelLayout::Extent& x = lay.extents[e];
     const int want = opts.planes && all_f16[e] ? kCodecZstdPlanes : kCodecZstd;
-    RETURN_IF_ERROR(ZstdStatus(ZSTD_CCtx_reset(cctx.get(), ZSTD_reset_session_and_parameters), "reset"));
-    RETURN_IF_ERROR(ZstdStatus(ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_compressionLevel, opts.level), "level"));
+    RETURN_IF_ERROR(
+        ZstdStatus(ZSTD_CCtx_reset(cctx.get(), ZSTD_reset_session_and_parameters), "reset"));
+    RETURN_IF_ERROR(ZstdStatus(
+        ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_compressionLevel, opts.level), "level"));
     if (opts.threads > 0) {
-      RETURN_IF_ERROR(ZstdStatus(ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_nbWorkers, opts.threads), "workers"));
+      RETURN_IF_ERROR(ZstdStatus(ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_nbWorkers, opts.threads),
+                                 "workers"));
     }
     RETURN_IF_ERROR(ZstdStatus(ZSTD_CCtx_setPledgedSrcSize(cctx.get(), x.raw_bytes), "pledge"));
     uint64_t frame = 0;

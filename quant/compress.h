@@ -50,9 +50,9 @@ StatusOr<CompressedTable> ReadCompressedTable(const GgufFile& f);
 Status DecodeExtent(int codec, const void* src, uint64_t src_bytes, void* dst, uint64_t dst_bytes);
 
 struct CompressOptions {
-  int level = 3;        // zstd level (1..19)
-  bool planes = true;   // codec 2 for extents holding only f16 tensors
-  int threads = 0;      // zstd worker threads (0: single-threaded, deterministic)
+  int level = 3;       // zstd level (1..19)
+  bool planes = true;  // codec 2 for extents holding only f16 tensors
+  int threads = 0;     // zstd worker threads (0: single-threaded, deterministic)
   std::function<void(uint64_t done, uint64_t total)> progress;  // raw bytes
 };
 struct CompressStats {

@@ -14,11 +14,14 @@ namespace glm {
 namespace {
 
 bool EndsWith(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 // The reference keeps a rotary inv_freq buffer per layer; it is recomputed, never read (§2.2).
-bool IsIgnoredKey(const std::string& key) { return EndsWith(key, ".attention.rotary_emb.inv_freq"); }
+bool IsIgnoredKey(const std::string& key) {
+  return EndsWith(key, ".attention.rotary_emb.inv_freq");
+}
 
 std::string ShapeStr(const std::vector<int64_t>& shape) {
   std::string s = "[";
@@ -70,8 +73,10 @@ StatusOr<ModelConfig> InferConfig(const SatCheckpoint& ckpt, const ConvertOption
   if (opts.tokens) {
     cfg.tokens = *opts.tokens;
   } else if (cfg.vocab < 150008) {
-    return Errorf("the vocabulary has %d ids, too few for GLM-130B's special ids (150000..150007);"
-                  " pass --special-tokens", cfg.vocab);
+    return Errorf(
+        "the vocabulary has %d ids, too few for GLM-130B's special ids (150000..150007);"
+        " pass --special-tokens",
+        cfg.vocab);
   }
   RETURN_IF_ERROR(cfg.Validate());
 

@@ -26,7 +26,7 @@ struct ConvertOptions {
   std::optional<SpecialTokens> tokens;  // default: GLM-130B's ids (needs vocab >= 150008)
   int num_heads = 0;                    // 0: hidden / 128 (GLM's head dim)
   int max_seq = 2048;
-  bool overwrite = false;               // replace an existing output file
+  bool overwrite = false;                                // replace an existing output file
   std::function<void(const ConvertProgress&)> progress;  // tensors = extents here
 };
 

@@ -56,7 +56,8 @@ void DequantizeRow(const TensorView& w, int64_t row, float* out) {
         if (w.dtype == DType::kI8) {
           for (int64_t k = g * G; k < (g + 1) * G; ++k) out[k] = FastRoundHalf(float(r[k]) * sf);
         } else {
-          for (int64_t k = g * G; k < (g + 1) * G; ++k) out[k] = FastRoundHalf(float(Int4At(r, k)) * sf);
+          for (int64_t k = g * G; k < (g + 1) * G; ++k)
+            out[k] = FastRoundHalf(float(Int4At(r, k)) * sf);
         }
       }
       return;
@@ -77,13 +78,17 @@ Status QuantScheme::CheckShape(const std::string& tensor, int64_t K) const {
   if (!quantized()) return Status::Ok();
   if (group_size < 0) return Errorf("group size %d is negative", group_size);
   if (bits == 4 && K % 2 != 0) {
-    return Errorf("tensor '%s' has %lld inputs per row: int4 packs two per byte and needs an even "
-                  "count", tensor.c_str(), (long long)K);
+    return Errorf(
+        "tensor '%s' has %lld inputs per row: int4 packs two per byte and needs an even "
+        "count",
+        tensor.c_str(), (long long)K);
   }
   if (group_size > 0 && (K % group_size != 0 || (bits == 4 && group_size % 2 != 0))) {
-    return Errorf("tensor '%s' has %lld inputs per row (per tensor-parallel rank), not a multiple "
-                  "of the group size %d%s", tensor.c_str(), (long long)K, group_size,
-                  bits == 4 && group_size % 2 ? " (which must be even for int4)" : "");
+    return Errorf(
+        "tensor '%s' has %lld inputs per row (per tensor-parallel rank), not a multiple "
+        "of the group size %d%s",
+        tensor.c_str(), (long long)K, group_size,
+        bits == 4 && group_size % 2 ? " (which must be even for int4)" : "");
   }
   return Status::Ok();
 }
@@ -139,7 +144,8 @@ void QuantizeRows(const Half* w, int64_t N, int64_t K, const QuantScheme& scheme
     int8_t* out = bits == 8 ? data + n * K : q.data();
     for (int64_t g = 0; g < groups; ++g) {
       uint16_t amax = 0;  // |w| of fp16 is exact: compare magnitudes as bits (no NaN here)
-      for (int64_t k = g * G; k < (g + 1) * G; ++k) amax = std::max<uint16_t>(amax, row[k].bits & 0x7fffu);
+      for (int64_t k = g * G; k < (g + 1) * G; ++k)
+        amax = std::max<uint16_t>(amax, row[k].bits & 0x7fffu);
       s[g] = QuantScale(Half{amax}, bits);
       const float sf = HalfToFloat(s[g]);
       if (sf == 0.0f) {  // 0/0 in the reference; CUDA converts the NaN to 0

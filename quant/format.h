@@ -2,7 +2,8 @@
 // by the converter, the tests and every kernel. A quantized [N, K] weight is a TensorView with
 //   dtype kI8: data int8 [N, K]
 //   dtype kI4: data int8 [N, K/2], two 4-bit two's-complement values per byte, element 2j in
-//              the HIGH nibble and 2j+1 in the low nibble (cuda/quantization.cu int4WeightCompression)
+//              the HIGH nibble and 2j+1 in the low nibble (cuda/quantization.cu
+//              int4WeightCompression)
 // and fp16 scales:
 //   group_size 0 (GLM-130B's "row" scheme): scales [N], one per output row
 //   group_size G (group-wise):              scales [N, K/G], one per G consecutive inputs

@@ -58,7 +58,7 @@ std::string TensorType(const std::string& gguf_name) {
 // extents they tile.
 struct Plan {
   std::vector<FileTensor> tensors;
-  std::vector<uint64_t> offset;  // per tensor, relative to the data section
+  std::vector<uint64_t> offset;                        // per tensor, relative to the data section
   std::vector<std::pair<uint64_t, uint64_t>> extents;  // offset, size
   uint64_t data_bytes = 0;
 };
@@ -85,9 +85,10 @@ std::string Hex(uint64_t v) { return StrFormat("%016llx", (unsigned long long)v)
 std::string Fingerprint(const QuantizeOptions& o, const WeightSource& src, const ModelConfig& cfg,
                         const Plan& plan, const std::string& name) {
   std::string s = kJournalMagic;
-  s += "\n" + cfg.ToString() + StrFormat(" eps=%a tokens=%d,%d,%d,%d,%d,%d", cfg.layernorm_eps,
-                                         cfg.tokens.mask, cfg.tokens.gmask, cfg.tokens.smask,
-                                         cfg.tokens.sop, cfg.tokens.eop, cfg.tokens.eos);
+  s +=
+      "\n" + cfg.ToString() +
+      StrFormat(" eps=%a tokens=%d,%d,%d,%d,%d,%d", cfg.layernorm_eps, cfg.tokens.mask,
+                cfg.tokens.gmask, cfg.tokens.smask, cfg.tokens.sop, cfg.tokens.eop, cfg.tokens.eos);
   s += "\n" + o.format.ToString() + "\nname=" + name + "\n" + src.Fingerprint();
   for (size_t i = 0; i < plan.tensors.size(); ++i) {
     const FileTensor& t = plan.tensors[i];
@@ -157,7 +158,8 @@ class Journal {
 
  private:
   Status Append(const std::string& s) {
-    if (::write(fd_, s.data(), s.size()) != ssize_t(s.size())) return ErrnoError("write", path_, errno);
+    if (::write(fd_, s.data(), s.size()) != ssize_t(s.size()))
+      return ErrnoError("write", path_, errno);
     if (::fdatasync(fd_) != 0) return ErrnoError("fsync", path_, errno);
     return Status::Ok();
   }
@@ -181,7 +183,8 @@ Candidate Evaluate(const std::string& path, const Plan& plan,
   c.path = path;
   struct stat st;
   if (::stat(path.c_str(), &st) != 0 || journal.empty()) return c;
-  if (::truncate(path.c_str(), off_t(uint64_t(st.st_size) + plan.data_bytes + (1 << 20))) != 0) return c;
+  if (::truncate(path.c_str(), off_t(uint64_t(st.st_size) + plan.data_bytes + (1 << 20))) != 0)
+    return c;
   auto f = GgufFile::Open(path);
   if (!f.ok()) return c;
   const auto& ts = f.value()->tensors();
@@ -216,9 +219,10 @@ Status CheckFinite(const FileTensor& t, int tp, const Half* data, int64_t row0, 
       return Errorf("tensor '%s' has a %s at row %lld, column %lld", t.spec.sat_key.c_str(), what,
                     (long long)row, (long long)col);
     }
-    return Errorf("tensor '%s' has a %s at row %lld, column %lld of tensor-parallel rank %d's "
-                  "shard (of %d)", t.spec.sat_key.c_str(), what, (long long)row, (long long)col,
-                  t.rank, tp);
+    return Errorf(
+        "tensor '%s' has a %s at row %lld, column %lld of tensor-parallel rank %d's "
+        "shard (of %d)",
+        t.spec.sat_key.c_str(), what, (long long)row, (long long)col, t.rank, tp);
   }
   return Status::Ok();
 }
@@ -338,7 +342,8 @@ StatusOr<QuantizeReport> QuantizeModel(const QuantizeOptions& opts) {
         "would), so a tensor-parallel runtime cannot use the file; single-device runs can",
         cfg.num_heads, opts.format.tp));
   }
-  if (opts.zstd_level < 0 || opts.zstd_level > 22) return Errorf("--zstd %d: expected 1..22 (0: off)", opts.zstd_level);
+  if (opts.zstd_level < 0 || opts.zstd_level > 22)
+    return Errorf("--zstd %d: expected 1..22 (0: off)", opts.zstd_level);
   if (!opts.overwrite && Exists(opts.output_path)) {
     return Errorf("output '%s' exists; pass --force to replace it", opts.output_path.c_str());
   }
@@ -348,7 +353,8 @@ StatusOr<QuantizeReport> QuantizeModel(const QuantizeOptions& opts) {
   report.input_bytes = src.DataBytes();
 
   // With zstd the plain file is a stage, compressed at the end.
-  const std::string stage = opts.zstd_level > 0 ? opts.output_path + ".uncompressed" : opts.output_path;
+  const std::string stage =
+      opts.zstd_level > 0 ? opts.output_path + ".uncompressed" : opts.output_path;
   const std::string partial = stage + ".partial", prev = stage + ".prev",
                     journal_path = partial + ".journal";
   const Plan plan = MakePlan(cfg, opts.format);
@@ -387,7 +393,8 @@ StatusOr<QuantizeReport> QuantizeModel(const QuantizeOptions& opts) {
   }
   if (best.verified > 0 && best.path != prev) {
     ::unlink(prev.c_str());
-    if (::rename(best.path.c_str(), prev.c_str()) != 0) return ErrnoError("rename", best.path, errno);
+    if (::rename(best.path.c_str(), prev.c_str()) != 0)
+      return ErrnoError("rename", best.path, errno);
     best.path = prev;  // the open descriptor follows the file
   } else if (best.verified == 0) {
     ::unlink(prev.c_str());
@@ -407,7 +414,8 @@ StatusOr<QuantizeReport> QuantizeModel(const QuantizeOptions& opts) {
     RETURN_IF_ERROR(jr.Open(journal_path, fingerprint, kept));
     Converter conv(opts, src, w);
     conv.hash = XXH64_createState();
-    std::unique_ptr<XXH64_state_t, XXH_errorcode (*)(XXH64_state_t*)> hash_owner(conv.hash, XXH64_freeState);
+    std::unique_ptr<XXH64_state_t, XXH_errorcode (*)(XXH64_state_t*)> hash_owner(conv.hash,
+                                                                                 XXH64_freeState);
     auto last_tell = std::chrono::steady_clock::now();
     conv.on_bytes = [&] {
       prog.bytes_done = conv.bytes_done;

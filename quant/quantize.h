@@ -50,7 +50,7 @@ struct QuantizeOptions {
 };
 
 struct QuantizeReport {
-  std::string source;       // description of the input
+  std::string source;  // description of the input
   ModelConfig cfg;
   ModelFileFormat format;
   uint64_t input_bytes = 0;   // tensor bytes of the input

@@ -67,7 +67,7 @@ std::string SatStateDictPickle(const std::vector<SatWriteTensor>& tensors) {
   Pickler p;
   p.Op(char(0x80));  // PROTO 2
   p.Op(2);
-  p.Op('}');         // {}
+  p.Op('}');  // {}
   p.Str("module");
   p.EmptyOrderedDict();
   p.Op('(');  // MARK for SETITEMS
@@ -89,7 +89,7 @@ std::string SatStateDictPickle(const std::vector<SatWriteTensor>& tensors) {
     p.Int(0);   // storage offset
     p.Tuple(t.shape);
     p.Tuple(strides);
-    p.Op(char(0x89));  // requires_grad = False
+    p.Op(char(0x89));      // requires_grad = False
     p.EmptyOrderedDict();  // backward hooks
     p.Op('t');
     p.Op('R');

@@ -21,7 +21,8 @@ struct SatWriteTensor {
   std::vector<int64_t> shape;  // fp16, contiguous
 };
 
-// The data.pkl of a rank file: {"module": OrderedDict(key -> fp16 tensor)}, storage keys "0".."n-1".
+// The data.pkl of a rank file: {"module": OrderedDict(key -> fp16 tensor)}, storage keys
+// "0".."n-1".
 std::string SatStateDictPickle(const std::vector<SatWriteTensor>& tensors);
 
 // Writes one rank file. fill(i, elem0, n, out) produces elements [elem0, elem0 + n) of tensor i

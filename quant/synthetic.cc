@@ -45,24 +45,44 @@ StatusOr<ModelConfig> SyntheticPreset(const std::string& name) {
   // Small vocabularies put the special ids at the top of the vocabulary.
   auto small_vocab = [](ModelConfig& m, int vocab) {
     m.vocab = vocab;
-    m.tokens = SpecialTokens{.mask = vocab - 8, .gmask = vocab - 7, .smask = vocab - 6,
-                             .sop = vocab - 4, .eop = vocab - 3, .eos = vocab - 2};
+    m.tokens = SpecialTokens{.mask = vocab - 8,
+                             .gmask = vocab - 7,
+                             .smask = vocab - 6,
+                             .sop = vocab - 4,
+                             .eop = vocab - 3,
+                             .eos = vocab - 2};
   };
   if (name == "demo") {
     // GLM-130B's vocabulary and special ids (so icetk-style tokenizers fit) on a tiny body.
-    c = ModelConfig{.num_layers = 4, .hidden = 256, .inner = 640, .num_heads = 2,
-                    .head_dim = 128, .max_seq = 2048};
+    c = ModelConfig{.num_layers = 4,
+                    .hidden = 256,
+                    .inner = 640,
+                    .num_heads = 2,
+                    .head_dim = 128,
+                    .max_seq = 2048};
   } else if (name == "tiny") {
-    c = ModelConfig{.num_layers = 2, .hidden = 256, .inner = 512, .num_heads = 2,
-                    .head_dim = 128, .max_seq = 512};
+    c = ModelConfig{.num_layers = 2,
+                    .hidden = 256,
+                    .inner = 512,
+                    .num_heads = 2,
+                    .head_dim = 128,
+                    .max_seq = 512};
     small_vocab(c, 1024);
   } else if (name == "small") {
-    c = ModelConfig{.num_layers = 8, .hidden = 1024, .inner = 2816, .num_heads = 8,
-                    .head_dim = 128, .max_seq = 2048};
+    c = ModelConfig{.num_layers = 8,
+                    .hidden = 1024,
+                    .inner = 2816,
+                    .num_heads = 8,
+                    .head_dim = 128,
+                    .max_seq = 2048};
     small_vocab(c, 32768);
   } else if (name == "medium") {
-    c = ModelConfig{.num_layers = 16, .hidden = 2048, .inner = 5504, .num_heads = 16,
-                    .head_dim = 128, .max_seq = 2048};
+    c = ModelConfig{.num_layers = 16,
+                    .hidden = 2048,
+                    .inner = 5504,
+                    .num_heads = 16,
+                    .head_dim = 128,
+                    .max_seq = 2048};
     small_vocab(c, 32768);
   } else if (name.rfind("glm130b-L", 0) == 0) {
     char* end = nullptr;
@@ -154,7 +174,8 @@ Kind KindOf(const std::string& key) {
     return key.size() >= n && key.compare(key.size() - n, n, s) == 0;
   };
   if (ends("inv_freq")) return Kind::kInvFreq;
-  if (key.find("layernorm") != std::string::npos) return ends(".weight") ? Kind::kNormWeight : Kind::kNormBias;
+  if (key.find("layernorm") != std::string::npos)
+    return ends(".weight") ? Kind::kNormWeight : Kind::kNormBias;
   if (ends(".bias")) return Kind::kBias;
   if (key.find("word_embeddings") != std::string::npos) return Kind::kEmbedding;
   return Kind::kLinear;
@@ -243,8 +264,8 @@ Status WriteSyntheticSat(const std::string& dir, const ModelConfig& cfg,
       GLM_CHECK(e0 % cols == 0 && n % cols == 0);  // chunks hold whole rows
       const ValueGen gen = Generator(opts.seed, key, shape, opts.outliers);
       // Shard rows -> element runs of the merged tensor (TP=1 source), generated in parallel.
-      for (const TpRun& run : TpReshardRuns(SatMergeRuleForKey(key), shape, 1, opts.tp, r,
-                                            e0 / cols, n / cols)) {
+      for (const TpRun& run :
+           TpReshardRuns(SatMergeRuleForKey(key), shape, 1, opts.tp, r, e0 / cols, n / cols)) {
         ThreadPool::Global().ParallelFor(run.n, 1 << 16, [&](int64_t a, int64_t b) {
           for (int64_t k = a; k < b; ++k) out[run.dst + k] = gen(run.src + k);
         });

@@ -46,7 +46,7 @@ struct SyntheticSatOptions {
 Status WriteSyntheticSat(const std::string& dir, const ModelConfig& cfg,
                          const SyntheticSatOptions& opts);
 // Element `idx` (row-major) of the merged tensor `sat_key` of shape `shape`, as written.
-Half SyntheticSatValue(uint64_t seed, const std::string& sat_key,
-                       const std::vector<int64_t>& shape, int64_t idx, bool outliers = false);
+Half SyntheticSatValue(uint64_t seed, const std::string& sat_key, const std::vector<int64_t>& shape,
+                       int64_t idx, bool outliers = false);
 
 }  // namespace glm

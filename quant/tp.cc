@@ -64,24 +64,25 @@ Status CheckTpSplit(const std::string& tensor, SatMergeRule rule,
   }
   const int64_t unit = rule == SatMergeRule::kGlu ? 2 * int64_t(tp) : tp;
   if (merged[dim] % unit != 0) {
-    return Errorf("tensor '%s' %s: dim %zu (%lld) is not divisible by %lld, so it cannot be "
-                  "split into %d tensor-parallel ranks%s", tensor.c_str(), ShapeStr(merged).c_str(),
-                  dim, (long long)merged[dim], (long long)unit, tp,
-                  rule == SatMergeRule::kGlu ? " (GLU halves are split separately)" : "");
+    return Errorf(
+        "tensor '%s' %s: dim %zu (%lld) is not divisible by %lld, so it cannot be "
+        "split into %d tensor-parallel ranks%s",
+        tensor.c_str(), ShapeStr(merged).c_str(), dim, (long long)merged[dim], (long long)unit, tp,
+        rule == SatMergeRule::kGlu ? " (GLU halves are split separately)" : "");
   }
   return Status::Ok();
 }
 
-std::vector<TpRun> TpReshardRuns(SatMergeRule rule, const std::vector<int64_t>& merged,
-                                 int tp_in, int tp_out, int rank, int64_t row0, int64_t nrows) {
+std::vector<TpRun> TpReshardRuns(SatMergeRule rule, const std::vector<int64_t>& merged, int tp_in,
+                                 int tp_out, int rank, int64_t row0, int64_t nrows) {
   const int64_t R = merged.empty() ? 1 : merged[0];
   const int64_t K = merged.size() == 2 ? merged[1] : 1;
   const bool cols_split = rule == SatMergeRule::kCatDim1;
   const int in = rule == SatMergeRule::kReplicated ? 1 : tp_in;
   const int out = rule == SatMergeRule::kReplicated ? 1 : tp_out;
   const int r_out = rule == SatMergeRule::kReplicated ? 0 : rank;
-  const int64_t k_in = cols_split ? K / in : K;    // columns of a source shard
-  const int64_t k_out = cols_split ? K / out : K;  // columns of the target shard
+  const int64_t k_in = cols_split ? K / in : K;                // columns of a source shard
+  const int64_t k_out = cols_split ? K / out : K;              // columns of the target shard
   const int64_t c0 = cols_split ? int64_t(r_out) * k_out : 0;  // first merged column we need
   std::vector<TpRun> runs;
   auto add = [&](int s, int64_t src, int64_t n, int64_t dst) {

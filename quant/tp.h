@@ -34,7 +34,7 @@ struct TpRun {
 // Runs that assemble rows [row0, row0 + nrows) of rank `rank`'s shard (TP degree `tp_out`) from
 // the shards of a source with `tp_in` ranks, into a row-major [nrows, shard cols] output.
 // Sorted by (src_rank, src); adjacent runs are coalesced. Both splits must be exact.
-std::vector<TpRun> TpReshardRuns(SatMergeRule rule, const std::vector<int64_t>& merged,
-                                 int tp_in, int tp_out, int rank, int64_t row0, int64_t nrows);
+std::vector<TpRun> TpReshardRuns(SatMergeRule rule, const std::vector<int64_t>& merged, int tp_in,
+                                 int tp_out, int rank, int64_t row0, int64_t nrows);
 
 }  // namespace glm

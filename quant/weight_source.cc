@@ -56,8 +56,9 @@ class SatSource final : public WeightSource {
     const int64_t cols = spec.ndim == 2 ? spec.shape[1] : 1;
     const SatMergeRule rule = SatMergeRuleForKey(spec.sat_key);
     const int64_t shard_cols = rule == SatMergeRule::kCatDim1 ? cols / tp : cols;
-    return ck_->ReadShardRows(spec.sat_key, tp, rank, row0, nrows, DType::kF16, out,
-                              size_t(nrows * shard_cols) * sizeof(Half))
+    return ck_
+        ->ReadShardRows(spec.sat_key, tp, rank, row0, nrows, DType::kF16, out,
+                        size_t(nrows * shard_cols) * sizeof(Half))
         .WithContext(dir_);
   }
 
@@ -85,7 +86,8 @@ class ModelFileSource final : public WeightSource {
   Status ReadShardRows(const TensorSpec& spec, int tp, int rank, int64_t row0, int64_t nrows,
                        Half* out) const override {
     const std::vector<int64_t> merged(spec.shape, spec.shape + spec.ndim);
-    const SatMergeRule rule = spec.layer < 0 ? SatMergeRule::kReplicated : SatMergeRuleForKey(spec.sat_key);
+    const SatMergeRule rule =
+        spec.layer < 0 ? SatMergeRule::kReplicated : SatMergeRuleForKey(spec.sat_key);
     const int tp_in = spec.layer < 0 ? 1 : fmt_.tp;
     RETURN_IF_ERROR(CheckTpSplit(spec.gguf_name, rule, merged, tp));
     const std::vector<TpRun> runs = TpReshardRuns(rule, merged, tp_in, tp, rank, row0, nrows);
@@ -106,7 +108,8 @@ class ModelFileSource final : public WeightSource {
       const uint64_t base = f_->data_offset() + t->offset;
       // Read the span the runs cover in bounded chunks and scatter (runs are sorted by src).
       const int64_t first = runs[a].src, last = runs[b - 1].src + runs[b - 1].n;
-      if (uint64_t(last) * 2 > t->bytes) return Errorf("%s: tensor '%s' is too small", f_->path().c_str(), name.c_str());
+      if (uint64_t(last) * 2 > t->bytes)
+        return Errorf("%s: tensor '%s' is too small", f_->path().c_str(), name.c_str());
       const int64_t chunk = std::min<int64_t>(last - first, 32 << 20);
       scratch.resize(size_t(chunk));
       size_t ri = a;
@@ -167,9 +170,10 @@ StatusOr<std::unique_ptr<WeightSource>> OpenWeightSource(const std::string& path
   ASSIGN_OR_RETURN(ModelConfig cfg, ReadModelConfig(*f));
   ASSIGN_OR_RETURN(ModelLayout lay, ReadModelLayout(*f));
   if (lay.format.quant.quantized()) {
-    return Errorf("%s holds %s weights; quantizing them again would compound the error: convert "
-                  "from the SAT checkpoint or an f16 model file", path.c_str(),
-                  lay.format.quant.ToString().c_str());
+    return Errorf(
+        "%s holds %s weights; quantizing them again would compound the error: convert "
+        "from the SAT checkpoint or an f16 model file",
+        path.c_str(), lay.format.quant.ToString().c_str());
   }
   if (lay.compressed) {
     return Errorf("%s is zstd-compressed; convert from the uncompressed file or the SAT checkpoint",

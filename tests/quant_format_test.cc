@@ -18,18 +18,24 @@ constexpr double u = 5.9604644775390625e-08;  // 2^-24, the smallest fp16 subnor
 
 struct Case {
   const char* what;
-  int bits, group;             // group 0: row scheme
-  std::vector<double> w;       // fp16-exact weights of one row
-  std::vector<uint16_t> scale; // expected fp16 scale bits, one per group
-  std::vector<int> q;          // expected quantized values
+  int bits, group;              // group 0: row scheme
+  std::vector<double> w;        // fp16-exact weights of one row
+  std::vector<uint16_t> scale;  // expected fp16 scale bits, one per group
+  std::vector<int> q;           // expected quantized values
 };
 
 // Expected values computed independently with numpy: scale = f16(f32(absmax) * (f32(1)/f32(qmax))),
 // q = round_half_even(f32(f16(f32(w) / f32(scale)))) (tests/golden/make_quant_golden.py does the
 // same in torch on whole checkpoints).
+// clang-format off: one case per line
 const Case kCases[] = {
     // absmax 127 -> scale exactly 1; ±x.5 ties go to the even integer.
-    {"int8 ties to even", 8, 0, {127, 2.5, -2.5, 3.5, -3.5, 0.5, 1.5, -0.5}, {0x3c00}, {127, 2, -2, 4, -4, 0, 2, 0}},
+    {"int8 ties to even",
+     8,
+     0,
+     {127, 2.5, -2.5, 3.5, -3.5, 0.5, 1.5, -0.5},
+     {0x3c00},
+     {127, 2, -2, 4, -4, 0, 2, 0}},
     // The negative extreme gives -127 (never -128).
     {"int8 -max", 8, 0, {-127, 126, 1, 0}, {0x3c00}, {-127, 126, 1, 0}},
     // All-zero row: the reference divides 0/0; we keep scale 0 and q 0 (dequantizes to 0).
@@ -38,23 +44,45 @@ const Case kCases[] = {
     {"int8 signed zeros", 8, 0, {-0.0, 0, -0.0, 0}, {0x0000}, {0, 0, 0, 0}},
     // Subnormal weights next to a normal absmax quantize to 0.
     {"int8 subnormal weights", 8, 0, {1.0, u, -u, 1000 * u}, {0x2008}, {127, 0, 0, 0}},
-    // Subnormal absmax (500 ulps) -> subnormal scale of 4 ulps; 62.5 and 0.5 tie to even, -1.5 -> -2.
-    {"int8 subnormal scale", 8, 0, {500 * u, -500 * u, 250 * u, u, 2 * u, -6 * u}, {0x0004}, {125, -125, 62, 0, 0, -2}},
+    // Subnormal absmax (500 ulps) -> subnormal scale of 4 ulps; 62.5 and 0.5 tie to even, -1.5 ->
+    // -2.
+    {"int8 subnormal scale",
+     8,
+     0,
+     {500 * u, -500 * u, 250 * u, u, 2 * u, -6 * u},
+     {0x0004},
+     {125, -125, 62, 0, 0, -2}},
     // absmax 189 ulps: scale rounds down to 1 ulp, q would be 189: saturates at ±127.
     {"int8 saturation", 8, 0, {189 * u, -189 * u, 94 * u, 0}, {0x0001}, {127, -127, 94, 0}},
     // absmax 1 ulp: the scale underflows to 0 -> treated like an all-zero row.
     {"int8 scale underflow", 8, 0, {u, -u, 0, u}, {0x0000}, {0, 0, 0, 0}},
     // w/scale = 3.49907 rounds to fp16 3.5 first, then to 4 (a plain round would give 3).
-    {"int8 fp16 rounding of w/s", 8, 0, {100, 2.755859375, -2.755859375, 1}, {0x3a4d}, {127, 4, -4, 1}},
+    {"int8 fp16 rounding of w/s",
+     8,
+     0,
+     {100, 2.755859375, -2.755859375, 1},
+     {0x3a4d},
+     {127, 4, -4, 1}},
     // int4: absmax 7 -> scale 1; ties to even; -7 is the negative extreme.
-    {"int4 ties to even", 4, 0, {7, 2.5, -2.5, 3.5, -7, 0.5, 1.5, -1.5}, {0x3c00}, {7, 2, -2, 4, -7, 0, 2, -2}},
+    {"int4 ties to even",
+     4,
+     0,
+     {7, 2.5, -2.5, 3.5, -7, 0.5, 1.5, -1.5},
+     {0x3c00},
+     {7, 2, -2, 4, -7, 0, 2, -2}},
     // int4 all-zero row.
     {"int4 all-zero row", 4, 0, {0, 0, 0, 0}, {0x0000}, {0, 0, 0, 0}},
     // Group-wise: each group of 4 gets its own scale from its own absmax.
-    {"int4 groups of 4", 4, 4, {1, -0.5, 0.25, 0.125, 8, 4, -2, 1}, {0x3092, 0x3c92}, {7, -4, 2, 1, 7, 4, -2, 1}},
+    {"int4 groups of 4",
+     4,
+     4,
+     {1, -0.5, 0.25, 0.125, 8, 4, -2, 1},
+     {0x3092, 0x3c92},
+     {7, -4, 2, 1, 7, 4, -2, 1}},
     // Group-wise int8 with an all-zero group next to a normal one.
     {"int8 zero group", 8, 2, {0, 0, 127, -1}, {0x0000, 0x3c00}, {0, 0, 127, -1}},
 };
+// clang-format on
 
 TEST(QuantCodec, GoldenTable) {
   for (const Case& c : kCases) {
@@ -70,14 +98,19 @@ TEST(QuantCodec, GoldenTable) {
     std::vector<int8_t> data(size_t(QuantRowBytes(s.dtype(), K)));
     std::vector<Half> scales(size_t(s.ScaleCols(K)));
     QuantizeRows(w.data(), 1, K, s, data.data(), scales.data());
-    for (size_t g = 0; g < scales.size(); ++g) EXPECT_EQ(scales[g].bits, c.scale[g]) << "group " << g;
+    for (size_t g = 0; g < scales.size(); ++g)
+      EXPECT_EQ(scales[g].bits, c.scale[g]) << "group " << g;
     for (int64_t k = 0; k < K; ++k) {
       const int q = c.bits == 8 ? data[k] : Int4At(data.data(), k);
       EXPECT_EQ(q, c.q[size_t(k)]) << "element " << k << " (w = " << c.w[size_t(k)] << ")";
     }
     // The reference dequantization: fp16(q * scale); an all-zero row comes back as zeros.
-    TensorView v{.dtype = s.dtype(), .ndim = 2, .shape = {1, K}, .data = data.data(),
-                 .scales = scales.data(), .group_size = c.group};
+    TensorView v{.dtype = s.dtype(),
+                 .ndim = 2,
+                 .shape = {1, K},
+                 .data = data.data(),
+                 .scales = scales.data(),
+                 .group_size = c.group};
     std::vector<float> back(static_cast<size_t>(K));
     DequantizeRow(v, 0, back.data());
     for (int64_t k = 0; k < K; ++k) {
@@ -103,10 +136,11 @@ TEST(QuantCodec, Int4PackingBytes) {
 
 TEST(QuantCodec, CheckShape) {
   const QuantScheme int4{.bits = 4}, int8_g128{.bits = 8, .group_size = 128},
-      int8_g64{.bits = 8, .group_size = 64}, int5{.bits = 5}, int4_g128{.bits = 4, .group_size = 128};
+      int8_g64{.bits = 8, .group_size = 64}, int5{.bits = 5},
+      int4_g128{.bits = 4, .group_size = 128};
   EXPECT_TRUE(int4.CheckShape("w", 256).ok());
-  EXPECT_FALSE(int4.CheckShape("w", 255).ok());        // odd K cannot be packed
-  EXPECT_FALSE(int8_g128.CheckShape("w", 320).ok());   // 128 does not divide 320
+  EXPECT_FALSE(int4.CheckShape("w", 255).ok());       // odd K cannot be packed
+  EXPECT_FALSE(int8_g128.CheckShape("w", 320).ok());  // 128 does not divide 320
   EXPECT_TRUE(int8_g64.CheckShape("w", 320).ok());
   EXPECT_FALSE(int5.CheckShape("w", 320).ok());
   EXPECT_EQ(int4_g128.ToString(), "int4 group 128");
@@ -125,7 +159,10 @@ TEST(QuantCodec, ErrorStatistics) {
     std::vector<int8_t> data(size_t(N * QuantRowBytes(s.dtype(), K)));
     std::vector<Half> scales(static_cast<size_t>(N));
     QuantizeRows(w.data(), N, K, s, data.data(), scales.data());
-    TensorView v{.dtype = s.dtype(), .ndim = 2, .shape = {N, K}, .data = data.data(),
+    TensorView v{.dtype = s.dtype(),
+                 .ndim = 2,
+                 .shape = {N, K},
+                 .data = data.data(),
                  .scales = scales.data()};
     QuantError e;
     AccumulateQuantError(w.data(), v, &e);
@@ -185,7 +222,8 @@ TEST(TpReshard, RunsMatchConvertTpSplits) {
               const int64_t n = std::min(block, shape[0] - r0);
               for (const TpRun& run : TpReshardRuns(rule, {R, K}, tp_in, tp_out, r, r0, n)) {
                 for (int64_t i = 0; i < run.n; ++i) {
-                  got[size_t(r0 * cols + run.dst + i)] = src[size_t(run.src_rank)][size_t(run.src + i)];
+                  got[size_t(r0 * cols + run.dst + i)] =
+                      src[size_t(run.src_rank)][size_t(run.src + i)];
                 }
               }
             }
@@ -221,7 +259,8 @@ TEST(QuantCodec, FastRoundHalfIsExact) {
   };
   for (uint32_t h = 0; h < 0x7c00; ++h) {
     const float a = HalfToFloat(Half{uint16_t(h)}), b = HalfToFloat(Half{uint16_t(h + 1)});
-    for (float x : {a, (a + b) / 2, std::nextafter((a + b) / 2, 0.f), std::nextafter((a + b) / 2, 1e9f)}) {
+    for (float x :
+         {a, (a + b) / 2, std::nextafter((a + b) / 2, 0.f), std::nextafter((a + b) / 2, 1e9f)}) {
       check(x);
       check(-x);
     }

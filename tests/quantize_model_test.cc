@@ -23,8 +23,8 @@ namespace {
 
 const std::string kGolden = std::string(GLM_SOURCE_DIR) + "/tests/golden";
 const std::string kCkpt = kGolden + "/tiny/ckpt";
-const SpecialTokens kTokens{.mask = 1000, .gmask = 1001, .smask = 1002, .sop = 1004, .eop = 1005,
-                            .eos = 2};
+const SpecialTokens kTokens{
+    .mask = 1000, .gmask = 1001, .smask = 1002, .sop = 1004, .eop = 1005, .eos = 2};
 
 QuantizeOptions Options(const std::string& in, const std::string& out, int bits, int tp,
                         int group = 0) {
@@ -52,8 +52,9 @@ std::map<std::string, std::string> Tensors(const std::string& path) {
   if (!f.ok()) return out;
   for (const GgufTensorInfo& t : f.value()->tensors()) {
     std::string b(t.bytes, '\0');
-    EXPECT_EQ(pread(f.value()->fd(), b.data(), b.size(), off_t(f.value()->data_offset() + t.offset)),
-              ssize_t(b.size()));
+    EXPECT_EQ(
+        pread(f.value()->fd(), b.data(), b.size(), off_t(f.value()->data_offset() + t.offset)),
+        ssize_t(b.size()));
     out[t.name] = std::move(b);
   }
   return out;
@@ -92,21 +93,23 @@ TEST_F(QuantizeTiny, BitExactWithConvertTpTranscription) {
       Quantize(Options(kCkpt, out, bits, tp));
       tensors = Tensors(out);
     }
-    const std::string base = tp == 1 ? StrFormat("blk.%d.%s.weight", layer, name.c_str())
-                                     : StrFormat("blk.%d.tp%d.%s.weight", layer, rank, name.c_str());
+    const std::string base = tp == 1
+                                 ? StrFormat("blk.%d.%s.weight", layer, name.c_str())
+                                 : StrFormat("blk.%d.tp%d.%s.weight", layer, rank, name.c_str());
     SCOPED_TRACE(base + StrFormat(" (TP=%d, int%d)", tp, bits));
     ASSERT_TRUE(tensors.count(base) && tensors.count(base + "_scale"));
     const std::string& q = tensors[base];
     const std::string& s = tensors[base + "_scale"];
     ASSERT_EQ(int64_t(q.size()), rows * cols);
     ASSERT_EQ(int64_t(s.size()), nscales * 2);
-    const std::string stem = kGolden + StrFormat("/quant/tp%d_int%d.r%d.l%d.%s", tp, bits, rank,
-                                                 layer, name.c_str());
+    const std::string stem =
+        kGolden + StrFormat("/quant/tp%d_int%d.r%d.l%d.%s", tp, bits, rank, layer, name.c_str());
     if (access((stem + ".q.bin").c_str(), R_OK) == 0) {  // element-wise, for a readable failure
       const std::string want_q = ReadFile(stem + ".q.bin"), want_s = ReadFile(stem + ".scale.bin");
       ASSERT_EQ(want_q.size(), q.size());
       for (size_t i = 0; i < q.size(); ++i) {
-        ASSERT_EQ(int(int8_t(q[i])), int(int8_t(want_q[i]))) << "byte " << i << " (row " << i / cols << ")";
+        ASSERT_EQ(int(int8_t(q[i])), int(int8_t(want_q[i])))
+            << "byte " << i << " (row " << i / cols << ")";
       }
       for (size_t i = 0; i + 1 < s.size(); i += 2) {
         uint16_t a, b;
@@ -133,7 +136,8 @@ TEST_F(QuantizeTiny, TpRoundTrips) {
     const int64_t n = t.shape[0] * (t.shape.size() == 2 ? t.shape[1] : 1);
     std::vector<Half> a(static_cast<size_t>(n)), b(static_cast<size_t>(n));
     ASSERT_TRUE(ck.value()->ReadMerged(t.key, DType::kF16, a.data(), n * 2).ok());
-    ASSERT_TRUE(ck.value()->ReadShardRows(t.key, 1, 0, 0, t.shape[0], DType::kF16, b.data(), n * 2).ok());
+    ASSERT_TRUE(
+        ck.value()->ReadShardRows(t.key, 1, 0, 0, t.shape[0], DType::kF16, b.data(), n * 2).ok());
     ASSERT_EQ(std::memcmp(a.data(), b.data(), n * 2), 0) << t.key;
   }
   const std::string tp1 = dir_.File("tp1.gguf"), tp4 = dir_.File("tp4.gguf"),
@@ -204,7 +208,8 @@ TEST_F(QuantizeTiny, ForwardFromEveryMode) {
   std::map<std::string, std::vector<float>> logits;
   for (const Mode& m : modes) {
     SCOPED_TRACE(m.name);
-    QuantizeOptions o = Options(kCkpt, dir_.File(std::string(m.name) + ".gguf"), m.bits, m.tp, m.group);
+    QuantizeOptions o =
+        Options(kCkpt, dir_.File(std::string(m.name) + ".gguf"), m.bits, m.tp, m.group);
     o.zstd_level = m.zstd;
     Quantize(o);
     logits[m.name] = Logits(o.output_path);
@@ -242,7 +247,8 @@ TEST_F(QuantizeTiny, MergedViewsEqualShards) {
   for (int r = 0; r < 2; ++r) {
     const auto& x = lay.extents[ShardExtent(1, r, 2)];
     std::string bytes(x.raw_bytes, '\0');
-    ASSERT_EQ(pread(f.fd(), bytes.data(), bytes.size(), off_t(x.file_offset)), ssize_t(bytes.size()));
+    ASSERT_EQ(pread(f.fd(), bytes.data(), bytes.size(), off_t(x.file_offset)),
+              ssize_t(bytes.size()));
     static std::string keep[2];
     keep[r] = std::move(bytes);
     ASSERT_TRUE(BindLayerShard(f, cfg, 1, r, keep[r].data(), &shard[r]).ok());
@@ -256,7 +262,9 @@ TEST_F(QuantizeTiny, MergedViewsEqualShards) {
     const int64_t j = i % F, r = j / (F / 2), row = (i >= F ? F / 2 : 0) + j % (F / 2);
     DequantizeRow(up, i, m.data());
     DequantizeRow(shard[r].up, row, s.data());
-    EXPECT_EQ(std::vector<float>(m.begin(), m.begin() + C), std::vector<float>(s.begin(), s.begin() + C)) << i;
+    EXPECT_EQ(std::vector<float>(m.begin(), m.begin() + C),
+              std::vector<float>(s.begin(), s.begin() + C))
+        << i;
   }
   // down (row-parallel): merged row = rank 0's row followed by rank 1's.
   const TensorView& down = w.value()->down;
@@ -266,7 +274,8 @@ TEST_F(QuantizeTiny, MergedViewsEqualShards) {
     for (int r = 0; r < 2; ++r) {
       DequantizeRow(shard[r].down, i, s.data());
       EXPECT_EQ(std::vector<float>(m.begin() + r * F / 2, m.begin() + (r + 1) * F / 2),
-                std::vector<float>(s.begin(), s.begin() + F / 2)) << i;
+                std::vector<float>(s.begin(), s.begin() + F / 2))
+          << i;
     }
   }
   store.value()->Release(1);
@@ -318,7 +327,9 @@ TEST_F(QuantizeTiny, ErrorsLeaveNoFile) {
     std::printf("  error: %s\n", m.c_str());
     if (nan) {
       EXPECT_NE(m.find("'transformer.layers.1.mlp.dense_4h_to_h.weight' has a NaN at row 2, "
-                       "column 5"), std::string::npos) << m;
+                       "column 5"),
+                std::string::npos)
+          << m;
     } else {
       EXPECT_NE(m.find("Input/output error"), std::string::npos) << m;
     }

@@ -1,8 +1,8 @@
 // The real glm-quantize and glm-synth binaries: --resume after a SIGKILL gives a file identical
 // to an uninterrupted run; a full disk (ENOSPC, a size-limited tmpfs in a user namespace) gives a
 // clear error and no output file; synthetic SAT checkpoints load in torch and in our reader.
-#include <gtest/gtest.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -34,7 +34,7 @@ struct Result {
 
 // Runs argv with extra environment entries; output captured through a file.
 Result Spawn(const std::vector<std::string>& argv, const std::vector<std::string>& env,
-           const std::string& log) {
+             const std::string& log) {
   std::vector<std::string> envs(env);
   for (char** e = environ; *e; ++e) envs.push_back(*e);
   std::vector<char*> a, e;
@@ -79,12 +79,20 @@ TEST(QuantizeTool, ResumeAfterKillIsByteIdentical) {
   test::TempDir dir;
   const std::string ckpt = dir.File("ckpt");
   Result s = Spawn({kBin + "/glm-synth", "--format", "sat", "--tp", "2", "--preset", "small",
-                  "--layers", "3", "--vocab", "1024", "--output", ckpt, "--quiet"},
-                 {}, dir.File("synth.log"));
+                    "--layers", "3", "--vocab", "1024", "--output", ckpt, "--quiet"},
+                   {}, dir.File("synth.log"));
   ASSERT_EQ(s.exit_code, 0) << s.output;
   const std::vector<std::string> args = {
-      kBin + "/glm-quantize", "--input", ckpt, "--bits", "8", "--tp", "2", "--quiet",
-      "--special-tokens", "mask=1016,gmask=1017,smask=1018,sop=1020,eop=1021,eos=1022"};
+      kBin + "/glm-quantize",
+      "--input",
+      ckpt,
+      "--bits",
+      "8",
+      "--tp",
+      "2",
+      "--quiet",
+      "--special-tokens",
+      "mask=1016,gmask=1017,smask=1018,sop=1020,eop=1021,eos=1022"};
   auto with = [&](std::vector<std::string> extra) {
     std::vector<std::string> a = args;
     a.insert(a.end(), extra.begin(), extra.end());
@@ -120,11 +128,21 @@ TEST(QuantizeTool, ResumeAfterKillIsByteIdentical) {
 
   // A journal for other options is not used: --resume with --bits 4 starts over (and succeeds).
   r = Spawn(with({"--output", dir.File("other.gguf")}), {"GLM_QUANTIZE_TEST_KILL_AFTER=2"},
-          dir.File("kill2.log"));
+            dir.File("kill2.log"));
   ASSERT_EQ(r.signal, SIGKILL);
-  std::vector<std::string> other = {kBin + "/glm-quantize", "--input", ckpt, "--bits", "4",
-                                    "--tp", "2", "--quiet", "--resume", "--output", dir.File("other.gguf"),
-                                    "--special-tokens", "mask=1016,gmask=1017,smask=1018,sop=1020,eop=1021,eos=1022"};
+  std::vector<std::string> other = {kBin + "/glm-quantize",
+                                    "--input",
+                                    ckpt,
+                                    "--bits",
+                                    "4",
+                                    "--tp",
+                                    "2",
+                                    "--quiet",
+                                    "--resume",
+                                    "--output",
+                                    dir.File("other.gguf"),
+                                    "--special-tokens",
+                                    "mask=1016,gmask=1017,smask=1018,sop=1020,eop=1021,eos=1022"};
   r = Spawn(other, {}, dir.File("other.log"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(r.output.find("reused"), std::string::npos) << r.output;
@@ -134,15 +152,16 @@ TEST(QuantizeTool, ResumeAfterKillIsByteIdentical) {
 TEST(QuantizeTool, DiskFullGivesClearErrorAndNoFile) {
   test::TempDir dir;
   Result probe = Spawn({"/usr/bin/unshare", "-rm", "/bin/sh", "-c",
-                      "mount -t tmpfs -o size=1m none " + dir.path() + " && echo mounted"},
-                     {}, "/tmp/glm-unshare-probe.log");
+                        "mount -t tmpfs -o size=1m none " + dir.path() + " && echo mounted"},
+                       {}, "/tmp/glm-unshare-probe.log");
   if (probe.exit_code != 0 || probe.output.find("mounted") == std::string::npos) {
     GTEST_SKIP() << "cannot mount a tmpfs in a user namespace here: " << probe.output;
   }
   const std::string ckpt = std::string(GLM_SOURCE_DIR) + "/tests/golden/tiny/ckpt";
   const std::string script =
       "mount -t tmpfs -o size=1m none " + dir.path() + " && " + kBin + "/glm-quantize --input " +
-      ckpt + " --output " + dir.path() + "/out.gguf --bits 8 --quiet --special-tokens "
+      ckpt + " --output " + dir.path() +
+      "/out.gguf --bits 8 --quiet --special-tokens "
       "mask=1000,gmask=1001,smask=1002,sop=1004,eop=1005,eos=2; echo \"exit=$?\"; ls -a " +
       dir.path();
   Result r = Spawn({"/usr/bin/unshare", "-rm", "/bin/sh", "-c", script}, {}, "/tmp/glm-enospc.log");
@@ -160,19 +179,23 @@ TEST(QuantizeTool, DiskFullGivesClearErrorAndNoFile) {
 TEST(QuantizeTool, SyntheticSatLoadsInTorch) {
   test::TempDir dir;
   Result has_torch = Spawn({"/usr/bin/python3", "-c", "import torch"}, {}, dir.File("probe.log"));
-  if (has_torch.exit_code != 0) GTEST_SKIP() << "/usr/bin/python3 has no torch: " << has_torch.output;
+  if (has_torch.exit_code != 0)
+    GTEST_SKIP() << "/usr/bin/python3 has no torch: " << has_torch.output;
   const std::string py =
       "import sys, zlib, torch\n"
-      "sys.path.insert(0, '" GLM_SOURCE_DIR "/tests/golden')\n"
+      "sys.path.insert(0, '" GLM_SOURCE_DIR
+      "/tests/golden')\n"
       "import glm_reference as ref\n"
       "for d in sys.argv[1:]:\n"
       "    for k, t in ref.load_sat_checkpoint(d).items():\n"
-      "        print(d, k, '%08x' % (zlib.crc32(t.contiguous().view(torch.int16).numpy().tobytes()) & 0xffffffff))\n";
+      "        print(d, k, '%08x' % "
+      "(zlib.crc32(t.contiguous().view(torch.int16).numpy().tobytes()) & 0xffffffff))\n";
   std::vector<std::string> cmd = {"/usr/bin/python3", "-c", py};
   for (int tp : {1, 2, 4}) {
     const std::string ckpt = dir.File(StrFormat("tp%d", tp));
-    Result s = Spawn({kBin + "/glm-synth", "--format", "sat", "--tp", std::to_string(tp), "--preset",
-                      "tiny", "--output", ckpt, "--quiet"}, {}, dir.File("synth.log"));
+    Result s = Spawn({kBin + "/glm-synth", "--format", "sat", "--tp", std::to_string(tp),
+                      "--preset", "tiny", "--output", ckpt, "--quiet"},
+                     {}, dir.File("synth.log"));
     ASSERT_EQ(s.exit_code, 0) << s.output;
     cmd.push_back(ckpt);
   }

@@ -6,9 +6,8 @@
 #include <gflags/gflags.h>
 #include <signal.h>
 #include <sys/stat.h>
-#include <unistd.h>
-
 #include <time.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cmath>
@@ -19,17 +18,21 @@
 #include "quant/quantize.h"
 #include "tools/tool_util.h"
 
-DEFINE_string(input, "", "SAT checkpoint directory (holds 'latest' and <iter>/mp_rank_XX_model_states.pt) "
+DEFINE_string(input, "",
+              "SAT checkpoint directory (holds 'latest' and <iter>/mp_rank_XX_model_states.pt) "
               "or an f16 glmstream model file (any TP degree)");
 DEFINE_string(output, "", "model file to write (GGUF); written as FILE.partial, then renamed");
 DEFINE_int32(bits, 16, "weight bits: 16 (fp16), 8 (int8) or 4 (int4)");
-DEFINE_string(scheme, "row", "row: one scale per output row (GLM-130B's scheme, bit-exact with "
+DEFINE_string(scheme, "row",
+              "row: one scale per output row (GLM-130B's scheme, bit-exact with "
               "convert_tp.py); group: one scale per --group-size inputs");
 DEFINE_int32(group_size, 128, "inputs per scale for --scheme group");
 DEFINE_int32(tp, 1, "tensor-parallel ranks of the output (1, 2, 4 or 8)");
 DEFINE_int32(zstd, 0, "zstd level (1..19) to compress each extent that gets smaller; 0: off");
-DEFINE_bool(zstd_planes, true, "with --zstd: compress f16-only extents as separate low/high byte planes");
-DEFINE_string(max_memory, "", "convert in row blocks of about this size (e.g. 256M, 2G); "
+DEFINE_bool(zstd_planes, true,
+            "with --zstd: compress f16-only extents as separate low/high byte planes");
+DEFINE_string(max_memory, "",
+              "convert in row blocks of about this size (e.g. 256M, 2G); "
               "default: whole tensors");
 DEFINE_bool(resume, false, "continue an interrupted conversion (same input and options)");
 DEFINE_string(special_tokens, "",
@@ -40,7 +43,8 @@ DEFINE_int32(max_seq, 2048, "maximum sequence length recorded in the file");
 DEFINE_bool(force, false, "replace OUTPUT if it exists");
 DEFINE_bool(quiet, false, "no progress display");
 DEFINE_bool(verbose, false, "print the effective configuration on one line");
-DEFINE_string(measure_zstd, "", "instead of converting: measure zstd on this model file's extents "
+DEFINE_string(measure_zstd, "",
+              "instead of converting: measure zstd on this model file's extents "
               "(ratio, compression and decompression speed, disk read speed) and print a table");
 
 namespace glm {
@@ -53,11 +57,16 @@ StatusOr<uint64_t> ParseBytes(const std::string& s) {
   const double v = std::strtod(s.c_str(), &end);
   double mul = 1;
   const std::string unit = end ? std::string(end) : "";
-  if (unit == "" || unit == "B") mul = 1;
-  else if (unit == "K" || unit == "KiB") mul = 1024.0;
-  else if (unit == "M" || unit == "MiB") mul = 1024.0 * 1024;
-  else if (unit == "G" || unit == "GiB") mul = 1024.0 * 1024 * 1024;
-  else return Errorf("--max-memory '%s': expected a size such as 512M or 2G", s.c_str());
+  if (unit == "" || unit == "B")
+    mul = 1;
+  else if (unit == "K" || unit == "KiB")
+    mul = 1024.0;
+  else if (unit == "M" || unit == "MiB")
+    mul = 1024.0 * 1024;
+  else if (unit == "G" || unit == "GiB")
+    mul = 1024.0 * 1024 * 1024;
+  else
+    return Errorf("--max-memory '%s': expected a size such as 512M or 2G", s.c_str());
   if (!(v > 0)) return Errorf("--max-memory '%s' must be positive", s.c_str());
   return uint64_t(v * mul);
 }
@@ -70,16 +79,21 @@ std::string Size(uint64_t b) {
 
 void PrintSummary(const QuantizeReport& r, const std::string& out) {
   std::fprintf(stderr, "%s: wrote %s in %.1f s\n", kTool, out.c_str(), r.seconds);
-  std::fprintf(stderr, "  input   %s of tensors (%s)\n", Size(r.input_bytes).c_str(), r.source.c_str());
-  std::fprintf(stderr, "  output  %s (%.1f%% of the input), %s, %d extents", Size(r.output_bytes).c_str(),
-               100.0 * r.output_bytes / std::max<uint64_t>(r.input_bytes, 1), r.format.ToString().c_str(),
-               r.extents_total);
+  std::fprintf(stderr, "  input   %s of tensors (%s)\n", Size(r.input_bytes).c_str(),
+               r.source.c_str());
+  std::fprintf(stderr, "  output  %s (%.1f%% of the input), %s, %d extents",
+               Size(r.output_bytes).c_str(),
+               100.0 * r.output_bytes / std::max<uint64_t>(r.input_bytes, 1),
+               r.format.ToString().c_str(), r.extents_total);
   if (r.extents_reused) std::fprintf(stderr, ", %d reused by --resume", r.extents_reused);
-  std::fprintf(stderr, "\n  speed   %.2f GB/s of input\n", r.input_bytes / 1e9 / std::max(r.seconds, 1e-9));
+  std::fprintf(stderr, "\n  speed   %.2f GB/s of input\n",
+               r.input_bytes / 1e9 / std::max(r.seconds, 1e-9));
   if (!r.errors.empty()) {
-    std::fprintf(stderr, "  quantization error (row relative error = ||w - w_q|| / ||w|| per output row):\n");
-    std::fprintf(stderr, "    %-12s %10s %12s %12s %10s %12s\n", "tensor", "rows", "max rel", "mean rel",
-                 "SNR dB", "max abs");
+    std::fprintf(
+        stderr,
+        "  quantization error (row relative error = ||w - w_q|| / ||w|| per output row):\n");
+    std::fprintf(stderr, "    %-12s %10s %12s %12s %10s %12s\n", "tensor", "rows", "max rel",
+                 "mean rel", "SNR dB", "max abs");
     for (const auto& [type, e] : r.errors) {
       std::fprintf(stderr, "    %-12s %10lld %12.3e %12.3e %10.2f %12.3e\n", type.c_str(),
                    (long long)e.rows, e.max_row_rel, e.mean_row_rel(), e.snr_db(), e.max_abs);
@@ -89,8 +103,8 @@ void PrintSummary(const QuantizeReport& r, const std::string& out) {
     auto kind = [](const char* what, const CompressStats::Kind& k) {
       if (k.extents == 0) return;
       std::fprintf(stderr, "    %-10s %s -> %s (ratio %.3f), %d of %d extents compressed\n", what,
-                   Size(k.raw).c_str(), Size(k.stored).c_str(), double(k.stored) / std::max<uint64_t>(k.raw, 1),
-                   k.compressed, k.extents);
+                   Size(k.raw).c_str(), Size(k.stored).c_str(),
+                   double(k.stored) / std::max<uint64_t>(k.raw, 1), k.compressed, k.extents);
     };
     std::fprintf(stderr, "  zstd (%.1f s):\n", r.zstd->seconds);
     kind("f16", r.zstd->f16);
@@ -114,7 +128,8 @@ int MeasureZstd(const std::string& path, int level) {
       const size_t n = size_t(std::min<uint64_t>(x.raw_bytes, cap - s.size()));
       const size_t at = s.size();
       s.resize(at + n);
-      if (pread(fd, s.data() + at, n, off_t(x.file_offset)) != ssize_t(n)) Die(kTool, Errorf("read failed"));
+      if (pread(fd, s.data() + at, n, off_t(x.file_offset)) != ssize_t(n))
+        Die(kTool, Errorf("read failed"));
     }
     return s;
   };
@@ -150,10 +165,12 @@ int MeasureZstd(const std::string& path, int level) {
         if (!st.ok()) Die(kTool, st);
         td = std::min(td, cpu() - t0);
       }
-      if (std::memcmp(back.data(), r.data.data(), back.size()) != 0) Die(kTool, Errorf("round trip differs"));
+      if (std::memcmp(back.data(), r.data.data(), back.size()) != 0)
+        Die(kTool, Errorf("round trip differs"));
       std::printf("| %s | %s | %.0f | %.3f | %.0f | %.0f |\n", r.what,
                   codec == kCodecZstd ? "zstd" : "zstd, byte planes", r.data.size() / 1048576.0,
-                  double(z.size()) / r.data.size(), r.data.size() / 1e6 / tc, r.data.size() / 1e6 / td);
+                  double(z.size()) / r.data.size(), r.data.size() / 1e6 / tc,
+                  r.data.size() / 1e6 / td);
     }
   }
   // Disk: O_DIRECT reads of up to 2 GiB of the file (no page cache).
@@ -190,7 +207,8 @@ int main(int argc, char** argv) {
       "glm-quantize --input SAT_DIR|MODEL.gguf --output FILE [--bits 16|8|4] [--scheme row|group "
       "--group-size G] [--tp N] [--zstd LEVEL] [--max-memory SIZE] [--resume]");
   gflags::ParseCommandLineFlags(&argc, &argv, true);
-  if (!FLAGS_measure_zstd.empty()) return MeasureZstd(FLAGS_measure_zstd, FLAGS_zstd > 0 ? FLAGS_zstd : 3);
+  if (!FLAGS_measure_zstd.empty())
+    return MeasureZstd(FLAGS_measure_zstd, FLAGS_zstd > 0 ? FLAGS_zstd : 3);
   if (FLAGS_input.empty() || FLAGS_output.empty()) {
     Die(kTool, Errorf("--input and --output are required"),
         "glm-quantize --input /data/glm-130b-sat --output glm-130b-int4.gguf --bits 4");
@@ -203,7 +221,8 @@ int main(int argc, char** argv) {
     Die(kTool, Errorf("--bits %d: expected 16, 8 or 4", FLAGS_bits));
   }
   if (FLAGS_scheme == "group") {
-    if (FLAGS_group_size <= 0) Die(kTool, Errorf("--group-size %d must be positive", FLAGS_group_size));
+    if (FLAGS_group_size <= 0)
+      Die(kTool, Errorf("--group-size %d must be positive", FLAGS_group_size));
     opts.format.quant.group_size = FLAGS_bits == 16 ? 0 : FLAGS_group_size;
   } else if (FLAGS_scheme != "row") {
     Die(kTool, Errorf("--scheme '%s': expected row or group", FLAGS_scheme.c_str()));
@@ -231,16 +250,22 @@ int main(int argc, char** argv) {
   const std::string stage = FLAGS_zstd > 0 ? FLAGS_output + ".uncompressed" : FLAGS_output;
   struct stat sb;
   if (!FLAGS_resume && stat((stage + ".partial.journal").c_str(), &sb) == 0) {
-    std::fprintf(stderr, "%s: note: starting over; an interrupted conversion to %s can be continued "
-                 "with --resume\n", kTool, FLAGS_output.c_str());
+    std::fprintf(stderr,
+                 "%s: note: starting over; an interrupted conversion to %s can be continued "
+                 "with --resume\n",
+                 kTool, FLAGS_output.c_str());
   }
   const std::string config = StrFormat(
-      "input=%s output=%s bits=%d scheme=%s%s tp=%d zstd=%d max_memory=%s resume=%d", FLAGS_input.c_str(),
-      FLAGS_output.c_str(), FLAGS_bits, opts.format.quant.group_size ? "group" : "row",
-      opts.format.quant.group_size ? StrFormat(" group_size=%d", opts.format.quant.group_size).c_str() : "",
+      "input=%s output=%s bits=%d scheme=%s%s tp=%d zstd=%d max_memory=%s resume=%d",
+      FLAGS_input.c_str(), FLAGS_output.c_str(), FLAGS_bits,
+      opts.format.quant.group_size ? "group" : "row",
+      opts.format.quant.group_size
+          ? StrFormat(" group_size=%d", opts.format.quant.group_size).c_str()
+          : "",
       FLAGS_tp, FLAGS_zstd, FLAGS_max_memory.empty() ? "whole-tensors" : FLAGS_max_memory.c_str(),
       int(FLAGS_resume));
-  std::fprintf(stderr, "%s: %s\n", kTool, FLAGS_verbose ? config.c_str() : opts.format.ToString().c_str());
+  std::fprintf(stderr, "%s: %s\n", kTool,
+               FLAGS_verbose ? config.c_str() : opts.format.ToString().c_str());
 
   // Test hook: SIGKILL this process after N extents were converted and journaled.
   int kill_after = 0, converted = 0;
@@ -278,16 +303,20 @@ int main(int argc, char** argv) {
     const std::string& m = report.status().message();
     const char* hint = nullptr;
     if (m.find("No space left") != std::string::npos) {
-      hint = "free disk space and rerun: the output takes about the checkpoint's size for f16, half of it "
-             "for int8, a quarter for int4 (twice that meanwhile with --zstd)";
+      hint =
+          "free disk space and rerun: the output takes about the checkpoint's size for f16, half "
+          "of it "
+          "for int8, a quarter for int4 (twice that meanwhile with --zstd)";
     } else if (m.find("exists; pass --force") != std::string::npos) {
       hint = "pass --force to replace it";
     } else if (m.find("group size") != std::string::npos) {
-      hint = "pick a --group-size that divides every weight's per-rank input count (e.g. 64 or 128)";
+      hint =
+          "pick a --group-size that divides every weight's per-rank input count (e.g. 64 or 128)";
     }
     Die(kTool, report.status(), hint);
   }
-  for (const std::string& w : report->warnings) std::fprintf(stderr, "%s: warning: %s\n", kTool, w.c_str());
+  for (const std::string& w : report->warnings)
+    std::fprintf(stderr, "%s: warning: %s\n", kTool, w.c_str());
   PrintSummary(report.value(), FLAGS_output);
   return 0;
 }

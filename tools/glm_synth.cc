@@ -8,14 +8,16 @@
 #include "quant/synthetic.h"
 #include "tools/tool_util.h"
 
-DEFINE_string(preset, "tiny", "demo | tiny | small | medium | glm130b-L<n> (GLM-130B shapes, n layers)");
+DEFINE_string(preset, "tiny",
+              "demo | tiny | small | medium | glm130b-L<n> (GLM-130B shapes, n layers)");
 DEFINE_string(output, "", "model file (gguf) or checkpoint directory (sat) to write");
 DEFINE_string(format, "gguf", "gguf: a glmstream f16 model file; sat: a SAT checkpoint directory");
 DEFINE_int32(tp, 1, "sat: tensor-parallel ranks (rank files) of the checkpoint");
 DEFINE_uint64(seed, 1, "random seed");
 DEFINE_int32(layers, 0, "override the preset's layer count");
 DEFINE_int32(vocab, 0, "override the preset's vocabulary size (special ids move to its top)");
-DEFINE_bool(outliers, false, "sat: make 1 in 4096 linear weights 6x larger (a heavy-tailed stress "
+DEFINE_bool(outliers, false,
+            "sat: make 1 in 4096 linear weights 6x larger (a heavy-tailed stress "
             "case; GLM-130B's weights are narrow)");
 DEFINE_bool(quiet, false, "no progress display");
 
@@ -30,8 +32,8 @@ int main(int argc, char** argv) {
   if (FLAGS_vocab > 0) {
     const int v = FLAGS_vocab;
     cfg->vocab = v;
-    cfg->tokens = glm::SpecialTokens{.mask = v - 8, .gmask = v - 7, .smask = v - 6,
-                                     .sop = v - 4, .eop = v - 3, .eos = v - 2};
+    cfg->tokens = glm::SpecialTokens{
+        .mask = v - 8, .gmask = v - 7, .smask = v - 6, .sop = v - 4, .eop = v - 3, .eos = v - 2};
   }
   if (glm::Status st = cfg->Validate(); !st.ok()) glm::Die(tool, st);
   std::fprintf(stderr, "%s: preset %s: %s -> %s (%s%s)\n", tool, FLAGS_preset.c_str(),
@@ -47,9 +49,9 @@ int main(int argc, char** argv) {
   };
   glm::Status st;
   if (FLAGS_format == "sat") {
-    st = glm::WriteSyntheticSat(FLAGS_output, cfg.value(),
-                                {.tp = FLAGS_tp, .seed = FLAGS_seed, .outliers = FLAGS_outliers,
-                                 .progress = report});
+    st = glm::WriteSyntheticSat(
+        FLAGS_output, cfg.value(),
+        {.tp = FLAGS_tp, .seed = FLAGS_seed, .outliers = FLAGS_outliers, .progress = report});
   } else if (FLAGS_format == "gguf") {
     st = glm::WriteSyntheticModel(FLAGS_output, cfg.value(), FLAGS_seed, report);
   } else {
@@ -61,6 +63,7 @@ int main(int argc, char** argv) {
                glm::Seconds(start),
                glm::StrFormat("mask=%d,gmask=%d,smask=%d,sop=%d,eop=%d,eos=%d", cfg->tokens.mask,
                               cfg->tokens.gmask, cfg->tokens.smask, cfg->tokens.sop,
-                              cfg->tokens.eop, cfg->tokens.eos).c_str());
+                              cfg->tokens.eop, cfg->tokens.eos)
+                   .c_str());
   return 0;
 }
