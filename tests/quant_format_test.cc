@@ -27,15 +27,11 @@ struct Case {
 // Expected values computed independently with numpy: scale = f16(f32(absmax) * (f32(1)/f32(qmax))),
 // q = round_half_even(f32(f16(f32(w) / f32(scale)))) (tests/golden/make_quant_golden.py does the
 // same in torch on whole checkpoints).
-// clang-format off: one case per line
+// One case per line.
+// clang-format off
 const Case kCases[] = {
     // absmax 127 -> scale exactly 1; ±x.5 ties go to the even integer.
-    {"int8 ties to even",
-     8,
-     0,
-     {127, 2.5, -2.5, 3.5, -3.5, 0.5, 1.5, -0.5},
-     {0x3c00},
-     {127, 2, -2, 4, -4, 0, 2, 0}},
+    {"int8 ties to even", 8, 0, {127, 2.5, -2.5, 3.5, -3.5, 0.5, 1.5, -0.5}, {0x3c00}, {127, 2, -2, 4, -4, 0, 2, 0}},
     // The negative extreme gives -127 (never -128).
     {"int8 -max", 8, 0, {-127, 126, 1, 0}, {0x3c00}, {-127, 126, 1, 0}},
     // All-zero row: the reference divides 0/0; we keep scale 0 and q 0 (dequantizes to 0).
@@ -44,41 +40,20 @@ const Case kCases[] = {
     {"int8 signed zeros", 8, 0, {-0.0, 0, -0.0, 0}, {0x0000}, {0, 0, 0, 0}},
     // Subnormal weights next to a normal absmax quantize to 0.
     {"int8 subnormal weights", 8, 0, {1.0, u, -u, 1000 * u}, {0x2008}, {127, 0, 0, 0}},
-    // Subnormal absmax (500 ulps) -> subnormal scale of 4 ulps; 62.5 and 0.5 tie to even, -1.5 ->
-    // -2.
-    {"int8 subnormal scale",
-     8,
-     0,
-     {500 * u, -500 * u, 250 * u, u, 2 * u, -6 * u},
-     {0x0004},
-     {125, -125, 62, 0, 0, -2}},
+    // Subnormal absmax (500 ulps) -> subnormal scale of 4 ulps; 62.5 and 0.5 tie to even, -1.5 -> -2.
+    {"int8 subnormal scale", 8, 0, {500 * u, -500 * u, 250 * u, u, 2 * u, -6 * u}, {0x0004}, {125, -125, 62, 0, 0, -2}},
     // absmax 189 ulps: scale rounds down to 1 ulp, q would be 189: saturates at ±127.
     {"int8 saturation", 8, 0, {189 * u, -189 * u, 94 * u, 0}, {0x0001}, {127, -127, 94, 0}},
     // absmax 1 ulp: the scale underflows to 0 -> treated like an all-zero row.
     {"int8 scale underflow", 8, 0, {u, -u, 0, u}, {0x0000}, {0, 0, 0, 0}},
     // w/scale = 3.49907 rounds to fp16 3.5 first, then to 4 (a plain round would give 3).
-    {"int8 fp16 rounding of w/s",
-     8,
-     0,
-     {100, 2.755859375, -2.755859375, 1},
-     {0x3a4d},
-     {127, 4, -4, 1}},
+    {"int8 fp16 rounding of w/s", 8, 0, {100, 2.755859375, -2.755859375, 1}, {0x3a4d}, {127, 4, -4, 1}},
     // int4: absmax 7 -> scale 1; ties to even; -7 is the negative extreme.
-    {"int4 ties to even",
-     4,
-     0,
-     {7, 2.5, -2.5, 3.5, -7, 0.5, 1.5, -1.5},
-     {0x3c00},
-     {7, 2, -2, 4, -7, 0, 2, -2}},
+    {"int4 ties to even", 4, 0, {7, 2.5, -2.5, 3.5, -7, 0.5, 1.5, -1.5}, {0x3c00}, {7, 2, -2, 4, -7, 0, 2, -2}},
     // int4 all-zero row.
     {"int4 all-zero row", 4, 0, {0, 0, 0, 0}, {0x0000}, {0, 0, 0, 0}},
     // Group-wise: each group of 4 gets its own scale from its own absmax.
-    {"int4 groups of 4",
-     4,
-     4,
-     {1, -0.5, 0.25, 0.125, 8, 4, -2, 1},
-     {0x3092, 0x3c92},
-     {7, -4, 2, 1, 7, 4, -2, 1}},
+    {"int4 groups of 4", 4, 4, {1, -0.5, 0.25, 0.125, 8, 4, -2, 1}, {0x3092, 0x3c92}, {7, -4, 2, 1, 7, 4, -2, 1}},
     // Group-wise int8 with an all-zero group next to a normal one.
     {"int8 zero group", 8, 2, {0, 0, 127, -1}, {0x0000, 0x3c00}, {0, 0, 127, -1}},
 };
