@@ -187,11 +187,14 @@ want bench_int8 && run bench_int8 70 bench_int8.log bench --dtype i8 --gpu_mem 2
   echo
   printf '%s\n' "${SUMMARY[@]}"
   echo
-  echo "tests:"
-  grep -hE '^\[  (PASSED|FAILED|SKIPPED) \]|tests? from .* ran' "$OUT_DIR/tests.log" 2>/dev/null | head -40
+  echo "tests (per binary: passed / skipped counts, then every failed test):"
+  grep -hE '^\[  PASSED  \] [0-9]+ tests?|^\[  SKIPPED \] [0-9]+ tests?|^\[  FAILED  \] [0-9]+ tests?' \
+    "$OUT_DIR/tests.log" 2>/dev/null
+  grep -hE '^\[  FAILED  \] [A-Za-z_]+\.' "$OUT_DIR/tests.log" 2>/dev/null | sort -u | head -30
   echo
   echo "benchmarks:"
-  grep -h '^bandwidth:' "$OUT_DIR"/bench_*.log 2>/dev/null | head -3
+  grep -h '^device:\|^bandwidth:' "$OUT_DIR"/bench_*.log 2>/dev/null | sort -u | head -4
+  grep -h -A28 '^== linear layers alone' "$OUT_DIR/bench_int4.log" 2>/dev/null
   grep -h '^RESULT' "$OUT_DIR"/bench_*.log 2>/dev/null
 } > "$OUT_DIR/summary.txt"
 cat "$OUT_DIR/summary.txt"
