@@ -100,25 +100,52 @@ std::vector<int32_t> Ids(const std::string& c) {
   return std::vector<int32_t>(a.as<int32_t>(), a.as<int32_t>() + a.numel());
 }
 
-// Our kernels accumulate in fp32 in another order than cuBLAS/PyTorch, so any fp16 rounding
-// point may land one ulp away; LayerNorm keeps such differences from growing through layers.
-// Tolerance per element: `ulps` fp16 ulps at the element's magnitude plus the same at the
-// tensor's RMS (a 1-ulp difference in a large input moves small outputs by that much).
-::testing::AssertionResult Compare(const std::string& what, const Half* actual,
-                                   const NpyArray& expected, double ulps) {
+// Chained outputs (each layer's output, the final norm, the logits) against the reference.
+// Our fp32 sums run in another order than the reference's, and the rounding differences
+// propagate. make_golden.py measures how far a legitimate reordering of the reference's own sums
+// (fp64 instead of fp32 accumulation) moves each of these tensors: max |diff| M and rms R
+// (tiny/reorder_bounds.txt). We allow kReorderFactor times both: two independent orders differ
+// by about sqrt(2) times the deviation of either from the exact sum, and the max of a tail is
+// noisier than the rms.
+constexpr double kReorderFactor = 3.0;
+
+struct ReorderBound {
+  double max_abs = 0, rms = 0;
+};
+
+std::map<std::string, ReorderBound> ReadReorderBounds() {
+  std::ifstream in(kDir + "/reorder_bounds.txt");
+  std::map<std::string, ReorderBound> out;
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    std::istringstream ls(line);
+    std::string c, t;
+    ReorderBound b;
+    if (ls >> c >> t >> b.max_abs >> b.rms) out[c + "." + t] = b;
+  }
+  return out;
+}
+
+::testing::AssertionResult CompareChained(const std::string& what, const Half* actual,
+                                          const NpyArray& expected, const ReorderBound& b) {
   const int64_t n = expected.numel();
   std::vector<double> e = test::ToDouble(expected.as<Half>(), n), a = test::ToDouble(actual, n);
-  double rms = 0;
+  double sq = 0;
   int64_t exact = 0;
   for (int64_t i = 0; i < n; ++i) {
-    rms += e[i] * e[i];
+    sq += (a[i] - e[i]) * (a[i] - e[i]);
     exact += (actual[i].bits == expected.as<Half>()[i].bits);
   }
-  rms = std::sqrt(rms / n);
-  std::printf("  %-28s %7.3f%% bit-identical\n", what.c_str(), 100.0 * exact / n);
-  return test::AllClose(a, e, [&](size_t, double x) {
-    return ulps * (test::HalfUlp(x) + test::HalfUlp(rms));
-  }, what);
+  const double rms = std::sqrt(sq / n);
+  std::printf("  %-12s %7.3f%% bit-identical, rms diff %.3g (reorder %.3g)\n", what.c_str(),
+              100.0 * exact / n, rms, b.rms);
+  if (rms > kReorderFactor * b.rms + 1e-12) {
+    return ::testing::AssertionFailure() << what << ": rms difference " << rms << " > "
+                                         << kReorderFactor << " x reorder rms " << b.rms;
+  }
+  // Elementwise: within the factor times the reorder max, or bit-identical where that max is 0.
+  return test::AllClose(a, e, [&](size_t, double) { return kReorderFactor * b.max_abs; }, what);
 }
 
 TEST_F(Golden, LayoutMatchesReference) {
@@ -136,6 +163,8 @@ TEST_F(Golden, LayoutMatchesReference) {
 
 TEST_F(Golden, LayerByLayerAndLogits) {
   const ModelConfig& cfg = store_->config();
+  const auto bounds = ReadReorderBounds();
+  ASSERT_FALSE(bounds.empty()) << "missing " << kDir << "/reorder_bounds.txt";
   for (const char* c : kCases) {
     SCOPED_TRACE(c);
     std::printf("case %s\n", c);
@@ -146,13 +175,21 @@ TEST_F(Golden, LayerByLayerAndLogits) {
     const std::string p = std::string(c) + ".";
     // The embedding is a copy: exact.
     NpyArray embed = Load(p + "embed");
-    EXPECT_TRUE(Compare("embed", taps["embed"].data(), embed, 0.0));
-    for (int l = 0; l < cfg.num_layers; ++l) {
-      EXPECT_TRUE(Compare(StrFormat("layer %d", l), taps[StrFormat("l%d.out", l)].data(),
-                          Load(p + StrFormat("layer%d", l)), 4.0));
+    for (int64_t i = 0; i < embed.numel(); ++i) {
+      ASSERT_EQ(taps["embed"][i].bits, embed.as<Half>()[i].bits) << "embed " << i;
     }
-    EXPECT_TRUE(Compare("final_norm", taps["final_norm"].data(), Load(p + "final_norm"), 4.0));
-    EXPECT_TRUE(Compare("logits", logits.data(), Load(p + "logits"), 4.0));
+    auto bound = [&](const std::string& t) {
+      auto it = bounds.find(p + t);
+      EXPECT_TRUE(it != bounds.end()) << "no reorder bound for " << p + t;
+      return it == bounds.end() ? ReorderBound{} : it->second;
+    };
+    for (int l = 0; l < cfg.num_layers; ++l) {
+      const std::string t = StrFormat("layer%d", l);
+      EXPECT_TRUE(CompareChained(t, taps[StrFormat("l%d.out", l)].data(), Load(p + t), bound(t)));
+    }
+    EXPECT_TRUE(CompareChained("final_norm", taps["final_norm"].data(), Load(p + "final_norm"),
+                               bound("final_norm")));
+    EXPECT_TRUE(CompareChained("logits", logits.data(), Load(p + "logits"), bound("logits")));
   }
 }
 
