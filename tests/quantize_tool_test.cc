@@ -150,10 +150,10 @@ TEST(QuantizeTool, ResumeAfterKillIsByteIdentical) {
 
 // ENOSPC: the output directory is a 1 MiB tmpfs mounted in a private user+mount namespace.
 TEST(QuantizeTool, DiskFullGivesClearErrorAndNoFile) {
-  test::TempDir dir;
+  test::TempDir dir, logs;  // the logs stay outside the mount
   Result probe = Spawn({"/usr/bin/unshare", "-rm", "/bin/sh", "-c",
                         "mount -t tmpfs -o size=1m none " + dir.path() + " && echo mounted"},
-                       {}, "/tmp/glm-unshare-probe.log");
+                       {}, logs.File("probe.log"));
   if (probe.exit_code != 0 || probe.output.find("mounted") == std::string::npos) {
     GTEST_SKIP() << "cannot mount a tmpfs in a user namespace here: " << probe.output;
   }
@@ -164,7 +164,8 @@ TEST(QuantizeTool, DiskFullGivesClearErrorAndNoFile) {
       "/out.gguf --bits 8 --quiet --special-tokens "
       "mask=1000,gmask=1001,smask=1002,sop=1004,eop=1005,eos=2; echo \"exit=$?\"; ls -a " +
       dir.path();
-  Result r = Spawn({"/usr/bin/unshare", "-rm", "/bin/sh", "-c", script}, {}, "/tmp/glm-enospc.log");
+  Result r =
+      Spawn({"/usr/bin/unshare", "-rm", "/bin/sh", "-c", script}, {}, logs.File("enospc.log"));
   std::printf("%s", r.output.c_str());
   EXPECT_NE(r.output.find("No space left on device"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("hint: free disk space"), std::string::npos) << r.output;
