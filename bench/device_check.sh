@@ -28,6 +28,13 @@ JOBS=$(nproc 2>/dev/null || echo 4)
 # minutes); steps that would start with less than 15 s left are skipped.
 DEADLINE_S=${GLM_DEVICE_DEADLINE_S:-470}
 mkdir -p "$OUT_DIR" "$BUILD"
+# cmake and ninja may live only in the Python environment's bin directory (pip packages).
+for tool in cmake ninja; do
+  if ! command -v $tool >/dev/null 2>&1; then
+    pybin=$(python3 -c 'import sys, os; print(os.path.dirname(sys.executable))' 2>/dev/null)
+    [ -n "$pybin" ] && [ -x "$pybin/$tool" ] && export PATH="$PATH:$pybin"
+  fi
+done
 exec > >(tee -a "$OUT_DIR/device_check.log") 2>&1
 T_START=$(date +%s)
 SUMMARY=()

@@ -462,21 +462,28 @@ TEST_F(CudaKernels, Fp16LinearAddsTheBiasBeforeItsOnlyRounding) {
 }
 
 // Small scratch buffers force several column blocks (f16 + bias) and row blocks (quantized
-// prefill); the results equal the one-block results bit for bit.
-TEST_F(CudaKernels, LinearBlocksEqualOneBlock) {
+// prefill). cuBLAS may pick another algorithm for another block width, so both are checked
+// against the CPU with the linear tolerance rather than against each other.
+TEST_F(CudaKernels, LinearInBlocksMatchesCpu) {
   for (DType dt : {DType::kF16, DType::kI4}) {
     const int64_t T = 12, N = 203, K = 256;
     HostWeight hw = MakeWeight(dt, N, K, 0, 77);
     auto x = RandomHalf(T * K, 1.0f, 78), bias = RandomHalf(N, 0.5f, 79);
+    std::vector<Half> want(T * N);
+    std::vector<float> scratch(T * K);
+    Linear(x.data(), T, hw.view, bias.data(), want.data(), scratch.data());
+    const auto tol = LinearTolerance(x, T, hw.view, want);
     DeviceWeight dw = ToDeviceWeight(hw);
-    DeviceBuffer dx = Up(x), db = Up(bias), d1 = Up(std::vector<Half>(T * N)),
-                 d2 = Up(std::vector<Half>(T * N));
-    gpu::Linear(dx.as<Half>(), T, dw.view, db.as<Half>(), d1.as<Half>(), Lc());
-    gpu::Linear(dx.as<Half>(), T, dw.view, db.as<Half>(), d2.as<Half>(),
-                Lc(gpu::QuantGemvPath::kAuto, /*f32_elems=*/T * 24, /*deq_elems=*/K * 24));
-    Sync();
-    EXPECT_TRUE(
-        BitIdentical(Down(d2, T * N), Down(d1, T * N), StrFormat("%s in blocks", DTypeName(dt))));
+    DeviceBuffer dx = Up(x), db = Up(bias), dout = Up(std::vector<Half>(T * N));
+    for (int64_t blocks : {int64_t(1), int64_t(24)}) {  // one block, or blocks of 24 columns/rows
+      const auto lc = blocks == 1 ? Lc() : Lc(gpu::QuantGemvPath::kAuto, T * blocks, K * blocks);
+      CUDA_CHECK(cudaMemset(dout.data(), 0xff, dout.size()));
+      gpu::Linear(dx.as<Half>(), T, dw.view, db.as<Half>(), dout.as<Half>(), lc);
+      Sync();
+      EXPECT_TRUE(Close(
+          Down(dout, T * N), want, [&](size_t i, double) { return tol[i]; },
+          StrFormat("%s, blocks of %lld", DTypeName(dt), (long long)blocks)));
+    }
   }
 }
 

@@ -326,7 +326,10 @@ TEST_F(CudaModel, StreamedEqualsResident) {
     int64_t differ = 0;
     for (size_t i = 0; i < got.size(); ++i) differ += got[i].bits != want[i].bits;
     EXPECT_EQ(differ, 0) << "logits differ from the resident run";
-    EXPECT_GT(m->store->stats().copies, uint64_t(cfg.num_layers));  // it did stream
+    // It did stream: every pass copied every streamed layer.
+    const uint64_t passes = got.size() / size_t(cfg.vocab);
+    EXPECT_GE(m->store->stats().copies,
+              passes * uint64_t(cfg.num_layers - m->store->plan().resident));
   }
 }
 
