@@ -1,13 +1,17 @@
 // The GPU forward (runtime/model_cuda.h) and the GPU tier (offload/gpu_store_cuda.h):
 //   - the golden model (tests/golden/tiny, converted as golden_test.cc does) on the GPU against the
-//     PyTorch reference fixtures, layer by layer and at the logits, with golden_test's tolerances
-//     (4 fp16 ulps at the element's magnitude plus 4 at the tensor's RMS), and against the CPU;
-//   - decode with the KV cache against the full prefill (ulp-level: cuBLAS may pick another
-//     algorithm for another T);
+//     PyTorch reference fixtures, layer by layer and at the logits, and against the CPU forward;
+//   - decode with the KV cache against the full prefill, batched decode against separate runs;
 //   - streamed equals resident, bit for bit, in every host mode and slot count, over several
 //     passes (the staging ring wraps around);
 //   - synthetic INT8/INT4 (row and group) models against the CPU forward on the same weights;
 //   - the process's device memory never exceeds --gpu-mem (cudaMemGetInfo).
+// Tolerances. Chained outputs differ from the reference (and GPU from CPU, or one cuBLAS algorithm
+// from another) only by the order of fp32 sums; as golden_test.cc does, each is held to
+// kReorderFactor times the distance a legitimate reordering of the reference's own sums produces
+// (tests/golden/tiny/reorder_bounds.txt, measured by make_golden.py): the rms difference and every
+// element. The synthetic models have no such measurement: there the normalised mean squared error
+// Σ(a−e)²/Σe² must stay below 1e-5 (fp16 rounding noise through three layers is ~1e-7).
 // Skips with the reason when no CUDA device is present.
 #include <gtest/gtest.h>
 
@@ -16,6 +20,7 @@
 #include <cmath>
 #include <fstream>
 #include <map>
+#include <sstream>
 
 #include "offload/gpu_store_cuda.h"
 #include "offload/model_file.h"
@@ -44,21 +49,69 @@ std::vector<int32_t> Ids(const std::string& c) {
   return std::vector<int32_t>(a.as<int32_t>(), a.as<int32_t>() + a.numel());
 }
 
-// golden_test.cc's comparison: `ulps` fp16 ulps at the element's magnitude plus the same at the
-// tensor's RMS.
-::testing::AssertionResult Compare(const std::string& what, const Half* actual,
-                                   const Half* expected, int64_t n, double ulps) {
+constexpr double kReorderFactor = 3.0;  // as golden_test.cc: see the file comment
+
+struct ReorderBound {
+  double max_abs = 0, rms = 0;
+};
+
+// "<case>.<tensor>" -> the reference's reorder distance (layer0..2, final_norm, logits).
+std::map<std::string, ReorderBound> ReadReorderBounds() {
+  std::ifstream in(kDir + "/reorder_bounds.txt");
+  std::map<std::string, ReorderBound> out;
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    std::istringstream ls(line);
+    std::string c, t;
+    ReorderBound b;
+    if (ls >> c >> t >> b.max_abs >> b.rms) out[c + "." + t] = b;
+  }
+  return out;
+}
+
+ReorderBound Bound(const std::string& key) {
+  static const std::map<std::string, ReorderBound> bounds = ReadReorderBounds();
+  auto it = bounds.find(key);
+  EXPECT_TRUE(it != bounds.end()) << "no reorder bound for " << key << " in " << kDir;
+  return it == bounds.end() ? ReorderBound{} : it->second;
+}
+
+::testing::AssertionResult CompareChained(const std::string& what, const Half* actual,
+                                          const Half* expected, int64_t n, const ReorderBound& b) {
   std::vector<double> e = test::ToDouble(expected, n), a = test::ToDouble(actual, n);
-  double rms = 0;
+  double sq = 0;
   int64_t exact = 0;
   for (int64_t i = 0; i < n; ++i) {
-    rms += e[i] * e[i];
+    sq += (a[i] - e[i]) * (a[i] - e[i]);
     exact += actual[i].bits == expected[i].bits;
   }
-  rms = std::sqrt(rms / double(n));
-  std::printf("  %-36s %7.3f%% bit-identical\n", what.c_str(), 100.0 * double(exact) / double(n));
+  const double rms = std::sqrt(sq / double(n));
+  std::printf("  %-36s %7.3f%% bit-identical, rms diff %.3g (reorder %.3g)\n", what.c_str(),
+              100.0 * double(exact) / double(n), rms, b.rms);
+  if (rms > kReorderFactor * b.rms + 1e-12) {
+    return ::testing::AssertionFailure() << what << ": rms difference " << rms << " > "
+                                         << kReorderFactor << " x reorder rms " << b.rms;
+  }
   return test::AllClose(
-      a, e, [&](size_t, double x) { return ulps * (test::HalfUlp(x) + test::HalfUlp(rms)); }, what);
+      a, e, [&](size_t, double) { return kReorderFactor * b.max_abs; }, what);
+}
+
+::testing::AssertionResult CompareNmse(const std::string& what, const Half* actual,
+                                       const Half* expected, int64_t n, double limit) {
+  double num = 0, den = 0, max_abs = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double a = HalfToFloat(actual[i]), e = HalfToFloat(expected[i]);
+    num += (a - e) * (a - e);
+    den += e * e;
+    max_abs = std::max(max_abs, std::fabs(a - e));
+  }
+  const double nmse = den > 0 ? num / den : num;
+  std::printf("  %-36s nmse %.3g, max abs diff %.3g\n", what.c_str(), nmse, max_abs);
+  if (std::isnan(nmse) || nmse > limit) {
+    return ::testing::AssertionFailure() << what << ": nmse " << nmse << " > " << limit;
+  }
+  return ::testing::AssertionSuccess();
 }
 
 // A GPU model: context, store, activations, one KV cache per sequence.
@@ -205,16 +258,21 @@ TEST_F(CudaModel, GoldenLayerByLayerAndLogits) {
     std::vector<Half> logits = RunGpu(*m, ids, layout, &taps);
     const std::string p = std::string(c) + ".";
     NpyArray embed = Load(p + "embed");
-    EXPECT_TRUE(Compare("embed", taps["embed"].data(), embed.as<Half>(), embed.numel(), 0.0));
+    for (int64_t i = 0; i < embed.numel(); ++i) {
+      ASSERT_EQ(taps["embed"][i].bits, embed.as<Half>()[i].bits) << "embed " << i;  // a copy
+    }
     for (int l = 0; l < cfg.num_layers; ++l) {
-      NpyArray want = Load(p + StrFormat("layer%d", l));
-      EXPECT_TRUE(Compare(StrFormat("layer %d", l), taps[StrFormat("l%d.out", l)].data(),
-                          want.as<Half>(), want.numel(), 4.0));
+      const std::string t = StrFormat("layer%d", l);
+      NpyArray want = Load(p + t);
+      EXPECT_TRUE(CompareChained(t, taps[StrFormat("l%d.out", l)].data(), want.as<Half>(),
+                                 want.numel(), Bound(p + t)));
     }
     NpyArray fn = Load(p + "final_norm");
-    EXPECT_TRUE(Compare("final_norm", taps["final_norm"].data(), fn.as<Half>(), fn.numel(), 4.0));
+    EXPECT_TRUE(CompareChained("final_norm", taps["final_norm"].data(), fn.as<Half>(), fn.numel(),
+                               Bound(p + "final_norm")));
     NpyArray want = Load(p + "logits");
-    EXPECT_TRUE(Compare("logits", logits.data(), want.as<Half>(), want.numel(), 4.0));
+    EXPECT_TRUE(CompareChained("logits", logits.data(), want.as<Half>(), want.numel(),
+                               Bound(p + "logits")));
 
     // And against the CPU forward on the same file.
     const int64_t T = int64_t(ids.size());
@@ -227,26 +285,8 @@ TEST_F(CudaModel, GoldenLayerByLayerAndLogits) {
                      .prefix_len = layout.prefix_len,
                      .all_logits = true};
     ASSERT_TRUE(Forward(*cpu_, rope, kv, act, args, cpu.data()).ok());
-    EXPECT_TRUE(Compare("logits vs CPU", logits.data(), cpu.data(), int64_t(cpu.size()), 4.0));
-  }
-}
-
-// The golden test's per-op check on the GPU: each op of layer 0 from the reference's inputs.
-TEST_F(CudaModel, GoldenOpsOfTheFirstLayer) {
-  const ModelConfig& cfg = cpu_->config();
-  auto m = OpenModel(Packed(false), {});
-  ASSERT_TRUE(m.ok()) << m.status().message();
-  auto ids = Ids("gmask");
-  auto layout = DeriveLayout(ids, cfg.tokens).value();
-  std::map<std::string, std::vector<Half>> taps;
-  RunGpu(*m, ids, layout, &taps);
-  // With the reference's layer input, our first layer's intermediates must stay within a few
-  // ulps of the reference's (the inputs are identical: the embedding is exact).
-  for (const char* name :
-       {"attn_norm", "qkv", "ctx", "attn_out", "h", "ffn_norm", "up", "gated", "down"}) {
-    NpyArray want = Load(StrFormat("gmask.l0.%s", name));
-    EXPECT_TRUE(Compare(StrFormat("l0.%s", name), taps[StrFormat("l0.%s", name)].data(),
-                        want.as<Half>(), want.numel(), 4.0));
+    EXPECT_TRUE(CompareChained("logits vs CPU", logits.data(), cpu.data(), int64_t(cpu.size()),
+                               Bound(p + "logits")));
   }
 }
 
@@ -265,8 +305,9 @@ TEST_F(CudaModel, DecodeWithCacheMatchesPrefill) {
     const int64_t first = layout.sop_index;  // the prefill's last row, then one row per step
     const int64_t rows = int64_t(ids.size()) - first;
     ASSERT_EQ(int64_t(steps.size()), rows * V);
-    EXPECT_TRUE(Compare(StrFormat("%s decode vs prefill", c), steps.data(), full.data() + first * V,
-                        rows * V, 4.0));
+    EXPECT_TRUE(CompareChained(StrFormat("%s decode vs prefill", c), steps.data(),
+                               full.data() + first * V, rows * V,
+                               Bound(std::string(c) + ".logits")));
   }
 }
 
@@ -342,7 +383,8 @@ TEST_F(CudaModel, BatchMatchesSeparateRuns) {
   std::vector<std::vector<int32_t>> ids;
   std::vector<SequenceLayout> layouts;
   std::vector<std::vector<Half>> alone;
-  for (const char* c : {"gmask", "mask", "smask"}) {
+  const char* names[] = {"gmask", "mask", "smask"};
+  for (const char* c : names) {
     ids.push_back(Ids(c));
     layouts.push_back(DeriveLayout(ids.back(), cfg.tokens).value());
     alone.push_back(Decode(*m, ids.back(), layouts.back()));
@@ -368,8 +410,9 @@ TEST_F(CudaModel, BatchMatchesSeparateRuns) {
     for (size_t i = 0; i < steps.size(); ++i) {
       const size_t b = which[i];
       done[b] += int64_t(steps[i].ids.size());
-      EXPECT_TRUE(Compare(StrFormat("seq %zu step %d", b, step), logits.data() + i * V,
-                          alone[b].data() + row[b] * V, V, 4.0));
+      EXPECT_TRUE(CompareChained(StrFormat("seq %zu step %d", b, step), logits.data() + i * V,
+                                 alone[b].data() + row[b] * V, V,
+                                 Bound(std::string(names[b]) + ".logits")));
       ++row[b];
     }
   }
@@ -416,9 +459,9 @@ TEST_F(CudaModel, QuantizedModelsMatchTheCpu) {
     for (auto path : {gpu::QuantGemvPath::kCudaCore, gpu::QuantGemvPath::kAuto}) {
       m->ctx->gemv_path = path;
       std::vector<Half> gpu_logits = Decode(*m, ids, layout);
-      EXPECT_TRUE(Compare(StrFormat("%s G=%d %s vs CPU", DTypeName(f.dtype), f.group_size,
-                                    gpu::QuantGemvPathName(path)),
-                          gpu_logits.data(), cpu.data(), int64_t(cpu.size()), 4.0));
+      EXPECT_TRUE(CompareNmse(StrFormat("%s G=%d %s vs CPU", DTypeName(f.dtype), f.group_size,
+                                        gpu::QuantGemvPathName(path)),
+                              gpu_logits.data(), cpu.data(), int64_t(cpu.size()), 1e-5));
     }
   }
 }
