@@ -1,7 +1,12 @@
-// OpenWeightStore: picks the store for the budgets given.
+// OpenWeightStore: picks the store for the budgets given. A host budget plans residency
+// (offload/planner.h) and opens the streaming store (offload/streaming_store.h) with the plan.
 #include "offload/store.h"
 
+#include <cstdio>
+
 #include "offload/model_file.h"
+#include "offload/planner.h"
+#include "offload/streaming_store.h"
 
 namespace glm {
 
@@ -10,10 +15,35 @@ StatusOr<std::unique_ptr<WeightStore>> OpenWeightStore(const std::string& path,
   if (opts.gpu_mem_bytes != 0) {
     return Errorf("--gpu-mem: this build has no GPU tier");
   }
-  if (opts.host_mem_bytes != 0) {
-    return Errorf("--host-mem: the streaming store is not implemented in this build yet");
+  if (opts.host_mem_bytes == 0) {
+    ASSIGN_OR_RETURN(std::unique_ptr<MmapStore> s, MmapStore::Open(path));
+    return std::unique_ptr<WeightStore>(std::move(s));
   }
-  ASSIGN_OR_RETURN(std::unique_ptr<MmapStore> s, MmapStore::Open(path));
+  HostFootprint layout;
+  {
+    ASSIGN_OR_RETURN(std::unique_ptr<GgufFile> f, GgufFile::Open(path));
+    ASSIGN_OR_RETURN(layout, ReadHostFootprint(*f));
+  }
+  const PlanInput in{.budget_bytes = opts.host_mem_bytes,
+                     .globals_bytes = layout.globals_bytes,
+                     .layer_bytes = layout.layer_bytes,
+                     .disk_bytes_per_s = opts.disk_bytes_per_s,
+                     .layer_compute_s = opts.layer_compute_s,
+                     .globals_compute_s = opts.globals_compute_s,
+                     .prefetch_depth = opts.prefetch_depth,
+                     .kv_bytes = opts.kv_bytes,
+                     .activation_bytes = opts.activation_bytes};
+  ASSIGN_OR_RETURN(Plan plan, MakePlan(in));
+  if (opts.verbose) std::fprintf(stderr, "plan: %s\n", plan.ToString().c_str());
+  const StreamingOptions so{.reader = opts.reader,
+                            .budget_bytes = opts.host_mem_bytes,
+                            .resident = plan.resident,
+                            .staging_slots = plan.staging_slots,
+                            .prefetch_depth = plan.prefetch_depth,
+                            .on_demand = plan.on_demand,
+                            .verify_checksums = opts.verify_checksums,
+                            .verbose = opts.verbose};
+  ASSIGN_OR_RETURN(std::unique_ptr<StreamingStore> s, StreamingStore::Open(path, so));
   return std::unique_ptr<WeightStore>(std::move(s));
 }
 

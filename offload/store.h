@@ -7,6 +7,7 @@
 #include <memory>
 #include <string>
 
+#include "offload/file_reader.h"
 #include "runtime/check.h"
 #include "runtime/weights.h"
 
@@ -17,6 +18,16 @@ struct StoreOptions {
   uint64_t gpu_mem_bytes = 0;   // 0: no GPU tier
   int prefetch_depth = -1;      // -1: the planner decides
   bool verbose = false;         // print the plan
+
+  // Streaming (host_mem_bytes != 0): how the file is read, and the planner's measurements
+  // (0 = unknown; the planner then takes 3 staging slots). glm-bench measures them.
+  ReaderOptions reader;
+  double disk_bytes_per_s = 0;    // sequential read bandwidth
+  double layer_compute_s = 0;     // one layer, one step
+  double globals_compute_s = 0;   // embedding + final LayerNorm + logits, one step
+  uint64_t kv_bytes = 0;          // stated in the plan as outside the budget
+  uint64_t activation_bytes = 0;  // likewise
+  bool verify_checksums = false;  // XXH64 of every extent read from the file
 };
 
 StatusOr<std::unique_ptr<WeightStore>> OpenWeightStore(const std::string& path,
