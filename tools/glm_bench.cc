@@ -1,0 +1,691 @@
+// glm-bench: decode latency and throughput against the host memory budget, next to the physical
+// bound max(streamed bytes / disk bandwidth, compute time). On a model file or a synthetic one it
+// creates: measures the disk's sequential O_DIRECT bandwidth with the streaming reader, times
+// compute alone (ComputeOnlyStore), then for every budget x batch x prefetch depth plans, runs a
+// prefill and a few decode steps through the streaming store, and times the plain
+// read-then-compute loop (buffered pread, no prefetch, cold page cache) at the same residency.
+// Docs: docs/glm-bench.md.
+#include <gflags/gflags.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <ctime>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <optional>
+
+#include "offload/file_reader.h"
+#include "offload/host_buffer.h"
+#include "offload/model_file.h"
+#include "offload/planner.h"
+#include "offload/streaming_store.h"
+#include "quant/synthetic.h"
+#include "runtime/model.h"
+#include "runtime/parallel.h"
+#include "tools/tool_util.h"
+
+DEFINE_string(model, "", "model file(s), comma-separated (e.g. an f16 and an int8 file)");
+DEFINE_string(synthetic, "",
+              "benchmark a synthetic model of this preset instead: tiny | small | "
+              "medium | demo | glm130b-L<n> (GLM-130B's layer shapes, n layers)");
+DEFINE_int32(layers, 0, "override the synthetic preset's layer count");
+DEFINE_string(workdir, ".", "where --synthetic writes its model file (use a real disk)");
+DEFINE_bool(keep, false, "keep the synthetic model file (and reuse it next time)");
+DEFINE_string(host_mem, "0,50%,full",
+              "host budgets, comma-separated: sizes (1.5G, 800M), "
+              "percentages of the model, 0 (nothing resident) or full");
+DEFINE_string(batch, "1", "batch sizes (sequences decoded together), comma-separated");
+DEFINE_string(prefetch_depth, "auto", "prefetch depths, comma-separated; auto: the planner's");
+DEFINE_int32(prompt, 8, "prompt tokens per sequence (the prefill step)");
+DEFINE_int32(decode_steps, 4, "decode steps timed per configuration");
+DEFINE_string(block_size, "4M", "I/O block size");
+DEFINE_int32(queue_depth, 8, "I/O queue depth (blocks in flight)");
+DEFINE_string(io_engine, "auto", "auto | uring | pread");
+DEFINE_bool(o_direct, true, "read with O_DIRECT (falls back, logged, where refused)");
+DEFINE_string(bw_bytes, "2G",
+              "bytes read to measure the disk's sequential bandwidth (64 MiB "
+              "chunks spread over the whole file)");
+DEFINE_bool(probe_each, true,
+            "measure the disk bandwidth again before every configuration (the "
+            "bound then uses the disk as it is at that moment; shared disks drift)");
+DEFINE_bool(calibrate_each, true,
+            "time compute alone again before every configuration (the "
+            "bound then uses the CPU as it is at that moment; shared machines drift)");
+DEFINE_bool(baseline, true, "also time the plain loop: buffered pread, no prefetch, cold cache");
+DEFINE_bool(drop_system_caches, false,
+            "also write 3 to /proc/sys/vm/drop_caches before the "
+            "bandwidth probe and each baseline step (root; affects the whole machine)");
+DEFINE_bool(verify, false, "verify every extent's checksum as it is read");
+DEFINE_bool(json, false, "one JSON object per configuration on stdout (the table goes to stderr)");
+DEFINE_bool(quiet, false, "no progress display");
+DEFINE_bool(verbose, false, "per-layer read/wait/compute times and the allocation ledger");
+
+namespace glm {
+namespace {
+
+const char* kTool = "glm-bench";
+using Clock = std::chrono::steady_clock;
+
+std::vector<std::string> SplitList(const std::string& s) {
+  std::vector<std::string> out;
+  size_t pos = 0;
+  while (pos <= s.size()) {
+    size_t end = s.find(',', pos);
+    if (end == std::string::npos) end = s.size();
+    std::string item = s.substr(pos, end - pos);
+    while (!item.empty() && item.front() == ' ') item.erase(item.begin());
+    while (!item.empty() && item.back() == ' ') item.pop_back();
+    if (!item.empty()) out.push_back(item);
+    pos = end + 1;
+  }
+  return out;
+}
+
+std::string ReadFirstLine(const std::string& path, const std::string& prefix = "") {
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.compare(0, prefix.size(), prefix) == 0) {
+      const size_t colon = prefix.empty() ? std::string::npos : line.find(':');
+      std::string v = colon == std::string::npos ? line : line.substr(colon + 1);
+      while (!v.empty() && v.front() == ' ') v.erase(v.begin());
+      return v;
+    }
+  }
+  return "";
+}
+
+std::string JsonEscape(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '"' || c == '\\') out += '\\';
+    if (static_cast<unsigned char>(c) < 0x20) {
+      out += StrFormat("\\u%04x", c);
+      continue;
+    }
+    out += c;
+  }
+  return out;
+}
+
+// CPU, cores, RAM, kernel, the disk holding `path`, date and load: where the numbers came from.
+std::string MachineLine(const std::string& path) {
+  utsname u{};
+  uname(&u);
+  std::string disk = "?";
+  struct stat st;
+  if (stat(path.c_str(), &st) == 0) {
+    const std::string sys = StrFormat("/sys/dev/block/%u:%u", major(st.st_dev), minor(st.st_dev));
+    char target[512] = {0};
+    if (readlink(sys.c_str(), target, sizeof(target) - 1) > 0) {
+      disk = target;
+      disk = disk.substr(disk.rfind('/') + 1);
+      const std::string model = ReadFirstLine("/sys/class/block/" + disk + "/device/model");
+      const std::string rot = ReadFirstLine("/sys/class/block/" + disk + "/queue/rotational");
+      if (!model.empty()) disk += " (" + model + ")";
+      if (rot == "0") disk += " non-rotational";
+    }
+  }
+  char date[64];
+  const time_t now = time(nullptr);
+  strftime(date, sizeof(date), "%Y-%m-%d %H:%M UTC", gmtime(&now));
+  return StrFormat(
+      "%s; %ld cores (%d compute threads); RAM %s; Linux %s; disk %s; %s; load %s",
+      ReadFirstLine("/proc/cpuinfo", "model name").c_str(), sysconf(_SC_NPROCESSORS_ONLN),
+      ThreadPool::Global().size(),
+      FormatBytes(std::strtoull(ReadFirstLine("/proc/meminfo", "MemTotal").c_str(), nullptr, 10) *
+                  1024)
+          .c_str(),
+      u.release, disk.c_str(), date, ReadFirstLine("/proc/loadavg").c_str());
+}
+
+void DropSystemCaches() {
+  if (!FLAGS_drop_system_caches) return;
+  sync();
+  std::ofstream f("/proc/sys/vm/drop_caches");
+  if (f) f << "3\n";
+  if (!f) WarnOnce("drop_caches", "cannot write /proc/sys/vm/drop_caches (not root?)");
+}
+
+// ---- one run: a prefill and decode steps ---------------------------------------------------
+
+struct RunTimes {
+  double prefill_s = 0;
+  std::vector<double> decode_s;
+  uint64_t kv_bytes = 0, activation_bytes = 0;
+  double DecodeMean() const {
+    double s = 0;
+    for (double d : decode_s) s += d;
+    return decode_s.empty() ? 0 : s / double(decode_s.size());
+  }
+};
+
+// B sequences of `prompt` tokens (bidirectional context, as [gMASK] generation), then
+// `steps` batched decode steps. before(i) runs untimed before step i (0 = the prefill).
+StatusOr<RunTimes> RunSteps(WeightStore& store, int batch, int prompt, int steps,
+                            const std::function<void(int)>& before,
+                            const std::function<void(int)>& progress) {
+  const ModelConfig& cfg = store.config();
+  const int64_t cap = prompt + steps;
+  RotaryTable rope = RotaryTable::Build(cfg.head_dim, cfg.max_seq);
+  std::vector<KvCache> kv;
+  for (int b = 0; b < batch; ++b) kv.push_back(KvCache::Allocate(cfg, cap));
+  Activations act = Activations::Allocate(cfg, int64_t(batch) * prompt, cap);
+  std::vector<Half> logits(size_t(batch) * size_t(cfg.vocab));
+  RunTimes t;
+  t.kv_bytes = uint64_t(batch) * (kv[0].k.size() + kv[0].v.size()) * sizeof(Half);
+  for (const auto* v : {&act.x, &act.y, &act.qkv, &act.ctx, &act.attn, &act.h, &act.z, &act.up,
+                        &act.gated, &act.down}) {
+    t.activation_bytes += v->size() * sizeof(Half);
+  }
+  t.activation_bytes += (act.f32.size() + act.attn_scratch.size()) * sizeof(float) +
+                        logits.size() * sizeof(Half) + rope.cos.size() * 2 * sizeof(Half);
+  const int vocab_used = std::min(cfg.vocab, 20000);
+  std::vector<std::vector<int32_t>> ids(static_cast<size_t>(batch)), pos = ids;
+  for (int b = 0; b < batch; ++b) {
+    for (int i = 0; i < prompt; ++i) {
+      ids[size_t(b)].push_back(int32_t(1 + (b * 7919 + i * 104729) % (vocab_used - 1)));
+      pos[size_t(b)].push_back(i);
+    }
+  }
+  std::vector<SeqStep> seqs(static_cast<size_t>(batch));
+  for (int step = 0; step <= steps; ++step) {
+    for (int b = 0; b < batch; ++b) {
+      seqs[size_t(b)] = SeqStep{.kv = &kv[size_t(b)],
+                                .ids = ids[size_t(b)],
+                                .positions = pos[size_t(b)],
+                                .prefix_len = step == 0 ? prompt : 0};
+    }
+    if (before) before(step);
+    const auto start = Clock::now();
+    RETURN_IF_ERROR(ForwardBatch(store, rope, seqs, act, logits.data()));
+    const double s = std::chrono::duration<double>(Clock::now() - start).count();
+    (step == 0 ? t.prefill_s : t.decode_s.emplace_back()) = s;
+    for (int b = 0; b < batch; ++b) {
+      ids[size_t(b)] = {int32_t(1 + (b * 31 + step * 977) % (vocab_used - 1))};
+      pos[size_t(b)] = {int32_t(kv[size_t(b)].length)};
+    }
+    if (progress) progress(step);
+  }
+  return t;
+}
+
+// ---- one configuration ---------------------------------------------------------------------
+
+struct Budget {
+  std::string label;
+  uint64_t bytes = 0;  // 0 with none/full: derived from the plan
+  bool none = false, full = false;
+};
+
+struct Result {
+  std::string model, budget_label, error;
+  uint64_t budget_bytes = 0, peak_rss = 0, rss_limit = 0, kv_bytes = 0, act_bytes = 0;
+  int batch = 1, resident = 0, layers = 0, slots = 0, depth = 0;
+  double prefill_ms_tok = 0, decode_ms_step = 0, wait_ms_step = 0, read_gbps = 0, disk_gbps = 0;
+  double bound_ms_step = 0, predicted_ms_step = 0, compute_ms_step = 0, prefill_bound_ms_tok = 0;
+  double baseline_ms_step = 0, open_s = 0;
+};
+
+std::string JsonLine(const Result& r) {
+  auto num = [](double v) { return std::isfinite(v) ? StrFormat("%.4f", v) : std::string("null"); };
+  std::string s = "{";
+  s += StrFormat("\"model\":\"%s\",\"budget\":\"%s\",\"host_mem_bytes\":%llu,\"batch\":%d,",
+                 JsonEscape(r.model).c_str(), JsonEscape(r.budget_label).c_str(),
+                 (unsigned long long)r.budget_bytes, r.batch);
+  if (!r.error.empty()) return s + "\"error\":\"" + JsonEscape(r.error) + "\"}";
+  const double meas_over_bound = r.bound_ms_step > 0 ? r.decode_ms_step / r.bound_ms_step : 0;
+  s += StrFormat(
+      "\"resident_layers\":%d,\"num_layers\":%d,\"staging_slots\":%d,"
+      "\"prefetch_depth\":%d,",
+      r.resident, r.layers, r.slots, r.depth);
+  s += "\"prefill_ms_per_token\":" + num(r.prefill_ms_tok) +
+       ",\"prefill_bound_ms_per_token\":" + num(r.prefill_bound_ms_tok) +
+       ",\"decode_ms_per_step\":" + num(r.decode_ms_step) +
+       ",\"decode_ms_per_token\":" + num(r.decode_ms_step / r.batch) +
+       ",\"tokens_per_s\":" + num(r.decode_ms_step > 0 ? 1e3 * r.batch / r.decode_ms_step : 0) +
+       ",\"read_gbps\":" + num(r.read_gbps) + ",\"disk_gbps\":" + num(r.disk_gbps) +
+       ",\"bound_ms_per_step\":" + num(r.bound_ms_step) +
+       ",\"bound_ms_per_token\":" + num(r.bound_ms_step / r.batch) +
+       ",\"predicted_ms_per_step\":" + num(r.predicted_ms_step) +
+       ",\"compute_ms_per_step\":" + num(r.compute_ms_step) +
+       ",\"measured_over_bound\":" + num(meas_over_bound) +
+       ",\"wait_ms_per_step\":" + num(r.wait_ms_step) +
+       ",\"baseline_decode_ms_per_step\":" + num(r.baseline_ms_step) +
+       ",\"speedup_over_baseline\":" +
+       num(r.baseline_ms_step > 0 ? r.baseline_ms_step / r.decode_ms_step : 0);
+  s += StrFormat(
+      ",\"peak_rss_bytes\":%llu,\"rss_limit_bytes\":%llu,\"kv_bytes\":%llu,"
+      "\"activation_bytes\":%llu}",
+      (unsigned long long)r.peak_rss, (unsigned long long)r.rss_limit,
+      (unsigned long long)r.kv_bytes, (unsigned long long)r.act_bytes);
+  return s;
+}
+
+struct Bench {
+  std::string path, name;
+  HostFootprint fp;
+  ReaderOptions reader;
+  uint64_t bw_bytes = 0;
+  double disk_bps = 0;
+  Progress* progress = nullptr;
+  double done_units = 0, total_units = 1;
+
+  // The disk's sequential O_DIRECT bandwidth with the streaming reader, from the page cache's
+  // point of view cold (O_DIRECT bypasses it; the file is dropped anyway).
+  void Probe() {
+    std::string why;
+    if (!DropFileCache(path, &why)) WarnOnce("fadvise", "posix_fadvise DONTNEED: " + why);
+    DropSystemCaches();
+    auto f = GgufFile::Open(path);
+    if (!f.ok()) Die(kTool, f.status());
+    auto bw = MeasureSequentialRead(path, reader, (*f)->data_offset(), bw_bytes, 64ull << 20,
+                                    /*spread=*/true);
+    if (!bw.ok()) Die(kTool, bw.status());
+    disk_bps = bw->bytes_per_s;
+    std::fprintf(stderr, "\n%s: disk: read %s in %.2f s = %.2f GB/s (%s)\n", kTool,
+                 FormatBytes(bw->bytes).c_str(), bw->seconds, bw->bytes_per_s / 1e9,
+                 bw->reader.c_str());
+  }
+
+  void Tick(const std::string& what, double units) {
+    done_units += units;
+    if (progress) progress->Update(std::min(1.0, done_units / total_units), what);
+  }
+
+  // Compute alone at this batch: every layer served from memory, after a warm-up step
+  // (first-touch page faults, thread start-up). Cached per batch unless --calibrate_each.
+  struct Calibration {
+    RunTimes run;
+    std::vector<double> layer_s;  // [L] seconds per decode step
+  };
+  std::map<int, Calibration> calibrations;
+
+  const Calibration& Calibrate(int batch) {
+    auto it = calibrations.find(batch);
+    if (it != calibrations.end() && !FLAGS_calibrate_each) return it->second;
+    auto cstore = ComputeOnlyStore::Open(path, reader);
+    if (!cstore.ok()) Die(kTool, cstore.status());
+    auto warm = RunSteps(**cstore, batch, FLAGS_prompt, 1, nullptr, nullptr);
+    if (!warm.ok()) Die(kTool, warm.status());
+    auto run = RunSteps(
+        **cstore, batch, FLAGS_prompt, FLAGS_decode_steps,
+        [&](int step) {
+          if (step == 1) (*cstore)->ResetStats();
+        },
+        [&](int step) {
+          Tick(StrFormat("compute alone, batch %d", batch), 1.0 / (FLAGS_decode_steps + 1));
+        });
+    if (!run.ok()) Die(kTool, run.status());
+    Calibration& c = calibrations[batch];
+    c.run = *run;
+    c.layer_s = (*cstore)->layer_compute_s();
+    for (double& x : c.layer_s) x /= FLAGS_decode_steps;
+    std::fprintf(stderr, "\n%s: compute alone, batch %d: prefill %.1f ms, decode %.1f ms/step\n",
+                 kTool, batch, c.run.prefill_s * 1e3, c.run.DecodeMean() * 1e3);
+    return c;
+  }
+
+  // The plan for a budget at this batch, from the measured bandwidth and compute.
+  StatusOr<Plan> PlanFor(const Budget& b, int depth, const RunTimes& compute,
+                         const std::vector<double>& layer_s) {
+    const int L = fp.cfg.num_layers;
+    double sum_layers = 0;
+    for (double s : layer_s) sum_layers += s;
+    PlanInput in{.globals_bytes = fp.globals_bytes,
+                 .layer_bytes = fp.layer_bytes,
+                 .disk_bytes_per_s = disk_bps,
+                 .layer_compute_s = sum_layers / L,
+                 .globals_compute_s = std::max(0.0, compute.DecodeMean() - sum_layers),
+                 .prefetch_depth = depth,
+                 .kv_bytes = compute.kv_bytes,
+                 .activation_bytes = compute.activation_bytes};
+    uint64_t total = fp.globals_bytes;
+    for (uint64_t x : fp.layer_bytes) total += x;
+    if (b.full) {
+      in.budget_bytes = total;
+      return MakePlan(in);
+    }
+    if (!b.none) {
+      in.budget_bytes = b.bytes;
+      return MakePlan(in);
+    }
+    in.stream_all = true;  // "0": no resident layer, the best slot count
+    return MakePlan(in);
+  }
+
+  Result RunConfig(const Budget& b, int batch, int depth) {
+    Result r;
+    r.model = name;
+    r.budget_label = b.label;
+    r.batch = batch;
+    r.layers = fp.cfg.num_layers;
+    if (FLAGS_probe_each) Probe();
+    const Calibration& cal = Calibrate(batch);  // copies: a later call may replace it
+    const RunTimes compute = cal.run;
+    const std::vector<double> layer_s = cal.layer_s;
+    r.disk_gbps = disk_bps / 1e9;
+    auto plan = PlanFor(b, depth, compute, layer_s);
+    if (!plan.ok()) {
+      r.error = plan.status().message();
+      std::fprintf(stderr, "\n%s: budget %s, batch %d: %s\n", kTool, b.label.c_str(), batch,
+                   r.error.c_str());
+      Tick("skipped", 1 + FLAGS_baseline);
+      return r;
+    }
+    const uint64_t budget = b.none || b.full ? plan->total_bytes() : b.bytes;
+    plan->budget_bytes = budget;
+    r.budget_bytes = budget;
+    r.resident = plan->resident_count;
+    r.slots = plan->staging_slots;
+    r.depth = plan->prefetch_depth;
+    r.bound_ms_step = plan->bound_s * 1e3;
+    r.predicted_ms_step = plan->predicted_s * 1e3;
+    r.compute_ms_step = plan->compute_s * 1e3;
+    const double io_prefill = plan->io_s;
+    r.prefill_bound_ms_tok =
+        std::max(io_prefill, compute.prefill_s) * 1e3 / (double(batch) * FLAGS_prompt);
+    std::fprintf(stderr, "\n== budget %s, batch %d, depth %s\n%s\n", b.label.c_str(), batch,
+                 depth < 0 ? "auto" : std::to_string(depth).c_str(), plan->ToString().c_str());
+
+    // Ours: O_DIRECT through io_uring, prefetch as planned.
+    ResetPeakRss();
+    const uint64_t rss0 = CurrentRssBytes();
+    {
+      const auto t0 = Clock::now();
+      auto store =
+          StreamingStore::Open(path, StreamingOptions{.reader = reader,
+                                                      .budget_bytes = budget,
+                                                      .resident = plan->resident,
+                                                      .staging_slots = plan->staging_slots,
+                                                      .prefetch_depth = plan->prefetch_depth,
+                                                      .on_demand = plan->on_demand,
+                                                      .verify_checksums = FLAGS_verify,
+                                                      .verbose = FLAGS_verbose});
+      if (!store.ok()) {
+        r.error = store.status().message();
+        Tick("failed", 1 + FLAGS_baseline);
+        return r;
+      }
+      r.open_s = std::chrono::duration<double>(Clock::now() - t0).count();
+      StreamingStore& s = **store;
+      const int steps = FLAGS_decode_steps;
+      auto run = RunSteps(
+          s, batch, FLAGS_prompt, steps,
+          [&](int step) {
+            if (step == 1) s.ResetStats();
+          },
+          [&](int step) {
+            Tick(StrFormat("budget %s batch %d: step %d/%d", b.label.c_str(), batch, step + 1,
+                           steps + 1),
+                 1.0 / (steps + 1));
+          });
+      if (!run.ok()) {
+        r.error = run.status().message();
+        return r;
+      }
+      const StreamingStats st = s.stats();
+      r.peak_rss = PeakRssBytes();
+      r.kv_bytes = run->kv_bytes;
+      r.act_bytes = run->activation_bytes;
+      r.rss_limit = rss0 + budget + run->kv_bytes + run->activation_bytes;
+      r.prefill_ms_tok = run->prefill_s * 1e3 / (double(batch) * FLAGS_prompt);
+      r.decode_ms_step = run->DecodeMean() * 1e3;
+      double wait = 0, decode_total = run->DecodeMean() * steps;
+      for (const LayerTiming& lt : st.layers) wait += lt.wait_s;
+      r.wait_ms_step = wait * 1e3 / steps;
+      r.read_gbps = decode_total > 0 ? double(st.bytes_read) / decode_total / 1e9 : 0;
+      std::fprintf(stderr,
+                   "\nmeasured: decode %.1f ms/step (%.1f ms/token), predicted %.1f (%.2fx), "
+                   "bound %.1f (%.2fx); prefill %.2f ms/token (bound %.2f); read %.2f GB/s of "
+                   "%.2f; waited %.1f ms/step; open %.2f s\n"
+                   "memory: peak RSS %s <= %s = RSS before open %s + budget %s + KV %s + "
+                   "activations %s: %s\n",
+                   r.decode_ms_step, r.decode_ms_step / batch, r.predicted_ms_step,
+                   r.predicted_ms_step > 0 ? r.decode_ms_step / r.predicted_ms_step : 0,
+                   r.bound_ms_step, r.bound_ms_step > 0 ? r.decode_ms_step / r.bound_ms_step : 0,
+                   r.prefill_ms_tok, r.prefill_bound_ms_tok, r.read_gbps, r.disk_gbps,
+                   r.wait_ms_step, r.open_s, FormatBytes(r.peak_rss).c_str(),
+                   FormatBytes(r.rss_limit).c_str(), FormatBytes(rss0).c_str(),
+                   FormatBytes(budget).c_str(), FormatBytes(r.kv_bytes).c_str(),
+                   FormatBytes(r.act_bytes).c_str(), r.peak_rss <= r.rss_limit ? "ok" : "OVER");
+      if (FLAGS_verbose) {
+        std::fprintf(stderr, "layer  resident  reads  read ms  wait ms/step  compute ms/step\n");
+        for (int l = 0; l < r.layers; ++l) {
+          const LayerTiming& lt = st.layers[size_t(l)];
+          std::fprintf(stderr, "%5d  %8s  %5lld  %7.2f  %12.2f  %15.2f\n", l,
+                       plan->resident[size_t(l)] ? "yes" : "no", (long long)lt.reads,
+                       lt.reads ? lt.read_s * 1e3 / double(lt.reads) : 0.0, lt.wait_s * 1e3 / steps,
+                       lt.compute_s * 1e3 / steps);
+        }
+      }
+    }
+    if (FLAGS_baseline && plan->resident_count < r.layers) {
+      // The plain loop: same residency, each streamed layer read when asked for, through the
+      // page cache after dropping the file from it (cold, as a model larger than RAM would be).
+      auto store =
+          StreamingStore::Open(path, StreamingOptions{.reader = {.engine = IoEngine::kPread,
+                                                                 .o_direct = false,
+                                                                 .block_bytes = reader.block_bytes,
+                                                                 .queue_depth = 1},
+                                                      .resident = plan->resident,
+                                                      .staging_slots = 1,
+                                                      .prefetch_depth = 0,
+                                                      .on_demand = true});
+      if (store.ok()) {
+        auto run = RunSteps(
+            **store, batch, FLAGS_prompt, FLAGS_decode_steps,
+            [&](int) {
+              DropFileCache(path);
+              DropSystemCaches();
+            },
+            [&](int step) {
+              Tick(StrFormat("baseline %s batch %d: step %d", b.label.c_str(), batch, step + 1),
+                   1.0 / (FLAGS_decode_steps + 1));
+            });
+        if (run.ok()) {
+          r.baseline_ms_step = run->DecodeMean() * 1e3;
+          std::fprintf(stderr,
+                       "\nbaseline (buffered pread, no prefetch, cold): decode %.1f "
+                       "ms/step -> speed-up %.2fx\n",
+                       r.baseline_ms_step, r.baseline_ms_step / r.decode_ms_step);
+        }
+      }
+    } else if (FLAGS_baseline) {
+      Tick("", 1);
+    }
+    return r;
+  }
+};
+
+StatusOr<std::vector<Budget>> ParseBudgets(const std::string& spec, uint64_t model_bytes) {
+  std::vector<Budget> out;
+  for (const std::string& item : SplitList(spec)) {
+    Budget b{.label = item};
+    if (item == "0" || item == "none") {
+      b.none = true;
+    } else if (item == "full" || item == "all") {
+      b.full = true;
+    } else if (item.back() == '%') {
+      const double pct = std::strtod(item.c_str(), nullptr);
+      if (!(pct > 0 && pct <= 100)) return Errorf("--host-mem: bad percentage '%s'", item.c_str());
+      b.bytes = uint64_t(double(model_bytes) * pct / 100);
+    } else {
+      ASSIGN_OR_RETURN(b.bytes, ParseBytes(item));
+    }
+    out.push_back(b);
+  }
+  if (out.empty()) return Errorf("--host-mem: no budget given");
+  return out;
+}
+
+StatusOr<std::vector<int>> ParseInts(const std::string& spec, const char* flag, int lo,
+                                     bool allow_auto) {
+  std::vector<int> out;
+  for (const std::string& item : SplitList(spec)) {
+    if (allow_auto && item == "auto") {
+      out.push_back(-1);
+      continue;
+    }
+    char* end = nullptr;
+    const long v = std::strtol(item.c_str(), &end, 10);
+    if (*end != '\0' || v < lo || v > 4096) {
+      return Errorf("%s: '%s' is not an integer >= %d", flag, item.c_str(), lo);
+    }
+    out.push_back(int(v));
+  }
+  if (out.empty()) return Errorf("%s: empty list", flag);
+  return out;
+}
+
+// Writes the synthetic model (or reuses a kept one). Returns the path and whether we created it.
+std::pair<std::string, bool> SyntheticModel(bool quiet) {
+  auto cfg = SyntheticPreset(FLAGS_synthetic);
+  if (!cfg.ok()) Die(kTool, cfg.status());
+  if (FLAGS_layers > 0) cfg->num_layers = FLAGS_layers;
+  const std::string path = FLAGS_workdir + "/glm-bench-" + FLAGS_synthetic +
+                           (FLAGS_layers > 0 ? StrFormat("-L%d", cfg->num_layers) : std::string()) +
+                           ".gguf";
+  if (access(path.c_str(), R_OK) == 0) {
+    auto f = GgufFile::Open(path);
+    if (f.ok() && ReadModelConfig(**f).ok()) {
+      std::fprintf(stderr, "%s: reusing %s\n", kTool, path.c_str());
+      return {path, false};
+    }
+  }
+  std::fprintf(stderr, "%s: writing synthetic model %s (%s) to %s\n", kTool,
+               FLAGS_synthetic.c_str(), cfg->ToString().c_str(), path.c_str());
+  Progress progress(quiet);
+  const Status st = WriteSyntheticModel(path, *cfg, 1, [&](uint64_t done, uint64_t total) {
+    progress.Update(double(done) / double(total),
+                    StrFormat("%.2f/%.2f GB", done / 1e9, total / 1e9));
+  });
+  progress.Done();
+  if (!st.ok()) Die(kTool, st, "--workdir must be writable with room for the model");
+  return {path, true};
+}
+
+int Main() {
+  if (FLAGS_model.empty() == FLAGS_synthetic.empty()) {
+    Die(kTool, Errorf("give exactly one of --model FILE or --synthetic PRESET"));
+  }
+  if (FLAGS_prompt < 1 || FLAGS_decode_steps < 1) {
+    Die(kTool, Errorf("--prompt and --decode_steps must be >= 1"));
+  }
+  auto batches = ParseInts(FLAGS_batch, "--batch", 1, false);
+  if (!batches.ok()) Die(kTool, batches.status());
+  auto depths = ParseInts(FLAGS_prefetch_depth, "--prefetch_depth", 0, true);
+  if (!depths.ok()) Die(kTool, depths.status());
+  auto block = ParseBytes(FLAGS_block_size);
+  if (!block.ok()) Die(kTool, block.status().WithContext("--block_size"));
+  auto bw_bytes = ParseBytes(FLAGS_bw_bytes);
+  if (!bw_bytes.ok()) Die(kTool, bw_bytes.status().WithContext("--bw_bytes"));
+  ReaderOptions reader{
+      .o_direct = FLAGS_o_direct, .block_bytes = *block, .queue_depth = FLAGS_queue_depth};
+  if (FLAGS_io_engine == "uring") {
+    reader.engine = IoEngine::kUring;
+  } else if (FLAGS_io_engine == "pread") {
+    reader.engine = IoEngine::kPread;
+  } else if (FLAGS_io_engine != "auto") {
+    Die(kTool, Errorf("--io_engine: '%s' (auto, uring or pread)", FLAGS_io_engine.c_str()));
+  }
+
+  std::vector<std::pair<std::string, bool>> models;  // path, created by us
+  if (!FLAGS_synthetic.empty()) {
+    models.push_back(SyntheticModel(FLAGS_quiet));
+  } else {
+    for (const std::string& m : SplitList(FLAGS_model)) models.push_back({m, false});
+  }
+  std::fprintf(stderr, "%s: machine: %s\n", kTool, MachineLine(models[0].first).c_str());
+  std::fprintf(stderr,
+               "%s: prompt %d tokens, %d decode steps, batches %s, budgets %s, depth %s, "
+               "%s blocks, queue depth %d\n",
+               kTool, FLAGS_prompt, FLAGS_decode_steps, FLAGS_batch.c_str(), FLAGS_host_mem.c_str(),
+               FLAGS_prefetch_depth.c_str(), FormatBytes(reader.block_bytes).c_str(),
+               reader.queue_depth);
+
+  std::vector<Result> results;
+  Progress progress(FLAGS_quiet);
+  for (const auto& [path, created] : models) {
+    Bench bench;
+    bench.path = path;
+    bench.name = path.substr(path.rfind('/') + 1);
+    bench.reader = reader;
+    bench.progress = &progress;
+    {
+      auto f = GgufFile::Open(path);
+      if (!f.ok()) Die(kTool, f.status(), "create one with glm-synth or glm-quantize");
+      auto fp = ReadHostFootprint(**f);
+      if (!fp.ok()) Die(kTool, fp.status());
+      bench.fp = *fp;
+      uint64_t total = fp->globals_bytes;
+      for (uint64_t x : fp->layer_bytes) total += x;
+      std::fprintf(stderr, "%s: model %s: %s, %s weights, %s (globals %s, %d layers of %s)\n",
+                   kTool, path.c_str(), fp->cfg.ToString().c_str(), fp->weight_type.c_str(),
+                   FormatBytes(total).c_str(), FormatBytes(fp->globals_bytes).c_str(),
+                   fp->cfg.num_layers, FormatBytes(fp->layer_bytes[0]).c_str());
+      auto budgets = ParseBudgets(FLAGS_host_mem, total);
+      if (!budgets.ok()) Die(kTool, budgets.status());
+      bench.bw_bytes = *bw_bytes;
+      bench.Probe();
+      bench.total_units = double(batches->size() * budgets->size() * depths->size()) *
+                          (1 + FLAGS_baseline + FLAGS_calibrate_each);
+      for (int batch : *batches) {
+        for (int depth : *depths) {
+          for (const Budget& b : *budgets) {
+            results.push_back(bench.RunConfig(b, batch, depth));
+            if (FLAGS_json) std::printf("%s\n", JsonLine(results.back()).c_str());
+            std::fflush(stdout);
+          }
+        }
+      }
+    }
+    if (created && !FLAGS_keep) unlink(path.c_str());
+  }
+  progress.Done();
+
+  FILE* out = FLAGS_json ? stderr : stdout;
+  std::fprintf(out, "\n%-22s %9s %9s %5s %5s %9s %10s %9s %8s %6s %10s %6s %10s %7s %9s\n", "model",
+               "budget", "resident", "depth", "batch", "prefill", "decode", "decode", "tok/s",
+               "GB/s", "bound", "meas/", "baseline", "speed-", "peak RSS");
+  std::fprintf(out, "%-22s %9s %9s %5s %5s %9s %10s %9s %8s %6s %10s %6s %10s %7s %9s\n", "", "",
+               "layers", "", "", "ms/tok", "ms/step", "ms/tok", "", "read", "ms/step", "bound",
+               "ms/step", "up", "");
+  for (const Result& r : results) {
+    if (!r.error.empty()) {
+      std::fprintf(out, "%-22s %9s  error: %s\n", r.model.c_str(), r.budget_label.c_str(),
+                   r.error.c_str());
+      continue;
+    }
+    std::fprintf(out,
+                 "%-22s %9s %4d/%-4d %5d %5d %9.2f %10.1f %9.1f %8.2f %6.2f %10.1f %6.2f "
+                 "%10s %7s %9s\n",
+                 r.model.c_str(), r.budget_label.c_str(), r.resident, r.layers, r.depth, r.batch,
+                 r.prefill_ms_tok, r.decode_ms_step, r.decode_ms_step / r.batch,
+                 1e3 * r.batch / r.decode_ms_step, r.read_gbps, r.bound_ms_step,
+                 r.decode_ms_step / r.bound_ms_step,
+                 r.baseline_ms_step > 0 ? StrFormat("%.1f", r.baseline_ms_step).c_str() : "-",
+                 r.baseline_ms_step > 0
+                     ? StrFormat("%.2fx", r.baseline_ms_step / r.decode_ms_step).c_str()
+                     : "-",
+                 FormatBytes(r.peak_rss).c_str());
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace glm
+
+int main(int argc, char** argv) {
+  gflags::SetUsageMessage(
+      "glm-bench (--model FILE | --synthetic PRESET) [--host-mem 0,1.5G,full] [--batch 1,4] "
+      "[--prefetch-depth auto,1,2] [--json]");
+  gflags::ParseCommandLineFlags(&argc, &argv, true);
+  return glm::Main();
+}
