@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# End-to-end on the built-in tiny model (no downloads): installs dependencies, builds, converts the
-# committed 2-rank SAT checkpoint to a model file, verifies its checksums, and computes logits for
-# a [MASK] blank-filling input whose positions pass 300.
+# End to end with no download: installs dependencies, builds, converts the committed 2-rank SAT
+# checkpoint of a tiny GLM to a model file, verifies its checksums and computes logits for a [MASK]
+# input whose positions pass 300; then generates text on the synthetic "demo" model (GLM-130B's
+# vocabulary) with the weights streamed under a small host-memory budget, and measures decode time
+# against its bound with glm-bench.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
@@ -19,3 +21,9 @@ build/glm-inspect --verify "$out/tiny.gguf" | tail -n 4
 ids=$(seq -s, 10 319),1000,$(seq -s, 400 418),2,1004,77,78
 echo "== glm-logits on a [MASK] input of 334 tokens"
 build/glm-logits --model "$out/tiny.gguf" --ids "$ids" --output "$out/logits.npy" --verbose
+echo
+echo "== glm-generate on the demo model, weights streamed under a 96 MiB host budget"
+HOST_MEM=96M bash scripts/generate_demo.sh build
+echo
+echo "== glm-bench: decode time per token against the bound, streamed and resident"
+build/glm-bench --synthetic tiny --layers 8 --workdir "$out" --host-mem 0,50%,full --batch 1
