@@ -49,8 +49,8 @@ DEFINE_int32(queue_depth, 8, "I/O queue depth (blocks in flight)");
 DEFINE_string(io_engine, "auto", "auto | uring | pread");
 DEFINE_bool(o_direct, true, "read with O_DIRECT (falls back, logged, where refused)");
 DEFINE_string(bw_bytes, "2G",
-              "bytes read to measure the disk's sequential bandwidth (64 MiB "
-              "chunks spread over the whole file)");
+              "bytes read to measure the disk's sequential bandwidth (256 MiB chunks spread "
+              "over the whole file, two passes, the faster counts)");
 DEFINE_bool(probe_each, true,
             "measure the disk bandwidth again before every configuration (the "
             "bound then uses the disk as it is at that moment; shared disks drift)");
@@ -228,6 +228,7 @@ struct Result {
   std::string model, budget_label, error;
   uint64_t budget_bytes = 0, peak_rss = 0, rss_limit = 0, kv_bytes = 0, act_bytes = 0;
   int batch = 1, resident = 0, layers = 0, slots = 0, depth = 0;
+  bool on_demand = false;
   double prefill_ms_tok = 0, decode_ms_step = 0, wait_ms_step = 0, read_gbps = 0, disk_gbps = 0;
   double bound_ms_step = 0, predicted_ms_step = 0, compute_ms_step = 0, prefill_bound_ms_tok = 0;
   double baseline_ms_step = 0, open_s = 0;
@@ -243,8 +244,8 @@ std::string JsonLine(const Result& r) {
   const double meas_over_bound = r.bound_ms_step > 0 ? r.decode_ms_step / r.bound_ms_step : 0;
   s += StrFormat(
       "\"resident_layers\":%d,\"num_layers\":%d,\"staging_slots\":%d,"
-      "\"prefetch_depth\":%d,",
-      r.resident, r.layers, r.slots, r.depth);
+      "\"prefetch_depth\":%d,\"reads_on_demand\":%s,",
+      r.resident, r.layers, r.slots, r.depth, r.on_demand ? "true" : "false");
   s += "\"prefill_ms_per_token\":" + num(r.prefill_ms_tok) +
        ",\"prefill_bound_ms_per_token\":" + num(r.prefill_bound_ms_tok) +
        ",\"decode_ms_per_step\":" + num(r.decode_ms_step) +
@@ -285,9 +286,15 @@ struct Bench {
     DropSystemCaches();
     auto f = GgufFile::Open(path);
     if (!f.ok()) Die(kTool, f.status());
-    auto bw = MeasureSequentialRead(path, reader, (*f)->data_offset(), bw_bytes, 64ull << 20,
-                                    /*spread=*/true);
-    if (!bw.ok()) Die(kTool, bw.status());
+    // Best of two passes: the bound wants the fastest the disk can go (a virtual disk's rate
+    // swings from one second to the next).
+    StatusOr<BandwidthResult> bw = Errorf("not run");
+    for (int pass = 0; pass < 2; ++pass) {
+      auto one = MeasureSequentialRead(path, reader, (*f)->data_offset(), bw_bytes, 256ull << 20,
+                                       /*spread=*/true);
+      if (!one.ok()) Die(kTool, one.status());
+      if (!bw.ok() || one->bytes_per_s > bw->bytes_per_s) bw = std::move(one);
+    }
     disk_bps = bw->bytes_per_s;
     std::fprintf(stderr, "\n%s: disk: read %s in %.2f s = %.2f GB/s (%s)\n", kTool,
                  FormatBytes(bw->bytes).c_str(), bw->seconds, bw->bytes_per_s / 1e9,
@@ -385,6 +392,7 @@ struct Bench {
     r.resident = plan->resident_count;
     r.slots = plan->staging_slots;
     r.depth = plan->prefetch_depth;
+    r.on_demand = plan->on_demand;
     r.bound_ms_step = plan->bound_s * 1e3;
     r.predicted_ms_step = plan->predicted_s * 1e3;
     r.compute_ms_step = plan->compute_s * 1e3;
