@@ -13,6 +13,7 @@
 #include "offload/planner.h"
 #include "offload/store.h"
 #include "offload/streaming_store.h"
+#include "quant/convert.h"
 #include "quant/synthetic.h"
 #include "runtime/model.h"
 
@@ -305,6 +306,45 @@ TEST_F(StreamingTest, UnalignedExtentsAreReadAsTheAlignedSuperset) {
   for (size_t s = 0; s < got.size(); ++s) {
     EXPECT_EQ(std::memcmp(got[s].data(), want[s].data(), got[s].size() * sizeof(Half)), 0)
         << "step " << s;
+  }
+}
+
+TEST_F(StreamingTest, QuantizedFilesStreamBitIdentically) {
+  // int8 and int4 (GLM-130B's row scheme) files: each layer's extent carries the weights and
+  // their scales, and the views of both move with the slot.
+  const ModelConfig cfg = SyntheticPreset("tiny").value();
+  const std::string sat = *dir_ + "/sat";
+  SyntheticSatOptions sat_opts;
+  sat_opts.seed = 9;
+  ASSERT_TRUE(WriteSyntheticSat(sat, cfg, sat_opts).ok());
+  for (int bits : {8, 4}) {
+    const std::string path = *dir_ + StrFormat("/q%d.gguf", bits);
+    ConvertOptions co;
+    co.input_dir = sat;
+    co.output_path = path;
+    co.bits = bits;
+    co.tokens = cfg.tokens;
+    co.num_heads = cfg.num_heads;
+    co.max_seq = cfg.max_seq;
+    Status st = ConvertSatToGguf(co);
+    ASSERT_TRUE(st.ok()) << st.message();
+    auto mm = MmapStore::Open(path);
+    ASSERT_TRUE(mm.ok()) << mm.status().message();
+    const auto want = Run(**mm);
+    auto store = StreamingStore::Open(path, StreamingOptions{.reader = {},
+                                                             .resident = {},
+                                                             .staging_slots = 2,
+                                                             .prefetch_depth = 1,
+                                                             .verify_checksums = true});
+    ASSERT_TRUE(store.ok()) << store.status().message();
+    ASSERT_NE((*store)->Acquire(0).value()->qkv.scales, nullptr) << bits << "-bit";
+    (*store)->Release(0);
+    const auto got = Run(**store);
+    ASSERT_EQ(got.size(), want.size());
+    for (size_t s = 0; s < got.size(); ++s) {
+      EXPECT_EQ(std::memcmp(got[s].data(), want[s].data(), got[s].size() * sizeof(Half)), 0)
+          << bits << "-bit, step " << s;
+    }
   }
 }
 
