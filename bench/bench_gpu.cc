@@ -38,6 +38,11 @@ DEFINE_int32(distinct, 2, "distinct layer copies in pinned host memory");
 DEFINE_int32(max_resident, -1, "cap on resident layers (-1: the planner decides)");
 DEFINE_int32(slots, 2, "device staging slots");
 DEFINE_bool(probe, false, "also time the linear layers alone at GLM-130B's shapes");
+DEFINE_bool(probe_only, false, "time the linear layers alone, then exit");
+DEFINE_string(probe_dtypes, "f16,i8,i4", "weight types the probe times");
+DEFINE_int32(probe_reps, 20, "timed runs per probed kernel (the median is printed)");
+DEFINE_int32(mma_steps, 0, "tensor-core GEMV tiles per warp step (1, 2, 4; 0 = the default)");
+DEFINE_int32(mma_warps, 0, "tensor-core GEMV warps per block (1 to 16; 0 = the default)");
 DEFINE_bool(quiet, false, "only the summary lines");
 
 namespace glm {
@@ -108,8 +113,12 @@ void ProbeLinears(GpuContext& ctx, const Bandwidths& bw) {
   CUDA_CHECK(cudaMemset(x.data(), 0x11, x.size()));  // small fp16 values, not zeros
   CUDA_CHECK(cudaMemset(bias.data(), 0x11, bias.size()));
   std::printf("\n== linear layers alone, T=1, against device bandwidth %.0f GB/s\n", bw.hbm / 1e9);
-  std::printf("%-8s %-8s %-12s %10s %10s %8s\n", "dtype", "shape", "path", "us", "GB/s", "of bw");
+  std::printf("%-8s %-8s %-14s %10s %10s %8s\n", "dtype", "shape", "path", "us", "GB/s", "of bw");
   for (DType dt : {DType::kF16, DType::kI8, DType::kI4}) {
+    if (("," + FLAGS_probe_dtypes + ",").find("," + std::string(DTypeName(dt)) + ",") ==
+        std::string::npos) {
+      continue;
+    }
     for (const auto& sh : shapes) {
       const bool quant = dt != DType::kF16;
       const uint64_t data_bytes =
@@ -123,22 +132,31 @@ void ProbeLinears(GpuContext& ctx, const Bandwidths& bw) {
                     .shape = {sh.N, sh.K},
                     .data = w.data(),
                     .scales = quant ? sc.as<Half>() : nullptr};
-      std::vector<gpu::QuantGemvPath> paths = {gpu::QuantGemvPath::kAuto};
-      if (quant) paths = {gpu::QuantGemvPath::kCudaCore, gpu::QuantGemvPath::kAuto};
-      for (auto path : paths) {
+      // (path, tensor-core tiles per warp step); the step counts only for the tensor cores.
+      std::vector<std::pair<gpu::QuantGemvPath, int>> paths = {{gpu::QuantGemvPath::kAuto, 0}};
+      if (quant) {
+        paths = {{gpu::QuantGemvPath::kCudaCore, 0}};
+        for (int steps : {1, 2, 4}) paths.push_back({gpu::QuantGemvPath::kTensorCore, steps});
+      }
+      const int saved_steps = gpu::QuantGemvMmaSteps();
+      for (auto [path, steps] : paths) {
+        if (steps) gpu::SetQuantGemvMmaSteps(steps);
         const gpu::LinearContext lc{.cublas = ctx.cublas(),
                                     .stream = ctx.stream(),
                                     .f32 = f32.as<float>(),
                                     .f32_elems = (64 << 20) / 4,
                                     .gemv_path = path};
-        const double ms = TimeMs(ctx.stream(), 20, [&] {
+        const double ms = TimeMs(ctx.stream(), std::max(1, FLAGS_probe_reps), [&] {
           gpu::Linear(x.as<Half>(), 1, wv, bias.as<Half>(), y.as<Half>(), lc);
         });
         const double gbs = double(data_bytes) / (ms * 1e-3) / 1e9;
-        std::printf("%-8s %-8s %-12s %10.1f %10.0f %7.0f%%\n", DTypeName(dt), sh.name,
-                    quant ? gpu::QuantGemvPathName(path) : "cublas", ms * 1e3, gbs,
-                    100.0 * gbs * 1e9 / bw.hbm);
+        const std::string name = !quant  ? "cublas"
+                                 : steps ? StrFormat("%s x%d", gpu::QuantGemvPathName(path), steps)
+                                         : std::string(gpu::QuantGemvPathName(path));
+        std::printf("%-8s %-8s %-14s %10.1f %10.0f %7.0f%%\n", DTypeName(dt), sh.name, name.c_str(),
+                    ms * 1e3, gbs, 100.0 * gbs * 1e9 / bw.hbm);
       }
+      gpu::SetQuantGemvMmaSteps(saved_steps);
     }
   }
 }
@@ -183,7 +201,12 @@ int Run() {
       "bandwidth: host-to-device %.1f GB/s, device-to-host %.1f GB/s, device memory "
       "%.0f GB/s (copy, read + write)\n",
       bw.h2d / 1e9, bw.d2h / 1e9, bw.hbm / 1e9);
-  if (FLAGS_probe) ProbeLinears(ctx, bw);
+  if (FLAGS_mma_steps) gpu::SetQuantGemvMmaSteps(FLAGS_mma_steps);
+  if (FLAGS_mma_warps) gpu::SetQuantGemvMmaWarps(FLAGS_mma_warps);
+  if (FLAGS_probe || FLAGS_probe_only) ProbeLinears(ctx, bw);
+  if (FLAGS_probe_only) return 0;
+  std::printf("tensor-core GEMV: %d tile(s) per warp step, %d warps per block\n",
+              gpu::QuantGemvMmaSteps(), gpu::QuantGemvMmaWarps());
 
   double t0 = Now();
   auto src_or =

@@ -13,9 +13,11 @@
 #
 #   bash bench/device_check.sh                 # all steps; output in $OUT (else build-device/out)
 #   STEPS="env deps configure build tests" bash bench/device_check.sh   # a subset
+#   Optional steps: probe (the linear-layer probe alone), ncu (Nsight Compute on the INT4 GEMV
+#   and on one decode step's kernels). MMA_STEPS=n passes --mma_steps to bench-gpu.
 #
 # Files left in $OUT (at most 8, flat): summary.txt, device_check.log, build.log, tests.log,
-# bench_int4.log, bench_int8.log, bench_fp16.log.
+# bench_int4.log, bench_int8.log, bench_fp16.log (probe.log, ncu.log when asked for).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -167,12 +169,26 @@ step_tests() {
 
 bench() {
   if [ ! -x "$BUILD/bench-gpu" ]; then log "bench-gpu was not built"; return 1; fi
-  "$BUILD/bench-gpu" "$@"
+  "$BUILD/bench-gpu" ${MMA_STEPS:+--mma_steps=$MMA_STEPS} "$@"
+}
+
+# Optional (not in the default STEPS): Nsight Compute on the INT4 tensor-core GEMV at the qkv and
+# dense shapes (every tiles-per-step variant), then the duration of every kernel of two layers of
+# an INT4 decode step.
+step_ncu() {
+  local ncu
+  ncu=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+  if [ -z "$ncu" ]; then log "no ncu on this machine"; return 1; fi
+  "$ncu" -k regex:quant_gemv_mma --launch-count 12 --section SpeedOfLight --section Occupancy \
+    --section LaunchStats --section WarpStateStats --section MemoryWorkloadAnalysis \
+    "$BUILD/bench-gpu" --probe_only --probe_dtypes i4 --probe_reps 1
+  "$ncu" --launch-skip 300 --launch-count 30 --metrics gpu__time_duration.sum \
+    "$BUILD/bench-gpu" --dtype i4 --gpu_mem 0 --prompt 1 --decode 1
 }
 
 # The step functions run in child bashes (under timeout): they see these.
 export ROOT OUT_DIR BUILD DEPS JOBS T_START DEADLINE_S
-export -f log want step_env step_deps step_configure step_build step_tests bench
+export -f log want step_env step_deps step_configure step_build step_tests bench step_ncu
 
 log "device check: steps '$STEPS', build $BUILD, output $OUT_DIR"
 want env && run env 30 - step_env
@@ -183,10 +199,12 @@ want configure && run configure 90 build.log step_configure
 want build && run build 240 build.log step_build
 want tests && run tests 150 tests.log step_tests
 # GLM-130B INT4: 70 layers + fp16 embedding resident (goal: <= 30 ms per decoded token).
+want probe && run probe 60 probe.log bench --probe_only
 want bench_int4 && run bench_int4 100 bench_int4.log bench --probe --dtype i4 --gpu_mem 0 --prompt 16 --decode 16
 # Streamed from pinned host memory under three budgets (goal: within 1.15x of the PCIe bound).
 want bench_fp16 && run bench_fp16 110 bench_fp16.log bench --dtype f16 --gpu_mem 24G,48G,72G --prompt 8 --decode 2
 want bench_int8 && run bench_int8 70 bench_int8.log bench --dtype i8 --gpu_mem 24G,48G,72G --prompt 8 --decode 2
+want ncu && run ncu 150 ncu.log step_ncu
 
 {
   echo "device check summary ($(date -u +%FT%TZ), $(( $(date +%s) - T_START )) s)"

@@ -1,5 +1,5 @@
-// Layer sources of the GPU tier: the model file (pread) and packed host layers (copied from a
-// store, or synthetic).
+// Layer sources of the GPU tier: the model file (io_uring + O_DIRECT, pread for unaligned parts)
+// and packed host layers (copied from a store, or synthetic).
 #include "offload/layer_source_cuda.h"
 
 #include <unistd.h>
@@ -8,8 +8,10 @@
 #include <cerrno>
 #include <cmath>
 #include <cstring>
+#include <mutex>
 #include <thread>
 
+#include "offload/file_reader.h"
 #include "offload/model_file.h"
 #include "quant/format.h"
 
@@ -25,6 +27,8 @@ uint64_t AlignPack(uint64_t v) {
 class FileLayerSource : public LayerSource {
  public:
   std::unique_ptr<GgufFile> file;
+  std::unique_ptr<FileReader> reader;  // io_uring + O_DIRECT where the system allows them
+  mutable std::mutex reader_mu;        // a FileReader serves one thread at a time
   ModelConfig cfg;
 
   const ModelConfig& config() const override { return cfg; }
@@ -37,6 +41,20 @@ class FileLayerSource : public LayerSource {
     GLM_CHECK_MSG(offset + bytes <= e.size, "read past extent %d", extent);
     uint64_t pos = file->data_offset() + e.offset + offset;
     char* out = static_cast<char*>(dst);
+    // The aligned whole blocks through the reader (the extents start on 4 KiB boundaries and the
+    // staging buffers are page-aligned), what is left with pread.
+    const uint64_t a = reader->alignment();
+    const uint64_t head =
+        pos % a == 0 && reinterpret_cast<uintptr_t>(out) % a == 0 ? bytes / a * a : 0;
+    if (head > 0) {
+      const ReadRequest r{.offset = pos, .bytes = head, .dst = out};
+      std::lock_guard<std::mutex> lock(reader_mu);
+      RETURN_IF_ERROR(
+          reader->ReadAll(std::span(&r, 1)).WithContext(StrFormat("extent %d", extent)));
+      pos += head;
+      out += head;
+      bytes -= head;
+    }
     while (bytes > 0) {
       const ssize_t n =
           pread(file->fd(), out, size_t(std::min<uint64_t>(bytes, 1ull << 30)), off_t(pos));
@@ -61,7 +79,9 @@ class FileLayerSource : public LayerSource {
   Status BindLayer(int layer, const void* base, LayerWeights* out) const override {
     return glm::BindLayer(*file, cfg, layer, base, out);
   }
-  std::string Describe() const override { return "model file " + file->path(); }
+  std::string Describe() const override {
+    return "model file " + file->path() + " (" + reader->Describe() + ")";
+  }
 };
 
 // ---- packed layers ----
@@ -188,6 +208,7 @@ StatusOr<std::unique_ptr<LayerSource>> OpenFileLayerSource(const std::string& pa
   auto s = std::make_unique<FileLayerSource>();
   ASSIGN_OR_RETURN(s->file, GgufFile::Open(path));
   ASSIGN_OR_RETURN(s->cfg, ReadModelConfig(*s->file));
+  ASSIGN_OR_RETURN(s->reader, FileReader::Open(path, ReaderOptions{}));
   ASSIGN_OR_RETURN(std::string wtype, s->file->GetString("glmstream.weight_type"));
   if (wtype != "f16") {
     return Errorf("%s: weight type '%s' is not supported by the GPU tier's file source (f16)",

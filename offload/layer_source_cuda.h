@@ -1,7 +1,9 @@
 // Where the GPU tier (gpu_store_cuda.h) gets the bytes of each layer: a LayerSource reads an
 // extent (the model-level tensors, or one layer's) into host memory and binds views of its tensors
 // inside any buffer that holds those bytes, host or device. Two sources:
-//   - the model file, read with pread (offload/model_file.h's extents and BindLayer);
+//   - the model file (offload/model_file.h's extents and BindLayer), read by the io_uring reader
+//     with O_DIRECT (offload/file_reader.h; pread where the system refuses either), the
+//     unaligned head or tail of a range with pread;
 //   - layers packed in host memory (PackedLayerSource): copied from any WeightStore, or
 //     synthetic (any weight format, e.g. INT4 at GLM-130B's shapes for bench-gpu), optionally in
 //     pinned memory and with several layers sharing one copy of their bytes.

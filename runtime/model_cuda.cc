@@ -59,6 +59,7 @@ StatusOr<std::unique_ptr<GpuContext>> GpuContext::Create(const ModelConfig& cfg,
   CUDA_CHECK(cudaSetDevice(opts.device));
   CUDA_CHECK(cudaFree(nullptr));  // creates the context now, so that it can be measured
   c->info_ = CurrentDeviceInfo();
+  c->exact_fp32_ = opts.exact_fp32;
   c->stream_ = CudaStream::Create();
   CUBLAS_CHECK(cublasCreate(&c->cublas_));
   CUBLAS_CHECK(cublasSetStream(c->cublas_, c->stream_.get()));
@@ -218,7 +219,8 @@ void Layer(const ModelConfig& cfg, int l, const LayerWeights& w, GpuContext& ctx
                               .f32_elems = a.f32_elems,
                               .deq = a.deq,
                               .deq_elems = a.deq_elems,
-                              .gemv_path = ctx.gemv_path};
+                              .gemv_path = ctx.gemv_path,
+                              .exact_fp32 = ctx.exact_fp32()};
   auto t = [&](const char* name, const Half* dev, int64_t cols) {
     tap(StrFormat("l%d.%s", l, name), dev, cols);
   };
@@ -323,7 +325,8 @@ Status ForwardBatchCuda(WeightStore& store, GpuContext& ctx, std::span<const Gpu
                               .f32_elems = act.f32_elems,
                               .deq = act.deq,
                               .deq_elems = act.deq_elems,
-                              .gemv_path = ctx.gemv_path};
+                              .gemv_path = ctx.gemv_path,
+                              .exact_fp32 = ctx.exact_fp32()};
   gpu::Linear(act.y, rows, g.embedding, nullptr, act.logits, lc);
   if (logits) {
     CUDA_CHECK(cudaMemcpyAsync(logits, act.logits, size_t(rows * cfg.vocab) * sizeof(Half),

@@ -23,6 +23,9 @@ namespace glm {
 struct GpuContextOptions {
   int device = 0;
   uint64_t workspace_bytes = 32ull << 20;  // cuBLAS workspace (NVIDIA's size for Hopper)
+  // Linear layers without tensor-core accumulation (gpu::LinearContext::exact_fp32): slower;
+  // for tests that hold the GPU to the CPU's tolerances.
+  bool exact_fp32 = false;
 };
 
 // One device's compute stream, cuBLAS handle (bound to the stream, with its workspace), and the
@@ -41,6 +44,7 @@ class GpuContext {
   const gpu::RotaryTableView& rope() const { return rope_; }
   const Half* gelu_table() const { return gelu_.as<Half>(); }
   const DeviceInfo& device() const { return info_; }
+  bool exact_fp32() const { return exact_fp32_; }
   // Device memory in use once the context and the cuBLAS handle existed (all processes on the
   // device; on a shared GPU that over-counts, which keeps the budget safe).
   uint64_t context_bytes() const { return context_bytes_; }
@@ -58,6 +62,7 @@ class GpuContext {
   DeviceBuffer workspace_, rope_buf_, gelu_;
   gpu::RotaryTableView rope_;
   uint64_t context_bytes_ = 0, owned_bytes_ = 0;
+  bool exact_fp32_ = false;
 };
 
 // Post-RoPE keys and unscaled values of every layer for one sequence, in device memory.

@@ -111,7 +111,9 @@ class CudaKernels : public ::testing::Test {
 
 // ---- LayerNorm (§1.4) ----
 TEST_F(CudaKernels, LayerNormMatchesCpu) {
-  for (int64_t C : {1, 7, 256, 1000, 12288}) {
+  // 1, 7: the general kernel; 256, 1000, 12288: a row in registers, one piece per thread;
+  // 8200, 16384: two pieces per thread (8200: the last thread has one).
+  for (int64_t C : {1, 7, 256, 1000, 12288, 8200, 16384}) {
     const int64_t T = 5;
     auto x = RandomHalf(T * C, 2.0f, 1 + uint32_t(C));
     for (int64_t i = 0; i < T * C; i += 3) x[i] = FloatToHalf(HalfToFloat(x[i]) + 10.0f);

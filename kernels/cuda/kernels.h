@@ -88,12 +88,18 @@ struct LinearContext {
   Half* deq = nullptr;  // fp16 scratch for dequantized row blocks (quantized, T > 8)
   int64_t deq_elems = 0;
   QuantGemvPath gemv_path = QuantGemvPath::kAuto;
+  // cuBLAS in plain IEEE fp32 (CUBLAS_COMPUTE_32F_PEDANTIC: no tensor cores). Tensor-core MMA
+  // accumulates fp16 products in fp32 without rounding each addition to nearest (the products
+  // are aligned and truncated inside the unit), so its sums stray a little further from the
+  // exact sum than a sequential fp32 sum does. Tests use this mode to hold the GPU to the CPU's
+  // tolerances; inference uses the default.
+  bool exact_fp32 = false;
 };
 
 // out[t, n] for x [T, K] fp16 and weights w [N, K] (§1.3, §3):
 //   f16 weights: out = fp16(Σ_k x·w + b) with fp32 accumulation and one rounding (cuBLAS
-//     GemmEx, CUBLAS_COMPUTE_32F; with a bias the fp32 result goes through `f32` and one kernel
-//     adds the bias and rounds, column blocks at a time).
+//     GemmEx, CUBLAS_COMPUTE_32F, _PEDANTIC with exact_fp32; with a bias the fp32 result goes
+//     through `f32` and one kernel adds the bias and rounds, column blocks at a time).
 //   i8/i4 weights (quant/format.h, row or group scales): the reference dequantization
 //     w = fp16(fp16(q)·s), fp32 accumulation, then the bias as a separate fp16 add:
 //     out = fp16(fp16(Σ x·w) + b). T <= kMaxGemvTokens: a GEMV that dequantizes in registers and
@@ -111,5 +117,13 @@ QuantGemvPath QuantGemv(const Half* x, int64_t T, const TensorView& w, const Hal
 void DequantizeRows(const TensorView& w, int64_t row0, int64_t rows, Half* out,
                     cudaStream_t stream);
 const char* QuantGemvPathName(QuantGemvPath p);
+// Tiles each warp of the tensor-core GEMV loads before it decodes (1, 2 or 4; the sums' order
+// depends on it). A process-wide tuning knob for bench-gpu's probe; not thread-safe.
+void SetQuantGemvMmaSteps(int steps);
+int QuantGemvMmaSteps();
+// Warps per block of the tensor-core GEMV (1 to 16, default 4). Another process-wide knob for
+// bench-gpu.
+void SetQuantGemvMmaWarps(int warps);
+int QuantGemvMmaWarps();
 
 }  // namespace glm::gpu

@@ -28,15 +28,17 @@ __global__ void bias_round_kernel(const float* acc, int64_t T, int64_t nc, int64
 
 // Row-major out[T, N] (leading dimension ldo) = x[T, K] · W[rows, K]ᵀ: in cuBLAS's column-major
 // terms C[rows, T] = op(A)·B with A = W (K×rows, transposed) and B = xᵀ (K×T).
-void Gemm(cublasHandle_t h, const Half* x, int64_t T, const Half* w, int64_t rows, int64_t K,
-          void* out, cudaDataType out_type, int64_t ldo) {
+void Gemm(const LinearContext& ctx, const Half* x, int64_t T, const Half* w, int64_t rows,
+          int64_t K, void* out, cudaDataType out_type, int64_t ldo) {
   GLM_CHECK_MSG(T <= INT_MAX && rows <= INT_MAX && K <= INT_MAX && ldo <= INT_MAX,
                 "GEMM shape [%lld, %lld] x [%lld, %lld] exceeds cuBLAS's int sizes", (long long)T,
                 (long long)K, (long long)rows, (long long)K);
   const float one = 1.0f, zero = 0.0f;
-  CUBLAS_CHECK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, int(rows), int(T), int(K), &one, w,
-                            CUDA_R_16F, int(K), x, CUDA_R_16F, int(K), &zero, out, out_type,
-                            int(ldo), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  const cublasComputeType_t compute =
+      ctx.exact_fp32 ? CUBLAS_COMPUTE_32F_PEDANTIC : CUBLAS_COMPUTE_32F;
+  CUBLAS_CHECK(cublasGemmEx(ctx.cublas, CUBLAS_OP_T, CUBLAS_OP_N, int(rows), int(T), int(K), &one,
+                            w, CUDA_R_16F, int(K), x, CUDA_R_16F, int(K), &zero, out, out_type,
+                            int(ldo), compute, CUBLAS_GEMM_DEFAULT));
 }
 
 void LinearF16(const Half* x, int64_t T, const TensorView& w, const Half* bias, Half* out,
@@ -44,7 +46,7 @@ void LinearF16(const Half* x, int64_t T, const TensorView& w, const Half* bias, 
   const int64_t N = w.rows(), K = w.cols();
   const Half* wd = static_cast<const Half*>(w.data);
   if (!bias) {
-    Gemm(ctx.cublas, x, T, wd, N, K, out, CUDA_R_16F, N);
+    Gemm(ctx, x, T, wd, N, K, out, CUDA_R_16F, N);
     return;
   }
   // Column blocks of the fp32 result, as wide as the scratch allows (a multiple of 8 columns).
@@ -55,7 +57,7 @@ void LinearF16(const Half* x, int64_t T, const TensorView& w, const Half* bias, 
                 (long long)ctx.f32_elems, (long long)T);
   for (int64_t n0 = 0; n0 < N; n0 += cols) {
     const int64_t nc = std::min(cols, N - n0);
-    Gemm(ctx.cublas, x, T, wd + n0 * K, nc, K, ctx.f32, CUDA_R_32F, nc);
+    Gemm(ctx, x, T, wd + n0 * K, nc, K, ctx.f32, CUDA_R_32F, nc);
     const int threads = 256;
     bias_round_kernel<<<unsigned(CeilDiv(T * nc, threads)), threads, 0, ctx.stream>>>(
         ctx.f32, T, nc, N, n0, Dev(bias), Dev(out));
@@ -76,7 +78,7 @@ void LinearQuantBlocked(const Half* x, int64_t T, const TensorView& w, const Hal
   for (int64_t n0 = 0; n0 < N; n0 += rows) {
     const int64_t nr = std::min(rows, N - n0);
     DequantizeRows(w, n0, nr, ctx.deq, ctx.stream);
-    Gemm(ctx.cublas, x, T, ctx.deq, nr, K, out + n0, CUDA_R_16F, N);
+    Gemm(ctx, x, T, ctx.deq, nr, K, out + n0, CUDA_R_16F, N);
   }
   if (bias) AddBias(out, T, N, bias, ctx.stream);
 }
@@ -99,7 +101,9 @@ void Linear(const Half* x, int64_t T, const TensorView& w, const Half* bias, Hal
   if (w.dtype == DType::kF16) {
     LinearF16(x, T, w, bias, out, ctx);
   } else if (T <= kMaxGemvTokens) {
-    QuantGemv(x, T, w, bias, out, ctx.gemv_path, ctx.stream);
+    // The tensor-core GEMV accumulates in the MMA unit too: exact mode takes the CUDA-core one.
+    QuantGemv(x, T, w, bias, out, ctx.exact_fp32 ? QuantGemvPath::kCudaCore : ctx.gemv_path,
+              ctx.stream);
   } else {
     LinearQuantBlocked(x, T, w, bias, out, ctx);
   }

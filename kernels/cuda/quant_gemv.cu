@@ -7,14 +7,16 @@
 //   CUDA cores (any GPU, any shape): a warp per output row, 8 weights per lane per step, each
 //     dequantized with __hmul (the reference's __half multiply) and accumulated with fmaf.
 //   Tensor cores (sm_80+; K a multiple of the tile, groups of 32/16, 16-byte aligned): a block
-//     of 4 warps per 16 output rows splits K; each lane loads 16 bytes of a row per tile and
-//     turns them into fp16 pairs with the magic-number trick (0x6400 | u is 1024 + u exactly),
-//     an exact subtraction and one __hmul2 by the scale: fp16(q·s) exactly as the reference.
-//     mma.sync m16n8k16 multiplies them with up to 8 tokens, accumulating in fp32 (products of
-//     fp16 values are exact). The pairs come out of the decode in a permuted k order; the x
-//     fragment is permuted the same way, which only changes the order of the sum.
-// The order of the fp32 sums differs from the CPU's (ulp-level). The partial sums of the 4 warps
-// are added in a fixed order, and a token's result does not depend on the other tokens.
+//     of 4 warps (a tuning knob) per 16 output rows splits K; each lane loads 16 bytes of a row per
+//     tile and turns them into fp16 pairs with the magic-number trick (0x6400 | u is 1024 + u
+//     exactly), an exact subtraction and one __hmul2 by the scale: fp16(q·s) exactly as the
+//     reference. mma.sync m16n8k16 multiplies them with up to 8 tokens, accumulating in fp32
+//     (products of fp16 values are exact). The pairs come out of the decode in a permuted k order;
+//     the x fragment is permuted the same way, which only changes the order of the sum.
+// The order of the fp32 sums differs from the CPU's (ulp-level), and the MMA unit's fp32
+// accumulation is not rounded to nearest at every addition (gpu::LinearContext::exact_fp32 takes
+// the CUDA-core kernel). The partial sums of the warps are added in a fixed order, and a token's
+// result does not depend on the other tokens.
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/kernels.h"
 
@@ -117,15 +119,16 @@ __device__ __forceinline__ __half2 BitsHalf2(uint32_t u) {
 }
 
 // 8 int4 values of a little-endian word (byte j: element 2j high nibble, 2j+1 low) -> 4 fp16
-// pairs fp16(q·s), in the order (e1,e5), (e0,e4), (e3,e7), (e2,e6).
+// pairs fp16(q·s), in the order (e1,e5), (e0,e4), (e3,e7), (e2,e6). Nibble u (q = u - 16 when
+// u >= 8, else u) becomes the fp16 1024 + (u ^ 8) = 1032 + q by one LOP3 each,
+// (v >> 4i) & 0x000F000F ^ 0x64086408, then an exact subtraction of 1032 and one __hmul2.
 __device__ __forceinline__ void DequantInt4x8(uint32_t v, __half2 s, uint32_t out[4]) {
-  v ^= 0x88888888u;  // each nibble u -> u ^ 8 = q + 8 (q the signed value)
   const __half2 kOffset = BitsHalf2(0x64086408u);  // (1032, 1032)
-  const uint32_t h[4] = {(v & 0x000F000Fu) | 0x64006400u, ((v >> 4) & 0x000F000Fu) | 0x64006400u,
-                         ((v >> 8) & 0x000F000Fu) | 0x64006400u,
-                         ((v >> 12) & 0x000F000Fu) | 0x64006400u};
 #pragma unroll
-  for (int i = 0; i < 4; ++i) out[i] = HalfBits(__hmul2(__hsub2(BitsHalf2(h[i]), kOffset), s));
+  for (int i = 0; i < 4; ++i) {
+    const uint32_t h = ((v >> (4 * i)) & 0x000F000Fu) ^ 0x64086408u;
+    out[i] = HalfBits(__hmul2(__hsub2(BitsHalf2(h), kOffset), s));
+  }
 }
 
 // 4 int8 values of a word -> 2 fp16 pairs fp16(q·s), in the order (e0,e2), (e1,e3).
@@ -149,15 +152,24 @@ __device__ __forceinline__ void Mma16816(float d[4], uint32_t a0, uint32_t a1, u
 }
 #endif
 
-template <bool kInt4>
-__global__ void __launch_bounds__(128)
+// A block of W warps (blockDim.x = 32·W, W <= kMaxMmaWarps; 4 by default) computes 16 rows; the
+// warps split K tile by tile. Each warp takes kSteps consecutive tiles per iteration: all their
+// weight loads are issued before the first decode, and each tile of the step has its own
+// accumulators (independent MMA chains), added in a fixed order at the end; then warp 0 adds the W
+// partial sums in warp order. W never depends on T.
+constexpr int kMaxMmaWarps = 16;
+
+template <bool kInt4, int kSteps>
+__global__ void __launch_bounds__(kMaxMmaWarps * 32)
     quant_gemv_mma_kernel(const __half* x, int T, int64_t K, const int8_t* w, const __half* scales,
                           int64_t G, int64_t N, const __half* bias, __half* out) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   constexpr int kTileK = kInt4 ? 128 : 64;  // weights of a row per tile: 64 bytes
   constexpr int kLaneK = kInt4 ? 32 : 16;   // weights of a row per lane per tile: 16 bytes
-  __shared__ float red[4][kWarp][4];
+  constexpr int kXv = kInt4 ? 4 : 2;        // 16-byte pieces of x per lane per tile
+  __shared__ float red[kMaxMmaWarps][kWarp][4];
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+  const int warps = blockDim.x / kWarp;
   const int g = lane / 4, c = lane % 4;
   const int64_t ra = int64_t(blockIdx.x) * 16 + g, rb = ra + 8;
   const bool va = ra < N, vb = rb < N;
@@ -169,55 +181,76 @@ __global__ void __launch_bounds__(128)
   const __half* sb_row = scales + (vb ? rb : 0) * groups;
   const bool has_x = g < T;  // lane group g carries token g of the B fragment
   const __half* xg = x + (has_x ? g : 0) * K + c * kLaneK;
-  __half2 sa = __half2half2(sa_row[0]), sb = __half2half2(sb_row[0]);
+  const __half2 sa0 = __half2half2(sa_row[0]), sb0 = __half2half2(sb_row[0]);
   const uint4 zero = make_uint4(0, 0, 0, 0);
-  float d[4] = {0.f, 0.f, 0.f, 0.f};
+  float d[kSteps][4];
+#pragma unroll
+  for (int j = 0; j < kSteps; ++j) d[j][0] = d[j][1] = d[j][2] = d[j][3] = 0.f;
   const int64_t tiles = K / kTileK;
-#pragma unroll 2
-  for (int64_t tile = warp; tile < tiles; tile += 4) {
-    const uint4 qa = va ? __ldcs(reinterpret_cast<const uint4*>(wa + tile * 64)) : zero;
-    const uint4 qb = vb ? __ldcs(reinterpret_cast<const uint4*>(wb + tile * 64)) : zero;
-    uint4 xv[kInt4 ? 4 : 2];
+  for (int64_t tile0 = int64_t(warp) * kSteps; tile0 < tiles; tile0 += int64_t(warps) * kSteps) {
+    uint4 qa[kSteps], qb[kSteps];
 #pragma unroll
-    for (int i = 0; i < (kInt4 ? 4 : 2); ++i) {
-      xv[i] = has_x ? __ldg(reinterpret_cast<const uint4*>(xg + tile * kTileK) + i) : zero;
+    for (int j = 0; j < kSteps; ++j) {
+      const bool in = tile0 + j < tiles;
+      qa[j] = va && in ? __ldcs(reinterpret_cast<const uint4*>(wa + (tile0 + j) * 64)) : zero;
+      qb[j] = vb && in ? __ldcs(reinterpret_cast<const uint4*>(wb + (tile0 + j) * 64)) : zero;
     }
-    if (groups > 1) {  // the lane's 16 bytes lie in one group (G is a multiple of kLaneK)
-      const int64_t gi = (tile * kTileK + c * kLaneK) / G;
-      sa = __half2half2(sa_row[gi]);
-      sb = __half2half2(sb_row[gi]);
-    }
-    const uint32_t wa4[4] = {qa.x, qa.y, qa.z, qa.w}, wb4[4] = {qb.x, qb.y, qb.z, qb.w};
 #pragma unroll
-    for (int m = 0; m < 4; ++m) {
-      if constexpr (kInt4) {
-        uint32_t A[4], B[4];
-        DequantInt4x8(wa4[m], sa, A);
-        DequantInt4x8(wb4[m], sb, B);
-        // x halves h0..h7 of the word's 8 weights, paired as the decode pairs them.
-        const uint4 xq = xv[m];
-        const uint32_t p15 = __byte_perm(xq.x, xq.z, 0x7632), p04 = __byte_perm(xq.x, xq.z, 0x5410);
-        const uint32_t p37 = __byte_perm(xq.y, xq.w, 0x7632), p26 = __byte_perm(xq.y, xq.w, 0x5410);
-        Mma16816(d, A[0], B[0], A[1], B[1], p15, p04);
-        Mma16816(d, A[2], B[2], A[3], B[3], p37, p26);
-      } else {
-        uint32_t A[2], B[2];
-        DequantInt8x4(wa4[m], sa, A);
-        DequantInt8x4(wb4[m], sb, B);
-        const uint4 xq = xv[m / 2];
-        const uint32_t y0 = (m & 1) ? xq.z : xq.x, y1 = (m & 1) ? xq.w : xq.y;
-        Mma16816(d, A[0], B[0], A[1], B[1], __byte_perm(y0, y1, 0x5410),
-                 __byte_perm(y0, y1, 0x7632));
+    for (int j = 0; j < kSteps; ++j) {
+      const int64_t tile = tile0 + j;
+      if (tile >= tiles) break;
+      uint4 xv[kXv];
+#pragma unroll
+      for (int i = 0; i < kXv; ++i) {
+        xv[i] = has_x ? __ldg(reinterpret_cast<const uint4*>(xg + tile * kTileK) + i) : zero;
+      }
+      __half2 sa = sa0, sb = sb0;
+      if (groups > 1) {  // the lane's 16 bytes lie in one group (G is a multiple of kLaneK)
+        const int64_t gi = (tile * kTileK + c * kLaneK) / G;
+        sa = __half2half2(sa_row[gi]);
+        sb = __half2half2(sb_row[gi]);
+      }
+      const uint32_t wa4[4] = {qa[j].x, qa[j].y, qa[j].z, qa[j].w};
+      const uint32_t wb4[4] = {qb[j].x, qb[j].y, qb[j].z, qb[j].w};
+#pragma unroll
+      for (int m = 0; m < 4; ++m) {
+        if constexpr (kInt4) {
+          uint32_t A[4], B[4];
+          DequantInt4x8(wa4[m], sa, A);
+          DequantInt4x8(wb4[m], sb, B);
+          // x halves h0..h7 of the word's 8 weights, paired as the decode pairs them.
+          const uint4 xq = xv[m];
+          const uint32_t p15 = __byte_perm(xq.x, xq.z, 0x7632),
+                         p04 = __byte_perm(xq.x, xq.z, 0x5410);
+          const uint32_t p37 = __byte_perm(xq.y, xq.w, 0x7632),
+                         p26 = __byte_perm(xq.y, xq.w, 0x5410);
+          Mma16816(d[j], A[0], B[0], A[1], B[1], p15, p04);
+          Mma16816(d[j], A[2], B[2], A[3], B[3], p37, p26);
+        } else {
+          uint32_t A[2], B[2];
+          DequantInt8x4(wa4[m], sa, A);
+          DequantInt8x4(wb4[m], sb, B);
+          const uint4 xq = xv[m / 2];
+          const uint32_t y0 = (m & 1) ? xq.z : xq.x, y1 = (m & 1) ? xq.w : xq.y;
+          Mma16816(d[j], A[0], B[0], A[1], B[1], __byte_perm(y0, y1, 0x5410),
+                   __byte_perm(y0, y1, 0x7632));
+        }
       }
     }
   }
 #pragma unroll
-  for (int i = 0; i < 4; ++i) red[warp][lane][i] = d[i];
+  for (int i = 0; i < 4; ++i) {
+    float acc = d[0][i];
+#pragma unroll
+    for (int j = 1; j < kSteps; ++j) acc += d[j][i];
+    red[warp][lane][i] = acc;
+  }
   __syncthreads();
   if (warp != 0) return;
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
-    const float acc = ((red[0][lane][i] + red[1][lane][i]) + red[2][lane][i]) + red[3][lane][i];
+    float acc = red[0][lane][i];
+    for (int w = 1; w < warps; ++w) acc += red[w][lane][i];
     const int t = 2 * c + (i & 1);
     const int64_t row = i < 2 ? ra : rb;
     if (t < T && (i < 2 ? va : vb)) {
@@ -239,6 +272,12 @@ __global__ void dequant_rows_kernel(const int8_t* w, const __half* scales, int64
   out[idx] = __hmul(__short2half_rn(short(q)), scales[r * (K / G) + k / G]);
 }
 
+int g_mma_steps = 1;  // tiles per warp step of the tensor-core kernel (1, 2 or 4)
+// Warps per block of the tensor-core kernel. On an H100, 4 ran the GLM-130B shapes 8-14% faster
+// than a count chosen per shape to fill the grid's last wave
+// (bench/results/gpu-h100-2026-11-27.md).
+int g_mma_warps = 4;
+
 bool Aligned(const void* p, uintptr_t a) { return reinterpret_cast<uintptr_t>(p) % a == 0; }
 
 // Checks a quantized weight view and returns its group length (K for the row scheme).
@@ -256,6 +295,19 @@ int64_t CheckQuantWeight(const TensorView& w) {
 }
 
 }  // namespace
+
+void SetQuantGemvMmaSteps(int steps) {
+  GLM_CHECK_MSG(steps == 1 || steps == 2 || steps == 4, "tensor-core GEMV steps %d (1, 2 or 4)",
+                steps);
+  g_mma_steps = steps;
+}
+int QuantGemvMmaSteps() { return g_mma_steps; }
+void SetQuantGemvMmaWarps(int warps) {
+  GLM_CHECK_MSG(warps >= 1 && warps <= kMaxMmaWarps, "tensor-core GEMV warps %d (1 to %d)", warps,
+                kMaxMmaWarps);
+  g_mma_warps = warps;
+}
+int QuantGemvMmaWarps() { return g_mma_warps; }
 
 const char* QuantGemvPathName(QuantGemvPath p) {
   switch (p) {
@@ -293,12 +345,25 @@ QuantGemvPath QuantGemv(const Half* x, int64_t T, const TensorView& w, const Hal
   if (path == QuantGemvPath::kTensorCore || (path == QuantGemvPath::kAuto && mma_ok)) {
     const int64_t blocks = CeilDiv(N, 16);
     GLM_CHECK(blocks <= 0x7fffffff);
+    const int steps = g_mma_steps;
+    auto launch = [&](auto kernel) {
+      kernel<<<unsigned(blocks), unsigned(g_mma_warps * kWarp), 0, stream>>>(
+          Dev(x), int(T), K, wq, Dev(w.scales), G, N, bias ? Dev(bias) : nullptr, Dev(out));
+    };
     if (int4) {
-      quant_gemv_mma_kernel<true><<<unsigned(blocks), 128, 0, stream>>>(
-          Dev(x), int(T), K, wq, Dev(w.scales), G, N, bias ? Dev(bias) : nullptr, Dev(out));
+      if (steps == 1)
+        launch(quant_gemv_mma_kernel<true, 1>);
+      else if (steps == 2)
+        launch(quant_gemv_mma_kernel<true, 2>);
+      else
+        launch(quant_gemv_mma_kernel<true, 4>);
     } else {
-      quant_gemv_mma_kernel<false><<<unsigned(blocks), 128, 0, stream>>>(
-          Dev(x), int(T), K, wq, Dev(w.scales), G, N, bias ? Dev(bias) : nullptr, Dev(out));
+      if (steps == 1)
+        launch(quant_gemv_mma_kernel<false, 1>);
+      else if (steps == 2)
+        launch(quant_gemv_mma_kernel<false, 2>);
+      else
+        launch(quant_gemv_mma_kernel<false, 4>);
     }
     GLM_CHECK_LAUNCH();
     return QuantGemvPath::kTensorCore;
