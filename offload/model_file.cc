@@ -45,12 +45,6 @@ constexpr char kSchemeKey[] = "glmstream.quant.scheme";
 constexpr char kGroupKey[] = "glmstream.quant.group_size";
 constexpr char kTpKey[] = "glmstream.tensor_parallel";
 
-std::string ShapeStr(const std::vector<int64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
-}
-
 uint64_t AlignUp(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
 
 // "blk.3.attn_qkv.weight" -> "blk.3.tp1.attn_qkv.weight" for files with several ranks.
@@ -298,8 +292,8 @@ Status BindExtent(const GgufFile& f, const Lookup& lookup, const ModelFileFormat
     }
     if (t.type != ft.type || t.shape != ft.shape) {
       st = Errorf("%s: tensor '%s' is %s %s, expected %s %s (file format: %s)", f.path().c_str(),
-                  ft.name.c_str(), GgmlTypeName(t.type), ShapeStr(t.shape).c_str(),
-                  GgmlTypeName(ft.type), ShapeStr(ft.shape).c_str(), fmt.ToString().c_str());
+                  ft.name.c_str(), GgmlTypeName(t.type), ShapeString(t.shape).c_str(),
+                  GgmlTypeName(ft.type), ShapeString(ft.shape).c_str(), fmt.ToString().c_str());
       return;
     }
     if (t.extent != extent) {

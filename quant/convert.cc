@@ -23,12 +23,6 @@ bool IsIgnoredKey(const std::string& key) {
   return EndsWith(key, ".attention.rotary_emb.inv_freq");
 }
 
-std::string ShapeStr(const std::vector<int64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
-}
-
 }  // namespace
 
 StatusOr<ModelConfig> InferConfig(const SatCheckpoint& ckpt, const ConvertOptions& opts) {
@@ -52,7 +46,7 @@ StatusOr<ModelConfig> InferConfig(const SatCheckpoint& ckpt, const ConvertOption
   ASSIGN_OR_RETURN(auto down, shape_of("transformer.layers.0.mlp.dense_4h_to_h.weight"));
   if (ln.size() != 1 || emb.size() != 2 || down.size() != 2) {
     return Errorf("unexpected ranks: final_layernorm %s, word_embeddings %s, dense_4h_to_h %s",
-                  ShapeStr(ln).c_str(), ShapeStr(emb).c_str(), ShapeStr(down).c_str());
+                  ShapeString(ln).c_str(), ShapeString(emb).c_str(), ShapeString(down).c_str());
   }
   cfg.hidden = int(ln[0]);
   cfg.vocab = int(emb[0]);
@@ -90,17 +84,17 @@ StatusOr<ModelConfig> InferConfig(const SatCheckpoint& ckpt, const ConvertOption
     std::vector<int64_t> want(s.shape, s.shape + s.ndim);
     if (!t) {
       st = Errorf("checkpoint is missing tensor '%s' (expected shape %s)", s.sat_key.c_str(),
-                  ShapeStr(want).c_str());
+                  ShapeString(want).c_str());
     } else if (t->shape != want) {
       st = Errorf("tensor '%s' has shape %s, but the config %s expects %s", s.sat_key.c_str(),
-                  ShapeStr(t->shape).c_str(), cfg.ToString().c_str(), ShapeStr(want).c_str());
+                  ShapeString(t->shape).c_str(), cfg.ToString().c_str(), ShapeString(want).c_str());
     }
   });
   RETURN_IF_ERROR(st);
   for (const SatTensorInfo& t : ckpt.tensors()) {
     if (!expected.count(t.key) && !IsIgnoredKey(t.key)) {
       return Errorf("checkpoint has an unknown tensor '%s' %s: not part of a GLM model",
-                    t.key.c_str(), ShapeStr(t.shape).c_str());
+                    t.key.c_str(), ShapeString(t.shape).c_str());
     }
   }
   return cfg;

@@ -36,12 +36,6 @@ std::string JoinPath(const std::string& a, const std::string& b) {
   return (!a.empty() && a.back() == '/') ? a + b : a + "/" + b;
 }
 
-std::string ShapeStr(const std::vector<int64_t>& s) {
-  std::string out = "[";
-  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-  return out + "]";
-}
-
 int64_t ElementSize(DType t) { return t == DType::kF32 ? 4 : 2; }
 
 // Product of dims, or -1 past kMaxNumel (fuzzed shapes must not overflow int64).
@@ -168,7 +162,7 @@ Status ParseRank(const std::string& path, RankFile* rank) {
     const int64_t numel = Numel(s.shape);
     if (numel < 0) {
       return Errorf("tensor '%s' in '%s' has an absurd shape %s", key, path.c_str(),
-                    ShapeStr(s.shape).c_str());
+                    ShapeString(s.shape).c_str());
     }
     if (numel > 0) {
       const int64_t end = StorageEnd(s);
@@ -176,7 +170,7 @@ Status ParseRank(const std::string& path, RankFile* rank) {
         return Errorf(
             "tensor '%s' in '%s' (shape %s, strides %s, offset %lld) reaches past its "
             "storage '%s' of %llu bytes",
-            key, path.c_str(), ShapeStr(s.shape).c_str(), ShapeStr(s.strides).c_str(),
+            key, path.c_str(), ShapeString(s.shape).c_str(), ShapeString(s.strides).c_str(),
             (long long)s.storage_offset, s.storage_entry.c_str(), (unsigned long long)data->size);
       }
     }
@@ -404,7 +398,7 @@ Status SatCheckpointImpl::Build() {
       }
       if (s.shape != s0.shape) {
         return Errorf("key '%s' has shard shape %s on rank 0 ('%s') but %s on rank %d ('%s')", key,
-                      ShapeStr(s0.shape).c_str(), r0.path.c_str(), ShapeStr(s.shape).c_str(), r,
+                      ShapeString(s0.shape).c_str(), r0.path.c_str(), ShapeString(s.shape).c_str(), r,
                       ranks_[r].path.c_str());
       }
       shards[r] = &s;
@@ -416,7 +410,7 @@ Status SatCheckpointImpl::Build() {
         return Errorf(
             "key '%s' has shard shape %s in '%s': cannot concatenate %d ranks along "
             "dim %zu (spec §2.3)",
-            key, ShapeStr(s0.shape).c_str(), r0.path.c_str(), n, dim);
+            key, ShapeString(s0.shape).c_str(), r0.path.c_str(), n, dim);
       }
       if (rule == SatMergeRule::kGlu && s0.shape[0] % 2 != 0) {
         return Errorf(
@@ -483,7 +477,7 @@ Status SatCheckpointImpl::CopyShard(const RankFile& rank, const SatShard& s,
         "tensor '%s' in '%s' is a non-contiguous view (strides %s) spanning %lld bytes "
         "of its storage; strided tensors over %lld bytes are not supported (save a "
         ".contiguous() copy)",
-        s.key.c_str(), rank.path.c_str(), ShapeStr(s.strides).c_str(), (long long)((hi - lo) * es),
+        s.key.c_str(), rank.path.c_str(), ShapeString(s.strides).c_str(), (long long)((hi - lo) * es),
         (long long)kScratchBytes);
   }
   scratch->resize(size_t((hi - lo) * es));
@@ -525,7 +519,7 @@ Status SatCheckpointImpl::ReadMerged(const std::string& key, DType out_dtype, vo
   const uint64_t need = uint64_t(numel) * uint64_t(ElementSize(out_dtype));
   if (out_bytes != need || (need > 0 && out == nullptr)) {
     return Errorf("ReadMerged('%s'): buffer of %zu bytes, but shape %s as %s needs %llu",
-                  key.c_str(), out_bytes, ShapeStr(info.shape).c_str(), DTypeName(out_dtype),
+                  key.c_str(), out_bytes, ShapeString(info.shape).c_str(), DTypeName(out_dtype),
                   (unsigned long long)need);
   }
   const SatMergeRule rule = rules_[it->second];
@@ -554,7 +548,7 @@ Status SatCheckpointImpl::ReadShardRows(const std::string& key, int tp, int rank
   }
   if (info.shape.empty() || info.shape.size() > 2) {
     return Errorf("ReadShardRows('%s'): shape %s is not 1-D or 2-D", key.c_str(),
-                  ShapeStr(info.shape).c_str());
+                  ShapeString(info.shape).c_str());
   }
   RETURN_IF_ERROR(CheckTpSplit(key, rule, info.shape, tp));
   if (rank < 0 || rank >= tp) return Errorf("ReadShardRows('%s'): rank %d of %d", key.c_str(), rank, tp);

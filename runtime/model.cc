@@ -84,30 +84,38 @@ void Layer(const ModelConfig& cfg, int l, const LayerWeights& w, const RotaryTab
 }
 
 // Checks one sequence's step against its cache, the activations and the rotary table.
-Status CheckStep(const SeqStep& s, int64_t max_seq) {
-  const int64_t T = int64_t(s.ids.size());
+}  // namespace
+
+Status CheckSeqStep(std::span<const int32_t> ids, std::span<const int32_t> positions,
+                    int64_t kv_length, int64_t kv_capacity, int64_t prefix_len, int64_t max_seq,
+                    int64_t vocab) {
+  const int64_t T = int64_t(ids.size());
   if (T == 0) return Errorf("a sequence of the step has no tokens");
-  if (int64_t(s.positions.size()) != T) {
-    return Errorf("%lld ids but %lld positions", (long long)T, (long long)s.positions.size());
+  if (int64_t(positions.size()) != T) {
+    return Errorf("%lld ids but %lld positions", (long long)T, (long long)positions.size());
   }
-  if (s.kv->length + T > s.kv->capacity) {
+  if (kv_length + T > kv_capacity) {
     return Errorf("sequence of %lld tokens exceeds the KV cache capacity %lld",
-                  (long long)(s.kv->length + T), (long long)s.kv->capacity);
+                  (long long)(kv_length + T), (long long)kv_capacity);
   }
-  if (s.prefix_len > s.kv->length + T) {
+  if (prefix_len > kv_length + T) {
     return Errorf("the first step of a sequence must include its whole bidirectional prefix "
-                  "(%lld tokens), got %lld", (long long)s.prefix_len, (long long)(s.kv->length + T));
+                  "(%lld tokens), got %lld", (long long)prefix_len, (long long)(kv_length + T));
   }
-  for (int32_t p : s.positions) {
+  for (int32_t p : positions) {
     if (p < 0 || p >= max_seq) {
       return Errorf("position %d is outside [0, %lld) (max sequence length)", p,
                     (long long)max_seq);
     }
   }
+  for (int64_t t = 0; t < T; ++t) {
+    if (ids[t] < 0 || ids[t] >= vocab) {
+      return Errorf("token id %d at index %lld is outside the vocabulary [0, %lld)", ids[t],
+                    (long long)t, (long long)vocab);
+    }
+  }
   return Status::Ok();
 }
-
-}  // namespace
 
 Status ForwardBatch(WeightStore& store, const RotaryTable& rope, std::span<const SeqStep> seqs,
                     Activations& act, Half* logits, const TapFn* tap) {
@@ -115,7 +123,8 @@ Status ForwardBatch(WeightStore& store, const RotaryTable& rope, std::span<const
   const int64_t C = cfg.hidden;
   int64_t N = 0, rows = 0;
   for (const SeqStep& s : seqs) {
-    RETURN_IF_ERROR(CheckStep(s, rope.max_seq));
+    RETURN_IF_ERROR(CheckSeqStep(s.ids, s.positions, s.kv->length, s.kv->capacity, s.prefix_len,
+                                 rope.max_seq, cfg.vocab));
     N += int64_t(s.ids.size());
     rows += s.all_logits ? int64_t(s.ids.size()) : 1;
   }

@@ -71,6 +71,13 @@ struct SeqStep {
 Status ForwardBatch(WeightStore& store, const RotaryTable& rope, std::span<const SeqStep> seqs,
                     Activations& act, Half* logits, const TapFn* tap = nullptr);
 
+// The checks of one sequence's share of a step, shared by the CPU and GPU forward passes:
+// tokens present, one position per id and each in [0, max_seq), each id in [0, vocab), the
+// cache's capacity, and the whole bidirectional prefix in the sequence's first step.
+Status CheckSeqStep(std::span<const int32_t> ids, std::span<const int32_t> positions,
+                    int64_t kv_length, int64_t kv_capacity, int64_t prefix_len, int64_t max_seq,
+                    int64_t vocab);
+
 struct ForwardArgs {
   std::span<const int32_t> ids;
   std::span<const int32_t> positions;

@@ -157,36 +157,6 @@ StatusOr<GpuActivations> GpuActivations::Allocate(const ModelConfig& cfg, int64_
 namespace {
 
 // The step's checks of runtime/model.cc, plus the ids (the GPU gather cannot return an error).
-Status CheckStep(const GpuSeqStep& s, const ModelConfig& cfg) {
-  const int64_t T = int64_t(s.ids.size());
-  if (T == 0) return Errorf("a sequence of the step has no tokens");
-  if (int64_t(s.positions.size()) != T) {
-    return Errorf("%lld ids but %lld positions", (long long)T, (long long)s.positions.size());
-  }
-  if (s.kv->length + T > s.kv->capacity) {
-    return Errorf("sequence of %lld tokens exceeds the KV cache capacity %lld",
-                  (long long)(s.kv->length + T), (long long)s.kv->capacity);
-  }
-  if (s.prefix_len > s.kv->length + T) {
-    return Errorf(
-        "the first step of a sequence must include its whole bidirectional prefix "
-        "(%lld tokens), got %lld",
-        (long long)s.prefix_len, (long long)(s.kv->length + T));
-  }
-  for (int32_t p : s.positions) {
-    if (p < 0 || p >= cfg.max_seq) {
-      return Errorf("position %d is outside [0, %d) (max sequence length)", p, cfg.max_seq);
-    }
-  }
-  for (int64_t t = 0; t < T; ++t) {
-    if (s.ids[t] < 0 || s.ids[t] >= cfg.vocab) {
-      return Errorf("token id %d at index %lld is outside the vocabulary [0, %d)", s.ids[t],
-                    (long long)t, cfg.vocab);
-    }
-  }
-  return Status::Ok();
-}
-
 class Tapper {
  public:
   Tapper(const TapFn* fn, cudaStream_t s, int64_t rows) : fn_(fn), s_(s), rows_(rows) {}
@@ -266,7 +236,8 @@ Status ForwardBatchCuda(WeightStore& store, GpuContext& ctx, std::span<const Gpu
   const int64_t C = cfg.hidden;
   int64_t N = 0, rows = 0;
   for (const GpuSeqStep& s : seqs) {
-    RETURN_IF_ERROR(CheckStep(s, cfg));
+    RETURN_IF_ERROR(CheckSeqStep(s.ids, s.positions, s.kv->length, s.kv->capacity, s.prefix_len,
+                                 cfg.max_seq, cfg.vocab));
     N += int64_t(s.ids.size());
     rows += s.all_logits ? int64_t(s.ids.size()) : 1;
   }

@@ -28,6 +28,12 @@ size_t DTypeBytes(DType t, int64_t n) {
   return 0;
 }
 
+std::string ShapeString(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
 std::string TensorView::ShapeString() const {
   return ndim == 2 ? StrFormat("[%lld, %lld]", (long long)shape[0], (long long)shape[1])
                    : StrFormat("[%lld]", (long long)shape[0]);

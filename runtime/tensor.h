@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "runtime/check.h"
 #include "runtime/fp16.h"
@@ -25,6 +26,8 @@ enum class DType : uint8_t {
 const char* DTypeName(DType t);
 // Bytes of `n` elements (rounds up for packed int4).
 size_t DTypeBytes(DType t, int64_t n);
+// "[36864, 12288]": a shape (or strides) as the error messages and tables print it.
+std::string ShapeString(const std::vector<int64_t>& shape);
 
 // A 1-D or 2-D row-major view. shape[1] is 1 for vectors (ndim 1).
 struct TensorView {

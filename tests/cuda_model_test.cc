@@ -159,25 +159,11 @@ class CudaModel : public ::testing::Test {
 
   static void SetUpTestSuite() {
     if (!CudaDeviceAvailable().ok()) return;
-    std::ifstream in(kDir + "/config.txt");
-    std::map<std::string, long> kv;
-    std::string k;
-    long v;
-    while (in >> k >> v) kv[k] = v;
     dir_ = new test::TempDir();
-    ConvertOptions opts;
-    opts.input_dir = kDir + "/ckpt";
-    opts.output_path = dir_->File("tiny.gguf");
-    opts.max_seq = int(kv["max_seq"]);
-    opts.tokens = SpecialTokens{.mask = int32_t(kv["mask"]),
-                                .gmask = int32_t(kv["gmask"]),
-                                .smask = int32_t(kv["smask"]),
-                                .sop = int32_t(kv["sop"]),
-                                .eop = int32_t(kv["eop"]),
-                                .eos = int32_t(kv["eos"])};
-    Status st = ConvertSatToGguf(opts);
+    const std::string path = dir_->File("tiny.gguf");
+    Status st = test::ConvertGoldenModel(path);
     GLM_CHECK_MSG(st.ok(), "%s", st.message().c_str());
-    path_ = new std::string(opts.output_path);
+    path_ = new std::string(path);
     auto store = MmapStore::Open(*path_);
     GLM_CHECK_MSG(store.ok(), "%s", store.status().message().c_str());
     cpu_ = std::move(store).value().release();

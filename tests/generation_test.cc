@@ -145,23 +145,11 @@ const std::string kTiny = std::string(GLM_SOURCE_DIR) + "/tests/golden/tiny";
 class TinyModel : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    std::ifstream in(kTiny + "/config.txt");
-    std::map<std::string, long> kv;
-    std::string k;
-    long v;
-    while (in >> k >> v) kv[k] = v;
-    ASSERT_FALSE(kv.empty());
     dir_ = new test::TempDir();
-    ConvertOptions opts;
-    opts.input_dir = kTiny + "/ckpt";
-    opts.output_path = dir_->File("tiny.gguf");
-    opts.max_seq = int(kv["max_seq"]);
-    opts.tokens = SpecialTokens{.mask = int32_t(kv["mask"]), .gmask = int32_t(kv["gmask"]),
-                                .smask = int32_t(kv["smask"]), .sop = int32_t(kv["sop"]),
-                                .eop = int32_t(kv["eop"]), .eos = int32_t(kv["eos"])};
-    Status st = ConvertSatToGguf(opts);
+    const std::string path = dir_->File("tiny.gguf");
+    Status st = test::ConvertGoldenModel(path);
     ASSERT_TRUE(st.ok()) << st.message();
-    auto store = MmapStore::Open(opts.output_path);
+    auto store = MmapStore::Open(path);
     ASSERT_TRUE(store.ok()) << store.status().message();
     store_ = std::move(store).value().release();
   }

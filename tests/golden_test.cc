@@ -31,31 +31,16 @@ NpyArray Load(const std::string& name) {
   return std::move(a).value();
 }
 
-std::map<std::string, long> ReadConfigTxt() {
-  std::ifstream in(kDir + "/config.txt");
-  std::map<std::string, long> kv;
-  std::string k;
-  long v;
-  while (in >> k >> v) kv[k] = v;
-  return kv;
-}
-
 class Golden : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    auto kv = ReadConfigTxt();
+    auto kv = test::ReadGoldenConfig();
     ASSERT_FALSE(kv.empty()) << "missing " << kDir << "/config.txt";
     dir_ = new test::TempDir();
-    ConvertOptions opts;
-    opts.input_dir = kDir + "/ckpt";
-    opts.output_path = dir_->File("tiny.gguf");
-    opts.max_seq = int(kv["max_seq"]);
-    opts.tokens = SpecialTokens{.mask = int32_t(kv["mask"]), .gmask = int32_t(kv["gmask"]),
-                                .smask = int32_t(kv["smask"]), .sop = int32_t(kv["sop"]),
-                                .eop = int32_t(kv["eop"]), .eos = int32_t(kv["eos"])};
-    Status st = ConvertSatToGguf(opts);
+    const std::string path = dir_->File("tiny.gguf");
+    Status st = test::ConvertGoldenModel(path);
     ASSERT_TRUE(st.ok()) << st.message();
-    auto store = MmapStore::Open(opts.output_path);
+    auto store = MmapStore::Open(path);
     ASSERT_TRUE(store.ok()) << store.status().message();
     store_ = std::move(store).value().release();
     const ModelConfig& cfg = store_->config();

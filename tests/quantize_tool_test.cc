@@ -222,7 +222,9 @@ TEST(QuantizeTool, SyntheticSatLoadsInTorch) {
     EXPECT_EQ(StrFormat("%08x", Crc32(buf.data(), buf.size() * 2)), crc) << d << " " << key;
     EXPECT_EQ(buf[7].bits, SyntheticSatValue(1, key, t->shape, 7).bits) << key;
     // The same model at every TP degree.
-    if (crc_of_key.count(key)) EXPECT_EQ(crc_of_key[key], crc) << d << " " << key;
+    if (crc_of_key.count(key)) {
+      EXPECT_EQ(crc_of_key[key], crc) << d << " " << key;
+    }
     crc_of_key[key] = crc;
     ++per_dir[d];
   }

@@ -6,9 +6,12 @@
 
 #include <cmath>
 #include <filesystem>
+#include <fstream>
+#include <map>
 #include <string>
 #include <vector>
 
+#include "quant/convert.h"
 #include "runtime/check.h"
 #include "runtime/fp16.h"
 
@@ -89,5 +92,35 @@ class TempDir {
  private:
   std::string path_;
 };
+
+// The golden model's directory (tests/golden/tiny, made by tests/golden/make_golden.py).
+inline std::string GoldenDir() { return std::string(GLM_SOURCE_DIR) + "/tests/golden/tiny"; }
+
+// Its config.txt (`key value` lines): the shapes and special token ids of the reference run.
+inline std::map<std::string, long> ReadGoldenConfig() {
+  std::ifstream in(GoldenDir() + "/config.txt");
+  std::map<std::string, long> kv;
+  std::string k;
+  long v;
+  while (in >> k >> v) kv[k] = v;
+  return kv;
+}
+
+// Its SAT checkpoint converted (glm-quantize --bits 16) to `out`, a GGUF model file.
+inline Status ConvertGoldenModel(const std::string& out) {
+  auto kv = ReadGoldenConfig();
+  if (kv.empty()) return Errorf("missing %s/config.txt", GoldenDir().c_str());
+  ConvertOptions opts;
+  opts.input_dir = GoldenDir() + "/ckpt";
+  opts.output_path = out;
+  opts.max_seq = int(kv["max_seq"]);
+  opts.tokens = SpecialTokens{.mask = int32_t(kv["mask"]),
+                              .gmask = int32_t(kv["gmask"]),
+                              .smask = int32_t(kv["smask"]),
+                              .sop = int32_t(kv["sop"]),
+                              .eop = int32_t(kv["eop"]),
+                              .eos = int32_t(kv["eos"])};
+  return ConvertSatToGguf(opts);
+}
 
 }  // namespace glm::test

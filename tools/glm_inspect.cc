@@ -10,6 +10,7 @@
 #include <string>
 
 #include "offload/gguf.h"
+#include "runtime/tensor.h"
 
 DEFINE_bool(verify, false, "read every extent and check its xxh64 checksum (exit 1 on mismatch)");
 DEFINE_bool(json, false, "print one machine-readable JSON object instead of the text listing");
@@ -28,12 +29,6 @@ std::string HumanBytes(uint64_t n) {
     ++u;
   }
   return u == 0 ? StrFormat("%" PRIu64 " B", n) : StrFormat("%.1f %s", v, units[u]);
-}
-
-std::string ShapeString(const std::vector<int64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
 }
 
 // Names may come from a hostile file: escape control bytes and broken UTF-8 (unquoted, unlike

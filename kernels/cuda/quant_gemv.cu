@@ -345,26 +345,19 @@ QuantGemvPath QuantGemv(const Half* x, int64_t T, const TensorView& w, const Hal
   if (path == QuantGemvPath::kTensorCore || (path == QuantGemvPath::kAuto && mma_ok)) {
     const int64_t blocks = CeilDiv(N, 16);
     GLM_CHECK(blocks <= 0x7fffffff);
-    const int steps = g_mma_steps;
     auto launch = [&](auto kernel) {
       kernel<<<unsigned(blocks), unsigned(g_mma_warps * kWarp), 0, stream>>>(
           Dev(x), int(T), K, wq, Dev(w.scales), G, N, bias ? Dev(bias) : nullptr, Dev(out));
     };
-    if (int4) {
-      if (steps == 1)
-        launch(quant_gemv_mma_kernel<true, 1>);
-      else if (steps == 2)
-        launch(quant_gemv_mma_kernel<true, 2>);
-      else
-        launch(quant_gemv_mma_kernel<true, 4>);
-    } else {
-      if (steps == 1)
-        launch(quant_gemv_mma_kernel<false, 1>);
-      else if (steps == 2)
-        launch(quant_gemv_mma_kernel<false, 2>);
-      else
-        launch(quant_gemv_mma_kernel<false, 4>);
-    }
+    // The kernel for (int4, steps): one table instead of a branch per instantiation.
+    using Kernel = void (*)(const __half*, int, int64_t, const int8_t*, const __half*, int64_t,
+                            int64_t, const __half*, __half*);
+    static constexpr Kernel kKernels[2][3] = {
+        {quant_gemv_mma_kernel<false, 1>, quant_gemv_mma_kernel<false, 2>,
+         quant_gemv_mma_kernel<false, 4>},
+        {quant_gemv_mma_kernel<true, 1>, quant_gemv_mma_kernel<true, 2>,
+         quant_gemv_mma_kernel<true, 4>}};
+    launch(kKernels[int4 ? 1 : 0][g_mma_steps == 1 ? 0 : g_mma_steps == 2 ? 1 : 2]);
     GLM_CHECK_LAUNCH();
     return QuantGemvPath::kTensorCore;
   }
