@@ -237,6 +237,9 @@ struct Result {
   // delivered while busy: they separate the executor's own overhead (the disk left idle) from
   // the disk's speed during the run, which on shared or virtual disks drifts from the probe.
   double busy_ms_step = 0, busy_gbps = 0;
+  // Fully resident only: decode through the store and, on the same resident layers, without
+  // it (DirectStore), alternated (medians of kResidentReps each).
+  double resident_store_ms_step = 0, resident_direct_ms_step = 0;
 };
 
 std::string JsonLine(const Result& r) {
@@ -267,6 +270,8 @@ std::string JsonLine(const Result& r) {
        ",\"busy_read_gbps\":" + num(r.busy_gbps) + ",\"measured_over_busy_bound\":" +
        num(r.decode_ms_step / std::max({r.busy_ms_step, r.compute_ms_step, 1e-9})) +
        ",\"wait_ms_per_step\":" + num(r.wait_ms_step) +
+       ",\"resident_store_ms_per_step\":" + num(r.resident_store_ms_step) +
+       ",\"resident_direct_ms_per_step\":" + num(r.resident_direct_ms_step) +
        ",\"baseline_decode_ms_per_step\":" + num(r.baseline_ms_step) +
        ",\"speedup_over_baseline\":" +
        num(r.baseline_ms_step > 0 ? r.baseline_ms_step / r.decode_ms_step : 0);
@@ -276,6 +281,38 @@ std::string JsonLine(const Result& r) {
       (unsigned long long)r.peak_rss, (unsigned long long)r.rss_limit,
       (unsigned long long)r.kv_bytes, (unsigned long long)r.act_bytes);
   return s;
+}
+
+// The layers of a fully resident StreamingStore, served without it: Acquire returns the view
+// the store returned once, with no lock and no bookkeeping. Compute alone on the very bytes the
+// store holds, for the "fully resident vs compute alone" comparison.
+class DirectStore : public WeightStore {
+ public:
+  static StatusOr<std::unique_ptr<DirectStore>> Of(StreamingStore& s) {
+    std::unique_ptr<DirectStore> d(new DirectStore(s));
+    for (int l = 0; l < s.config().num_layers; ++l) {
+      ASSIGN_OR_RETURN(const LayerWeights* w, s.Acquire(l));
+      s.Release(l);
+      d->layers_.push_back(w);
+    }
+    return d;
+  }
+  const ModelConfig& config() const override { return store_.config(); }
+  const GlobalWeights& globals() const override { return store_.globals(); }
+  StatusOr<const LayerWeights*> Acquire(int layer) override { return layers_[size_t(layer)]; }
+  void Release(int) override {}
+
+ private:
+  explicit DirectStore(StreamingStore& s) : store_(s) {}
+  StreamingStore& store_;
+  std::vector<const LayerWeights*> layers_;
+};
+
+constexpr int kResidentReps = 3;
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
 }
 
 struct Bench {
@@ -488,6 +525,28 @@ struct Bench {
           FormatBytes(r.peak_rss).c_str(), FormatBytes(r.rss_limit).c_str(),
           FormatBytes(rss0).c_str(), FormatBytes(budget).c_str(), FormatBytes(r.kv_bytes).c_str(),
           FormatBytes(r.act_bytes).c_str(), r.peak_rss <= r.rss_limit ? "ok" : "OVER");
+      if (plan->resident_count == r.layers) {
+        // The store against the same resident layers without it, alternated so that the
+        // machine's drift (this VM's compute rate moves by +-20% within minutes) cancels.
+        auto direct = DirectStore::Of(s);
+        if (!direct.ok()) Die(kTool, direct.status());
+        std::vector<double> through, without;
+        for (int rep = 0; rep < kResidentReps; ++rep) {
+          auto a = RunSteps(**direct, batch, FLAGS_prompt, steps, nullptr, nullptr);
+          auto b2 = RunSteps(s, batch, FLAGS_prompt, steps, nullptr, nullptr);
+          if (!a.ok()) Die(kTool, a.status());
+          if (!b2.ok()) Die(kTool, b2.status());
+          without.push_back(a->DecodeMean());
+          through.push_back(b2->DecodeMean());
+        }
+        r.resident_store_ms_step = Median(through) * 1e3;
+        r.resident_direct_ms_step = Median(without) * 1e3;
+        std::fprintf(stderr,
+                     "fully resident: %.1f ms/step through the store, %.1f ms/step on the same "
+                     "layers without it (medians of %d alternated runs) -> %.3fx\n",
+                     r.resident_store_ms_step, r.resident_direct_ms_step, kResidentReps,
+                     r.resident_store_ms_step / r.resident_direct_ms_step);
+      }
       if (FLAGS_verbose) {
         std::fprintf(stderr, "layer  resident  reads  read ms  wait ms/step  compute ms/step\n");
         for (int l = 0; l < r.layers; ++l) {
