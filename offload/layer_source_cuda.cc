@@ -13,6 +13,7 @@
 
 #include "offload/file_reader.h"
 #include "offload/model_file.h"
+#include "offload/streaming_store.h"
 #include "quant/format.h"
 
 namespace glm {
@@ -207,17 +208,11 @@ class PackedHostStore : public WeightStore {
 StatusOr<std::unique_ptr<LayerSource>> OpenFileLayerSource(const std::string& path) {
   auto s = std::make_unique<FileLayerSource>();
   ASSIGN_OR_RETURN(s->file, GgufFile::Open(path));
-  ASSIGN_OR_RETURN(s->cfg, ReadModelConfig(*s->file));
+  // One extent per layer that the views can point into as read (TP=1, not compressed), any
+  // weight type: f16, or int8/int4 with row or group scales.
+  ASSIGN_OR_RETURN(HostFootprint fp, ReadHostFootprint(*s->file));
+  s->cfg = fp.cfg;
   ASSIGN_OR_RETURN(s->reader, FileReader::Open(path, ReaderOptions{}));
-  ASSIGN_OR_RETURN(std::string wtype, s->file->GetString("glmstream.weight_type"));
-  if (wtype != "f16") {
-    return Errorf("%s: weight type '%s' is not supported by the GPU tier's file source (f16)",
-                  path.c_str(), wtype.c_str());
-  }
-  if (s->file->extents().size() < size_t(s->cfg.num_layers) + 1) {
-    return Errorf("%s: %zu extents for %d layers", path.c_str(), s->file->extents().size(),
-                  s->cfg.num_layers);
-  }
   return std::unique_ptr<LayerSource>(std::move(s));
 }
 

@@ -42,7 +42,7 @@ class LayerSource {
   virtual std::string Describe() const = 0;
 };
 
-// The model file (f16 weights, offload/model_file.h).
+// The model file (offload/model_file.h): TP=1, uncompressed, f16 or int8/int4 weights.
 StatusOr<std::unique_ptr<LayerSource>> OpenFileLayerSource(const std::string& path);
 
 // Format of the four linear weights of every layer (norms, biases and the embedding stay f16).

@@ -8,11 +8,11 @@
 //   - the process's device memory never exceeds --gpu-mem (cudaMemGetInfo).
 // Tolerances. Chained outputs differ from the reference (and GPU from CPU, or one cuBLAS algorithm
 // from another) only by the order of fp32 sums; as golden_test.cc does, each is held to
-// kReorderFactor times the distance a legitimate reordering of the reference's own sums produces
-// (tests/golden/tiny/reorder_bounds.txt, measured by make_golden.py): the rms difference and every
-// element. The synthetic models have no such measurement: there the normalised mean squared error
-// Σ(a−e)²/Σe² must stay below 1e-5 (fp16 rounding noise through three layers is ~1e-7).
-// Skips with the reason when no CUDA device is present.
+// test::kReorderFactor times the distance a legitimate reordering of the reference's own sums
+// produces (tests/golden/tiny/reorder_bounds.txt, measured by make_golden.py): the rms difference
+// and every element. The synthetic models have no such measurement: there the normalised mean
+// squared error Σ(a−e)²/Σe² must stay below 1e-5 (fp16 rounding noise through three layers is
+// ~1e-7). Skips with the reason when no CUDA device is present.
 #include <gtest/gtest.h>
 
 #if GLM_HAVE_CUDA
@@ -49,52 +49,14 @@ std::vector<int32_t> Ids(const std::string& c) {
   return std::vector<int32_t>(a.as<int32_t>(), a.as<int32_t>() + a.numel());
 }
 
-constexpr double kReorderFactor = 3.0;  // as golden_test.cc: see the file comment
-
-struct ReorderBound {
-  double max_abs = 0, rms = 0;
-};
-
-// "<case>.<tensor>" -> the reference's reorder distance (layer0..2, final_norm, logits).
-std::map<std::string, ReorderBound> ReadReorderBounds() {
-  std::ifstream in(kDir + "/reorder_bounds.txt");
-  std::map<std::string, ReorderBound> out;
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.empty() || line[0] == '#') continue;
-    std::istringstream ls(line);
-    std::string c, t;
-    ReorderBound b;
-    if (ls >> c >> t >> b.max_abs >> b.rms) out[c + "." + t] = b;
-  }
-  return out;
-}
+using test::CompareChained;
+using test::ReorderBound;
 
 ReorderBound Bound(const std::string& key) {
-  static const std::map<std::string, ReorderBound> bounds = ReadReorderBounds();
+  static const std::map<std::string, ReorderBound> bounds = test::ReadReorderBounds();
   auto it = bounds.find(key);
   EXPECT_TRUE(it != bounds.end()) << "no reorder bound for " << key << " in " << kDir;
   return it == bounds.end() ? ReorderBound{} : it->second;
-}
-
-::testing::AssertionResult CompareChained(const std::string& what, const Half* actual,
-                                          const Half* expected, int64_t n, const ReorderBound& b) {
-  std::vector<double> e = test::ToDouble(expected, n), a = test::ToDouble(actual, n);
-  double sq = 0;
-  int64_t exact = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    sq += (a[i] - e[i]) * (a[i] - e[i]);
-    exact += actual[i].bits == expected[i].bits;
-  }
-  const double rms = std::sqrt(sq / double(n));
-  std::printf("  %-36s %7.3f%% bit-identical, rms diff %.3g (reorder %.3g)\n", what.c_str(),
-              100.0 * double(exact) / double(n), rms, b.rms);
-  if (rms > kReorderFactor * b.rms + 1e-12) {
-    return ::testing::AssertionFailure() << what << ": rms difference " << rms << " > "
-                                         << kReorderFactor << " x reorder rms " << b.rms;
-  }
-  return test::AllClose(
-      a, e, [&](size_t, double) { return kReorderFactor * b.max_abs; }, what);
 }
 
 ::testing::AssertionResult CompareNmse(const std::string& what, const Half* actual,
@@ -310,7 +272,7 @@ void GoldenCases(bool exact_fp32) {
 }
 
 // With IEEE fp32 sums in the linear layers (cuBLAS pedantic, the CUDA-core GEMV), every layer's
-// output, the final norm and the logits are held to the CPU's bound: kReorderFactor times the
+// output, the final norm and the logits are held to the CPU's bound: test::kReorderFactor times the
 // distance that reordering the reference's own sums produces.
 TEST_F(CudaModel, GoldenLayerByLayerAndLogitsExactFp32) { GoldenCases(true); }
 
@@ -453,6 +415,27 @@ TEST_F(CudaModel, BatchMatchesSeparateRuns) {
 
 // Quantized weights end to end: the GPU forward against the CPU forward on the same synthetic
 // weights (random codes and scales), decode-sized and prefill-sized steps, resident and streamed.
+// The CPU forward as Decode runs the GPU: prefill through [sop], then one token per step; the
+// logits of every step's last row.
+void CpuDecode(WeightStore& store, const std::vector<int32_t>& ids, const SequenceLayout& layout,
+               std::vector<Half>* out) {
+  const ModelConfig& cfg = store.config();
+  const int64_t T = int64_t(ids.size());
+  RotaryTable rope = RotaryTable::Build(cfg.head_dim, cfg.max_seq);
+  KvCache kv = KvCache::Allocate(cfg, T);
+  Activations act = Activations::Allocate(cfg, T, T);
+  std::vector<Half> step(size_t(cfg.vocab));
+  for (int64_t b = 0; b < T;) {
+    const int64_t n = b == 0 ? layout.sop_index + 1 : 1;
+    ForwardArgs args{.ids = std::span(ids).subspan(b, n),
+                     .positions = std::span(layout.positions).subspan(b, n),
+                     .prefix_len = layout.prefix_len};
+    ASSERT_TRUE(Forward(store, rope, kv, act, args, step.data()).ok());
+    out->insert(out->end(), step.begin(), step.end());
+    b += n;
+  }
+}
+
 TEST_F(CudaModel, QuantizedModelsMatchTheCpu) {
   ModelConfig cfg = SyntheticPreset("tiny").value();
   cfg.num_layers = 3;
@@ -471,21 +454,8 @@ TEST_F(CudaModel, QuantizedModelsMatchTheCpu) {
         cfg, {.format = f, .distinct_layers = 2, .seed = 7, .pinned = true});
     ASSERT_TRUE(src.ok()) << src.status().message();
     std::unique_ptr<WeightStore> host = (*src)->HostStore();
-    // CPU: prefill through [sop], then decode.
-    const int64_t V = cfg.vocab, T = int64_t(ids.size());
-    RotaryTable rope = RotaryTable::Build(cfg.head_dim, cfg.max_seq);
-    KvCache kv = KvCache::Allocate(cfg, T);
-    Activations act = Activations::Allocate(cfg, T, T);
-    std::vector<Half> cpu, step(V);
-    for (int64_t b = 0; b < T;) {
-      const int64_t n = b == 0 ? layout.sop_index + 1 : 1;
-      ForwardArgs args{.ids = std::span(ids).subspan(b, n),
-                       .positions = std::span(layout.positions).subspan(b, n),
-                       .prefix_len = layout.prefix_len};
-      ASSERT_TRUE(Forward(*host, rope, kv, act, args, step.data()).ok());
-      cpu.insert(cpu.end(), step.begin(), step.end());
-      b += n;
-    }
+    std::vector<Half> cpu;
+    ASSERT_NO_FATAL_FAILURE(CpuDecode(*host, ids, layout, &cpu));
     std::unique_ptr<LayerSource> gsrc(std::move(src).value().release());
     auto m = OpenModel(std::move(gsrc), {.max_resident = 1, .slots = 1});
     ASSERT_TRUE(m.ok()) << m.status().message();
@@ -495,6 +465,37 @@ TEST_F(CudaModel, QuantizedModelsMatchTheCpu) {
       EXPECT_TRUE(CompareNmse(StrFormat("%s G=%d %s vs CPU", DTypeName(f.dtype), f.group_size,
                                         gpu::QuantGemvPathName(path)),
                               gpu_logits.data(), cpu.data(), int64_t(cpu.size()), 1e-5));
+    }
+  }
+}
+
+// The golden model quantized to INT8 and INT4 (glm-quantize's row scheme), read by the GPU tier
+// from the file (one layer resident, the others streamed from a pinned copy): the same logits
+// as the CPU forward on the same file, on both GEMV paths.
+TEST_F(CudaModel, QuantizedFilesMatchTheCpu) {
+  for (int bits : {8, 4}) {
+    SCOPED_TRACE(bits);
+    const std::string path = dir_->File(StrFormat("tiny-int%d.gguf", bits));
+    Status st = test::ConvertGoldenModel(path, bits);
+    ASSERT_TRUE(st.ok()) << st.message();
+    auto cpu = MmapStore::Open(path);
+    ASSERT_TRUE(cpu.ok()) << cpu.status().message();
+    const ModelConfig& cfg = (*cpu)->config();
+    auto ids = Ids("gmask");
+    auto layout = DeriveLayout(ids, cfg.tokens).value();
+    std::vector<Half> want;
+    ASSERT_NO_FATAL_FAILURE(CpuDecode(**cpu, ids, layout, &want));
+    auto src = OpenFileLayerSource(path);
+    ASSERT_TRUE(src.ok()) << src.status().message();
+    auto m = OpenModel(std::move(src).value(), {.max_resident = 1});
+    ASSERT_TRUE(m.ok()) << m.status().message();
+    std::printf("%s\n", m->store->plan().Describe().c_str());
+    for (auto gemv : {gpu::QuantGemvPath::kCudaCore, gpu::QuantGemvPath::kAuto}) {
+      m->ctx->gemv_path = gemv;
+      std::vector<Half> got = Decode(*m, ids, layout);
+      EXPECT_TRUE(
+          CompareNmse(StrFormat("int%d file, %s vs CPU", bits, gpu::QuantGemvPathName(gemv)),
+                      got.data(), want.data(), int64_t(want.size()), 1e-5));
     }
   }
 }

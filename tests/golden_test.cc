@@ -6,8 +6,8 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <functional>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <memory>
 #include <sstream>
@@ -67,8 +67,11 @@ class Golden : public ::testing::Test {
       if (taps) (*taps)[name].assign(data, data + T * cols);
     };
     std::vector<Half> logits(T * cfg.vocab);
-    ForwardArgs args{.ids = ids, .positions = layout.positions, .prefix_len = layout.prefix_len,
-                     .all_logits = true, .tap = &tap};
+    ForwardArgs args{.ids = ids,
+                     .positions = layout.positions,
+                     .prefix_len = layout.prefix_len,
+                     .all_logits = true,
+                     .tap = &tap};
     Status st = Forward(*store_, rope, kv, act, args, logits.data());
     EXPECT_TRUE(st.ok()) << st.message();
     return logits;
@@ -85,52 +88,12 @@ std::vector<int32_t> Ids(const std::string& c) {
   return std::vector<int32_t>(a.as<int32_t>(), a.as<int32_t>() + a.numel());
 }
 
-// Chained outputs (each layer's output, the final norm, the logits) against the reference.
-// Our fp32 sums run in another order than the reference's, and the rounding differences
-// propagate. make_golden.py measures how far a legitimate reordering of the reference's own sums
-// (fp64 instead of fp32 accumulation) moves each of these tensors: max |diff| M and rms R
-// (tiny/reorder_bounds.txt). We allow kReorderFactor times both: two independent orders differ
-// by about sqrt(2) times the deviation of either from the exact sum, and the max of a tail is
-// noisier than the rms.
-constexpr double kReorderFactor = 3.0;
-
-struct ReorderBound {
-  double max_abs = 0, rms = 0;
-};
-
-std::map<std::string, ReorderBound> ReadReorderBounds() {
-  std::ifstream in(kDir + "/reorder_bounds.txt");
-  std::map<std::string, ReorderBound> out;
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.empty() || line[0] == '#') continue;
-    std::istringstream ls(line);
-    std::string c, t;
-    ReorderBound b;
-    if (ls >> c >> t >> b.max_abs >> b.rms) out[c + "." + t] = b;
-  }
-  return out;
-}
+using test::ReadReorderBounds;
+using test::ReorderBound;
 
 ::testing::AssertionResult CompareChained(const std::string& what, const Half* actual,
                                           const NpyArray& expected, const ReorderBound& b) {
-  const int64_t n = expected.numel();
-  std::vector<double> e = test::ToDouble(expected.as<Half>(), n), a = test::ToDouble(actual, n);
-  double sq = 0;
-  int64_t exact = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    sq += (a[i] - e[i]) * (a[i] - e[i]);
-    exact += (actual[i].bits == expected.as<Half>()[i].bits);
-  }
-  const double rms = std::sqrt(sq / n);
-  std::printf("  %-12s %7.3f%% bit-identical, rms diff %.3g (reorder %.3g)\n", what.c_str(),
-              100.0 * exact / n, rms, b.rms);
-  if (rms > kReorderFactor * b.rms + 1e-12) {
-    return ::testing::AssertionFailure() << what << ": rms difference " << rms << " > "
-                                         << kReorderFactor << " x reorder rms " << b.rms;
-  }
-  // Elementwise: within the factor times the reorder max, or bit-identical where that max is 0.
-  return test::AllClose(a, e, [&](size_t, double) { return kReorderFactor * b.max_abs; }, what);
+  return test::CompareChained(what, actual, expected.as<Half>(), expected.numel(), b);
 }
 
 TEST_F(Golden, LayoutMatchesReference) {
@@ -138,7 +101,8 @@ TEST_F(Golden, LayoutMatchesReference) {
     auto ids = Ids(c);
     auto layout = DeriveLayout(ids, store_->config().tokens);
     ASSERT_TRUE(layout.ok());
-    NpyArray pos = Load(std::string(c) + ".positions"), prefix = Load(std::string(c) + ".prefix_len");
+    NpyArray pos = Load(std::string(c) + ".positions"),
+             prefix = Load(std::string(c) + ".prefix_len");
     EXPECT_EQ(layout->positions,
               std::vector<int32_t>(pos.as<int32_t>(), pos.as<int32_t>() + pos.numel()))
         << c;
@@ -231,7 +195,8 @@ TEST_F(Golden, EachOpFromReferenceInputs) {
         double mean = 0, var = 0;
         for (int64_t c = 0; c < C; ++c) mean += HalfToFloat(xin.as<Half>()[t * C + c]);
         mean /= C;
-        for (int64_t c = 0; c < C; ++c) var += std::pow(HalfToFloat(xin.as<Half>()[t * C + c]) - mean, 2);
+        for (int64_t c = 0; c < C; ++c)
+          var += std::pow(HalfToFloat(xin.as<Half>()[t * C + c]) - mean, 2);
         const double invstd = 1 / std::sqrt(var / C + 1e-5);
         for (int64_t c = 0; c < C; ++c) {
           const double n = (HalfToFloat(xin.as<Half>()[t * C + c]) - mean) * invstd;
@@ -284,9 +249,8 @@ TEST_F(Golden, EachOpFromReferenceInputs) {
         vmax[c] = std::max(vmax[c], double(std::fabs(HalfToFloat(v[t * HD + c]))));
       }
     }
-    check("ctx", out, in("ctx"), [&](size_t i, double e) {
-      return test::HalfUlp(e) + std::ldexp(vmax[i % HD], -10);
-    });
+    check("ctx", out, in("ctx"),
+          [&](size_t i, double e) { return test::HalfUlp(e) + std::ldexp(vmax[i % HD], -10); });
 
     NpyArray ctx = in("ctx");
     out.resize(T * C);
@@ -296,8 +260,8 @@ TEST_F(Golden, EachOpFromReferenceInputs) {
     DeepNormResidual(y.as<Half>(), in("attn_out").as<Half>(), cfg.Alpha(), T * C, out.data());
     check("h", out, in("h"), half_tol);
 
-    LayerNorm(in("h").as<Half>(), T, C, w.ffn_norm_w.f16(), w.ffn_norm_b.f16(),
-              cfg.layernorm_eps, out.data());
+    LayerNorm(in("h").as<Half>(), T, C, w.ffn_norm_w.f16(), w.ffn_norm_b.f16(), cfg.layernorm_eps,
+              out.data());
     check("ffn_norm", out, in("ffn_norm"), ln_tol(in("h"), w.ffn_norm_w));
 
     NpyArray z = in("ffn_norm");
@@ -378,7 +342,8 @@ TEST_F(Golden, BatchEqualsSeparateRuns) {
       const int64_t T = int64_t(ids[b].size());
       if (done[b] >= T) continue;
       const int64_t n = step == 0 ? layouts[b].sop_index + 1 : 1;
-      steps.push_back({.kv = &caches[b], .ids = std::span(ids[b]).subspan(done[b], n),
+      steps.push_back({.kv = &caches[b],
+                       .ids = std::span(ids[b]).subspan(done[b], n),
                        .positions = std::span(layouts[b].positions).subspan(done[b], n),
                        .prefix_len = layouts[b].prefix_len});
       which.push_back(b);
@@ -426,9 +391,13 @@ TEST_F(Golden, GlmLogitsToolWritesLastRowAndAllRows) {
   const std::string out1 = dir_->File("last.npy"), out2 = dir_->File("all.npy");
   const std::string model = dir_->File("tiny.gguf");
   ASSERT_EQ(std::system(("'" + tool + "' --model " + model + " --ids " + list + " --output " +
-                         out1 + " 2>/dev/null").c_str()), 0);
+                         out1 + " 2>/dev/null")
+                            .c_str()),
+            0);
   ASSERT_EQ(std::system(("'" + tool + "' --model " + model + " --ids " + list + " --output " +
-                         out2 + " --all 2>/dev/null").c_str()), 0);
+                         out2 + " --all 2>/dev/null")
+                            .c_str()),
+            0);
   NpyArray last = ReadNpy(out1).value(), all = ReadNpy(out2).value();
   const int64_t V = store_->config().vocab, T = int64_t(ids.size());
   ASSERT_EQ(last.shape, (std::vector<int64_t>{V}));
@@ -442,11 +411,17 @@ TEST_F(Golden, GlmLogitsToolWritesLastRowAndAllRows) {
   // Bad input: a clear error and a non-zero exit, no output file.
   const std::string bad = dir_->File("bad.npy");
   EXPECT_NE(std::system(("'" + tool + "' --model " + model + " --ids 1,x,3 --output " + bad +
-                         " 2>/dev/null").c_str()), 0);
+                         " 2>/dev/null")
+                            .c_str()),
+            0);
   EXPECT_NE(std::system(("'" + tool + "' --model /nonexistent.gguf --ids 1 --output " + bad +
-                         " 2>/dev/null").c_str()), 0);
+                         " 2>/dev/null")
+                            .c_str()),
+            0);
   EXPECT_NE(std::system(("'" + tool + "' --model " + model + " --ids 1,99999 --output " + bad +
-                         " 2>/dev/null").c_str()), 0);
+                         " 2>/dev/null")
+                            .c_str()),
+            0);
   EXPECT_FALSE(std::ifstream(bad).good());
 }
 

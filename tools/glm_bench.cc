@@ -310,7 +310,7 @@ class DirectStore : public WeightStore {
   std::vector<const LayerWeights*> layers_;
 };
 
-constexpr int kResidentReps = 3;
+constexpr int kResidentReps = 5;
 
 double Median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
@@ -549,11 +549,16 @@ struct Bench {
         }
         r.resident_store_ms_step = Median(through) * 1e3;
         r.resident_direct_ms_step = Median(without) * 1e3;
+        std::string pairs;
+        for (int rep = 0; rep < kResidentReps; ++rep) {
+          pairs += StrFormat("%s%.1f/%.1f", rep ? ", " : "", through[size_t(rep)] * 1e3,
+                             without[size_t(rep)] * 1e3);
+        }
         std::fprintf(stderr,
                      "fully resident: %.1f ms/step through the store, %.1f ms/step on the same "
-                     "layers without it (medians of %d alternated runs) -> %.3fx\n",
+                     "layers without it (medians of %d alternated runs: %s) -> %.3fx\n",
                      r.resident_store_ms_step, r.resident_direct_ms_step, kResidentReps,
-                     r.resident_store_ms_step / r.resident_direct_ms_step);
+                     pairs.c_str(), r.resident_store_ms_step / r.resident_direct_ms_step);
       }
       if (FLAGS_verbose) {
         std::fprintf(stderr, "layer  resident  reads  read ms  wait ms/step  compute ms/step\n");
