@@ -42,7 +42,6 @@ DEFINE_bool(probe_only, false, "time the linear layers alone, then exit");
 DEFINE_string(probe_dtypes, "f16,i8,i4", "weight types the probe times");
 DEFINE_int32(probe_reps, 20, "timed runs per probed kernel (the median is printed)");
 DEFINE_int32(mma_steps, 0, "tensor-core GEMV tiles per warp step (1, 2, 4; 0 = the default)");
-DEFINE_int32(mma_warps, 0, "tensor-core GEMV warps per block (1 to 16; 0 = the default)");
 DEFINE_bool(quiet, false, "only the summary lines");
 
 namespace glm {
@@ -202,11 +201,9 @@ int Run() {
       "%.0f GB/s (copy, read + write)\n",
       bw.h2d / 1e9, bw.d2h / 1e9, bw.hbm / 1e9);
   if (FLAGS_mma_steps) gpu::SetQuantGemvMmaSteps(FLAGS_mma_steps);
-  if (FLAGS_mma_warps) gpu::SetQuantGemvMmaWarps(FLAGS_mma_warps);
   if (FLAGS_probe || FLAGS_probe_only) ProbeLinears(ctx, bw);
   if (FLAGS_probe_only) return 0;
-  std::printf("tensor-core GEMV: %d tile(s) per warp step, %d warps per block\n",
-              gpu::QuantGemvMmaSteps(), gpu::QuantGemvMmaWarps());
+  std::printf("tensor-core GEMV: %d tile(s) per warp step\n", gpu::QuantGemvMmaSteps());
 
   double t0 = Now();
   auto src_or =

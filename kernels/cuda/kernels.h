@@ -121,9 +121,6 @@ const char* QuantGemvPathName(QuantGemvPath p);
 // depends on it). A process-wide tuning knob for bench-gpu's probe; not thread-safe.
 void SetQuantGemvMmaSteps(int steps);
 int QuantGemvMmaSteps();
-// Warps per block of the tensor-core GEMV (1 to 16, default 4). Another process-wide knob for
-// bench-gpu.
-void SetQuantGemvMmaWarps(int warps);
-int QuantGemvMmaWarps();
+
 
 }  // namespace glm::gpu

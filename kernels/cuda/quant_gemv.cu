@@ -7,7 +7,7 @@
 //   CUDA cores (any GPU, any shape): a warp per output row, 8 weights per lane per step, each
 //     dequantized with __hmul (the reference's __half multiply) and accumulated with fmaf.
 //   Tensor cores (sm_80+; K a multiple of the tile, groups of 32/16, 16-byte aligned): a block
-//     of 4 warps (a tuning knob) per 16 output rows splits K; each lane loads 16 bytes of a row per
+//     of 4 warps per 16 output rows splits K; each lane loads 16 bytes of a row per
 //     tile and turns them into fp16 pairs with the magic-number trick (0x6400 | u is 1024 + u
 //     exactly), an exact subtraction and one __hmul2 by the scale: fp16(q·s) exactly as the
 //     reference. mma.sync m16n8k16 multiplies them with up to 8 tokens, accumulating in fp32
@@ -152,24 +152,24 @@ __device__ __forceinline__ void Mma16816(float d[4], uint32_t a0, uint32_t a1, u
 }
 #endif
 
-// A block of W warps (blockDim.x = 32·W, W <= kMaxMmaWarps; 4 by default) computes 16 rows; the
-// warps split K tile by tile. Each warp takes kSteps consecutive tiles per iteration: all their
-// weight loads are issued before the first decode, and each tile of the step has its own
-// accumulators (independent MMA chains), added in a fixed order at the end; then warp 0 adds the W
-// partial sums in warp order. W never depends on T.
-constexpr int kMaxMmaWarps = 16;
+// A block of kMmaWarps warps computes 16 rows; the warps split K tile by tile. Each warp takes
+// kSteps consecutive tiles per iteration: all their weight loads are issued before the first
+// decode, and each tile of the step has its own accumulators (independent MMA chains), added in
+// a fixed order at the end; then warp 0 adds the warps' partial sums in warp order. On an H100,
+// 4 warps ran the GLM-130B shapes 8-14% faster than 4-16 warps chosen per shape to fill the
+// grid's last wave (bench/results/gpu-h100-2026-11-27.md).
+constexpr int kMmaWarps = 4;
 
 template <bool kInt4, int kSteps>
-__global__ void __launch_bounds__(kMaxMmaWarps * 32)
+__global__ void __launch_bounds__(kMmaWarps * 32)
     quant_gemv_mma_kernel(const __half* x, int T, int64_t K, const int8_t* w, const __half* scales,
                           int64_t G, int64_t N, const __half* bias, __half* out) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   constexpr int kTileK = kInt4 ? 128 : 64;  // weights of a row per tile: 64 bytes
   constexpr int kLaneK = kInt4 ? 32 : 16;   // weights of a row per lane per tile: 16 bytes
   constexpr int kXv = kInt4 ? 4 : 2;        // 16-byte pieces of x per lane per tile
-  __shared__ float red[kMaxMmaWarps][kWarp][4];
+  __shared__ float red[kMmaWarps][kWarp][4];
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
-  const int warps = blockDim.x / kWarp;
   const int g = lane / 4, c = lane % 4;
   const int64_t ra = int64_t(blockIdx.x) * 16 + g, rb = ra + 8;
   const bool va = ra < N, vb = rb < N;
@@ -187,7 +187,7 @@ __global__ void __launch_bounds__(kMaxMmaWarps * 32)
 #pragma unroll
   for (int j = 0; j < kSteps; ++j) d[j][0] = d[j][1] = d[j][2] = d[j][3] = 0.f;
   const int64_t tiles = K / kTileK;
-  for (int64_t tile0 = int64_t(warp) * kSteps; tile0 < tiles; tile0 += int64_t(warps) * kSteps) {
+  for (int64_t tile0 = int64_t(warp) * kSteps; tile0 < tiles; tile0 += kMmaWarps * kSteps) {
     uint4 qa[kSteps], qb[kSteps];
 #pragma unroll
     for (int j = 0; j < kSteps; ++j) {
@@ -249,8 +249,7 @@ __global__ void __launch_bounds__(kMaxMmaWarps * 32)
   if (warp != 0) return;
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
-    float acc = red[0][lane][i];
-    for (int w = 1; w < warps; ++w) acc += red[w][lane][i];
+    const float acc = ((red[0][lane][i] + red[1][lane][i]) + red[2][lane][i]) + red[3][lane][i];
     const int t = 2 * c + (i & 1);
     const int64_t row = i < 2 ? ra : rb;
     if (t < T && (i < 2 ? va : vb)) {
@@ -273,10 +272,6 @@ __global__ void dequant_rows_kernel(const int8_t* w, const __half* scales, int64
 }
 
 int g_mma_steps = 1;  // tiles per warp step of the tensor-core kernel (1, 2 or 4)
-// Warps per block of the tensor-core kernel. On an H100, 4 ran the GLM-130B shapes 8-14% faster
-// than a count chosen per shape to fill the grid's last wave
-// (bench/results/gpu-h100-2026-11-27.md).
-int g_mma_warps = 4;
 
 bool Aligned(const void* p, uintptr_t a) { return reinterpret_cast<uintptr_t>(p) % a == 0; }
 
@@ -302,12 +297,6 @@ void SetQuantGemvMmaSteps(int steps) {
   g_mma_steps = steps;
 }
 int QuantGemvMmaSteps() { return g_mma_steps; }
-void SetQuantGemvMmaWarps(int warps) {
-  GLM_CHECK_MSG(warps >= 1 && warps <= kMaxMmaWarps, "tensor-core GEMV warps %d (1 to %d)", warps,
-                kMaxMmaWarps);
-  g_mma_warps = warps;
-}
-int QuantGemvMmaWarps() { return g_mma_warps; }
 
 const char* QuantGemvPathName(QuantGemvPath p) {
   switch (p) {
@@ -346,7 +335,7 @@ QuantGemvPath QuantGemv(const Half* x, int64_t T, const TensorView& w, const Hal
     const int64_t blocks = CeilDiv(N, 16);
     GLM_CHECK(blocks <= 0x7fffffff);
     auto launch = [&](auto kernel) {
-      kernel<<<unsigned(blocks), unsigned(g_mma_warps * kWarp), 0, stream>>>(
+      kernel<<<unsigned(blocks), unsigned(kMmaWarps * kWarp), 0, stream>>>(
           Dev(x), int(T), K, wq, Dev(w.scales), G, N, bias ? Dev(bias) : nullptr, Dev(out));
     };
     // The kernel for (int4, steps): one table instead of a branch per instantiation.
