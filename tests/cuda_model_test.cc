@@ -35,19 +35,11 @@
 namespace glm {
 namespace {
 
-const std::string kDir = std::string(GLM_SOURCE_DIR) + "/tests/golden/tiny";
-const char* kCases[] = {"short", "gmask", "mask", "smask", "mask_with_gmask"};
+const std::string kDir = test::GoldenDir();
+const auto& kCases = test::kGoldenCases;
+NpyArray Load(const std::string& name) { return test::LoadGolden(name); }
 
-NpyArray Load(const std::string& name) {
-  auto a = ReadNpy(kDir + "/" + name + ".npy");
-  GLM_CHECK_MSG(a.ok(), "%s", a.status().message().c_str());
-  return std::move(a).value();
-}
-
-std::vector<int32_t> Ids(const std::string& c) {
-  NpyArray a = Load(c + ".ids");
-  return std::vector<int32_t>(a.as<int32_t>(), a.as<int32_t>() + a.numel());
-}
+std::vector<int32_t> Ids(const std::string& c) { return test::GoldenIds(c); }
 
 using test::CompareChained;
 using test::ReorderBound;

@@ -15,6 +15,7 @@
 #include "quant/convert.h"
 #include "runtime/check.h"
 #include "runtime/fp16.h"
+#include "runtime/npy.h"
 
 namespace glm::test {
 
@@ -96,6 +97,24 @@ class TempDir {
 
 // The golden model's directory (tests/golden/tiny, made by tests/golden/make_golden.py).
 inline std::string GoldenDir() { return std::string(GLM_SOURCE_DIR) + "/tests/golden/tiny"; }
+
+// The reference's cases (make_golden.py): input ids, positions, prefix and the tensors they
+// produce, as "<case>.<tensor>.npy".
+inline constexpr const char* kGoldenCases[] = {"short", "gmask", "mask", "smask",
+                                               "mask_with_gmask"};
+
+// "<case>.<tensor>" of the golden directory (aborts with the reader's message if missing).
+inline NpyArray LoadGolden(const std::string& name) {
+  auto a = ReadNpy(GoldenDir() + "/" + name + ".npy");
+  GLM_CHECK_MSG(a.ok(), "%s", a.status().message().c_str());
+  return std::move(a).value();
+}
+
+// The input ids of a case.
+inline std::vector<int32_t> GoldenIds(const std::string& c) {
+  NpyArray a = LoadGolden(c + ".ids");
+  return std::vector<int32_t>(a.as<int32_t>(), a.as<int32_t>() + a.numel());
+}
 
 // Its config.txt (`key value` lines): the shapes and special token ids of the reference run.
 inline std::map<std::string, long> ReadGoldenConfig() {
