@@ -16,6 +16,10 @@ StatusOr<std::unique_ptr<WeightStore>> OpenWeightStore(const std::string& path,
     return Errorf("--gpu-mem: this build has no GPU tier");
   }
   if (opts.host_mem_bytes == 0) {
+    if (opts.verify_checksums) {  // the mapped pages are read as the model runs: check them first
+      ASSIGN_OR_RETURN(std::unique_ptr<GgufFile> f, GgufFile::Open(path));
+      RETURN_IF_ERROR(f->VerifyAll());
+    }
     ASSIGN_OR_RETURN(std::unique_ptr<MmapStore> s, MmapStore::Open(path));
     return std::unique_ptr<WeightStore>(std::move(s));
   }

@@ -27,7 +27,9 @@ struct StoreOptions {
   double globals_compute_s = 0;   // embedding + final LayerNorm + logits, one step
   uint64_t kv_bytes = 0;          // stated in the plan as outside the budget
   uint64_t activation_bytes = 0;  // likewise
-  bool verify_checksums = false;  // XXH64 of every extent read from the file
+  // XXH64 of every extent: as each is read when streaming; all of them before mapping the file
+  // when the whole model is resident (a full read of the file first).
+  bool verify_checksums = false;
 };
 
 StatusOr<std::unique_ptr<WeightStore>> OpenWeightStore(const std::string& path,

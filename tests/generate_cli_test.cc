@@ -77,10 +77,20 @@ class Cli : public ::testing::Test {
     dir_ = new test::TempDir();
     // Two small layers, GLM-130B's id layout for text (20000 + pieces, eos 20002) and the special
     // ids right after the demo tokenizer's 1000 pieces.
-    const ModelConfig cfg{.num_layers = 2, .hidden = 128, .inner = 256, .num_heads = 1,
-                          .head_dim = 128, .vocab = 21008, .max_seq = 256, .layernorm_eps = 1e-5f,
-                          .tokens = {.mask = 21000, .gmask = 21001, .smask = 21002, .sop = 21004,
-                                     .eop = 21005, .eos = 20002}};
+    const ModelConfig cfg{.num_layers = 2,
+                          .hidden = 128,
+                          .inner = 256,
+                          .num_heads = 1,
+                          .head_dim = 128,
+                          .vocab = 21008,
+                          .max_seq = 256,
+                          .layernorm_eps = 1e-5f,
+                          .tokens = {.mask = 21000,
+                                     .gmask = 21001,
+                                     .smask = 21002,
+                                     .sop = 21004,
+                                     .eop = 21005,
+                                     .eos = 20002}};
     Status st = WriteSyntheticModel(dir_->File("model.gguf"), cfg, 7);
     ASSERT_TRUE(st.ok()) << st.message();
   }
@@ -110,12 +120,14 @@ TEST_F(Cli, FileInputWritesOneFilePerQueryNamedAsTheReference) {
                                "The capital of France is [MASK].\n\n  \nMemory is slow compared "
                                "with the processor\n");
   const std::string out = dir_->File("plain_out");
-  ToolRun r = Exec(Base() + " --input-source " + in + " --output-path " + out + " --out-seq-length 48");
+  ToolRun r =
+      Exec(Base() + " --input-source " + in + " --output-path " + out + " --out-seq-length 48");
   ASSERT_TRUE(r.exited(0)) << r.out;
   EXPECT_NE(r.out.find("Input: The capital of France is [MASK]."), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("Input: Memory is slow compared with the processor [gMASK]"),
-            std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("Blank 1: "), std::string::npos) << r.out;   // streamed tokens
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("Blank 1: "), std::string::npos) << r.out;    // streamed tokens
   EXPECT_NE(r.out.find("Taken time "), std::string::npos) << r.out;  // per-query summary
   EXPECT_NE(r.out.find("tokens/s"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("Total: 2 queries"), std::string::npos) << r.out;
@@ -137,9 +149,9 @@ TEST_F(Cli, WithIdAndBeamsWriteEveryBeam) {
   const std::string in = Input("ids.txt", "q1\tA cache is [MASK].\nq2\tThreads share memory\n");
   const std::string out = dir_->File("ids_out");
   ToolRun r = Exec(Base() + " --input-source " + in + " --output-path " + out +
-               " --with-id --sampling-strategy BeamSearchStrategy --num-beams 3"
-               " --length-penalty 1.0 --no-repeat-ngram-size 3 --min-gen-length 2"
-               " --print-all-beams --out-seq-length 32");
+                   " --with-id --sampling-strategy BeamSearchStrategy --num-beams 3"
+                   " --length-penalty 1.0 --no-repeat-ngram-size 3 --min-gen-length 2"
+                   " --print-all-beams --out-seq-length 32");
   ASSERT_TRUE(r.exited(0)) << r.out;
   EXPECT_EQ(ListDir(out), (std::vector<std::string>{"q1.txt", "q2.txt"}));
   for (const char* f : {"/q1.txt", "/q2.txt"}) {
@@ -163,9 +175,9 @@ TEST_F(Cli, BatchesEqualSingleRunsAndSeedsReproduce) {
                                "e\tTests state a precise [MASK].\n");
   auto run = [&](const std::string& name, const std::string& extra) {
     const std::string out = dir_->File(name);
-    ToolRun r = Exec(Base() + " --input-source " + in + " --output-path " + out +
-                 " --with-id --out-seq-length 40 --temperature 0.9 --top_k 40 --top_p 0.95 " +
-                 extra);
+    ToolRun r =
+        Exec(Base() + " --input-source " + in + " --output-path " + out +
+             " --with-id --out-seq-length 40 --temperature 0.9 --top_k 40 --top_p 0.95 " + extra);
     EXPECT_TRUE(r.exited(0)) << r.out;
     std::string all;
     for (const std::string& f : ListDir(out)) all += f + ": " + ReadFile(out + "/" + f);
@@ -189,17 +201,38 @@ TEST_F(Cli, BadInputIsAClearErrorAndExitStatusOne) {
   const std::string out = " --output-path " + dir_->File("bad_out");
   std::ofstream(dir_->File("junk.model")) << "not a model";
   std::ofstream(dir_->File("a_file")) << "x";
+  // The model with one byte of its last extent flipped: found by --verify only.
+  const std::string corrupt = dir_->File("corrupt.gguf");
+  fs::copy_file(Model(), corrupt, fs::copy_options::overwrite_existing);
+  {
+    std::fstream io(corrupt, std::ios::in | std::ios::out | std::ios::binary);
+    io.seekg(-100, std::ios::end);
+    char c = 0;
+    io.read(&c, 1);
+    c = char(c ^ 0x5a);
+    io.seekp(-100, std::ios::end);
+    io.write(&c, 1);
+  }
   const std::vector<BadCase> cases = {
-      {"no model flag", "--tokenizer " + kTokenizer + " --input-source " + good, "--model is required"},
-      {"missing model", "--model " + dir_->File("nope.gguf") + " --tokenizer " + kTokenizer +
-                            " --input-source " + good + out, "nope.gguf"},
-      {"no tokenizer flag", "--model " + Model() + " --input-source " + good, "--tokenizer is required"},
-      {"missing tokenizer", "--model " + Model() + " --tokenizer " + dir_->File("ice_text.model") +
-                                " --input-source " + good + out, "ice_text.model"},
-      {"junk tokenizer", "--model " + Model() + " --tokenizer " + dir_->File("junk.model") +
-                             " --input-source " + good + out, "not a SentencePiece model"},
-      {"tokenizer as model", "--model " + kTokenizer + " --tokenizer " + kTokenizer +
-                                 " --input-source " + good + out, "--model"},
+      {"no model flag", "--tokenizer " + kTokenizer + " --input-source " + good,
+       "--model is required"},
+      {"missing model",
+       "--model " + dir_->File("nope.gguf") + " --tokenizer " + kTokenizer + " --input-source " +
+           good + out,
+       "nope.gguf"},
+      {"no tokenizer flag", "--model " + Model() + " --input-source " + good,
+       "--tokenizer is required"},
+      {"missing tokenizer",
+       "--model " + Model() + " --tokenizer " + dir_->File("ice_text.model") + " --input-source " +
+           good + out,
+       "ice_text.model"},
+      {"junk tokenizer",
+       "--model " + Model() + " --tokenizer " + dir_->File("junk.model") + " --input-source " +
+           good + out,
+       "not a SentencePiece model"},
+      {"tokenizer as model",
+       "--model " + kTokenizer + " --tokenizer " + kTokenizer + " --input-source " + good + out,
+       "--model"},
       {"missing input", Base() + " --input-source " + dir_->File("none.txt") + out, "No such file"},
       {"input is a directory", Base() + " --input-source " + dir_->path() + out, "is a directory"},
       {"empty input", Base() + " --input-source " + Input("empty.txt", "\n \n\t\n") + out,
@@ -211,12 +244,22 @@ TEST_F(Cli, BadInputIsAClearErrorAndExitStatusOne) {
       {"bad size", Base() + " --host-mem 12Q --input-source " + good + out, "--host-mem"},
       {"zero temperature", Base() + " --temperature 0 --input-source " + good + out,
        "temperature must be > 0"},
-      {"zero beams", Base() + " --sampling-strategy BeamSearchStrategy --num-beams 0"
-                              " --input-source " + good + out, "num-beams must be >= 1"},
-      {"output path is a file", Base() + " --input-source " + good + " --output-path " +
-                                    dir_->File("a_file"), "--output-path"},
+      {"zero beams",
+       Base() +
+           " --sampling-strategy BeamSearchStrategy --num-beams 0"
+           " --input-source " +
+           good + out,
+       "num-beams must be >= 1"},
+      {"output path is a file",
+       Base() + " --input-source " + good + " --output-path " + dir_->File("a_file"),
+       "--output-path"},
       {"unknown flag", Base() + " --input-source " + good + " --top-q 3" + out, "top-q"},
-      {"stray argument", Base() + " --input-source " + good + " hello" + out, "unexpected argument"},
+      {"stray argument", Base() + " --input-source " + good + " hello" + out,
+       "unexpected argument"},
+      {"checksum mismatch",
+       "--model " + corrupt + " --tokenizer " + kTokenizer + " --verify" + " --input-source " +
+           good + out,
+       "checksum mismatch"},
   };
   for (const BadCase& c : cases) {
     ToolRun r = Exec(c.args);
@@ -273,7 +316,8 @@ class Pty {
         return got;
       }
       const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-          deadline - std::chrono::steady_clock::now()).count();
+                            deadline - std::chrono::steady_clock::now())
+                            .count();
       pollfd p{fd_, POLLIN, 0};
       if (left <= 0 || poll(&p, 1, int(left)) <= 0) break;
       char b[4096];

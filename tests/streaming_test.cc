@@ -8,6 +8,7 @@
 
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 
 #include "offload/model_file.h"
 #include "offload/planner.h"
@@ -262,6 +263,53 @@ TEST_F(StreamingTest, OpenWeightStorePlansUnderTheBudget) {
   auto small = OpenWeightStore(*path_, StoreOptions{.host_mem_bytes = 4096, .reader = {}});
   ASSERT_FALSE(small.ok());
   EXPECT_NE(small.status().message().find("minimum"), std::string::npos);
+}
+
+// A byte flipped inside layer 3: with verify_checksums, the resident (mapped) store refuses the
+// file at open and the streaming store fails the Acquire of that layer, each naming it; without,
+// the mapped store opens (the checksums are not read).
+TEST_F(StreamingTest, ChecksumMismatchIsReportedWhenVerifying) {
+  const std::string path = *dir_ + "/corrupt.gguf";
+  std::filesystem::copy_file(*path_, path, std::filesystem::copy_options::overwrite_existing);
+  uint64_t at = 0;
+  {
+    auto f = GgufFile::Open(path);
+    ASSERT_TRUE(f.ok()) << f.status().message();
+    const GgufExtent& x = (*f)->extents()[size_t(LayerExtent(3))];
+    at = (*f)->data_offset() + x.offset + x.size / 2;
+  }
+  {
+    std::fstream io(path, std::ios::in | std::ios::out | std::ios::binary);
+    io.seekg(std::streamoff(at));
+    char c = 0;
+    io.read(&c, 1);
+    c = char(c ^ 0x5a);
+    io.seekp(std::streamoff(at));
+    io.write(&c, 1);
+    ASSERT_TRUE(io.good());
+  }
+  EXPECT_TRUE(OpenWeightStore(path, StoreOptions{}).ok());
+  auto mapped = OpenWeightStore(path, StoreOptions{.reader = {}, .verify_checksums = true});
+  ASSERT_FALSE(mapped.ok());
+  EXPECT_NE(mapped.status().message().find("checksum mismatch"), std::string::npos)
+      << mapped.status().message();
+  auto streamed = StreamingStore::Open(path, StreamingOptions{.reader = {},
+                                                              .resident = Resident({}),
+                                                              .staging_slots = 2,
+                                                              .prefetch_depth = 1,
+                                                              .verify_checksums = true});
+  ASSERT_TRUE(streamed.ok()) << streamed.status().message();
+  Status st;
+  for (int l = 0; l < 6 && st.ok(); ++l) {
+    auto w = (*streamed)->Acquire(l);
+    if (!w.ok()) {
+      st = w.status();
+      break;
+    }
+    (*streamed)->Release(l);
+  }
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("checksum mismatch in layer 3"), std::string::npos) << st.message();
 }
 
 TEST_F(StreamingTest, UnalignedExtentsAreReadAsTheAlignedSuperset) {

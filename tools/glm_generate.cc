@@ -20,7 +20,8 @@
 #include "tools/tool_util.h"
 
 DEFINE_string(model, "", "model file (glm-quantize or glm-synth output)");
-DEFINE_string(tokenizer, "", "SentencePiece model: GLM-130B's ice_text.model (from icetk); the demo "
+DEFINE_string(tokenizer, "",
+              "SentencePiece model: GLM-130B's ice_text.model (from icetk); the demo "
               "uses tests/data/tokenizer/demo.model");
 DEFINE_string(host_mem, "0", "host memory budget for the weights, e.g. 64G (0: no budget)");
 DEFINE_string(gpu_mem, "0", "GPU memory budget for the weights, e.g. 20G (0: no GPU tier)");
@@ -40,11 +41,15 @@ DEFINE_double(temperature, 1.0, "BaseStrategy: divide the logits by this");
 DEFINE_uint64(seed, 1234, "random seed; each query (line) draws from its own stream of it");
 DEFINE_bool(deterministic, false, "BeamSearchStrategy: top candidates instead of sampled ones");
 DEFINE_int32(batch_size, 1, "queries of an input file run together, one weight pass per step");
-DEFINE_bool(filter_vocab, true, "generate only the tokenizer's text pieces and eop/eos (false: "
+DEFINE_bool(filter_vocab, true,
+            "generate only the tokenizer's text pieces and eop/eos (false: "
             "sample the whole vocabulary like the reference)");
 DEFINE_string(color, "auto", "mark filled spans with ANSI underline/colour: auto | always | never");
 DEFINE_bool(quiet, false, "print only the outputs (no echo, streaming or summaries)");
 DEFINE_bool(verbose, false, "print the per-query notes and the session's shapes");
+DEFINE_bool(verify, false,
+            "check every extent's xxh64 checksum: all before mapping a resident model (a full "
+            "read of the file), each as it is read when streaming");
 
 namespace glm {
 namespace {
@@ -70,7 +75,7 @@ std::string Utf8Prefix(const std::string& s, size_t n) {
 
 struct Line {
   int line_no = 0;   // 1-based line of the input file (0: interactive)
-  std::string id{};    // --with-id
+  std::string id{};  // --with-id
   std::string text{};
 };
 
@@ -139,8 +144,8 @@ class Generator {
       pending.push_back({l, std::move(in).value()});
     }
     if (queries.empty()) return failed;
-    const bool stream = !FLAGS_quiet && FLAGS_batch_size == 1 &&
-                        session_.options().strategy == Strategy::kBase;
+    const bool stream =
+        !FLAGS_quiet && FLAGS_batch_size == 1 && session_.options().strategy == Strategy::kBase;
     std::map<size_t, QueryResult> done;
     size_t next_print = 0;
     std::vector<int32_t> blank_ids;
@@ -220,10 +225,12 @@ class Generator {
     ++total_queries_;
     total_tokens_ += r.generated_tokens;
     if (!FLAGS_quiet) {
-      std::printf("\nTaken time %.2f s: %lld tokens, %.2f tokens/s (%d blank%s, prompt %lld "
-                  "tokens)\n", r.seconds, (long long)r.generated_tokens,
-                  r.seconds > 0 ? r.generated_tokens / r.seconds : 0.0, r.blanks,
-                  r.blanks == 1 ? "" : "s", (long long)r.prompt_tokens);
+      std::printf(
+          "\nTaken time %.2f s: %lld tokens, %.2f tokens/s (%d blank%s, prompt %lld "
+          "tokens)\n",
+          r.seconds, (long long)r.generated_tokens,
+          r.seconds > 0 ? r.generated_tokens / r.seconds : 0.0, r.blanks, r.blanks == 1 ? "" : "s",
+          (long long)r.prompt_tokens);
     }
     std::fflush(stdout);
   }
@@ -276,7 +283,8 @@ class Generator {
 
 int Main() {
   if (FLAGS_model.empty()) {
-    Die(kTool, Errorf("--model is required"), "synthesize one: glm-synth --preset demo --output demo.gguf");
+    Die(kTool, Errorf("--model is required"),
+        "synthesize one: glm-synth --preset demo --output demo.gguf");
   }
   if (FLAGS_tokenizer.empty()) {
     Die(kTool, Errorf("--tokenizer is required"),
@@ -292,10 +300,12 @@ int Main() {
     Die(kTool, Errorf("unknown --sampling-strategy '%s'", FLAGS_sampling_strategy.c_str()),
         "use BaseStrategy or BeamSearchStrategy");
   }
-  opts.base = {.temperature = float(FLAGS_temperature), .top_k = FLAGS_top_k,
-               .top_p = float(FLAGS_top_p)};
-  opts.beam = {.num_beams = FLAGS_num_beams, .length_penalty = FLAGS_length_penalty,
-               .no_repeat_ngram_size = FLAGS_no_repeat_ngram_size, .consider_end = true,
+  opts.base = {
+      .temperature = float(FLAGS_temperature), .top_k = FLAGS_top_k, .top_p = float(FLAGS_top_p)};
+  opts.beam = {.num_beams = FLAGS_num_beams,
+               .length_penalty = FLAGS_length_penalty,
+               .no_repeat_ngram_size = FLAGS_no_repeat_ngram_size,
+               .consider_end = true,
                .deterministic = FLAGS_deterministic};
   opts.min_gen_length = FLAGS_min_gen_length;
   opts.out_seq_length = FLAGS_out_seq_length;
@@ -317,6 +327,7 @@ int Main() {
   store_opts.host_mem_bytes = host.value();
   store_opts.gpu_mem_bytes = gpu.value();
   store_opts.verbose = FLAGS_verbose;
+  store_opts.verify_checksums = FLAGS_verify;
 
   // Read the input before loading anything: a bad file fails fast.
   std::vector<Line> lines;
@@ -330,7 +341,8 @@ int Main() {
       if (text.empty()) continue;  // generate.py skips empty lines
       auto l = ParseLine(text, int(i) + 1);
       if (!l.ok()) {
-        std::fprintf(stderr, "%s: error: line %zu: %s\n", kTool, i + 1, l.status().message().c_str());
+        std::fprintf(stderr, "%s: error: line %zu: %s\n", kTool, i + 1,
+                     l.status().message().c_str());
         ++bad;
         continue;
       }
@@ -369,12 +381,15 @@ int Main() {
         opts.strategy == Strategy::kBase
             ? StrFormat("BaseStrategy temperature=%g top_k=%d top_p=%g", FLAGS_temperature,
                         FLAGS_top_k, FLAGS_top_p)
-            : StrFormat("BeamSearchStrategy num_beams=%d length_penalty=%g "
-                        "no_repeat_ngram_size=%d%s", FLAGS_num_beams, FLAGS_length_penalty,
-                        FLAGS_no_repeat_ngram_size, FLAGS_deterministic ? " deterministic" : "");
-    std::fprintf(stderr, "%s: %s (%s), tokenizer %s (%d pieces), %s, out_seq_length=%d "
-                 "min_gen_length=%d, batch %d, seed %llu; ready in %.2f s\n", kTool,
-                 FLAGS_model.c_str(), cfg.ToString().c_str(), FLAGS_tokenizer.c_str(),
+            : StrFormat(
+                  "BeamSearchStrategy num_beams=%d length_penalty=%g "
+                  "no_repeat_ngram_size=%d%s",
+                  FLAGS_num_beams, FLAGS_length_penalty, FLAGS_no_repeat_ngram_size,
+                  FLAGS_deterministic ? " deterministic" : "");
+    std::fprintf(stderr,
+                 "%s: %s (%s), tokenizer %s (%d pieces), %s, out_seq_length=%d "
+                 "min_gen_length=%d, batch %d, seed %llu; ready in %.2f s\n",
+                 kTool, FLAGS_model.c_str(), cfg.ToString().c_str(), FLAGS_tokenizer.c_str(),
                  tok.value()->pieces(), strategy.c_str(), FLAGS_out_seq_length,
                  FLAGS_min_gen_length, FLAGS_batch_size, (unsigned long long)FLAGS_seed,
                  Seconds(load_start));
