@@ -5,7 +5,7 @@
 # private prefix, never into /), builds for sm_90 only, runs the GPU tests, then bench-gpu at full
 # GLM-130B layer shapes with synthetic weights made in memory:
 #   INT4, all 70 layers resident (~67 GB with the fp16 embedding), with --probe (each linear
-#     kernel alone against the device bandwidth);
+#     kernel alone against the device bandwidth); again with group-wise scales (G = 128);
 #   INT8 and FP16 streamed from pinned host memory under several --gpu-mem budgets;
 # each decode time printed against its bound, with the H2D and device bandwidths measured in the
 # same run. Every step logs and has a timeout; a failing step does not stop the later ones; a
@@ -17,14 +17,15 @@
 #   and on one decode step's kernels). MMA_STEPS=n passes --mma_steps to bench-gpu.
 #
 # Files left in $OUT (at most 8, flat): summary.txt, device_check.log, build.log, tests.log,
-# bench_int4.log, bench_int8.log, bench_fp16.log (probe.log, ncu.log when asked for).
+# bench_int4.log, bench_int4g.log, bench_int8.log, bench_fp16.log (probe.log, ncu.log when asked
+# for; with them, run a subset: at most 8 files come back from the device tool).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 OUT_DIR=${OUT:-$ROOT/build-device/out}
 BUILD=${GLM_DEVICE_BUILD:-$ROOT/build-device}
 DEPS=${GLM_DEVICE_DEPS:-/tmp/glm-deps}
-STEPS=${STEPS:-"env deps configure build tests bench_int4 bench_fp16 bench_int8"}
+STEPS=${STEPS:-"env deps configure build tests bench_int4 bench_int4g bench_fp16 bench_int8"}
 JOBS=$(nproc 2>/dev/null || echo 4)
 # Every step's timeout is cut to what is left before the deadline (default 470 s: done inside 8
 # minutes); steps that would start with less than 15 s left are skipped.
@@ -201,6 +202,8 @@ want tests && run tests 150 tests.log step_tests
 # GLM-130B INT4: 70 layers + fp16 embedding resident (goal: <= 30 ms per decoded token).
 want probe && run probe 60 probe.log bench --probe_only
 want bench_int4 && run bench_int4 100 bench_int4.log bench --probe --dtype i4 --gpu_mem 0 --prompt 16 --decode 16
+# The same with group-wise scales (128 inputs per scale).
+want bench_int4g && run bench_int4g 60 bench_int4g.log bench --dtype i4 --group 128 --gpu_mem 0 --prompt 16 --decode 16
 # Streamed from pinned host memory under three budgets (goal: within 1.15x of the PCIe bound).
 want bench_fp16 && run bench_fp16 110 bench_fp16.log bench --dtype f16 --gpu_mem 24G,48G,72G --prompt 8 --decode 2
 want bench_int8 && run bench_int8 70 bench_int8.log bench --dtype i8 --gpu_mem 24G,48G,72G --prompt 8 --decode 2
