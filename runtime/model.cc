@@ -43,7 +43,7 @@ void Layer(const ModelConfig& cfg, int l, const LayerWeights& w, const RotaryTab
   };
 
   LayerNorm(a.x.data(), N, C, w.attn_norm_w.f16(), w.attn_norm_b.f16(), cfg.layernorm_eps,
-            a.y.data());                                                   // y = LN_in(x)
+            a.y.data());  // y = LN_in(x)
   tap("attn_norm", a.y, C);
   Linear(a.y.data(), N, w.qkv, w.qkv_b.f16(), a.qkv.data(), a.f32.data());  // [N, H, 3D]
   tap("qkv", a.qkv, 3 * HD);
@@ -61,8 +61,8 @@ void Layer(const ModelConfig& cfg, int l, const LayerWeights& w, const RotaryTab
         std::copy(src + 2 * D, src + 3 * D, vc + (s.kv->length + t) * HD + h * D);
       }
     }
-    Attention(a.qkv.data() + row * 3 * HD, T, s.kv->length, int(H), int(D), kc, vc, s.prefix_len,
-              l, a.ctx.data() + row * HD, a.attn_scratch.data());
+    Attention(a.qkv.data() + row * 3 * HD, T, s.kv->length, int(H), int(D), kc, vc, s.prefix_len, l,
+              a.ctx.data() + row * HD, a.attn_scratch.data());
     row += T;
   }
   tap("ctx", a.ctx, HD);
@@ -71,9 +71,9 @@ void Layer(const ModelConfig& cfg, int l, const LayerWeights& w, const RotaryTab
   DeepNormResidual(a.y.data(), a.attn.data(), alpha, N * C, a.h.data());  // h = y·α + attn
   tap("h", a.h, C);
   LayerNorm(a.h.data(), N, C, w.ffn_norm_w.f16(), w.ffn_norm_b.f16(), cfg.layernorm_eps,
-            a.z.data());                                                   // z = LN_post(h)
+            a.z.data());  // z = LN_post(h)
   tap("ffn_norm", a.z, C);
-  Linear(a.z.data(), N, w.up, w.up_b.f16(), a.up.data(), a.f32.data());   // [N, 2F]
+  Linear(a.z.data(), N, w.up, w.up_b.f16(), a.up.data(), a.f32.data());  // [N, 2F]
   tap("up", a.up, 2 * F);
   GeGlu(a.up.data(), N, F, a.gated.data());
   tap("gated", a.gated, F);
@@ -99,8 +99,10 @@ Status CheckSeqStep(std::span<const int32_t> ids, std::span<const int32_t> posit
                   (long long)(kv_length + T), (long long)kv_capacity);
   }
   if (prefix_len > kv_length + T) {
-    return Errorf("the first step of a sequence must include its whole bidirectional prefix "
-                  "(%lld tokens), got %lld", (long long)prefix_len, (long long)(kv_length + T));
+    return Errorf(
+        "the first step of a sequence must include its whole bidirectional prefix "
+        "(%lld tokens), got %lld",
+        (long long)prefix_len, (long long)(kv_length + T));
   }
   for (int32_t p : positions) {
     if (p < 0 || p >= max_seq) {
@@ -121,18 +123,8 @@ Status ForwardBatch(WeightStore& store, const RotaryTable& rope, std::span<const
                     Activations& act, Half* logits, const TapFn* tap) {
   const ModelConfig& cfg = store.config();
   const int64_t C = cfg.hidden;
-  int64_t N = 0, rows = 0;
-  for (const SeqStep& s : seqs) {
-    RETURN_IF_ERROR(CheckSeqStep(s.ids, s.positions, s.kv->length, s.kv->capacity, s.prefix_len,
-                                 rope.max_seq, cfg.vocab));
-    N += int64_t(s.ids.size());
-    rows += s.all_logits ? int64_t(s.ids.size()) : 1;
-  }
-  if (N == 0) return Errorf("Forward: no tokens");
-  if (N > act.max_tokens) {
-    return Errorf("Forward: %lld tokens exceed the activation capacity %lld", (long long)N,
-                  (long long)act.max_tokens);
-  }
+  ASSIGN_OR_RETURN(const StepSize size, CheckSteps(seqs, rope.max_seq, cfg.vocab, act.max_tokens));
+  const int64_t N = size.tokens, rows = size.logit_rows;
   int64_t off = 0;
   for (const SeqStep& s : seqs) {
     std::copy(s.ids.begin(), s.ids.end(), act.ids.begin() + off);
@@ -169,8 +161,11 @@ Status ForwardBatch(WeightStore& store, const RotaryTable& rope, std::span<const
 
 Status Forward(WeightStore& store, const RotaryTable& rope, KvCache& kv, Activations& act,
                const ForwardArgs& args, Half* logits) {
-  const SeqStep step{.kv = &kv, .ids = args.ids, .positions = args.positions,
-                     .prefix_len = args.prefix_len, .all_logits = args.all_logits};
+  const SeqStep step{.kv = &kv,
+                     .ids = args.ids,
+                     .positions = args.positions,
+                     .prefix_len = args.prefix_len,
+                     .all_logits = args.all_logits};
   return ForwardBatch(store, rope, std::span(&step, 1), act, logits, args.tap);
 }
 

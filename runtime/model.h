@@ -18,10 +18,10 @@ namespace glm {
 
 // Post-RoPE keys and unscaled values of every layer (spec §1.11), for one sequence.
 struct KvCache {
-  int64_t capacity = 0;   // S: tokens it can hold
-  int64_t length = 0;     // tokens already processed
-  std::vector<Half> k;    // [L, S, H*D]
-  std::vector<Half> v;    // [L, S, H*D]
+  int64_t capacity = 0;  // S: tokens it can hold
+  int64_t length = 0;    // tokens already processed
+  std::vector<Half> k;   // [L, S, H*D]
+  std::vector<Half> v;   // [L, S, H*D]
 
   static KvCache Allocate(const ModelConfig& cfg, int64_t capacity);
   Half* K(int layer, int64_t hd) { return k.data() + size_t(layer) * capacity * hd; }
@@ -77,6 +77,29 @@ Status ForwardBatch(WeightStore& store, const RotaryTable& rope, std::span<const
 Status CheckSeqStep(std::span<const int32_t> ids, std::span<const int32_t> positions,
                     int64_t kv_length, int64_t kv_capacity, int64_t prefix_len, int64_t max_seq,
                     int64_t vocab);
+
+// A whole step: every sequence checked (CheckSeqStep), at least one token and no more than the
+// activations hold. Returns the step's tokens and rows of logits. Step: SeqStep or GpuSeqStep.
+struct StepSize {
+  int64_t tokens = 0, logit_rows = 0;
+};
+template <class Step>
+StatusOr<StepSize> CheckSteps(std::span<const Step> seqs, int64_t max_seq, int64_t vocab,
+                              int64_t max_tokens) {
+  StepSize n;
+  for (const Step& s : seqs) {
+    RETURN_IF_ERROR(CheckSeqStep(s.ids, s.positions, s.kv->length, s.kv->capacity, s.prefix_len,
+                                 max_seq, vocab));
+    n.tokens += int64_t(s.ids.size());
+    n.logit_rows += s.all_logits ? int64_t(s.ids.size()) : 1;
+  }
+  if (n.tokens == 0) return Errorf("Forward: no tokens");
+  if (n.tokens > max_tokens) {
+    return Errorf("Forward: %lld tokens exceed the activation capacity %lld", (long long)n.tokens,
+                  (long long)max_tokens);
+  }
+  return n;
+}
 
 struct ForwardArgs {
   std::span<const int32_t> ids;

@@ -177,20 +177,26 @@ class Tapper {
   std::vector<Half> host_;
 };
 
+// The linear layers' context: the context's stream, cuBLAS handle and kernel choices, the
+// activations' scratch.
+gpu::LinearContext LinearContextOf(GpuContext& ctx, const GpuActivations& a) {
+  return {.cublas = ctx.cublas(),
+          .stream = ctx.stream(),
+          .f32 = a.f32,
+          .f32_elems = a.f32_elems,
+          .deq = a.deq,
+          .deq_elems = a.deq_elems,
+          .gemv_path = ctx.gemv_path,
+          .exact_fp32 = ctx.exact_fp32()};
+}
+
 // One GLM layer on the N tokens of the step (spec §1.3); see Layer in runtime/model.cc.
 void Layer(const ModelConfig& cfg, int l, const LayerWeights& w, GpuContext& ctx,
            std::span<const GpuSeqStep> seqs, GpuActivations& a, int64_t N, Tapper& tap) {
   const int64_t C = cfg.hidden, F = cfg.inner, H = cfg.num_heads, D = cfg.head_dim, HD = H * D;
   const float alpha = cfg.Alpha();
   cudaStream_t s = ctx.stream();
-  const gpu::LinearContext lc{.cublas = ctx.cublas(),
-                              .stream = s,
-                              .f32 = a.f32,
-                              .f32_elems = a.f32_elems,
-                              .deq = a.deq,
-                              .deq_elems = a.deq_elems,
-                              .gemv_path = ctx.gemv_path,
-                              .exact_fp32 = ctx.exact_fp32()};
+  const gpu::LinearContext lc = LinearContextOf(ctx, a);
   auto t = [&](const char* name, const Half* dev, int64_t cols) {
     tap(StrFormat("l%d.%s", l, name), dev, cols);
   };
@@ -234,18 +240,8 @@ Status ForwardBatchCuda(WeightStore& store, GpuContext& ctx, std::span<const Gpu
                         GpuActivations& act, Half* logits, const TapFn* tap) {
   const ModelConfig& cfg = store.config();
   const int64_t C = cfg.hidden;
-  int64_t N = 0, rows = 0;
-  for (const GpuSeqStep& s : seqs) {
-    RETURN_IF_ERROR(CheckSeqStep(s.ids, s.positions, s.kv->length, s.kv->capacity, s.prefix_len,
-                                 cfg.max_seq, cfg.vocab));
-    N += int64_t(s.ids.size());
-    rows += s.all_logits ? int64_t(s.ids.size()) : 1;
-  }
-  if (N == 0) return Errorf("Forward: no tokens");
-  if (N > act.max_tokens) {
-    return Errorf("Forward: %lld tokens exceed the activation capacity %lld", (long long)N,
-                  (long long)act.max_tokens);
-  }
+  ASSIGN_OR_RETURN(const StepSize size, CheckSteps(seqs, cfg.max_seq, cfg.vocab, act.max_tokens));
+  const int64_t N = size.tokens, rows = size.logit_rows;
   if (rows > act.max_logit_rows) {
     return Errorf("Forward: %lld rows of logits exceed the capacity %lld", (long long)rows,
                   (long long)act.max_logit_rows);
@@ -290,14 +286,7 @@ Status ForwardBatchCuda(WeightStore& store, GpuContext& ctx, std::span<const Gpu
                  act.y, stream);
   tapper.set_rows(rows);
   tapper("final_norm", act.y, C);
-  const gpu::LinearContext lc{.cublas = ctx.cublas(),
-                              .stream = stream,
-                              .f32 = act.f32,
-                              .f32_elems = act.f32_elems,
-                              .deq = act.deq,
-                              .deq_elems = act.deq_elems,
-                              .gemv_path = ctx.gemv_path,
-                              .exact_fp32 = ctx.exact_fp32()};
+  const gpu::LinearContext lc = LinearContextOf(ctx, act);
   gpu::Linear(act.y, rows, g.embedding, nullptr, act.logits, lc);
   if (logits) {
     CUDA_CHECK(cudaMemcpyAsync(logits, act.logits, size_t(rows * cfg.vocab) * sizeof(Half),

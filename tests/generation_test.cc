@@ -76,8 +76,8 @@ TEST(BuildInput, GMaskInsideTheTextKeepsEosAndPlainPositions) {
   auto tok = DemoTokenizer();
   auto in = BuildInput("Memory [gMASK] is slow.", *tok, 2048);
   ASSERT_TRUE(in.ok());
-  EXPECT_EQ(in->ids, Cat({tok->Encode("Memory "), {kGlm.gmask}, tok->Encode(" is slow."),
-                          {kGlm.eos}}));
+  EXPECT_EQ(in->ids,
+            Cat({tok->Encode("Memory "), {kGlm.gmask}, tok->Encode(" is slow."), {kGlm.eos}}));
   EXPECT_EQ(in->mode, MaskMode::kGMask);
   const int64_t n = int64_t(in->ids.size());
   std::vector<int32_t> want(n + 1 + 2);
@@ -90,8 +90,11 @@ TEST(BuildInput, SMaskUsesTheFirstSMask) {
   auto in = BuildInput("[sMASK] is slow, [sMASK] is fast", *tok, 2048);
   ASSERT_TRUE(in.ok());
   // The text starts with a mask: the empty first piece gives no tokens.
-  EXPECT_EQ(in->ids, Cat({{kGlm.smask}, tok->Encode(" is slow, "), {kGlm.smask},
-                          tok->Encode(" is fast"), {kGlm.eos}}));
+  EXPECT_EQ(in->ids, Cat({{kGlm.smask},
+                          tok->Encode(" is slow, "),
+                          {kGlm.smask},
+                          tok->Encode(" is fast"),
+                          {kGlm.eos}}));
   EXPECT_EQ(in->mode, MaskMode::kSMask);
   const std::vector<int32_t> pos = Positions(in->ids, 2);
   const size_t n = in->ids.size();
@@ -104,8 +107,12 @@ TEST(BuildInput, MaskTakesPrecedenceAndATextEndingInMaskHasNoEos) {
   auto tok = DemoTokenizer();
   auto in = BuildInput("A [gMASK] B [sMASK] C [MASK]", *tok, 2048);
   ASSERT_TRUE(in.ok());
-  EXPECT_EQ(in->ids, Cat({tok->Encode("A "), {kGlm.gmask}, tok->Encode(" B "), {kGlm.smask},
-                          tok->Encode(" C "), {kGlm.mask}}));
+  EXPECT_EQ(in->ids, Cat({tok->Encode("A "),
+                          {kGlm.gmask},
+                          tok->Encode(" B "),
+                          {kGlm.smask},
+                          tok->Encode(" C "),
+                          {kGlm.mask}}));
   EXPECT_EQ(in->mode, MaskMode::kMask);
   const int32_t mask_at = int32_t(in->ids.size()) - 1;
   EXPECT_EQ(Positions(in->ids, 1).back(), mask_at);
@@ -146,10 +153,7 @@ class TinyModel : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     dir_ = new test::TempDir();
-    const std::string path = dir_->File("tiny.gguf");
-    Status st = test::ConvertGoldenModel(path);
-    ASSERT_TRUE(st.ok()) << st.message();
-    auto store = MmapStore::Open(path);
+    auto store = test::OpenGoldenModel(dir_->File("tiny.gguf"));
     ASSERT_TRUE(store.ok()) << store.status().message();
     store_ = std::move(store).value().release();
   }
@@ -216,7 +220,9 @@ std::vector<GreedyCase> LoadGreedy() {
       GreedyCase c;
       std::string mode, k2;
       ls >> c.name >> k2 >> mode >> k2 >> c.out_seq_length;
-      c.mode = mode == "MASK" ? MaskMode::kMask : mode == "sMASK" ? MaskMode::kSMask : MaskMode::kGMask;
+      c.mode = mode == "MASK"    ? MaskMode::kMask
+               : mode == "sMASK" ? MaskMode::kSMask
+                                 : MaskMode::kGMask;
       cases.push_back(c);
     } else if (key == "input") {
       std::string ids;
@@ -297,7 +303,8 @@ TEST_F(TinyModel, GreedyEqualsTheReferenceStepByStep) {
       for (size_t i = 0; i < spans.size(); ++i) {
         auto [b, e] = r.outputs[0].spans[i];
         EXPECT_EQ(std::vector<int32_t>(r.outputs[0].ids.begin() + b, r.outputs[0].ids.begin() + e),
-                  spans[i]) << "blank " << i;
+                  spans[i])
+            << "blank " << i;
       }
       if (c.name == "no_room") {
         ASSERT_EQ(r.notes.size(), 1u);
@@ -322,8 +329,8 @@ TEST_F(TinyModel, BeamSearchWithCacheReorderEqualsRecompute) {
   for (const auto& [mode, ids] : prompts) {
     SCOPED_TRACE(MaskModeName(mode));
     GenerationOptions o{.strategy = Strategy::kBeamSearch, .out_seq_length = out_len};
-    o.beam = {.num_beams = nb, .length_penalty = 1.0, .no_repeat_ngram_size = 3,
-              .deterministic = true};
+    o.beam = {
+        .num_beams = nb, .length_penalty = 1.0, .no_repeat_ngram_size = 3, .deterministic = true};
     auto session = Session(o);
     const Query q{.ids = ids, .mode = mode, .seed = 9};
     auto results = session->RunAll(std::span(&q, 1));
@@ -350,16 +357,17 @@ TEST_F(TinyModel, BeamSearchWithCacheReorderEqualsRecompute) {
         auto layout = DeriveLayout(full, t).value();
         KvCache kv = KvCache::Allocate(cfg, int64_t(full.size()));
         Activations act = Activations::Allocate(cfg, int64_t(full.size()), int64_t(full.size()));
-        ForwardArgs args{.ids = full, .positions = layout.positions,
-                         .prefix_len = layout.prefix_len};
+        ForwardArgs args{
+            .ids = full, .positions = layout.positions, .prefix_len = layout.prefix_len};
         ASSERT_TRUE(Forward(*store_, rope, kv, act, args, logits.data() + b * cfg.vocab).ok());
       }
       bs.Step(logits, cfg.vocab, rng, scratch);
     }
     std::vector<Hypothesis> hyps = bs.Finish();
     ASSERT_EQ(hyps.size(), size_t(nb));
-    const int32_t mask_id = mode == MaskMode::kMask ? t.mask : mode == MaskMode::kSMask ? t.smask
-                                                                                      : t.gmask;
+    const int32_t mask_id = mode == MaskMode::kMask    ? t.mask
+                            : mode == MaskMode::kSMask ? t.smask
+                                                       : t.gmask;
     const int64_t mp = std::find(ids.begin(), ids.end(), mask_id) - ids.begin();
     for (int i = 0; i < nb; ++i) {
       std::vector<int32_t> g = hyps[i].generated;
@@ -390,8 +398,8 @@ TEST_F(TinyModel, BatchEqualsSingleRuns) {
 
   GenerationOptions sampling{.out_seq_length = 48};
   sampling.base = {.temperature = 0.9f, .top_k = 40, .top_p = 0.95f};
-  GenerationOptions beams{.strategy = Strategy::kBeamSearch, .min_gen_length = 3,
-                          .out_seq_length = 48};
+  GenerationOptions beams{
+      .strategy = Strategy::kBeamSearch, .min_gen_length = 3, .out_seq_length = 48};
   beams.beam = {.num_beams = 3, .length_penalty = 1.0, .no_repeat_ngram_size = 3};
   for (const GenerationOptions& base : {sampling, beams}) {
     SCOPED_TRACE(base.strategy == Strategy::kBase ? "BaseStrategy" : "BeamSearchStrategy");
@@ -443,8 +451,10 @@ TEST_F(TinyModel, MinGenLengthHoldsForBothStrategies) {
 
 TEST_F(TinyModel, BadQueriesAndOptionsAreErrorsNotCrashes) {
   const SpecialTokens& t = store_->config().tokens;
-  std::vector<Query> qs = {{.ids = {}}, {.ids = {1, 2000, t.gmask}},
-                           {.ids = std::vector<int32_t>(600, 7)}, {.ids = {8, 9, t.gmask}}};
+  std::vector<Query> qs = {{.ids = {}},
+                           {.ids = {1, 2000, t.gmask}},
+                           {.ids = std::vector<int32_t>(600, 7)},
+                           {.ids = {8, 9, t.gmask}}};
   qs[2].ids.push_back(t.gmask);
   auto r = Session({.max_batch = 2})->RunAll(qs);
   ASSERT_TRUE(r.ok());

@@ -32,10 +32,7 @@ class Golden : public ::testing::Test {
     auto kv = test::ReadGoldenConfig();
     ASSERT_FALSE(kv.empty()) << "missing " << kDir << "/config.txt";
     dir_ = new test::TempDir();
-    const std::string path = dir_->File("tiny.gguf");
-    Status st = test::ConvertGoldenModel(path);
-    ASSERT_TRUE(st.ok()) << st.message();
-    auto store = MmapStore::Open(path);
+    auto store = test::OpenGoldenModel(dir_->File("tiny.gguf"));
     ASSERT_TRUE(store.ok()) << store.status().message();
     store_ = std::move(store).value().release();
     const ModelConfig& cfg = store_->config();

@@ -8,10 +8,12 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "offload/model_file.h"
 #include "quant/convert.h"
 #include "runtime/check.h"
 #include "runtime/fp16.h"
@@ -143,6 +145,12 @@ inline Status ConvertGoldenModel(const std::string& out, int bits = 16) {
                               .eop = int32_t(kv["eop"]),
                               .eos = int32_t(kv["eos"])};
   return ConvertSatToGguf(opts);
+}
+
+// The golden model converted to `path` and mapped (MmapStore).
+inline StatusOr<std::unique_ptr<MmapStore>> OpenGoldenModel(const std::string& path) {
+  RETURN_IF_ERROR(ConvertGoldenModel(path));
+  return MmapStore::Open(path);
 }
 
 // Chained outputs of the golden model (each layer's output, the final norm, the logits) against
