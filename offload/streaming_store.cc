@@ -357,6 +357,16 @@ void StreamingStore::ResetStats() {
   stats_.resyncs = 0;
 }
 
+void StreamingStore::WaitForReads() {
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_ready_.wait(lock, [&] {
+    for (const Slot& s : slots_) {
+      if (s.state == SlotState::kReading) return false;
+    }
+    return true;
+  });
+}
+
 // ---- the I/O thread ------------------------------------------------------------------------
 
 void StreamingStore::IoLoop() {

@@ -99,6 +99,9 @@ class StreamingStore : public WeightStore {
 
   StreamingStats stats() const;
   void ResetStats();
+  // Blocks until every read issued so far has completed (the read-ahead into the next step
+  // included), so that a measurement between steps has the disk to itself.
+  void WaitForReads();
   const MemoryAccount& memory() const { return account_; }
   const GgufFile& file() const { return *file_; }
   // "io_uring, O_DIRECT, 1 MiB blocks, queue depth 16; 3 slots x 101 MiB, depth 2, 40 resident"

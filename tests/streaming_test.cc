@@ -6,9 +6,11 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "offload/model_file.h"
 #include "offload/planner.h"
@@ -165,6 +167,25 @@ TEST_F(StreamingTest, BitIdenticalThroughInjectedFaults) {
   ExpectBitIdentical(Run(*store), "faults");
   EXPECT_GT(faults.short_reads.load(), 0);
   EXPECT_GT(faults.eagains.load(), 0);
+}
+
+// glm-bench probes the disk between steps once the store is quiet: WaitForReads returns only
+// when the reads issued at Open (one per slot, each slowed down) have all completed.
+TEST_F(StreamingTest, WaitForReadsReturnsWhenNoReadIsInFlight) {
+  FaultInjector faults(FaultOptions{.delay = 1.0, .delay_us = 3000, .seed = 3});
+  auto store = OpenOrDie(
+      StreamingOptions{.reader = {.block_bytes = 16 << 10, .queue_depth = 2, .faults = &faults},
+                       .resident = Resident({}),
+                       .staging_slots = 3,
+                       .prefetch_depth = 2});
+  auto f = GgufFile::Open(*path_);
+  ASSERT_TRUE(f.ok());
+  const HostFootprint fp = ReadHostFootprint(**f).value();
+  store->WaitForReads();
+  const uint64_t done = store->stats().bytes_read;
+  EXPECT_EQ(done, fp.layer_bytes[0] + fp.layer_bytes[1] + fp.layer_bytes[2]);
+  std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  EXPECT_EQ(store->stats().bytes_read, done);
 }
 
 TEST_F(StreamingTest, ReadErrorSurfacesWithFileAndOffsetAndSticks) {

@@ -6,19 +6,14 @@
 // read-then-compute loop (buffered pread, no prefetch, cold page cache) at the same residency.
 // Docs: docs/glm-bench.md.
 #include <gflags/gflags.h>
-#include <sys/stat.h>
-#include <sys/sysmacros.h>
-#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <ctime>
 #include <fstream>
 #include <functional>
 #include <map>
-#include <optional>
 
 #include "offload/file_reader.h"
 #include "offload/host_buffer.h"
@@ -28,6 +23,8 @@
 #include "quant/synthetic.h"
 #include "runtime/model.h"
 #include "runtime/parallel.h"
+#include "tools/glm_bench/report.h"
+#include "tools/glm_bench/run.h"
 #include "tools/tool_util.h"
 
 DEFINE_string(model, "", "model file(s), comma-separated (e.g. an f16 and an int8 file)");
@@ -57,6 +54,10 @@ DEFINE_int32(probe_passes, 3,
 DEFINE_bool(probe_each, true,
             "measure the disk bandwidth again before every configuration (the "
             "bound then uses the disk as it is at that moment; shared disks drift)");
+DEFINE_bool(paired_probe, true,
+            "streamed configurations: a second pass of decode steps, each after a probe of "
+            "the disk (one step's streamed bytes, the store's reads finished); prints "
+            "measured / bound with each step's bound from the rate probed just before it");
 DEFINE_bool(calibrate_each, true,
             "time compute alone again before every configuration (the "
             "bound then uses the CPU as it is at that moment; shared machines drift)");
@@ -75,79 +76,6 @@ namespace {
 const char* kTool = "glm-bench";
 using Clock = std::chrono::steady_clock;
 
-std::vector<std::string> SplitList(const std::string& s) {
-  std::vector<std::string> out;
-  size_t pos = 0;
-  while (pos <= s.size()) {
-    size_t end = s.find(',', pos);
-    if (end == std::string::npos) end = s.size();
-    std::string item = s.substr(pos, end - pos);
-    while (!item.empty() && item.front() == ' ') item.erase(item.begin());
-    while (!item.empty() && item.back() == ' ') item.pop_back();
-    if (!item.empty()) out.push_back(item);
-    pos = end + 1;
-  }
-  return out;
-}
-
-std::string ReadFirstLine(const std::string& path, const std::string& prefix = "") {
-  std::ifstream in(path);
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.compare(0, prefix.size(), prefix) == 0) {
-      const size_t colon = prefix.empty() ? std::string::npos : line.find(':');
-      std::string v = colon == std::string::npos ? line : line.substr(colon + 1);
-      while (!v.empty() && v.front() == ' ') v.erase(v.begin());
-      return v;
-    }
-  }
-  return "";
-}
-
-std::string JsonEscape(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    if (c == '"' || c == '\\') out += '\\';
-    if (static_cast<unsigned char>(c) < 0x20) {
-      out += StrFormat("\\u%04x", c);
-      continue;
-    }
-    out += c;
-  }
-  return out;
-}
-
-// CPU, cores, RAM, kernel, the disk holding `path`, date and load: where the numbers came from.
-std::string MachineLine(const std::string& path) {
-  utsname u{};
-  uname(&u);
-  std::string disk = "?";
-  struct stat st;
-  if (stat(path.c_str(), &st) == 0) {
-    const std::string sys = StrFormat("/sys/dev/block/%u:%u", major(st.st_dev), minor(st.st_dev));
-    char target[512] = {0};
-    if (readlink(sys.c_str(), target, sizeof(target) - 1) > 0) {
-      disk = target;
-      disk = disk.substr(disk.rfind('/') + 1);
-      const std::string model = ReadFirstLine("/sys/class/block/" + disk + "/device/model");
-      const std::string rot = ReadFirstLine("/sys/class/block/" + disk + "/queue/rotational");
-      if (!model.empty()) disk += " (" + model + ")";
-      if (rot == "0") disk += " non-rotational";
-    }
-  }
-  char date[64];
-  const time_t now = time(nullptr);
-  strftime(date, sizeof(date), "%Y-%m-%d %H:%M UTC", gmtime(&now));
-  return StrFormat(
-      "%s; %ld cores (%d compute threads); RAM %s; Linux %s; disk %s; %s; load %s",
-      ReadFirstLine("/proc/cpuinfo", "model name").c_str(), sysconf(_SC_NPROCESSORS_ONLN),
-      ThreadPool::Global().size(),
-      FormatBytes(std::strtoull(ReadFirstLine("/proc/meminfo", "MemTotal").c_str(), nullptr, 10) *
-                  1024)
-          .c_str(),
-      u.release, disk.c_str(), date, ReadFirstLine("/proc/loadavg").c_str());
-}
-
 void DropSystemCaches() {
   if (!FLAGS_drop_system_caches) return;
   sync();
@@ -156,172 +84,20 @@ void DropSystemCaches() {
   if (!f) WarnOnce("drop_caches", "cannot write /proc/sys/vm/drop_caches (not root?)");
 }
 
-// ---- one run: a prefill and decode steps ---------------------------------------------------
-
-struct RunTimes {
-  double prefill_s = 0;
-  std::vector<double> decode_s;
-  uint64_t kv_bytes = 0, activation_bytes = 0;
-  double DecodeMean() const {
-    double s = 0;
-    for (double d : decode_s) s += d;
-    return decode_s.empty() ? 0 : s / double(decode_s.size());
-  }
-};
-
-// B sequences of `prompt` tokens (bidirectional context, as [gMASK] generation), then
-// `steps` batched decode steps. before(i) runs untimed before step i (0 = the prefill).
-StatusOr<RunTimes> RunSteps(WeightStore& store, int batch, int prompt, int steps,
-                            const std::function<void(int)>& before,
-                            const std::function<void(int)>& progress) {
-  const ModelConfig& cfg = store.config();
-  const int64_t cap = prompt + steps;
-  RotaryTable rope = RotaryTable::Build(cfg.head_dim, cfg.max_seq);
-  std::vector<KvCache> kv;
-  for (int b = 0; b < batch; ++b) kv.push_back(KvCache::Allocate(cfg, cap));
-  Activations act = Activations::Allocate(cfg, int64_t(batch) * prompt, cap);
-  std::vector<Half> logits(size_t(batch) * size_t(cfg.vocab));
-  RunTimes t;
-  t.kv_bytes = uint64_t(batch) * (kv[0].k.size() + kv[0].v.size()) * sizeof(Half);
-  for (const auto* v : {&act.x, &act.y, &act.qkv, &act.ctx, &act.attn, &act.h, &act.z, &act.up,
-                        &act.gated, &act.down}) {
-    t.activation_bytes += v->size() * sizeof(Half);
-  }
-  t.activation_bytes += (act.f32.size() + act.attn_scratch.size()) * sizeof(float) +
-                        logits.size() * sizeof(Half) + rope.cos.size() * 2 * sizeof(Half);
-  const int vocab_used = std::min(cfg.vocab, 20000);
-  std::vector<std::vector<int32_t>> ids(static_cast<size_t>(batch)), pos = ids;
-  for (int b = 0; b < batch; ++b) {
-    for (int i = 0; i < prompt; ++i) {
-      ids[size_t(b)].push_back(int32_t(1 + (b * 7919 + i * 104729) % (vocab_used - 1)));
-      pos[size_t(b)].push_back(i);
-    }
-  }
-  std::vector<SeqStep> seqs(static_cast<size_t>(batch));
-  for (int step = 0; step <= steps; ++step) {
-    for (int b = 0; b < batch; ++b) {
-      seqs[size_t(b)] = SeqStep{.kv = &kv[size_t(b)],
-                                .ids = ids[size_t(b)],
-                                .positions = pos[size_t(b)],
-                                .prefix_len = step == 0 ? prompt : 0};
-    }
-    if (before) before(step);
-    const auto start = Clock::now();
-    RETURN_IF_ERROR(ForwardBatch(store, rope, seqs, act, logits.data()));
-    const double s = std::chrono::duration<double>(Clock::now() - start).count();
-    (step == 0 ? t.prefill_s : t.decode_s.emplace_back()) = s;
-    for (int b = 0; b < batch; ++b) {
-      ids[size_t(b)] = {int32_t(1 + (b * 31 + step * 977) % (vocab_used - 1))};
-      pos[size_t(b)] = {int32_t(kv[size_t(b)].length)};
-    }
-    if (progress) progress(step);
-  }
-  return t;
-}
-
-// ---- one configuration ---------------------------------------------------------------------
-
 struct Budget {
   std::string label;
   uint64_t bytes = 0;  // 0 with none/full: derived from the plan
   bool none = false, full = false;
 };
 
-struct Result {
-  std::string model, budget_label, error;
-  uint64_t budget_bytes = 0, peak_rss = 0, rss_limit = 0, kv_bytes = 0, act_bytes = 0;
-  int batch = 1, resident = 0, layers = 0, slots = 0, depth = 0;
-  bool on_demand = false;
-  double prefill_ms_tok = 0, decode_ms_step = 0, wait_ms_step = 0, read_gbps = 0, disk_gbps = 0;
-  double bound_ms_step = 0, predicted_ms_step = 0, compute_ms_step = 0, prefill_bound_ms_tok = 0;
-  double baseline_ms_step = 0, open_s = 0;
-  // The disk's busy time per step (the reader had a streamed layer in flight) and the rate it
-  // delivered while busy: they separate the executor's own overhead (the disk left idle) from
-  // the disk's speed during the run, which on shared or virtual disks drifts from the probe.
-  double busy_ms_step = 0, busy_gbps = 0;
-  // Fully resident only: decode through the store and, on the same resident layers, without
-  // it (DirectStore), alternated (medians of kResidentReps each).
-  double resident_store_ms_step = 0, resident_direct_ms_step = 0;
-};
-
-std::string JsonLine(const Result& r) {
-  auto num = [](double v) { return std::isfinite(v) ? StrFormat("%.4f", v) : std::string("null"); };
-  std::string s = "{";
-  s += StrFormat("\"model\":\"%s\",\"budget\":\"%s\",\"host_mem_bytes\":%llu,\"batch\":%d,",
-                 JsonEscape(r.model).c_str(), JsonEscape(r.budget_label).c_str(),
-                 (unsigned long long)r.budget_bytes, r.batch);
-  if (!r.error.empty()) return s + "\"error\":\"" + JsonEscape(r.error) + "\"}";
-  const double meas_over_bound = r.bound_ms_step > 0 ? r.decode_ms_step / r.bound_ms_step : 0;
-  s += StrFormat(
-      "\"resident_layers\":%d,\"num_layers\":%d,\"staging_slots\":%d,"
-      "\"prefetch_depth\":%d,\"reads_on_demand\":%s,",
-      r.resident, r.layers, r.slots, r.depth, r.on_demand ? "true" : "false");
-  s += "\"prefill_ms_per_token\":" + num(r.prefill_ms_tok) +
-       ",\"prefill_bound_ms_per_token\":" + num(r.prefill_bound_ms_tok) +
-       ",\"decode_ms_per_step\":" + num(r.decode_ms_step) +
-       ",\"decode_ms_per_token\":" + num(r.decode_ms_step / r.batch) +
-       ",\"tokens_per_s\":" + num(r.decode_ms_step > 0 ? 1e3 * r.batch / r.decode_ms_step : 0) +
-       ",\"read_gbps\":" + num(r.read_gbps) + ",\"disk_gbps\":" + num(r.disk_gbps) +
-       ",\"bound_ms_per_step\":" + num(r.bound_ms_step) +
-       ",\"bound_ms_per_token\":" + num(r.bound_ms_step / r.batch) +
-       ",\"predicted_ms_per_step\":" + num(r.predicted_ms_step) +
-       ",\"compute_ms_per_step\":" + num(r.compute_ms_step) +
-       ",\"measured_over_bound\":" + num(meas_over_bound) +
-       ",\"disk_busy_ms_per_step\":" + num(r.busy_ms_step) + ",\"disk_busy_fraction\":" +
-       num(r.decode_ms_step > 0 ? r.busy_ms_step / r.decode_ms_step : 0) +
-       ",\"busy_read_gbps\":" + num(r.busy_gbps) + ",\"measured_over_busy_bound\":" +
-       num(r.decode_ms_step / std::max({r.busy_ms_step, r.compute_ms_step, 1e-9})) +
-       ",\"wait_ms_per_step\":" + num(r.wait_ms_step) +
-       ",\"resident_store_ms_per_step\":" + num(r.resident_store_ms_step) +
-       ",\"resident_direct_ms_per_step\":" + num(r.resident_direct_ms_step) +
-       ",\"baseline_decode_ms_per_step\":" + num(r.baseline_ms_step) +
-       ",\"speedup_over_baseline\":" +
-       num(r.baseline_ms_step > 0 ? r.baseline_ms_step / r.decode_ms_step : 0);
-  s += StrFormat(
-      ",\"peak_rss_bytes\":%llu,\"rss_limit_bytes\":%llu,\"kv_bytes\":%llu,"
-      "\"activation_bytes\":%llu}",
-      (unsigned long long)r.peak_rss, (unsigned long long)r.rss_limit,
-      (unsigned long long)r.kv_bytes, (unsigned long long)r.act_bytes);
-  return s;
-}
-
-// The layers of a fully resident StreamingStore, served without it: Acquire returns the view
-// the store returned once, with no lock and no bookkeeping. Compute alone on the very bytes the
-// store holds, for the "fully resident vs compute alone" comparison.
-class DirectStore : public WeightStore {
- public:
-  static StatusOr<std::unique_ptr<DirectStore>> Of(StreamingStore& s) {
-    std::unique_ptr<DirectStore> d(new DirectStore(s));
-    for (int l = 0; l < s.config().num_layers; ++l) {
-      ASSIGN_OR_RETURN(const LayerWeights* w, s.Acquire(l));
-      s.Release(l);
-      d->layers_.push_back(w);
-    }
-    return d;
-  }
-  const ModelConfig& config() const override { return store_.config(); }
-  const GlobalWeights& globals() const override { return store_.globals(); }
-  StatusOr<const LayerWeights*> Acquire(int layer) override { return layers_[size_t(layer)]; }
-  void Release(int) override {}
-
- private:
-  explicit DirectStore(StreamingStore& s) : store_(s) {}
-  StreamingStore& store_;
-  std::vector<const LayerWeights*> layers_;
-};
-
 constexpr int kResidentReps = 5;
-
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v[v.size() / 2];
-}
+constexpr uint64_t kProbeChunk = 256ull << 20;  // the probe's read buffer
 
 struct Bench {
   std::string path, name;
   HostFootprint fp;
   ReaderOptions reader;
-  uint64_t bw_bytes = 0;
+  uint64_t bw_bytes = 0, data_offset = 0;
   double disk_bps = 0;
   Progress* progress = nullptr;
   double done_units = 0, total_units = 1;
@@ -334,6 +110,7 @@ struct Bench {
     DropSystemCaches();
     auto f = GgufFile::Open(path);
     if (!f.ok()) Die(kTool, f.status());
+    data_offset = (*f)->data_offset();
     // The sustained rate: the first pass warms the disk up and is not counted when there are
     // more; the rate is the mean over the others (total bytes / total time). A decode step
     // streams for seconds on end, so the sustained rate is the one it can get. On the
@@ -345,7 +122,7 @@ struct Bench {
     std::string passes, describe;
     const int n = std::max(1, FLAGS_probe_passes);
     for (int pass = 0; pass < n; ++pass) {
-      auto one = MeasureSequentialRead(path, reader, (*f)->data_offset(), bw_bytes, 256ull << 20,
+      auto one = MeasureSequentialRead(path, reader, data_offset, bw_bytes, kProbeChunk,
                                        /*spread=*/true);
       if (!one.ok()) Die(kTool, one.status());
       passes += StrFormat("%s%.2f", pass ? ", " : "", one->bytes_per_s / 1e9);
@@ -427,6 +204,57 @@ struct Bench {
     return MakePlan(in);
   }
 
+  // The bound taken step by step: a second pass of decode steps, each one preceded (untimed)
+  // by a probe of as many bytes as a step streams, read once the store's own reads (the
+  // read-ahead into the step) have finished. A step is then set against the disk as it was
+  // seconds before, not minutes: on a shared or virtual disk whose rate swings by tens of per
+  // cent within a minute, the one probe per configuration cannot bound each step. A step's
+  // bytes are those its reads completed inside it; the step starts with the staging slots
+  // already filled, so those reads are fewer than a step streams and its time is set against
+  // only them (the bound errs low, against us).
+  void PairedPass(StreamingStore& s, const Plan& plan, Result* r) {
+    uint64_t streamed = 0;
+    for (int l = 0; l < r->layers; ++l) {
+      if (!plan.resident[size_t(l)]) streamed += fp.layer_bytes[size_t(l)];
+    }
+    const int steps = FLAGS_decode_steps;
+    std::vector<double> rates, step_bytes;
+    uint64_t before = 0;
+    auto run = RunSteps(
+        s, r->batch, FLAGS_prompt, steps,
+        [&](int step) {
+          if (step == 0) return;
+          s.WaitForReads();
+          auto p = MeasureSequentialRead(path, reader, data_offset, streamed, kProbeChunk,
+                                         /*spread=*/true);
+          if (!p.ok()) Die(kTool, p.status());
+          rates.push_back(p->bytes_per_s);
+          before = s.stats().bytes_read;
+        },
+        [&](int step) {
+          if (step > 0) step_bytes.push_back(double(s.stats().bytes_read - before));
+          Tick(StrFormat("paired probe %s batch %d: step %d/%d", r->budget_label.c_str(), r->batch,
+                         step + 1, steps + 1),
+               1.0 / (steps + 1));
+        });
+    if (!run.ok()) Die(kTool, run.status());
+    std::vector<double> ratios;
+    std::string pairs;
+    for (size_t i = 0; i < run->decode_s.size(); ++i) {
+      const double bound = std::max(step_bytes[i] / rates[i], r->compute_ms_step / 1e3);
+      ratios.push_back(run->decode_s[i] / bound);
+      pairs += StrFormat("%s%.0f/%.0f ms at %.2f GB/s", i ? ", " : "", run->decode_s[i] * 1e3,
+                         bound * 1e3, rates[i] / 1e9);
+    }
+    r->paired_disk_gbps = Median(rates) / 1e9;
+    r->paired_ratio = Median(ratios);
+    std::fprintf(stderr,
+                 "paired probe: %s per probe; step/bound: %s -> median measured / bound %.2fx "
+                 "(disk %.2f GB/s)\n",
+                 FormatBytes(streamed).c_str(), pairs.c_str(), r->paired_ratio,
+                 r->paired_disk_gbps);
+  }
+
   Result RunConfig(const Budget& b, int batch, int depth) {
     Result r;
     r.model = name;
@@ -443,7 +271,7 @@ struct Bench {
       r.error = plan.status().message();
       std::fprintf(stderr, "\n%s: budget %s, batch %d: %s\n", kTool, b.label.c_str(), batch,
                    r.error.c_str());
-      Tick("skipped", 1 + FLAGS_baseline);
+      Tick("skipped", 1 + FLAGS_baseline + FLAGS_paired_probe);
       return r;
     }
     const uint64_t budget = b.none || b.full ? plan->total_bytes() : b.bytes;
@@ -478,7 +306,7 @@ struct Bench {
                                                       .verbose = FLAGS_verbose});
       if (!store.ok()) {
         r.error = store.status().message();
-        Tick("failed", 1 + FLAGS_baseline);
+        Tick("failed", 1 + FLAGS_baseline + FLAGS_paired_probe);
         return r;
       }
       r.open_s = std::chrono::duration<double>(Clock::now() - t0).count();
@@ -533,6 +361,11 @@ struct Bench {
           FormatBytes(r.peak_rss).c_str(), FormatBytes(r.rss_limit).c_str(),
           FormatBytes(rss0).c_str(), FormatBytes(budget).c_str(), FormatBytes(r.kv_bytes).c_str(),
           FormatBytes(r.act_bytes).c_str(), r.peak_rss <= r.rss_limit ? "ok" : "OVER");
+      if (FLAGS_paired_probe && plan->resident_count < r.layers) {
+        PairedPass(s, *plan, &r);
+      } else if (FLAGS_paired_probe) {
+        Tick("", 1);
+      }
       if (plan->resident_count == r.layers) {
         // The store against the same resident layers without it, alternated so that the
         // machine's drift (this VM's compute rate moves by +-20% within minutes) cancels.
@@ -740,7 +573,7 @@ int Main() {
       bench.bw_bytes = *bw_bytes;
       bench.Probe();
       bench.total_units = double(batches->size() * budgets->size() * depths->size()) *
-                          (1 + FLAGS_baseline + FLAGS_calibrate_each);
+                          (1 + FLAGS_baseline + FLAGS_calibrate_each + FLAGS_paired_probe);
       for (int batch : *batches) {
         for (int depth : *depths) {
           for (const Budget& b : *budgets) {
@@ -756,34 +589,7 @@ int Main() {
   progress.Done();
 
   FILE* out = FLAGS_json ? stderr : stdout;
-  std::fprintf(out, "\n%-22s %9s %9s %5s %5s %9s %10s %9s %8s %6s %10s %6s %6s %6s %10s %7s %9s\n",
-               "model", "budget", "resident", "depth", "batch", "prefill", "decode", "decode",
-               "tok/s", "GB/s", "bound", "meas/", "disk", "meas/", "baseline", "speed-",
-               "peak RSS");
-  std::fprintf(out, "%-22s %9s %9s %5s %5s %9s %10s %9s %8s %6s %10s %6s %6s %6s %10s %7s %9s\n",
-               "", "", "layers", "", "", "ms/tok", "ms/step", "ms/tok", "", "read", "ms/step",
-               "bound", "busy", "busy", "ms/step", "up", "");
-  for (const Result& r : results) {
-    if (!r.error.empty()) {
-      std::fprintf(out, "%-22s %9s  error: %s\n", r.model.c_str(), r.budget_label.c_str(),
-                   r.error.c_str());
-      continue;
-    }
-    std::fprintf(out,
-                 "%-22s %9s %4d/%-4d %5d %5d %9.2f %10.1f %9.1f %8.2f %6.2f %10.1f %6.2f %5.0f%% "
-                 "%6.2f %10s %7s %9s\n",
-                 r.model.c_str(), r.budget_label.c_str(), r.resident, r.layers, r.depth, r.batch,
-                 r.prefill_ms_tok, r.decode_ms_step, r.decode_ms_step / r.batch,
-                 1e3 * r.batch / r.decode_ms_step, r.read_gbps, r.bound_ms_step,
-                 r.decode_ms_step / r.bound_ms_step,
-                 r.decode_ms_step > 0 ? 100.0 * r.busy_ms_step / r.decode_ms_step : 0.0,
-                 r.decode_ms_step / std::max({r.busy_ms_step, r.compute_ms_step, 1e-9}),
-                 r.baseline_ms_step > 0 ? StrFormat("%.1f", r.baseline_ms_step).c_str() : "-",
-                 r.baseline_ms_step > 0
-                     ? StrFormat("%.2fx", r.baseline_ms_step / r.decode_ms_step).c_str()
-                     : "-",
-                 FormatBytes(r.peak_rss).c_str());
-  }
+  PrintTable(out, results);
   return 0;
 }
 
