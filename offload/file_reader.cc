@@ -147,7 +147,18 @@ bool FileReader::NextBlock(Block* out) {
   return false;
 }
 
+void FileReader::AccountInFlight() {
+  const auto now = std::chrono::steady_clock::now();
+  if (in_flight_ > 0) {
+    const double dt = std::chrono::duration<double>(now - last_change_).count();
+    stats_.busy_s += dt;
+    stats_.block_s += dt * in_flight_;
+  }
+  last_change_ = now;
+}
+
 void FileReader::Fill() {
+  AccountInFlight();
   bool started = false;
   for (size_t slot = 0; slot < blocks_.size(); ++slot) {
     if (blocks_[slot].req >= 0) continue;
@@ -181,6 +192,7 @@ void FileReader::BlockDone(int slot, int64_t res) {
   Block b = blocks_[size_t(slot)];
   GLM_CHECK_MSG(b.req >= 0, "completion for free block slot %d", slot);
   blocks_[size_t(slot)].req = -1;
+  AccountInFlight();
   --in_flight_;
   if (opts_.faults) res = opts_.faults->OnComplete(b.offset, b.bytes, b.dst, res);
   Req& q = reqs_[size_t(b.req)];
@@ -397,9 +409,12 @@ StatusOr<BandwidthResult> MeasureSequentialRead(const std::string& path, const R
   bytes = AlignUp(std::min(bytes, span), a);
   buffer_bytes = AlignUp(std::min(buffer_bytes, std::max<uint64_t>(bytes, 4096)), 4096);
   // Two halves, alternating: reads in flight never target the same bytes (overlapping DMA
-  // destinations measured 20-30% slower on a virtual disk).
+  // destinations measured 20-30% slower on a virtual disk). Huge pages, as the staging slots
+  // have: a read's pages are one device segment per physically contiguous run, so the probe
+  // would otherwise measure this buffer's fragmentation along with the disk.
   ASSIGN_OR_RETURN(HostBuffer buf,
-                   HostBuffer::Allocate(2 * buffer_bytes, nullptr, "bandwidth probe"));
+                   HostBuffer::Allocate(2 * buffer_bytes, nullptr, "bandwidth probe",
+                                        /*huge_pages=*/true));
   const iovec iov{buf.data(), buf.size()};
   reader->RegisterBuffers(std::span(&iov, 1));
   // Every chunk lands in the same buffer: the data is discarded, only the time matters.

@@ -16,6 +16,7 @@
 #include <sys/uio.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -86,6 +87,10 @@ struct ReaderStats {
   uint64_t bytes_read = 0;  // bytes delivered by the kernel (re-reads count again)
   int64_t blocks = 0, short_reads = 0, retries = 0;  // retries: EAGAIN/EINTR re-submissions
   int max_in_flight = 0;  // the most blocks ever in flight at once (<= queue depth)
+  // Time with at least one block in flight, and the integral of the blocks in flight over
+  // time: their ratio is the queue depth the device actually saw while it was busy.
+  double busy_s = 0, block_s = 0;
+  double MeanInFlight() const { return busy_s > 0 ? block_s / busy_s : 0; }
 };
 
 class FileReader {
@@ -153,6 +158,8 @@ class FileReader {
   std::vector<Block> blocks_;  // [queue_depth]; req < 0 means free
   int in_flight_ = 0;
   ReaderStats stats_;
+  std::chrono::steady_clock::time_point last_change_;  // of in_flight_ (for busy_s, block_s)
+  void AccountInFlight();                              // call before in_flight_ changes
 
  private:
   struct Req {

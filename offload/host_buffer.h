@@ -62,8 +62,10 @@ class HostBuffer {
   HostBuffer() = default;
   // Fails with a Status when the account refuses or mmap fails (size in MiB, errno text).
   // `account` may be null (unaccounted: tests and tools' own scratch). It must outlive the buffer.
+  // `huge_pages`: ask for transparent huge pages (MADV_HUGEPAGE), for buffers that O_DIRECT reads
+  // land in again and again (see Allocate).
   static StatusOr<HostBuffer> Allocate(uint64_t bytes, MemoryAccount* account,
-                                       const std::string& what);
+                                       const std::string& what, bool huge_pages = false);
   ~HostBuffer() { Reset(); }
   HostBuffer(HostBuffer&& o) noexcept { *this = std::move(o); }
   HostBuffer& operator=(HostBuffer&& o) noexcept;

@@ -109,7 +109,8 @@ StatusOr<std::unique_ptr<StreamingStore>> StreamingStore::Open(const std::string
     for (int i = 0; i < o.staging_slots; ++i) {
       ASSIGN_OR_RETURN(
           s->slots_[size_t(i)].buf,
-          HostBuffer::Allocate(slot_bytes, &s->account_, StrFormat("staging slot %d", i)));
+          HostBuffer::Allocate(slot_bytes, &s->account_, StrFormat("staging slot %d", i),
+                               /*huge_pages=*/true));
     }
   }
   if (o.verbose) {

@@ -311,11 +311,15 @@ struct Bench {
       }
       r.open_s = std::chrono::duration<double>(Clock::now() - t0).count();
       StreamingStore& s = **store;
+      ReaderStats reader0;
       const int steps = FLAGS_decode_steps;
       auto run = RunSteps(
           s, batch, FLAGS_prompt, steps,
           [&](int step) {
-            if (step == 1) s.ResetStats();
+            if (step == 1) {
+              s.ResetStats();
+              reader0 = s.stats().reader;
+            }
           },
           [&](int step) {
             Tick(StrFormat("budget %s batch %d: step %d/%d", b.label.c_str(), batch, step + 1,
@@ -327,6 +331,8 @@ struct Bench {
         return r;
       }
       const StreamingStats st = s.stats();
+      const double io_busy = st.reader.busy_s - reader0.busy_s;
+      r.mean_in_flight = io_busy > 0 ? (st.reader.block_s - reader0.block_s) / io_busy : 0;
       r.peak_rss = PeakRssBytes();
       r.kv_bytes = run->kv_bytes;
       r.act_bytes = run->activation_bytes;
@@ -348,8 +354,8 @@ struct Bench {
           "\nmeasured: decode %.1f ms/step (%.1f ms/token), predicted %.1f (%.2fx), "
           "bound %.1f (%.2fx); prefill %.2f ms/token (bound %.2f); read %.2f GB/s of "
           "%.2f; waited %.1f ms/step; open %.2f s\n"
-          "disk: busy %.1f ms/step (%.0f%% of the step) at %.2f GB/s while busy -> "
-          "measured / max(busy, compute) %.2fx\n"
+          "disk: busy %.1f ms/step (%.0f%% of the step) at %.2f GB/s while busy, %.1f of %d "
+          "blocks in flight on average -> measured / max(busy, compute) %.2fx\n"
           "memory: peak RSS %s <= %s = RSS before open %s + budget %s + KV %s + "
           "activations %s: %s\n",
           r.decode_ms_step, r.decode_ms_step / batch, r.predicted_ms_step,
@@ -357,7 +363,8 @@ struct Bench {
           r.bound_ms_step > 0 ? r.decode_ms_step / r.bound_ms_step : 0, r.prefill_ms_tok,
           r.prefill_bound_ms_tok, r.read_gbps, r.disk_gbps, r.wait_ms_step, r.open_s,
           r.busy_ms_step, r.decode_ms_step > 0 ? 100.0 * r.busy_ms_step / r.decode_ms_step : 0.0,
-          r.busy_gbps, r.decode_ms_step / std::max({r.busy_ms_step, r.compute_ms_step, 1e-9}),
+          r.busy_gbps, r.mean_in_flight, reader.queue_depth,
+          r.decode_ms_step / std::max({r.busy_ms_step, r.compute_ms_step, 1e-9}),
           FormatBytes(r.peak_rss).c_str(), FormatBytes(r.rss_limit).c_str(),
           FormatBytes(rss0).c_str(), FormatBytes(budget).c_str(), FormatBytes(r.kv_bytes).c_str(),
           FormatBytes(r.act_bytes).c_str(), r.peak_rss <= r.rss_limit ? "ok" : "OVER");

@@ -19,8 +19,10 @@
 // measurement on an Ice Lake Xeon (bench/results/cpu_kernels.md).
 #include <immintrin.h>
 
+#include <array>
 #include <cstdint>
 #include <cstdlib>
+#include <utility>
 
 #include "kernels/cpu/linear_common.h"
 #include "kernels/cpu/simd.h"
@@ -429,25 +431,21 @@ void PanelTile(const TileArgs& a) {
   }
 }
 
-template <int TB>
+// PanelTile<TB, np> for np = 1..NP.
+template <int TB, int NP = kTileP>
 void PanelTilePairs(int np, const TileArgs& a) {
-  switch (np) {
-    case 4:
-      return PanelTile<TB, 4>(a);
-    case 3:
-      return PanelTile<TB, 3>(a);
-    case 2:
-      return PanelTile<TB, 2>(a);
-    case 1:
-      return PanelTile<TB, 1>(a);
+  if constexpr (NP > 1) {
+    if (np < NP) return PanelTilePairs<TB, NP - 1>(np, a);
   }
+  PanelTile<TB, NP>(a);
 }
 
 using PanelTileFn = void (*)(int, const TileArgs&);
-static_assert(kTileT == 6 && kTileP == 4, "kPanelTiles and PanelTilePairs cover 6 x 4 tiles");
-constexpr PanelTileFn kPanelTiles[kTileT + 1] = {
-    nullptr,           PanelTilePairs<1>, PanelTilePairs<2>, PanelTilePairs<3>,
-    PanelTilePairs<4>, PanelTilePairs<5>, PanelTilePairs<6>};
+template <size_t... I>
+constexpr std::array<PanelTileFn, kTileT + 1> MakePanelTiles(std::index_sequence<I...>) {
+  return {nullptr, PanelTilePairs<int(I) + 1>...};
+}
+constexpr auto kPanelTiles = MakePanelTiles(std::make_index_sequence<kTileT>());
 
 // Rows [n0, n1) (at most 2*kPanelPairs) for all T tokens.
 template <class Pair>

@@ -118,7 +118,8 @@ std::string JsonLine(const Result& r) {
        ",\"measured_over_bound\":" + num(meas_over_bound) +
        ",\"disk_busy_ms_per_step\":" + num(r.busy_ms_step) + ",\"disk_busy_fraction\":" +
        num(r.decode_ms_step > 0 ? r.busy_ms_step / r.decode_ms_step : 0) +
-       ",\"busy_read_gbps\":" + num(r.busy_gbps) + ",\"measured_over_busy_bound\":" +
+       ",\"busy_read_gbps\":" + num(r.busy_gbps) +
+       ",\"mean_blocks_in_flight\":" + num(r.mean_in_flight) + ",\"measured_over_busy_bound\":" +
        num(r.decode_ms_step / std::max({r.busy_ms_step, r.compute_ms_step, 1e-9})) +
        ",\"paired_disk_gbps\":" + num(r.paired_disk_gbps) +
        ",\"measured_over_paired_bound\":" + num(r.paired_ratio) +

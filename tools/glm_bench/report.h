@@ -21,6 +21,8 @@ struct Result {
   // delivered while busy: they separate the executor's own overhead (the disk left idle) from
   // the disk's speed during the run, which on shared or virtual disks drifts from the probe.
   double busy_ms_step = 0, busy_gbps = 0;
+  // Blocks in flight, averaged over the time the reader had any (the device's queue depth).
+  double mean_in_flight = 0;
   // Streamed only, with --paired_probe: a second pass of decode steps, each one preceded
   // (untimed, the store's reads finished) by a probe of the disk of one step's streamed bytes.
   // Each step's bound is max(bytes it read / the rate probed just before it, compute); the
