@@ -25,7 +25,7 @@ ROOT=$(pwd)
 OUT_DIR=${OUT:-$ROOT/build-device/out}
 BUILD=${GLM_DEVICE_BUILD:-$ROOT/build-device}
 DEPS=${GLM_DEVICE_DEPS:-/tmp/glm-deps}
-STEPS=${STEPS:-"env deps configure build tests bench_int4 bench_int4g bench_fp16 bench_int8"}
+STEPS=${STEPS:-"env deps configure build tests bench_int4 bench_int4g bench_fp16 bench_int8 glmbench"}
 JOBS=$(nproc 2>/dev/null || echo 4)
 # Every step's timeout is cut to what is left before the deadline (default 470 s: done inside 8
 # minutes); steps that would start with less than 15 s left are skipped.
@@ -153,7 +153,7 @@ step_configure() {
 }
 
 step_build() {
-  local targets=(bench-gpu)
+  local targets=(bench-gpu glm-bench)
   [ -e "$BUILD/tests_built" ] && targets+=(cuda_plan_test cuda_kernels_test cuda_model_test)
   cmake --build "$BUILD" -j"$JOBS" --target "${targets[@]}"
 }
@@ -207,6 +207,8 @@ want bench_int4g && run bench_int4g 60 bench_int4g.log bench --dtype i4 --group 
 # Streamed from pinned host memory under three budgets (goal: within 1.15x of the PCIe bound).
 want bench_fp16 && run bench_fp16 110 bench_fp16.log bench --dtype f16 --gpu_mem 24G,48G,72G --prompt 8 --decode 2
 want bench_int8 && run bench_int8 70 bench_int8.log bench --dtype i8 --gpu_mem 24G,48G,72G --prompt 8 --decode 2
+# glm-bench's GPU mode (the same benchmark behind other flags), on 4 layers: the wiring only.
+want glmbench && run glmbench 40 - "$BUILD/glm-bench" --gpu-mem 0,10G --synthetic glm130b-L4 --gpu-dtype i8 --prompt 8 --decode-steps 2
 want ncu && run ncu 150 ncu.log step_ncu
 
 {

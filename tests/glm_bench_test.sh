@@ -81,4 +81,8 @@ expect_error "bad budget" "--host-mem" --synthetic tiny --layers 2 --workdir "$w
 expect_error "bad batch" "--batch" --synthetic tiny --layers 2 --workdir "$work" --batch 0
 echo "not a model" > "$work/junk.gguf"
 expect_error "not a model file" "$work/junk.gguf" --model "$work/junk.gguf"
+# GPU mode: refusals that come before any device is touched.
+expect_error "GPU mode on a model file" "not implemented yet" --gpu-mem 0 --model "$work/junk.gguf"
+expect_error "GPU mode, other shapes" "GLM-130B's layer" --gpu-mem 0 --synthetic tiny
+expect_error "GPU mode, bad budget" "--gpu-mem" --gpu-mem 24G,x
 echo PASS

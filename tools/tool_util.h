@@ -75,6 +75,23 @@ inline StatusOr<uint64_t> ParseByteSize(const std::string& s) {
   return uint64_t(bytes + 0.5);
 }
 
+// "24G,48G, 72G" -> the sizes, in order (ParseByteSize each); an empty list is an error.
+inline StatusOr<std::vector<uint64_t>> ParseByteList(const std::string& s) {
+  std::vector<uint64_t> out;
+  size_t pos = 0;
+  while (pos <= s.size()) {
+    size_t end = s.find(',', pos);
+    if (end == std::string::npos) end = s.size();
+    std::string item = s.substr(pos, end - pos);
+    while (!item.empty() && item.front() == ' ') item.erase(item.begin());
+    while (!item.empty() && item.back() == ' ') item.pop_back();
+    ASSIGN_OR_RETURN(uint64_t v, ParseByteSize(item));
+    out.push_back(v);
+    pos = end + 1;
+  }
+  return out;
+}
+
 // A progress line: redrawn in place on a terminal, at most every ~5% as plain lines otherwise.
 class Progress {
  public:
