@@ -7,6 +7,7 @@
 #   INT4, all 70 layers resident (~67 GB with the fp16 embedding), with --probe (each linear
 #     kernel alone against the device bandwidth); again with group-wise scales (G = 128);
 #   INT8 and FP16 streamed from pinned host memory under several --gpu-mem budgets;
+#   last, glm-bench --gpu-mem on 4 layers (glm-bench's GPU mode runs bench-gpu: the wiring only);
 # each decode time printed against its bound, with the H2D and device bandwidths measured in the
 # same run. Every step logs and has a timeout; a failing step does not stop the later ones; a
 # summary ends the output. Designed to finish in under 8 minutes on an H100 with 16 cores.
