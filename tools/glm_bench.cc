@@ -470,7 +470,8 @@ struct Bench {
 
 StatusOr<std::vector<Budget>> ParseBudgets(const std::string& spec, uint64_t model_bytes) {
   std::vector<Budget> out;
-  for (const std::string& item : SplitList(spec)) {
+  for (const std::string& item : SplitItems(spec)) {
+    if (item.empty()) continue;
     Budget b{.label = item};
     if (item == "0" || item == "none") {
       b.none = true;
@@ -492,7 +493,8 @@ StatusOr<std::vector<Budget>> ParseBudgets(const std::string& spec, uint64_t mod
 StatusOr<std::vector<int>> ParseInts(const std::string& spec, const char* flag, int lo,
                                      bool allow_auto) {
   std::vector<int> out;
-  for (const std::string& item : SplitList(spec)) {
+  for (const std::string& item : SplitItems(spec)) {
+    if (item.empty()) continue;
     if (allow_auto && item == "auto") {
       out.push_back(-1);
       continue;
@@ -634,7 +636,9 @@ int Main() {
   if (!FLAGS_synthetic.empty()) {
     models.push_back(SyntheticModel(FLAGS_quiet));
   } else {
-    for (const std::string& m : SplitList(FLAGS_model)) models.push_back({m, false});
+    for (const std::string& m : SplitItems(FLAGS_model)) {
+      if (!m.empty()) models.push_back({m, false});
+    }
   }
   std::fprintf(stderr, "%s: machine: %s\n", kTool, MachineLine(models[0].first).c_str());
   std::fprintf(stderr,

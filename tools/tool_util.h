@@ -22,9 +22,10 @@ namespace glm {
   std::exit(1);
 }
 
-// "1,2, 3" -> {1, 2, 3}; errors name the bad item.
-inline StatusOr<std::vector<int32_t>> ParseIdList(const std::string& s) {
-  std::vector<int32_t> ids;
+// "a, b,,c" -> {"a", "b", "", "c"}: the comma-separated items, spaces trimmed, empty ones kept
+// (callers refuse or skip them).
+inline std::vector<std::string> SplitItems(const std::string& s) {
+  std::vector<std::string> out;
   size_t pos = 0;
   while (pos <= s.size()) {
     size_t end = s.find(',', pos);
@@ -32,6 +33,16 @@ inline StatusOr<std::vector<int32_t>> ParseIdList(const std::string& s) {
     std::string item = s.substr(pos, end - pos);
     while (!item.empty() && item.front() == ' ') item.erase(item.begin());
     while (!item.empty() && item.back() == ' ') item.pop_back();
+    out.push_back(std::move(item));
+    pos = end + 1;
+  }
+  return out;
+}
+
+// "1,2, 3" -> {1, 2, 3}; errors name the bad item.
+inline StatusOr<std::vector<int32_t>> ParseIdList(const std::string& s) {
+  std::vector<int32_t> ids;
+  for (const std::string& item : SplitItems(s)) {
     char* stop = nullptr;
     const long v = std::strtol(item.c_str(), &stop, 10);
     if (item.empty() || *stop != '\0' || v < 0 || v > INT32_MAX) {
@@ -39,7 +50,6 @@ inline StatusOr<std::vector<int32_t>> ParseIdList(const std::string& s) {
                     item.c_str());
     }
     ids.push_back(int32_t(v));
-    pos = end + 1;
   }
   return ids;
 }
@@ -75,19 +85,12 @@ inline StatusOr<uint64_t> ParseByteSize(const std::string& s) {
   return uint64_t(bytes + 0.5);
 }
 
-// "24G,48G, 72G" -> the sizes, in order (ParseByteSize each); an empty list is an error.
+// "24G,48G, 72G" -> the sizes, in order (ParseByteSize each); an empty item is an error.
 inline StatusOr<std::vector<uint64_t>> ParseByteList(const std::string& s) {
   std::vector<uint64_t> out;
-  size_t pos = 0;
-  while (pos <= s.size()) {
-    size_t end = s.find(',', pos);
-    if (end == std::string::npos) end = s.size();
-    std::string item = s.substr(pos, end - pos);
-    while (!item.empty() && item.front() == ' ') item.erase(item.begin());
-    while (!item.empty() && item.back() == ' ') item.pop_back();
+  for (const std::string& item : SplitItems(s)) {
     ASSIGN_OR_RETURN(uint64_t v, ParseByteSize(item));
     out.push_back(v);
-    pos = end + 1;
   }
   return out;
 }

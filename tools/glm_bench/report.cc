@@ -48,21 +48,6 @@ std::string JsonEscape(const std::string& s) {
 
 }  // namespace
 
-std::vector<std::string> SplitList(const std::string& s) {
-  std::vector<std::string> out;
-  size_t pos = 0;
-  while (pos <= s.size()) {
-    size_t end = s.find(',', pos);
-    if (end == std::string::npos) end = s.size();
-    std::string item = s.substr(pos, end - pos);
-    while (!item.empty() && item.front() == ' ') item.erase(item.begin());
-    while (!item.empty() && item.back() == ' ') item.pop_back();
-    if (!item.empty()) out.push_back(item);
-    pos = end + 1;
-  }
-  return out;
-}
-
 std::string MachineLine(const std::string& path) {
   utsname u{};
   uname(&u);

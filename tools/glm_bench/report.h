@@ -42,7 +42,4 @@ void PrintTable(FILE* out, const std::vector<Result>& results);
 // CPU, cores, RAM, kernel, the disk holding `path`, date and load: where the numbers came from.
 std::string MachineLine(const std::string& path);
 
-// "a, b,c" -> {"a", "b", "c"} (empty items dropped).
-std::vector<std::string> SplitList(const std::string& s);
-
 }  // namespace glm
