@@ -90,7 +90,6 @@ struct ReaderStats {
   // Time with at least one block in flight, and the integral of the blocks in flight over
   // time: their ratio is the queue depth the device actually saw while it was busy.
   double busy_s = 0, block_s = 0;
-  double MeanInFlight() const { return busy_s > 0 ? block_s / busy_s : 0; }
 };
 
 class FileReader {

@@ -11,6 +11,7 @@
 #include <sys/vfs.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -175,6 +176,29 @@ TEST_P(ReaderTest, ShortReadsEagainAndDelaysAreRetried) {
   EXPECT_GT(faults.delays.load(), 0);
   EXPECT_EQ(reader->stats().short_reads, faults.short_reads.load());
   EXPECT_EQ(reader->stats().retries, faults.eagains.load());
+}
+
+// The reader's time with blocks in flight and their integral (glm-bench's "blocks in flight"):
+// busy no longer than the read took, at least one and at most the queue depth in flight on
+// average; with io_uring and 128 blocks to read, the queue stays mostly full.
+TEST_P(ReaderTest, CountsTheBlocksInFlightOverTime) {
+  OPEN_OR_SKIP(reader, path_, Opts(64 << 10, 4));
+  const uint64_t bytes = AlignUp(kSize, 4096);
+  auto buf = HostBuffer::Allocate(bytes, nullptr, "test");
+  ASSERT_TRUE(buf.ok());
+  const ReadRequest req{.offset = 0, .bytes = bytes, .dst = buf->data()};
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSERT_TRUE(reader->ReadAll(std::span(&req, 1)).ok());
+  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const ReaderStats& st = reader->stats();
+  ASSERT_GT(st.busy_s, 0);
+  EXPECT_LE(st.busy_s, wall);
+  const double mean = st.block_s / st.busy_s;
+  EXPECT_GE(mean, 1.0);
+  EXPECT_LE(mean, 4.0 + 1e-9);
+  if (GetParam() == IoEngine::kUring && reader->direct()) {
+    EXPECT_GT(mean, 2.0);
+  }
 }
 
 TEST_P(ReaderTest, EioFailsTheRequestWithFileAndOffset) {
