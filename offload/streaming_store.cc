@@ -272,12 +272,7 @@ StreamingStore::Slot* StreamingStore::FindOldest(int layer, bool in_use) {
 void StreamingStore::Resync(std::unique_lock<std::mutex>& lock, int layer) {
   ++stats_.resyncs;
   // Reads in flight are still being written by the kernel: let them land, then drop them.
-  cv_ready_.wait(lock, [&] {
-    for (const Slot& s : slots_) {
-      if (s.state == SlotState::kReading) return false;
-    }
-    return true;
-  });
+  WaitReadsLanded(lock);
   for (Slot& s : slots_) {
     if (s.state == SlotState::kReady) SetState(s, SlotState::kReady, SlotState::kFree);
   }
@@ -360,6 +355,10 @@ void StreamingStore::ResetStats() {
 
 void StreamingStore::WaitForReads() {
   std::unique_lock<std::mutex> lock(mu_);
+  WaitReadsLanded(lock);
+}
+
+void StreamingStore::WaitReadsLanded(std::unique_lock<std::mutex>& lock) {
   cv_ready_.wait(lock, [&] {
     for (const Slot& s : slots_) {
       if (s.state == SlotState::kReading) return false;

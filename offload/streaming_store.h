@@ -128,6 +128,7 @@ class StreamingStore : public WeightStore {
   bool IssueNext();
   Slot* FindOldest(int layer, bool in_use);
   void Resync(std::unique_lock<std::mutex>& lock, int layer);
+  void WaitReadsLanded(std::unique_lock<std::mutex>& lock);  // no slot left kReading
   void SetState(Slot& s, SlotState from, SlotState to);
   // Views of a streamed layer inside a slot buffer starting at `buf` (the read's first byte).
   LayerWeights Rebase(int layer, const char* buf) const;

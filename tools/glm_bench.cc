@@ -231,10 +231,7 @@ struct Bench {
   // already filled, so those reads are fewer than a step streams and its time is set against
   // only them (the bound errs low, against us).
   void PairedPass(StreamingStore& s, const Plan& plan, Result* r) {
-    uint64_t streamed = 0;
-    for (int l = 0; l < r->layers; ++l) {
-      if (!plan.resident[size_t(l)]) streamed += fp.layer_bytes[size_t(l)];
-    }
+    const uint64_t streamed = plan.streamed_bytes_per_step;
     const int steps = FLAGS_decode_steps;
     std::vector<double> rates, step_bytes;
     uint64_t before = 0;
