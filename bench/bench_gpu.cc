@@ -172,15 +172,9 @@ int Run() {
   } else {
     Die(tool, Errorf("--dtype '%s': expected f16, i8 or i4", FLAGS_dtype.c_str()));
   }
-  std::vector<uint64_t> budgets;
-  for (size_t pos = 0; pos <= FLAGS_gpu_mem.size();) {
-    size_t end = FLAGS_gpu_mem.find(',', pos);
-    if (end == std::string::npos) end = FLAGS_gpu_mem.size();
-    auto b = ParseByteSize(FLAGS_gpu_mem.substr(pos, end - pos));
-    if (!b.ok()) Die(tool, b.status());
-    budgets.push_back(*b);
-    pos = end + 1;
-  }
+  auto budgets_or = ParseByteList(FLAGS_gpu_mem);
+  if (!budgets_or.ok()) Die(tool, budgets_or.status().WithContext("--gpu_mem"));
+  const std::vector<uint64_t> budgets = *budgets_or;
   auto cfg_or = SyntheticPreset(StrFormat("glm130b-L%d", FLAGS_layers));
   if (!cfg_or.ok()) Die(tool, cfg_or.status());
   const ModelConfig cfg = *cfg_or;

@@ -83,7 +83,6 @@ void Layer(const ModelConfig& cfg, int l, const LayerWeights& w, const RotaryTab
   tap("out", a.x, C);
 }
 
-// Checks one sequence's step against its cache, the activations and the rotary table.
 }  // namespace
 
 Status CheckSeqStep(std::span<const int32_t> ids, std::span<const int32_t> positions,

@@ -156,7 +156,7 @@ StatusOr<GpuActivations> GpuActivations::Allocate(const ModelConfig& cfg, int64_
 
 namespace {
 
-// The step's checks of runtime/model.cc, plus the ids (the GPU gather cannot return an error).
+// Copies each tapped activation to the host and hands it to the caller's TapFn.
 class Tapper {
  public:
   Tapper(const TapFn* fn, cudaStream_t s, int64_t rows) : fn_(fn), s_(s), rows_(rows) {}

@@ -320,9 +320,9 @@ int Main() {
   }
 
   StoreOptions store_opts;
-  auto host = ParseByteSize(FLAGS_host_mem);
+  auto host = ParseBytes(FLAGS_host_mem);
   if (!host.ok()) Die(kTool, host.status().WithContext("--host-mem"));
-  auto gpu = ParseByteSize(FLAGS_gpu_mem);
+  auto gpu = ParseBytes(FLAGS_gpu_mem);
   if (!gpu.ok()) Die(kTool, gpu.status().WithContext("--gpu-mem"));
   store_opts.host_mem_bytes = host.value();
   store_opts.gpu_mem_bytes = gpu.value();

@@ -52,25 +52,6 @@ namespace {
 
 const char* kTool = "glm-quantize";
 
-StatusOr<uint64_t> ParseBytes(const std::string& s) {
-  char* end = nullptr;
-  const double v = std::strtod(s.c_str(), &end);
-  double mul = 1;
-  const std::string unit = end ? std::string(end) : "";
-  if (unit == "" || unit == "B")
-    mul = 1;
-  else if (unit == "K" || unit == "KiB")
-    mul = 1024.0;
-  else if (unit == "M" || unit == "MiB")
-    mul = 1024.0 * 1024;
-  else if (unit == "G" || unit == "GiB")
-    mul = 1024.0 * 1024 * 1024;
-  else
-    return Errorf("--max-memory '%s': expected a size such as 512M or 2G", s.c_str());
-  if (!(v > 0)) return Errorf("--max-memory '%s' must be positive", s.c_str());
-  return uint64_t(v * mul);
-}
-
 std::string Size(uint64_t b) {
   if (b >= (1ull << 30)) return StrFormat("%.2f GiB", b / double(1ull << 30));
   if (b >= (1ull << 20)) return StrFormat("%.1f MiB", b / double(1ull << 20));
@@ -239,7 +220,8 @@ int main(int argc, char** argv) {
   opts.source.max_seq = FLAGS_max_seq;
   if (!FLAGS_max_memory.empty()) {
     auto m = ParseBytes(FLAGS_max_memory);
-    if (!m.ok()) Die(kTool, m.status());
+    if (!m.ok()) Die(kTool, m.status().WithContext("--max-memory"));
+    if (*m == 0) Die(kTool, Errorf("--max-memory '%s' must be positive", FLAGS_max_memory.c_str()));
     opts.max_memory = m.value();
   }
   if (!FLAGS_special_tokens.empty()) {

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "offload/host_buffer.h"
 #include "runtime/check.h"
 
 namespace glm {
@@ -54,42 +55,11 @@ inline StatusOr<std::vector<int32_t>> ParseIdList(const std::string& s) {
   return ids;
 }
 
-// "0", "4096", "512M", "1.5G", "64GiB", "2T": a byte count with an optional binary suffix
-// (K, M, G, T = 2^10, 2^20, 2^30, 2^40; "B", "iB" allowed after it). Errors name the text.
-inline StatusOr<uint64_t> ParseByteSize(const std::string& s) {
-  const char* p = s.c_str();
-  char* end = nullptr;
-  errno = 0;
-  const double v = std::strtod(p, &end);
-  if (end == p || errno != 0 || !(v >= 0) || *p == '-' || *p == '+') {
-    return Errorf("'%s' is not a size (expected e.g. 4096, 512M, 1.5G)", s.c_str());
-  }
-  std::string unit(end);
-  while (!unit.empty() && unit.front() == ' ') unit.erase(unit.begin());
-  double scale = 1;
-  if (!unit.empty()) {
-    const char u = char(std::toupper((unsigned char)unit[0]));
-    const std::string rest = unit.substr(1);
-    const double kScales[] = {1024.0, 1048576.0, 1073741824.0, 1099511627776.0};
-    const size_t at = std::string("KMGT").find(u);
-    if (u == 'B' && rest.empty()) {
-      scale = 1;
-    } else if (at != std::string::npos && (rest.empty() || rest == "B" || rest == "iB")) {
-      scale = kScales[at];
-    } else {
-      return Errorf("'%s': unknown size unit '%s' (use K, M, G or T)", s.c_str(), unit.c_str());
-    }
-  }
-  const double bytes = v * scale;
-  if (bytes >= 1.8446744073709552e19) return Errorf("'%s' is too large", s.c_str());
-  return uint64_t(bytes + 0.5);
-}
-
-// "24G,48G, 72G" -> the sizes, in order (ParseByteSize each); an empty item is an error.
+// "24G,48G, 72G" -> the sizes, in order (ParseBytes each); an empty item is an error.
 inline StatusOr<std::vector<uint64_t>> ParseByteList(const std::string& s) {
   std::vector<uint64_t> out;
   for (const std::string& item : SplitItems(s)) {
-    ASSIGN_OR_RETURN(uint64_t v, ParseByteSize(item));
+    ASSIGN_OR_RETURN(uint64_t v, ParseBytes(item));
     out.push_back(v);
   }
   return out;
