@@ -173,6 +173,56 @@ TEST_P(SimdPath, LinearIsBatchInvariant) {
   }
 }
 
+// The summation order itself. An fp16 output hides most order differences, so here every exact
+// sum is zero: the second half of each weight row repeats the first and x's second half is the
+// first negated, 522 inputs apart (not a multiple of 8, so the halves cancel only in the
+// reduction tree of the lane sums, linear.cc). What comes out is the rounding of the reference
+// order, which any other order changes. Large x entries make the roundings big enough to
+// survive the fp16 output (the shape tests above would pass most reorderings).
+TEST_P(SimdPath, LinearFollowsTheReferenceOrder) {
+  const int64_t N = 24, H = 522;
+  std::mt19937 rng(77);
+  std::uniform_real_distribution<float> ud(-1.f, 1.f);
+  // K = 2H + 4 (a multiple of 8: the AVX-512 kernel reduces 8 rows at once) and 2H + 6 (a tail
+  // of 6 inputs, x = 0 there).
+  for (int f = 0; f < 6; ++f) {
+    const DType dtype = f % 3 == 0 ? DType::kF16 : f % 3 == 1 ? DType::kI8 : DType::kI4;
+    const int64_t K = 2 * H + (f < 3 ? 4 : 6);
+    Weight w = Weight::Make(dtype, N, K, 0, 300 + f);
+    for (int64_t n = 0; n < N; ++n) {
+      if (dtype == DType::kF16) {
+        Half* row = w.f16.data() + 1 + n * K;
+        for (int64_t k = 0; k < H; ++k) row[H + k] = row[k];
+      } else {
+        int8_t* row = w.q.data() + 1 + n * QuantRowBytes(dtype, K);
+        const int64_t bytes = dtype == DType::kI8 ? H : H / 2;
+        for (int64_t b = 0; b < bytes; ++b) row[bytes + b] = row[b];
+      }
+    }
+    for (int64_t T : {1, 2, 4, 7}) {
+      std::vector<Half> x(T * K);
+      for (int64_t t = 0; t < T; ++t) {
+        for (int64_t k = 0; k < H; ++k) {
+          const float v = ud(rng) * (k % 7 == 0 ? 2000.f : 1.f);
+          x[t * K + k] = FloatToHalf(v);
+          x[t * K + H + k] = FloatToHalf(-HalfToFloat(x[t * K + k]));
+        }
+        for (int64_t k = 2 * H; k < K; ++k) x[t * K + k] = FloatToHalf(0.f);
+      }
+      std::vector<Half> want(T * N), got(T * N);
+      std::vector<float> scratch(T * K);
+      ref().linear(x.data(), T, w.view, nullptr, want.data(), scratch.data());
+      int nonzero = 0;
+      for (const Half& h : want) nonzero += HalfToFloat(h) != 0.f;
+      ASSERT_GT(nonzero, int(want.size()) / 2) << "the roundings vanished: the test tests nothing";
+      simd().linear(x.data(), T, w.view, nullptr, got.data(), scratch.data());
+      ASSERT_TRUE(BitEqual(got.data(), want.data(), got.size(),
+                           StrFormat("%s K=%lld T=%lld", DTypeName(dtype), (long long)K,
+                                     (long long)T)));
+    }
+  }
+}
+
 TEST_P(SimdPath, LayerNormEqualsScalar) {
   for (int64_t C : {1, 7, 8, 64, 129, 1000, 12288}) {
     const int64_t T = 5;
