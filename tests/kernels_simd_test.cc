@@ -176,18 +176,17 @@ TEST_P(SimdPath, LinearIsBatchInvariant) {
 // The summation order itself. An fp16 output hides most order differences, so here every exact
 // sum is zero: the second half of each weight row repeats the first and x's second half is the
 // first negated, 522 inputs apart (not a multiple of 8, so the halves cancel only in the
-// reduction tree of the lane sums, linear.cc). What comes out is the rounding of the reference
+// fold of the lane sums, linear_common.h). What comes out is the rounding of the reference
 // order, which any other order changes. Large x entries make the roundings big enough to
 // survive the fp16 output (the shape tests above would pass most reorderings).
 TEST_P(SimdPath, LinearFollowsTheReferenceOrder) {
   const int64_t N = 24, H = 522;
   std::mt19937 rng(77);
   std::uniform_real_distribution<float> ud(-1.f, 1.f);
-  // K = 2H + 4 (a multiple of 8: the AVX-512 kernel reduces 8 rows at once) and 2H + 6 (a tail
-  // of 6 inputs, x = 0 there).
+  // K = 2H + 12 (a multiple of 16: no tail) and 2H + 6 (a tail, x = 0 past 2H).
   for (int f = 0; f < 6; ++f) {
     const DType dtype = f % 3 == 0 ? DType::kF16 : f % 3 == 1 ? DType::kI8 : DType::kI4;
-    const int64_t K = 2 * H + (f < 3 ? 4 : 6);
+    const int64_t K = 2 * H + (f < 3 ? 12 : 6);
     Weight w = Weight::Make(dtype, N, K, 0, 300 + f);
     for (int64_t n = 0; n < N; ++n) {
       if (dtype == DType::kF16) {

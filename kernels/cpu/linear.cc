@@ -7,6 +7,7 @@
 
 #include "kernels/cpu/half_table.h"
 #include "kernels/cpu/kernels.h"
+#include "kernels/cpu/linear_common.h"
 #include "kernels/cpu/simd.h"
 #include "quant/format.h"
 #include "runtime/parallel.h"
@@ -14,14 +15,14 @@
 namespace glm {
 namespace {
 
-// Eight independent accumulators let the compiler vectorise without reassociating a single sum.
+// The reference order (linear_common.h): 16 lane sums, their fold, then the tail in order.
 inline float Dot(const float* a, const float* b, int64_t n) {
-  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  float acc[kLinearLanes] = {};
   int64_t k = 0;
-  for (; k + 8 <= n; k += 8) {
-    for (int j = 0; j < 8; ++j) acc[j] += a[k + j] * b[k + j];
+  for (; k + kLinearLanes <= n; k += kLinearLanes) {
+    for (int j = 0; j < kLinearLanes; ++j) acc[j] += a[k + j] * b[k + j];
   }
-  float s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+  float s = ReduceLanes(acc);
   for (; k < n; ++k) s += a[k] * b[k];
   return s;
 }

@@ -1,7 +1,9 @@
 // Linear y = x·Wᵀ + b with AVX2 + FMA + F16C, bit-identical to LinearScalar: the numerics of
-// linear_avx512.cc (read its header) with one ymm of 8 lane sums per output, the scalar kernel's
-// reduction tree and its in-order tail. Decode kernel: T <= 2 tokens x 4 rows decoded in
-// registers; prefill kernel: fp32 panel and 3-token x 3-row register tiles.
+// linear_avx512.cc (read its header). The 16 lane sums of an output are two ymm, block q
+// holding classes 8q..8q+7, so step s (8 inputs) goes to block s mod 2; then ReduceLanes and the
+// in-order tail. Decode kernel: T <= 2 tokens x 4 or 2 rows decoded in registers (2 blocks
+// each); prefill kernel: fp32 panel and 3-token x 3-row register tiles, run once per block
+// over every other step, the blocks kept in the accumulator buffer.
 #include <immintrin.h>
 
 #include <cstdint>
@@ -19,27 +21,29 @@ namespace glm {
 namespace {
 
 constexpr int kLanes = 8;
+constexpr int kBlocks = kLinearLanes / kLanes;  // 2 ymm of lane sums per output
 constexpr int kDirectMaxT = 2;
-constexpr int kDirectRows = 4;
+constexpr int kDirectRows = 4;  // T = 1; two rows at T = 2
 constexpr int kTileT = 3, kTileN = 3;
 
 inline __m256 RoundToHalf(__m256 v) {
   return _mm256_cvtph_ps(_mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
 }
 
-// The scalar kernel's tree: lanes (i + i+4), then (0+1) + (2+3).
+// ReduceLanes on the two blocks: 0 + 1 is its first fold; then lanes (i + i+4), then
+// (0+1) + (2+3).
 inline float Reduce8(__m256 v) {
   const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   const __m128 h = _mm_hadd_ps(s4, s4);  // [A+B, C+D, A+B, C+D]
   return _mm_cvtss_f32(_mm_add_ss(h, _mm_movehdup_ps(h)));
 }
 
-// Reduces row n's accumulator of token t, adds the K mod 8 last products in order (as the scalar
-// kernel does after its tree) and writes the epilogue.
-inline void Finish(__m256 acc, const float* xt, const LinearWeight& w, int64_t n, const Half* bias,
-                   Half* out_t) {
-  float s = Reduce8(acc);
-  for (int64_t k = w.K - w.K % kLanes; k < w.K; ++k) s += xt[k] * DequantElement(w, n, k);
+// Reduces row n's two blocks of token t, adds the K mod 16 last products in order (as the
+// scalar kernel does after its fold) and writes the epilogue.
+inline void Finish(__m256 a0, __m256 a1, const float* xt, const LinearWeight& w, int64_t n,
+                   const Half* bias, Half* out_t) {
+  float s = Reduce8(_mm256_add_ps(a0, a1));
+  for (int64_t k = w.K - w.K % kLinearLanes; k < w.K; ++k) s += xt[k] * DequantElement(w, n, k);
   // LinearEpilogue with F16C conversions (the same rounding).
   const float b = bias ? _cvtsh_ss(bias[n].bits) : 0.f;
   if (w.format != LinearWeight::kF16) s = _cvtsh_ss(_cvtss_sh(s, _MM_FROUND_TO_NEAREST_INT));
@@ -119,10 +123,12 @@ void DequantStepsGeneric(const LinearWeight& w, int64_t n, int64_t s0, int64_t s
   for (int64_t k = s0 * kLanes; k < s1 * kLanes; ++k) *dst++ = DequantElement(w, n, k);
 }
 
+// acc[t][r] += x[t, step s] * w[row r, step s] for s = s0, s0 + stride, .. < s1.
 template <int TB, int NB, class Src>
 __attribute__((always_inline)) inline void Steps(const float* x, int64_t ldx, const Src& src,
-                                                 int64_t s0, int64_t s1, __m256 (&acc)[TB][NB]) {
-  for (int64_t s = s0; s < s1; ++s) {
+                                                 int64_t s0, int64_t s1, int64_t stride,
+                                                 __m256 (&acc)[TB][NB]) {
+  for (int64_t s = s0; s < s1; s += stride) {
     __m256 wv[NB];
 #pragma GCC unroll 8
     for (int r = 0; r < NB; ++r) wv[r] = src.Load(r, s);
@@ -155,31 +161,37 @@ void DirectTile(const float* x, int64_t K, const LinearWeight& w, int64_t n0, co
   DirectSrc<NB, Row> src{};
 #pragma GCC unroll 8
   for (int r = 0; r < NB; ++r) src.rows[r] = Row(w, n0 + r);
-  __m256 acc[TB][NB];
+  __m256 acc[kBlocks][TB][NB];
+#pragma GCC unroll 4
+  for (int q = 0; q < kBlocks; ++q)
 #pragma GCC unroll 8
-  for (int t = 0; t < TB; ++t)
+    for (int t = 0; t < TB; ++t)
 #pragma GCC unroll 8
-    for (int r = 0; r < NB; ++r) acc[t][r] = _mm256_setzero_ps();
-  const int64_t full = K / kLanes;
+      for (int r = 0; r < NB; ++r) acc[q][t][r] = _mm256_setzero_ps();
+  const int64_t full = (K - K % kLinearLanes) / kLanes;  // a multiple of kBlocks
   const int64_t per_group = w.group_steps ? w.group_steps : full;
   for (int64_t g = 0, s = 0; s < full; ++g, s += per_group) {
 #pragma GCC unroll 8
     for (int r = 0; r < NB; ++r) src.rows[r].Group(g);
-    Steps<TB, NB>(x, K, src, s, s + per_group < full ? s + per_group : full, acc);
+    const int64_t end = s + per_group < full ? s + per_group : full;
+    for (int64_t b = s; b < end; b += kBlocks) {
+#pragma GCC unroll 4
+      for (int q = 0; q < kBlocks; ++q) Steps<TB, NB>(x, K, src, b + q, b + q + 1, 1, acc[q]);
+    }
   }
 #pragma GCC unroll 8
   for (int t = 0; t < TB; ++t)
 #pragma GCC unroll 8
-    for (int r = 0; r < NB; ++r) Finish(acc[t][r], x + t * K, w, n0 + r, bias, out + t * N);
+    for (int r = 0; r < NB; ++r)
+      Finish(acc[0][t][r], acc[1][t][r], x + t * K, w, n0 + r, bias, out + t * N);
 }
 
 template <int TB, class Row>
 void DirectRows(const float* x, int64_t K, const LinearWeight& w, int64_t n0, int64_t n1,
                 const Half* bias, Half* out, int64_t N) {
   int64_t n = n0;
-  for (; n + kDirectRows <= n1; n += kDirectRows) {
-    DirectTile<TB, kDirectRows, Row>(x, K, w, n, bias, out, N);
-  }
+  constexpr int R = TB == 1 ? kDirectRows : kDirectRows / 2;
+  for (; n + R <= n1; n += R) DirectTile<TB, R, Row>(x, K, w, n, bias, out, N);
   for (; n < n1; ++n) DirectTile<TB, 1, Row>(x, K, w, n, bias, out, N);
 }
 
@@ -201,7 +213,7 @@ PanelScratch ThreadScratch() {
   };
   thread_local Buf buf;
   constexpr size_t panel = kPanelRows * kBlockSteps * kLanes;
-  constexpr size_t spill = kTokenBlock * kPanelRows * kLanes;
+  constexpr size_t spill = kTokenBlock * kPanelRows * kLinearLanes;
   if (buf.p == nullptr) {
     buf.p = static_cast<float*>(std::aligned_alloc(64, (panel + spill) * sizeof(float)));
     GLM_CHECK(buf.p != nullptr);
@@ -209,30 +221,32 @@ PanelScratch ThreadScratch() {
   return {buf.p, buf.p + panel};
 }
 
+// spill: the tile's first (token, row) accumulators, kLinearLanes floats each (block q at 8q).
 template <int TB, int NB>
 void PanelTile(const float* x, int64_t K, const PanelSrc& src, int64_t s0, int64_t s1, bool first,
                bool last, float* spill, const LinearWeight& w, int64_t n, const Half* bias,
                Half* out, int64_t N) {
-  __m256 acc[TB][NB];
-#pragma GCC unroll 8
-  for (int t = 0; t < TB; ++t)
-#pragma GCC unroll 8
-    for (int r = 0; r < NB; ++r)
-      acc[t][r] =
-          first ? _mm256_setzero_ps() : _mm256_load_ps(spill + (t * kPanelRows + r) * kLanes);
-  Steps<TB, NB>(x, K, src, s0, s1, acc);
-  if (!last) {
+  auto slot = [&](int q, int t, int r) {
+    return spill + (t * kPanelRows + r) * kLinearLanes + q * kLanes;
+  };
+  for (int q = 0; q < kBlocks; ++q) {
+    __m256 acc[TB][NB];
 #pragma GCC unroll 8
     for (int t = 0; t < TB; ++t)
 #pragma GCC unroll 8
       for (int r = 0; r < NB; ++r)
-        _mm256_store_ps(spill + (t * kPanelRows + r) * kLanes, acc[t][r]);
-    return;
+        acc[t][r] = first ? _mm256_setzero_ps() : _mm256_load_ps(slot(q, t, r));
+    Steps<TB, NB>(x, K, src, s0 + q, s1, kBlocks, acc);
+#pragma GCC unroll 8
+    for (int t = 0; t < TB; ++t)
+#pragma GCC unroll 8
+      for (int r = 0; r < NB; ++r) _mm256_store_ps(slot(q, t, r), acc[t][r]);
   }
-#pragma GCC unroll 8
+  if (!last) return;
   for (int t = 0; t < TB; ++t)
-#pragma GCC unroll 8
-    for (int r = 0; r < NB; ++r) Finish(acc[t][r], x + t * K, w, n + r, bias, out + t * N);
+    for (int r = 0; r < NB; ++r)
+      Finish(_mm256_load_ps(slot(0, t, r)), _mm256_load_ps(slot(1, t, r)), x + t * K, w, n + r,
+             bias, out + t * N);
 }
 
 template <int TB>
@@ -273,7 +287,13 @@ void PanelRange(const float* x, int64_t T, int64_t K, const LinearWeight& w, int
                 const Half* bias, Half* out, int64_t N) {
   const PanelScratch scratch = ThreadScratch();
   constexpr int64_t ldp = kBlockSteps * kLanes;
-  const int64_t full = K / kLanes;
+  const int64_t full = (K - K % kLinearLanes) / kLanes;  // a multiple of kBlocks
+  if (full == 0) {  // no lane sums: the tail alone
+    const __m256 z = _mm256_setzero_ps();
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t n = n0; n < n1; ++n) Finish(z, z, x + t * K, w, n, bias, out + t * N);
+    return;
+  }
   const int64_t rows = n1 - n0;
   for (int64_t tb = 0; tb < T; tb += kTokenBlock) {
     const int64_t tcount = T - tb < kTokenBlock ? T - tb : kTokenBlock;
@@ -288,7 +308,7 @@ void PanelRange(const float* x, int64_t T, int64_t K, const LinearWeight& w, int
           const int nb = int(rows - r < kTileN ? rows - r : kTileN);
           const PanelSrc src{scratch.panel + r * ldp, ldp, s0};
           kPanelTiles[tt](nb, xt, K, src, s0, s1, first, last,
-                          scratch.spill + (t0 * kPanelRows + r) * kLanes, w, n0 + r, bias,
+                          scratch.spill + (t0 * kPanelRows + r) * kLinearLanes, w, n0 + r, bias,
                           out + (tb + t0) * N, N);
         }
       }
@@ -324,7 +344,9 @@ void Run(const float* x, int64_t T, const LinearWeight& w, const Half* bias, Hal
 
 void LinearAvx2(const Half* x, int64_t T, const TensorView& wv, const Half* bias, Half* out,
                 float* scratch) {
-  const LinearWeight w = LinearWeight::From(wv, kLanes);
+  // Groups must hold whole 16-input blocks (else decoded per element); steps are 8 inputs.
+  LinearWeight w = LinearWeight::From(wv, kLinearLanes);
+  w.group_steps *= kBlocks;
   const int64_t n = T * w.K;
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes) {

@@ -10,6 +10,20 @@
 
 namespace glm {
 
+// The reference's summation order (LinearScalar), which every SIMD path reproduces bit for bit:
+// 16 lane sums, lane j over the inputs k ≡ j (mod 16) below K16 = K - K mod 16 in increasing k;
+// ReduceLanes folds them; the K mod 16 last products are then added in order. 16 lanes give an
+// AVX-512 kernel one whole zmm per output, so an int4 decoder can put its 16 nibbles in any
+// lane order that suits it (linear_avx512.cc) and put the sums back in order once per output.
+constexpr int kLinearLanes = 16;
+
+// The fold of the 16 lane sums: j + (j+8), then ((0+4)+(1+5)) + ((2+6)+(3+7)).
+inline float ReduceLanes(const float* lane) {
+  float e[8];
+  for (int j = 0; j < 8; ++j) e[j] = lane[j] + lane[j + 8];
+  return ((e[0] + e[4]) + (e[1] + e[5])) + ((e[2] + e[6]) + (e[3] + e[7]));
+}
+
 // A [N, K] linear weight (quant/format.h) with its group geometry resolved for `lanes`-wide steps.
 struct LinearWeight {
   enum Format { kF16, kI8, kI4 };
