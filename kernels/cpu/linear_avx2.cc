@@ -30,7 +30,7 @@ inline __m256 RoundToHalf(__m256 v) {
   return _mm256_cvtph_ps(_mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
 }
 
-// ReduceLanes on the two blocks: 0 + 1 is its first fold; then lanes (i + i+4), then
+// The rest of ReduceLanes once its fold (block 0 + block 1) is done: lanes (i + i+4), then
 // (0+1) + (2+3).
 inline float Reduce8(__m256 v) {
   const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));

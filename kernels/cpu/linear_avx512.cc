@@ -13,14 +13,14 @@
 // the 8 bytes are broadcast to every qword (a load-port broadcast), a per-lane shift brings
 // lane L's nibble to bits 0..3 (even lanes read bytes 0..3, odd lanes bytes 4..7), and VPERMPS
 // looks it up in the row's 16-entry table of fp16(q·scale), the exact dequantized values. Lane L
-// then holds input kI4Element[L] of the 16; x is permuted the same way once per call, and the
+// then holds input I4Element(L) of the 16; x is permuted the same way once per call, and the
 // accumulator is put back in class order once per output.
 //
 // Decode kernel (T <= 4): rows decoded in registers, 8 rows x T tokens (4 rows for T > 2).
 // Prefill kernel: rows decoded in order into an fp32 panel (64 rows x 1024 inputs, 256 KiB),
 // the token tile's x copied next to it, 6-token x 4-row register tiles (24 accumulators, 24 FMAs
 // per 10 loads) run over it, the accumulators kept in a per-thread buffer between K blocks
-// (exact: a store and a load). Sizes were chosen by measurement on an Ice Lake Xeon
+// (exact: a store and a load). Sizes as measured on an Ice Lake Xeon
 // (bench/results/cpu_kernels.md).
 #include <immintrin.h>
 
