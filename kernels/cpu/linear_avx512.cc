@@ -118,7 +118,7 @@ struct Decoder {
       table = RoundToHalf(_mm512_mul_ps(iota, _mm512_set1_ps(HalfF(scales[g]))));
     }
   }
-  // The decode kernel's order (kPermuted: kI4Element).
+  // The decode kernel's order (kPermuted: I4Element).
   __m512 Load16(int64_t k) const {
     if constexpr (F == LinearWeight::kF16) {
       return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(f16 + k)));
