@@ -76,22 +76,20 @@ inline void Finish(float s, const float* xt, const LinearWeight& w, int64_t n, c
 }
 
 // ---- Row decoders: 16 weights of a row from input k (a multiple of 16) ----
-// Natural order for fp16 and int8; kI4Element order for int4 (Load16); Natural16 decodes int4 in
+// Natural order for fp16 and int8; I4Element order for int4 (Load16); Natural16 decodes int4 in
 // natural order for the prefill panel.
 
-struct I4Consts {
-  __m512i shift;
-  __m512i to_class;  // lane c <- lane holding input c
-  I4Consts() {
-    alignas(64) int32_t sh[16], inv[16];
+// The per-lane shifts of the int4 decoder, and the lane holding each input (class order).
+struct I4Lanes {
+  alignas(64) int32_t shift[16], of_input[16];
+  constexpr I4Lanes() : shift(), of_input() {
     for (int L = 0; L < 16; ++L) {
-      sh[L] = I4Shift(L);
-      inv[I4Element(L)] = L;
+      shift[L] = I4Shift(L);
+      of_input[I4Element(L)] = L;
     }
-    shift = _mm512_load_si512(sh);
-    to_class = _mm512_load_si512(inv);
   }
 };
+constexpr I4Lanes kI4Lanes;
 
 template <LinearWeight::Format F>
 struct Decoder {
@@ -100,16 +98,14 @@ struct Decoder {
   const int8_t* q = nullptr;
   const Half* scales = nullptr;
   __m512 scale, table;  // int8: the group's scale; int4: its 16 values fp16(q·scale)
-  __m512i shift;
 
-  void Init(const LinearWeight& lw, int64_t row, const I4Consts& c) {
+  void Init(const LinearWeight& lw, int64_t row) {
     if constexpr (F == LinearWeight::kF16) {
       f16 = lw.f16 + row * lw.K;
     } else {
       q = lw.q + row * lw.row_bytes;
       scales = lw.scales + row * lw.groups;
     }
-    shift = c.shift;
   }
   void Group(int64_t g) {
     if constexpr (F == LinearWeight::kI8) scale = _mm512_set1_ps(HalfF(scales[g]));
@@ -129,6 +125,7 @@ struct Decoder {
       int64_t v;
       __builtin_memcpy(&v, q + k / 2, 8);
       // VPERMPS reads index bits 0..3: the bits above the nibble do not matter.
+      const __m512i shift = _mm512_load_si512(kI4Lanes.shift);
       return _mm512_permutexvar_ps(_mm512_srlv_epi32(_mm512_set1_epi64(v), shift), table);
     }
   }
@@ -167,12 +164,12 @@ void PrepareX(bool permuted, const float* x, int64_t T, int64_t K, float* dst) {
 // ---- Decode kernel: TB <= 4 tokens x R rows (rows n0..n0+R-1, `rows` of them valid) ----
 
 template <int TB, int R, LinearWeight::Format F>
-void DirectTile(const float* x, const float* xp, const LinearWeight& w, const I4Consts& c,
-                int64_t n0, int64_t rows, const Half* bias, Half* out) {
+void DirectTile(const float* x, const float* xp, const LinearWeight& w, int64_t n0,
+                int64_t rows, const Half* bias, Half* out) {
   const int64_t N = w.N, K = w.K, K16 = K - K % kL;
   Decoder<F> row[R];
 #pragma GCC unroll 8
-  for (int r = 0; r < R; ++r) row[r].Init(w, n0 + (r < rows ? r : rows - 1), c);
+  for (int r = 0; r < R; ++r) row[r].Init(w, n0 + (r < rows ? r : rows - 1));
   __m512 acc[TB][R];
 #pragma GCC unroll 4
   for (int t = 0; t < TB; ++t)
@@ -200,7 +197,9 @@ void DirectTile(const float* x, const float* xp, const LinearWeight& w, const I4
     for (int r = 0; r < R; ++r) {
       if (r >= rows) break;
       __m512 v = acc[t][r];
-      if constexpr (Decoder<F>::kPermuted) v = _mm512_permutexvar_ps(c.to_class, v);
+      if constexpr (Decoder<F>::kPermuted) {
+        v = _mm512_permutexvar_ps(_mm512_load_si512(kI4Lanes.of_input), v);
+      }
       Finish(Reduce(v), x + t * K, w, n0 + r, bias, out + t * N);
     }
   }
@@ -209,11 +208,11 @@ void DirectTile(const float* x, const float* xp, const LinearWeight& w, const I4
 constexpr int DirectRowsFor(int TB) { return TB <= 2 ? 8 : 4; }
 
 template <int TB, LinearWeight::Format F>
-void DirectRows(const float* x, const float* xp, const LinearWeight& w, const I4Consts& c,
-                int64_t n0, int64_t n1, const Half* bias, Half* out) {
+void DirectRows(const float* x, const float* xp, const LinearWeight& w, int64_t n0, int64_t n1,
+                const Half* bias, Half* out) {
   constexpr int R = DirectRowsFor(TB);
   for (int64_t n = n0; n < n1; n += R) {
-    DirectTile<TB, R, F>(x, xp, w, c, n, n1 - n < R ? n1 - n : R, bias, out);
+    DirectTile<TB, R, F>(x, xp, w, n, n1 - n < R ? n1 - n : R, bias, out);
   }
 }
 
@@ -235,20 +234,19 @@ void RunDirect(const float* x, int64_t T, const LinearWeight& w, const Half* bia
     GLM_CHECK(xb.p != nullptr);
   }
   PrepareX(Decoder<F>::kPermuted, x, T, K, xb.p);
-  static const I4Consts consts;
   const float* xp = xb.p;
   constexpr int64_t R = 8;  // rows per work item: a multiple of every tile's rows
   ThreadPool::Global().ParallelFor((N + R - 1) / R, 4, [&](int64_t b, int64_t e) {
     const int64_t n0 = b * R, n1 = e * R < N ? e * R : N;
     switch (T) {
       case 1:
-        return DirectRows<1, F>(x, xp, w, consts, n0, n1, bias, out);
+        return DirectRows<1, F>(x, xp, w, n0, n1, bias, out);
       case 2:
-        return DirectRows<2, F>(x, xp, w, consts, n0, n1, bias, out);
+        return DirectRows<2, F>(x, xp, w, n0, n1, bias, out);
       case 3:
-        return DirectRows<3, F>(x, xp, w, consts, n0, n1, bias, out);
+        return DirectRows<3, F>(x, xp, w, n0, n1, bias, out);
       default:
-        return DirectRows<4, F>(x, xp, w, consts, n0, n1, bias, out);
+        return DirectRows<4, F>(x, xp, w, n0, n1, bias, out);
     }
   });
 }
@@ -285,14 +283,13 @@ PanelScratch ThreadScratch() {
 
 // Decodes inputs [k0, k1) (multiples of 16) of a row in natural order into dst.
 template <LinearWeight::Format F>
-void DequantNatural(const LinearWeight& w, int64_t row, int64_t k0, int64_t k1,
-                    const I4Consts& c, float* dst) {
+void DequantNatural(const LinearWeight& w, int64_t row, int64_t k0, int64_t k1, float* dst) {
   if (w.generic_groups) {
     for (int64_t k = k0; k < k1; ++k) *dst++ = DequantElement(w, row, k);
     return;
   }
   Decoder<F> d;
-  d.Init(w, row, c);
+  d.Init(w, row);
   const int64_t gs = w.group_steps ? w.group_steps * kL : INT64_MAX;
   int64_t g = w.group_steps ? k0 / gs : 0;
   int64_t group_end = w.group_steps ? (g + 1) * gs : INT64_MAX;
@@ -376,8 +373,8 @@ constexpr auto kPanelTiles = MakePanelTiles(std::make_index_sequence<kTileT>());
 
 // Rows [n0, n1) (at most kPanelRows) for all T tokens; the K mod 16 tail is left to Finish.
 template <LinearWeight::Format F>
-void PanelRange(const float* x, int64_t T, const LinearWeight& w, const I4Consts& c, int64_t n0,
-                int64_t n1, const Half* bias, Half* out) {
+void PanelRange(const float* x, int64_t T, const LinearWeight& w, int64_t n0, int64_t n1,
+                const Half* bias, Half* out) {
   const PanelScratch scratch = ThreadScratch();
   const int64_t N = w.N, K = w.K, K16 = K - K % kL;
   const int64_t rows = n1 - n0;
@@ -391,7 +388,7 @@ void PanelRange(const float* x, int64_t T, const LinearWeight& w, const I4Consts
     for (int64_t k0 = 0; k0 < K16; k0 += kBlock) {
       const int64_t k1 = k0 + kBlock < K16 ? k0 + kBlock : K16;
       for (int64_t r = 0; r < rows; ++r) {
-        DequantNatural<F>(w, n0 + r, k0, k1, c, scratch.panel + r * kBlock);
+        DequantNatural<F>(w, n0 + r, k0, k1, scratch.panel + r * kBlock);
       }
       for (int64_t t0 = 0; t0 < tcount; t0 += kTileT) {
         const int tt = int(tcount - t0 < kTileT ? tcount - t0 : kTileT);
@@ -426,11 +423,10 @@ void PanelRange(const float* x, int64_t T, const LinearWeight& w, const I4Consts
 template <LinearWeight::Format F>
 void RunPanel(const float* x, int64_t T, const LinearWeight& w, const Half* bias, Half* out) {
   const int64_t N = w.N;
-  static const I4Consts consts;
   ThreadPool::Global().ParallelFor((N + kPanelRows - 1) / kPanelRows, 1, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
-      PanelRange<F>(x, T, w, consts, i * kPanelRows,
-                    (i + 1) * kPanelRows < N ? (i + 1) * kPanelRows : N, bias, out);
+      PanelRange<F>(x, T, w, i * kPanelRows, (i + 1) * kPanelRows < N ? (i + 1) * kPanelRows : N,
+                    bias, out);
     }
   });
 }
