@@ -9,12 +9,14 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <cmath>
 #include <cstring>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "kernels/cpu/dispatch.h"
+#include "kernels/cpu/linear_common.h"
 #include "runtime/parallel.h"
 #include "tests/test_util.h"
 
@@ -218,6 +220,94 @@ TEST_P(SimdPath, LinearFollowsTheReferenceOrder) {
       ASSERT_TRUE(BitEqual(got.data(), want.data(), got.size(),
                            StrFormat("%s K=%lld T=%lld", DTypeName(dtype), (long long)K,
                                      (long long)T)));
+    }
+  }
+}
+
+// The int8 decoders round by a split (linear_common.h) where the row's scales allow it. Every
+// finite fp16 scale of either sign below 512 is a row here, and each row holds every int8 value;
+// one-hot tokens read each weight back: the decode kernel (T = 4) and the prefill panel (T = 16)
+// must give the reference's fp16(q·scale) for all of them.
+TEST_P(SimdPath, Int8DecodersDequantizeEveryScaleAsTheReference) {
+  const int64_t N = 2 * 0x6000, K = 256;
+  Weight w = Weight::Make(DType::kI8, N, K, 0, 11);
+  for (int64_t n = 0; n < N; ++n) {
+    w.scales[1 + n] = Half{uint16_t((n / 2) | (n % 2 ? 0x8000 : 0))};
+    ASSERT_TRUE(SplitExact(w.scales[1 + n]));
+    for (int64_t k = 0; k < K; ++k) w.q[1 + n * K + k] = int8_t(uint8_t(k + n));
+  }
+  LinearWeight lw = LinearWeight::From(w.view, kLinearLanes);
+  for (int64_t T : {4, 16}) {
+    std::vector<Half> x(T * K), y(T * N);
+    std::vector<float> scratch(T * K);
+    for (int64_t k0 = 0; k0 < K; k0 += T) {
+      for (int64_t t = 0; t < T; ++t) {
+        for (int64_t k = 0; k < K; ++k) x[t * K + k] = FloatToHalf(k == k0 + t ? 1.f : 0.f);
+      }
+      simd().linear(x.data(), T, w.view, nullptr, y.data(), scratch.data());
+      for (int64_t t = 0; t < T; ++t) {
+        for (int64_t n = 0; n < N; ++n) {
+          // Zeros compare equal whatever their sign: the exact signs are checked below.
+          ASSERT_EQ(HalfToFloat(y[t * N + n]), DequantElement(lw, n, k0 + t))
+              << "T=" << T << " row " << n << " scale 0x" << std::hex << w.scales[1 + n].bits
+              << " q " << std::dec << int(w.q[1 + n * K + k0 + t]);
+        }
+      }
+    }
+  }
+}
+
+// The split itself, bit for bit (signed zeros included), for every fp16 scale it is used with
+// and every int8 q; and the bound is where the split stops being exact.
+TEST(Int8Split, EqualsTheReferenceRoundingWhereverItIsUsed) {
+  int64_t used = 0, inexact_above = 0;
+  for (uint32_t bits = 0; bits < 0x10000; ++bits) {
+    const Half h{uint16_t(bits)};
+    if ((bits & 0x7c00) == 0x7c00) continue;  // inf, NaN: never split (SplitExact below)
+    const float s = HalfToFloat(h);
+    for (int q = -128; q <= 127; ++q) {
+      const float want = RoundHalf(float(q) * s), got = SplitDequant(q, s);
+      uint32_t a, b;
+      std::memcpy(&a, &want, 4);
+      std::memcpy(&b, &got, 4);
+      if (SplitExact(h)) {
+        ++used;
+        ASSERT_EQ(a, b) << "scale 0x" << std::hex << bits << " q " << std::dec << q;
+      } else {
+        inexact_above += a != b;
+      }
+    }
+  }
+  EXPECT_EQ(used, 2 * 0x6000 * 256);
+  EXPECT_GT(inexact_above, 0) << "the split is exact above 512 too: the bound could be raised";
+  EXPECT_FALSE(SplitExact(Half{0x7c00}));
+  EXPECT_FALSE(SplitExact(Half{0xfe00}));
+}
+
+// Rows whose scales do not allow the split take the conversions: there q·scale overflows fp16,
+// and inf - inf makes the reference's output NaN where the split would give a finite value.
+TEST_P(SimdPath, Int8RowsWithLargeScalesRoundThroughHalf) {
+  const int64_t N = 21, K = 64;  // no tail: the tail takes the reference rounding on every path
+  Weight w = Weight::Make(DType::kI8, N, K, 0, 12);
+  for (int64_t n = 0; n < N; ++n) {
+    const bool large = n % 3 == 0 || (n >= 8 && n < 16);  // mixed tiles and a whole large one
+    w.scales[1 + n] = FloatToHalf(large ? 1024.f : 0.01f);
+    for (int64_t k = 0; k < K; ++k) w.q[1 + n * K + k] = int8_t(k % 2 ? -100 : 100);
+  }
+  for (int64_t T : {1, 2, 4, 7}) {
+    std::vector<Half> x(T * K, FloatToHalf(1.f)), want(T * N), got(T * N);
+    std::vector<float> scratch(T * K);
+    ref().linear(x.data(), T, w.view, nullptr, want.data(), scratch.data());
+    simd().linear(x.data(), T, w.view, nullptr, got.data(), scratch.data());
+    for (int64_t i = 0; i < T * N; ++i) {
+      const bool large = HalfToFloat(w.scales[1 + i % N]) > 512.f;
+      const float a = HalfToFloat(want[i]), b = HalfToFloat(got[i]);
+      ASSERT_EQ(std::isnan(a), large) << "the test's premise: row " << i % N;
+      if (large) {
+        ASSERT_TRUE(std::isnan(b)) << "T=" << T << " row " << i % N << ": " << b;
+      } else {
+        ASSERT_EQ(want[i].bits, got[i].bits) << "T=" << T << " row " << i % N;
+      }
     }
   }
 }

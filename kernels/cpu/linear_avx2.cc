@@ -2,12 +2,14 @@
 // linear_avx512.cc (read its header). The 16 lane sums of an output are two ymm, block q
 // holding classes 8q..8q+7, so step s (8 inputs) goes to block s mod 2; then ReduceLanes and the
 // in-order tail. Decode kernel: T <= 2 tokens x 4 or 2 rows decoded in registers (2 blocks
-// each); prefill kernel: fp32 panel and 3-token x 3-row register tiles, run once per block
-// over every other step, the blocks kept in the accumulator buffer.
+// each); prefill kernel: fp32 panel and 3-token x 3-row register tiles, run once per block over
+// every other step, the blocks kept in the accumulator buffer. int8 rows whose scales allow it
+// are dequantized by the split of linear_common.h.
 #include <immintrin.h>
 
 #include <cstdint>
 #include <cstdlib>
+#include <type_traits>
 
 #include "kernels/cpu/linear_common.h"
 #include "kernels/cpu/simd.h"
@@ -62,19 +64,33 @@ struct F16Row {
   }
 };
 
+// kSplit: dequantize by the split of linear_common.h (rows whose scales allow it).
+template <bool kSplit>
 struct I8Row {
   const int8_t* p = nullptr;
   const Half* scales = nullptr;
-  __m256 scale;
+  __m256 scale, scale_split;
   I8Row() = default;
   I8Row(const LinearWeight& lw, int64_t row)
       : p(lw.q + row * lw.row_bytes), scales(lw.scales + row * lw.groups) {}
-  void Group(int64_t g) { scale = _mm256_set1_ps(_cvtsh_ss(scales[g].bits)); }
+  void Group(int64_t g) {
+    scale = _mm256_set1_ps(_cvtsh_ss(scales[g].bits));
+    if constexpr (kSplit) scale_split = _mm256_set1_ps(_cvtsh_ss(scales[g].bits) * kSplitFactor);
+  }
   __m256 Load(int64_t s) const {
     const __m128i q = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + s * kLanes));
-    return RoundToHalf(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), scale));
+    const __m256 qf = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
+    if constexpr (kSplit) {
+      __m256 c = _mm256_mul_ps(qf, scale_split);
+      __asm__("" : "+x"(c));  // c is rounded (no contraction into c - d)
+      return _mm256_sub_ps(c, _mm256_fnmadd_ps(qf, scale, c));
+    } else {
+      return RoundToHalf(_mm256_mul_ps(qf, scale));
+    }
   }
 };
+using I8RoundRow = I8Row<false>;
+using I8SplitRow = I8Row<true>;
 
 // int4: 8 weights = 4 bytes. Duplicated bytes, shifted by 4 in even lanes, give each lane's
 // nibble in bits 0..3; two 8-entry VPERMPS tables (nibbles 0..7 and 8..15) and a blend on bit 3
@@ -186,13 +202,23 @@ void DirectTile(const float* x, int64_t K, const LinearWeight& w, int64_t n0, co
       Finish(acc[0][t][r], acc[1][t][r], x + t * K, w, n0 + r, bias, out + t * N);
 }
 
+// int8 tiles whose scales allow it use the split decoder.
+template <int TB, int NB, class Row>
+void DirectTileFor(const float* x, int64_t K, const LinearWeight& w, int64_t n0, const Half* bias,
+                   Half* out, int64_t N) {
+  if constexpr (std::is_same_v<Row, I8RoundRow>) {
+    if (RowsSplitExact(w, n0, NB)) return DirectTile<TB, NB, I8SplitRow>(x, K, w, n0, bias, out, N);
+  }
+  DirectTile<TB, NB, Row>(x, K, w, n0, bias, out, N);
+}
+
 template <int TB, class Row>
 void DirectRows(const float* x, int64_t K, const LinearWeight& w, int64_t n0, int64_t n1,
                 const Half* bias, Half* out, int64_t N) {
   int64_t n = n0;
   constexpr int R = TB == 1 ? kDirectRows : kDirectRows / 2;
-  for (; n + R <= n1; n += R) DirectTile<TB, R, Row>(x, K, w, n, bias, out, N);
-  for (; n < n1; ++n) DirectTile<TB, 1, Row>(x, K, w, n, bias, out, N);
+  for (; n + R <= n1; n += R) DirectTileFor<TB, R, Row>(x, K, w, n, bias, out, N);
+  for (; n < n1; ++n) DirectTileFor<TB, 1, Row>(x, K, w, n, bias, out, N);
 }
 
 // ---- Prefill kernel ----
@@ -275,6 +301,9 @@ void DequantPanel(const LinearWeight& w, int64_t n0, int64_t rows, int64_t s0, i
   for (int64_t r = 0; r < rows; ++r) {
     if (w.generic_groups) {
       DequantStepsGeneric(w, n0 + r, s0, s1, panel + r * ldp);
+    } else if (std::is_same_v<Row, I8RoundRow> && RowsSplitExact(w, n0 + r, 1)) {
+      I8SplitRow row(w, n0 + r);
+      DequantSteps(row, w, s0, s1, panel + r * ldp);
     } else {
       Row row(w, n0 + r);
       DequantSteps(row, w, s0, s1, panel + r * ldp);
@@ -358,7 +387,7 @@ void LinearAvx2(const Half* x, int64_t T, const TensorView& wv, const Half* bias
     case LinearWeight::kF16:
       return Run<F16Row>(scratch, T, w, bias, out);
     case LinearWeight::kI8:
-      return Run<I8Row>(scratch, T, w, bias, out);
+      return Run<I8RoundRow>(scratch, T, w, bias, out);
     case LinearWeight::kI4:
       return Run<I4Row>(scratch, T, w, bias, out);
   }

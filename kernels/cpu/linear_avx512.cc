@@ -9,7 +9,8 @@
 // every path, whatever T and the other rows of the batch (batch invariance by construction).
 //
 // Layout. One zmm accumulator per output (row x token), each lane one lane class. fp16 and int8
-// decode 16 consecutive inputs in order. int4 decodes 16 inputs (8 bytes) without a shuffle:
+// decode 16 consecutive inputs in order; int8 rows whose scales allow it round by the split of
+// linear_common.h instead of a round trip through fp16. int4 decodes 16 inputs (8 bytes) without a shuffle:
 // the 8 bytes are broadcast to every qword (a load-port broadcast), a per-lane shift brings
 // lane L's nibble to bits 0..3 (even lanes read bytes 0..3, odd lanes bytes 4..7), and VPERMPS
 // looks it up in the row's 16-entry table of fp16(q·scale), the exact dequantized values. Lane L
@@ -91,13 +92,16 @@ struct I4Lanes {
 };
 constexpr I4Lanes kI4Lanes;
 
-template <LinearWeight::Format F>
+// kSplit (int8 only): dequantize by the split of linear_common.h, for rows whose scales allow it.
+template <LinearWeight::Format F, bool kSplit = false>
 struct Decoder {
+  static_assert(!kSplit || F == LinearWeight::kI8);
   static constexpr bool kPermuted = F == LinearWeight::kI4;
   const Half* f16 = nullptr;
   const int8_t* q = nullptr;
   const Half* scales = nullptr;
   __m512 scale, table;  // int8: the group's scale; int4: its 16 values fp16(q·scale)
+  __m512 scale_split;   // int8 with kSplit: scale · kSplitFactor
 
   void Init(const LinearWeight& lw, int64_t row) {
     if constexpr (F == LinearWeight::kF16) {
@@ -108,7 +112,10 @@ struct Decoder {
     }
   }
   void Group(int64_t g) {
-    if constexpr (F == LinearWeight::kI8) scale = _mm512_set1_ps(HalfF(scales[g]));
+    if constexpr (F == LinearWeight::kI8) {
+      scale = _mm512_set1_ps(HalfF(scales[g]));
+      if constexpr (kSplit) scale_split = _mm512_set1_ps(HalfF(scales[g]) * kSplitFactor);
+    }
     if constexpr (F == LinearWeight::kI4) {
       const __m512 iota = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, -8, -7, -6, -5, -4, -3, -2, -1);
       table = RoundToHalf(_mm512_mul_ps(iota, _mm512_set1_ps(HalfF(scales[g]))));
@@ -120,7 +127,14 @@ struct Decoder {
       return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(f16 + k)));
     } else if constexpr (F == LinearWeight::kI8) {
       const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q + k));
-      return RoundToHalf(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b)), scale));
+      const __m512 qf = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b));
+      if constexpr (kSplit) {
+        __m512 c = _mm512_mul_ps(qf, scale_split);
+        __asm__("" : "+v"(c));  // c is rounded (no contraction into c - d)
+        return _mm512_sub_ps(c, _mm512_fnmadd_ps(qf, scale, c));
+      } else {
+        return RoundToHalf(_mm512_mul_ps(qf, scale));
+      }
     } else {
       int64_t v;
       __builtin_memcpy(&v, q + k / 2, 8);
@@ -163,11 +177,11 @@ void PrepareX(bool permuted, const float* x, int64_t T, int64_t K, float* dst) {
 
 // ---- Decode kernel: TB <= 4 tokens x R rows (rows n0..n0+R-1, `rows` of them valid) ----
 
-template <int TB, int R, LinearWeight::Format F>
+template <int TB, int R, LinearWeight::Format F, bool kSplit>
 void DirectTile(const float* x, const float* xp, const LinearWeight& w, int64_t n0,
                 int64_t rows, const Half* bias, Half* out) {
   const int64_t N = w.N, K = w.K, K16 = K - K % kL;
-  Decoder<F> row[R];
+  Decoder<F, kSplit> row[R];
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r) row[r].Init(w, n0 + (r < rows ? r : rows - 1));
   __m512 acc[TB][R];
@@ -212,7 +226,14 @@ void DirectRows(const float* x, const float* xp, const LinearWeight& w, int64_t 
                 const Half* bias, Half* out) {
   constexpr int R = DirectRowsFor(TB);
   for (int64_t n = n0; n < n1; n += R) {
-    DirectTile<TB, R, F>(x, xp, w, n, n1 - n < R ? n1 - n : R, bias, out);
+    const int64_t rows = n1 - n < R ? n1 - n : R;
+    if constexpr (F == LinearWeight::kI8) {
+      if (RowsSplitExact(w, n, rows)) {
+        DirectTile<TB, R, F, true>(x, xp, w, n, rows, bias, out);
+        continue;
+      }
+    }
+    DirectTile<TB, R, F, false>(x, xp, w, n, rows, bias, out);
   }
 }
 
@@ -282,13 +303,16 @@ PanelScratch ThreadScratch() {
 }
 
 // Decodes inputs [k0, k1) (multiples of 16) of a row in natural order into dst.
-template <LinearWeight::Format F>
+template <LinearWeight::Format F, bool kSplit = false>
 void DequantNatural(const LinearWeight& w, int64_t row, int64_t k0, int64_t k1, float* dst) {
   if (w.generic_groups) {
     for (int64_t k = k0; k < k1; ++k) *dst++ = DequantElement(w, row, k);
     return;
   }
-  Decoder<F> d;
+  if constexpr (F == LinearWeight::kI8 && !kSplit) {
+    if (RowsSplitExact(w, row, 1)) return DequantNatural<F, true>(w, row, k0, k1, dst);
+  }
+  Decoder<F, kSplit> d;
   d.Init(w, row);
   const int64_t gs = w.group_steps ? w.group_steps * kL : INT64_MAX;
   int64_t g = w.group_steps ? k0 / gs : 0;

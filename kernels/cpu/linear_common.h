@@ -2,6 +2,7 @@
 // the reference's epilogue. Plain C++ (no ISA): included before any target pragma.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 
 #include "quant/format.h"
@@ -69,6 +70,32 @@ inline float DequantElement(const LinearWeight& w, int64_t n, int64_t k) {
   const int8_t* row = w.q + n * w.row_bytes;
   const int8_t q = w.format == LinearWeight::kI8 ? row[k] : Int4At(row, k);
   return RoundHalf(float(q) * HalfToFloat(w.scales[n * w.groups + k / w.group_size]));
+}
+
+// int8 dequantization without leaving fp32 (a Veltkamp split), for the SIMD decoders: with
+// c = q·(s·8193), d = c - q·s and w = c - d, w is q·s rounded to 11 significant bits, ties to
+// even, which is fp16(q·s), the reference's value. s·8193 = s·(2^13 + 1) is exact in fp32 (11 +
+// 14 bits) and q·s is exact, so c rounds q·s·8193 once and d is one FMA. A multiply, an FMA and
+// a subtraction, in place of the multiply and the two conversions through fp16. Exact for every
+// int8 q when |s| < 512 (and for s = ±0 and fp16 subnormal s, whose products are exact): checked
+// for every fp16 scale and every q in kernels_simd_test. Larger scales overflow fp16 for large
+// q, where the split does not, so those rows take the conversions.
+// The kernels rely on -ffp-contract=off (CMakeLists.txt): c must be rounded before c - d.
+constexpr float kSplitFactor = 8193.f;
+inline bool SplitExact(Half s) { return (s.bits & 0x7fff) < 0x6000; }
+inline float SplitDequant(int q, float s) {
+  const float c = float(q) * (s * kSplitFactor);
+  const float d = std::fma(float(q), -s, c);
+  return c - d;
+}
+
+// Whether every scale of rows [n0, n0 + rows) allows the split (int8 weights).
+inline bool RowsSplitExact(const LinearWeight& w, int64_t n0, int64_t rows) {
+  const Half* s = w.scales + n0 * w.groups;
+  for (int64_t i = 0; i < rows * w.groups; ++i) {
+    if (!SplitExact(s[i])) return false;
+  }
+  return true;
 }
 
 // out = fp16(acc + b) with fp16 weights (fused addmm); fp16(fp16(acc) + b) with quantized
