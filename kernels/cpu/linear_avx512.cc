@@ -47,6 +47,7 @@ namespace {
 
 constexpr int kL = kLinearLanes;  // 16 inputs a step, one zmm
 constexpr int kDirectMaxT = 4;
+constexpr int64_t kPrefetchRowBytes = 4096;  // quantized rows up to this long: see DirectTile
 
 inline __m512 RoundToHalf(__m512 v) {
   return _mm512_cvtph_ps(_mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
@@ -177,9 +178,14 @@ void PrepareX(bool permuted, const float* x, int64_t T, int64_t K, float* dst) {
 
 // ---- Decode kernel: TB <= 4 tokens x R rows (rows n0..n0+R-1, `rows` of them valid) ----
 
-template <int TB, int R, LinearWeight::Format F, bool kSplit>
+// kPrefetch (quantized rows of at most kPrefetchRowBytes): the next tile's rows (contiguous) are
+// fetched into L2 while this tile runs, one step's share a step. Rows of a few KiB end before the
+// hardware prefetcher has ramped up on them (K = 2048 int4: 1 KiB); long rows and fp16 were
+// slower with it (bench/results/cpu_kernels.md).
+template <int TB, int R, LinearWeight::Format F, bool kSplit, bool kPrefetch>
 void DirectTile(const float* x, const float* xp, const LinearWeight& w, int64_t n0,
                 int64_t rows, const Half* bias, Half* out) {
+  static_assert(!kPrefetch || F != LinearWeight::kF16);
   const int64_t N = w.N, K = w.K, K16 = K - K % kL;
   Decoder<F, kSplit> row[R];
 #pragma GCC unroll 8
@@ -190,11 +196,19 @@ void DirectTile(const float* x, const float* xp, const LinearWeight& w, int64_t 
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) acc[t][r] = _mm512_setzero_ps();
   const int64_t per_group = w.group_steps ? w.group_steps * kL : K16;
+  constexpr int64_t kNextBytesPerStep = R * kL * (F == LinearWeight::kI8 ? 2 : 1) / 2;
+  const char* next = nullptr;
+  if (kPrefetch && n0 + 2 * R <= N) next = reinterpret_cast<const char*>(w.q + (n0 + R) * w.row_bytes);
   for (int64_t g = 0, k0 = 0; k0 < K16; ++g, k0 += per_group) {
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) row[r].Group(g);
     const int64_t k1 = k0 + per_group < K16 ? k0 + per_group : K16;
     for (int64_t k = k0; k < k1; k += kL) {
+      if (kPrefetch && next) {
+        for (int64_t b = 0; b < kNextBytesPerStep; b += 64) {
+          _mm_prefetch(next + (k / kL) * kNextBytesPerStep + b, _MM_HINT_T1);
+        }
+      }
 #pragma GCC unroll 8
       for (int r = 0; r < R; ++r) {
         const __m512 wv = row[r].Load16(k);
@@ -225,15 +239,23 @@ template <int TB, LinearWeight::Format F>
 void DirectRows(const float* x, const float* xp, const LinearWeight& w, int64_t n0, int64_t n1,
                 const Half* bias, Half* out) {
   constexpr int R = DirectRowsFor(TB);
+  const bool prefetch = F != LinearWeight::kF16 && w.row_bytes <= kPrefetchRowBytes;
   for (int64_t n = n0; n < n1; n += R) {
     const int64_t rows = n1 - n < R ? n1 - n : R;
-    if constexpr (F == LinearWeight::kI8) {
-      if (RowsSplitExact(w, n, rows)) {
-        DirectTile<TB, R, F, true>(x, xp, w, n, rows, bias, out);
-        continue;
+    if constexpr (F != LinearWeight::kF16) {
+      const bool split = F == LinearWeight::kI8 && RowsSplitExact(w, n, rows);
+      if (split && prefetch) {
+        DirectTile<TB, R, F, F == LinearWeight::kI8, true>(x, xp, w, n, rows, bias, out);
+      } else if (split) {
+        DirectTile<TB, R, F, F == LinearWeight::kI8, false>(x, xp, w, n, rows, bias, out);
+      } else if (prefetch) {
+        DirectTile<TB, R, F, false, true>(x, xp, w, n, rows, bias, out);
+      } else {
+        DirectTile<TB, R, F, false, false>(x, xp, w, n, rows, bias, out);
       }
+    } else {
+      DirectTile<TB, R, F, false, false>(x, xp, w, n, rows, bias, out);
     }
-    DirectTile<TB, R, F, false>(x, xp, w, n, rows, bias, out);
   }
 }
 
