@@ -27,6 +27,7 @@ constexpr int kBlocks = kLinearLanes / kLanes;  // 2 ymm of lane sums per output
 constexpr int kDirectMaxT = 2;
 constexpr int kDirectRows = 4;  // T = 1; two rows at T = 2
 constexpr int kTileT = 3, kTileN = 3;
+constexpr int64_t kPrefetchRowBytes = 4096;  // quantized rows up to this long prefetch the next tile
 
 inline __m256 RoundToHalf(__m256 v) {
   return _mm256_cvtph_ps(_mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
@@ -171,9 +172,15 @@ struct PanelSrc {
 
 // ---- Decode kernel ----
 
-template <int TB, int NB, class Row>
+// kPrefetch: the next tile's rows fetched into L2 while this one runs, as in linear_avx512.cc
+// (short quantized rows only).
+template <int TB, int NB, class Row, bool kPrefetch = false>
 void DirectTile(const float* x, int64_t K, const LinearWeight& w, int64_t n0, const Half* bias,
                 Half* out, int64_t N) {
+  // Bytes of the next tile per 16-input block: NB rows of 8 (int4) or 16 (int8) bytes.
+  constexpr int64_t kNextBytesPerBlock = NB * kLinearLanes * (std::is_same_v<Row, I4Row> ? 1 : 2) / 2;
+  const char* next = nullptr;
+  if (kPrefetch && n0 + 2 * NB <= N) next = reinterpret_cast<const char*>(w.q + (n0 + NB) * w.row_bytes);
   DirectSrc<NB, Row> src{};
 #pragma GCC unroll 8
   for (int r = 0; r < NB; ++r) src.rows[r] = Row(w, n0 + r);
@@ -191,6 +198,11 @@ void DirectTile(const float* x, int64_t K, const LinearWeight& w, int64_t n0, co
     for (int r = 0; r < NB; ++r) src.rows[r].Group(g);
     const int64_t end = s + per_group < full ? s + per_group : full;
     for (int64_t b = s; b < end; b += kBlocks) {
+      if (kPrefetch && next) {
+        for (int64_t o = 0; o < kNextBytesPerBlock; o += 64) {
+          _mm_prefetch(next + (b / kBlocks) * kNextBytesPerBlock + o, _MM_HINT_T1);
+        }
+      }
 #pragma GCC unroll 4
       for (int q = 0; q < kBlocks; ++q) Steps<TB, NB>(x, K, src, b + q, b + q + 1, 1, acc[q]);
     }
@@ -202,12 +214,19 @@ void DirectTile(const float* x, int64_t K, const LinearWeight& w, int64_t n0, co
       Finish(acc[0][t][r], acc[1][t][r], x + t * K, w, n0 + r, bias, out + t * N);
 }
 
-// int8 tiles whose scales allow it use the split decoder.
+// int8 tiles whose scales allow it use the split decoder; short quantized rows prefetch.
 template <int TB, int NB, class Row>
 void DirectTileFor(const float* x, int64_t K, const LinearWeight& w, int64_t n0, const Half* bias,
                    Half* out, int64_t N) {
-  if constexpr (std::is_same_v<Row, I8RoundRow>) {
-    if (RowsSplitExact(w, n0, NB)) return DirectTile<TB, NB, I8SplitRow>(x, K, w, n0, bias, out, N);
+  if constexpr (!std::is_same_v<Row, F16Row>) {
+    const bool prefetch = w.row_bytes <= kPrefetchRowBytes;
+    if constexpr (std::is_same_v<Row, I8RoundRow>) {
+      if (RowsSplitExact(w, n0, NB)) {
+        if (prefetch) return DirectTile<TB, NB, I8SplitRow, true>(x, K, w, n0, bias, out, N);
+        return DirectTile<TB, NB, I8SplitRow>(x, K, w, n0, bias, out, N);
+      }
+    }
+    if (prefetch) return DirectTile<TB, NB, Row, true>(x, K, w, n0, bias, out, N);
   }
   DirectTile<TB, NB, Row>(x, K, w, n0, bias, out, N);
 }
