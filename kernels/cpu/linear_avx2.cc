@@ -27,7 +27,8 @@ constexpr int kBlocks = kLinearLanes / kLanes;  // 2 ymm of lane sums per output
 constexpr int kDirectMaxT = 2;
 constexpr int kDirectRows = 4;  // T = 1; two rows at T = 2
 constexpr int kTileT = 3, kTileN = 3;
-constexpr int64_t kPrefetchRowBytes = 4096;  // quantized rows up to this long prefetch the next tile
+// Quantized rows up to this long prefetch the next tile (DirectTile).
+constexpr int64_t kPrefetchRowBytes = 4096;
 
 inline __m256 RoundToHalf(__m256 v) {
   return _mm256_cvtph_ps(_mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
@@ -178,9 +179,11 @@ template <int TB, int NB, class Row, bool kPrefetch = false>
 void DirectTile(const float* x, int64_t K, const LinearWeight& w, int64_t n0, const Half* bias,
                 Half* out, int64_t N) {
   // Bytes of the next tile per 16-input block: NB rows of 8 (int4) or 16 (int8) bytes.
-  constexpr int64_t kNextBytesPerBlock = NB * kLinearLanes * (std::is_same_v<Row, I4Row> ? 1 : 2) / 2;
+  constexpr int64_t kNextBytesPerBlock =
+      NB * kLinearLanes * (std::is_same_v<Row, I4Row> ? 1 : 2) / 2;
   const char* next = nullptr;
-  if (kPrefetch && n0 + 2 * NB <= N) next = reinterpret_cast<const char*>(w.q + (n0 + NB) * w.row_bytes);
+  if (kPrefetch && n0 + 2 * NB <= N)
+    next = reinterpret_cast<const char*>(w.q + (n0 + NB) * w.row_bytes);
   DirectSrc<NB, Row> src{};
 #pragma GCC unroll 8
   for (int r = 0; r < NB; ++r) src.rows[r] = Row(w, n0 + r);

@@ -10,11 +10,11 @@
 //
 // Layout. One zmm accumulator per output (row x token), each lane one lane class. fp16 and int8
 // decode 16 consecutive inputs in order; int8 rows whose scales allow it round by the split of
-// linear_common.h instead of a round trip through fp16. int4 decodes 16 inputs (8 bytes) without a shuffle:
-// the 8 bytes are broadcast to every qword (a load-port broadcast), a per-lane shift brings
-// lane L's nibble to bits 0..3 (even lanes read bytes 0..3, odd lanes bytes 4..7), and VPERMPS
-// looks it up in the row's 16-entry table of fp16(q·scale), the exact dequantized values. Lane L
-// then holds input I4Element(L) of the 16; x is permuted the same way once per call, and the
+// linear_common.h instead of a round trip through fp16. int4 decodes 16 inputs (8 bytes) without a
+// shuffle: the 8 bytes are broadcast to every qword (a load-port broadcast), a per-lane shift
+// brings lane L's nibble to bits 0..3 (even lanes read bytes 0..3, odd lanes bytes 4..7), and
+// VPERMPS looks it up in the row's 16-entry table of fp16(q·scale), the exact dequantized values.
+// Lane L then holds input I4Element(L) of the 16; x is permuted the same way once per call, and the
 // accumulator is put back in class order once per output.
 //
 // Decode kernel (T <= 4): rows decoded in registers, 8 rows x T tokens (4 rows for T > 2).
@@ -183,8 +183,8 @@ void PrepareX(bool permuted, const float* x, int64_t T, int64_t K, float* dst) {
 // hardware prefetcher has ramped up on them (K = 2048 int4: 1 KiB); long rows and fp16 were
 // slower with it (bench/results/cpu_kernels.md).
 template <int TB, int R, LinearWeight::Format F, bool kSplit, bool kPrefetch>
-void DirectTile(const float* x, const float* xp, const LinearWeight& w, int64_t n0,
-                int64_t rows, const Half* bias, Half* out) {
+void DirectTile(const float* x, const float* xp, const LinearWeight& w, int64_t n0, int64_t rows,
+                const Half* bias, Half* out) {
   static_assert(!kPrefetch || F != LinearWeight::kF16);
   const int64_t N = w.N, K = w.K, K16 = K - K % kL;
   Decoder<F, kSplit> row[R];
@@ -198,7 +198,8 @@ void DirectTile(const float* x, const float* xp, const LinearWeight& w, int64_t 
   const int64_t per_group = w.group_steps ? w.group_steps * kL : K16;
   constexpr int64_t kNextBytesPerStep = R * kL * (F == LinearWeight::kI8 ? 2 : 1) / 2;
   const char* next = nullptr;
-  if (kPrefetch && n0 + 2 * R <= N) next = reinterpret_cast<const char*>(w.q + (n0 + R) * w.row_bytes);
+  if (kPrefetch && n0 + 2 * R <= N)
+    next = reinterpret_cast<const char*>(w.q + (n0 + R) * w.row_bytes);
   for (int64_t g = 0, k0 = 0; k0 < K16; ++g, k0 += per_group) {
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) row[r].Group(g);
