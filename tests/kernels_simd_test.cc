@@ -129,6 +129,7 @@ std::string CaseName(const LinearCase& c, int64_t T, bool bias) {
 }
 
 TEST_P(SimdPath, LinearEqualsScalarOnEveryFormatAndShape) {
+  // The last two have rows over 4 KiB: the decode kernels without the next-tile prefetch.
   const LinearCase cases[] = {
       {DType::kF16, 0, 1, 1},     {DType::kF16, 0, 3, 7},    {DType::kF16, 0, 33, 37},
       {DType::kF16, 0, 9, 1030},  {DType::kF16, 0, 70, 600}, {DType::kI8, 0, 5, 13},
@@ -136,6 +137,7 @@ TEST_P(SimdPath, LinearEqualsScalarOnEveryFormatAndShape) {
       {DType::kI8, 64, 35, 1024}, {DType::kI8, 12, 7, 120},  {DType::kI4, 0, 3, 2},
       {DType::kI4, 0, 9, 30},     {DType::kI4, 0, 33, 1030}, {DType::kI4, 64, 17, 640},
       {DType::kI4, 128, 35, 512}, {DType::kI4, 6, 5, 66},    {DType::kI4, 256, 4, 256},
+      {DType::kI8, 0, 17, 4112},  {DType::kI4, 0, 17, 8224},
   };
   uint32_t seed = 100;
   for (const LinearCase& c : cases) {
@@ -226,7 +228,7 @@ TEST_P(SimdPath, LinearFollowsTheReferenceOrder) {
 
 // The int8 decoders round by a split (linear_common.h) where the row's scales allow it. Every
 // finite fp16 scale of either sign below 512 is a row here, and each row holds every int8 value;
-// one-hot tokens read each weight back: the decode kernel (T = 4) and the prefill panel (T = 16)
+// one-hot tokens read each weight back: the decode kernels (T = 2) and the prefill panels (T = 16)
 // must give the reference's fp16(q·scale) for all of them.
 TEST_P(SimdPath, Int8DecodersDequantizeEveryScaleAsTheReference) {
   const int64_t N = 2 * 0x6000, K = 256;
@@ -237,7 +239,7 @@ TEST_P(SimdPath, Int8DecodersDequantizeEveryScaleAsTheReference) {
     for (int64_t k = 0; k < K; ++k) w.q[1 + n * K + k] = int8_t(uint8_t(k + n));
   }
   LinearWeight lw = LinearWeight::From(w.view, kLinearLanes);
-  for (int64_t T : {4, 16}) {
+  for (int64_t T : {2, 16}) {
     std::vector<Half> x(T * K), y(T * N);
     std::vector<float> scratch(T * K);
     for (int64_t k0 = 0; k0 < K; k0 += T) {
@@ -287,26 +289,30 @@ TEST(Int8Split, EqualsTheReferenceRoundingWhereverItIsUsed) {
 // Rows whose scales do not allow the split take the conversions: there q·scale overflows fp16,
 // and inf - inf makes the reference's output NaN where the split would give a finite value.
 TEST_P(SimdPath, Int8RowsWithLargeScalesRoundThroughHalf) {
-  const int64_t N = 21, K = 64;  // no tail: the tail takes the reference rounding on every path
-  Weight w = Weight::Make(DType::kI8, N, K, 0, 12);
-  for (int64_t n = 0; n < N; ++n) {
-    const bool large = n % 3 == 0 || (n >= 8 && n < 16);  // mixed tiles and a whole large one
-    w.scales[1 + n] = FloatToHalf(large ? 1024.f : 0.01f);
-    for (int64_t k = 0; k < K; ++k) w.q[1 + n * K + k] = int8_t(k % 2 ? -100 : 100);
-  }
-  for (int64_t T : {1, 2, 4, 7}) {
-    std::vector<Half> x(T * K, FloatToHalf(1.f)), want(T * N), got(T * N);
-    std::vector<float> scratch(T * K);
-    ref().linear(x.data(), T, w.view, nullptr, want.data(), scratch.data());
-    simd().linear(x.data(), T, w.view, nullptr, got.data(), scratch.data());
-    for (int64_t i = 0; i < T * N; ++i) {
-      const bool large = HalfToFloat(w.scales[1 + i % N]) > 512.f;
-      const float a = HalfToFloat(want[i]), b = HalfToFloat(got[i]);
-      ASSERT_EQ(std::isnan(a), large) << "the test's premise: row " << i % N;
-      if (large) {
-        ASSERT_TRUE(std::isnan(b)) << "T=" << T << " row " << i % N << ": " << b;
-      } else {
-        ASSERT_EQ(want[i].bits, got[i].bits) << "T=" << T << " row " << i % N;
+  // No tail (it takes the reference rounding on every path); rows of 64 bytes and of over 4 KiB
+  // (the decode kernels with and without the next-tile prefetch).
+  for (int64_t K : {64, 4112}) {
+    const int64_t N = 21;
+    Weight w = Weight::Make(DType::kI8, N, K, 0, 12);
+    for (int64_t n = 0; n < N; ++n) {
+      const bool large = n % 3 == 0 || (n >= 8 && n < 16);  // mixed tiles and a whole large one
+      w.scales[1 + n] = FloatToHalf(large ? 1024.f : 0.01f);
+      for (int64_t k = 0; k < K; ++k) w.q[1 + n * K + k] = int8_t(k % 2 ? -100 : 100);
+    }
+    for (int64_t T : {1, 2, 4, 7}) {
+      std::vector<Half> x(T * K, FloatToHalf(1.f)), want(T * N), got(T * N);
+      std::vector<float> scratch(T * K);
+      ref().linear(x.data(), T, w.view, nullptr, want.data(), scratch.data());
+      simd().linear(x.data(), T, w.view, nullptr, got.data(), scratch.data());
+      for (int64_t i = 0; i < T * N; ++i) {
+        const bool large = HalfToFloat(w.scales[1 + i % N]) > 512.f;
+        const float a = HalfToFloat(want[i]), b = HalfToFloat(got[i]);
+        ASSERT_EQ(std::isnan(a), large) << "the test's premise: row " << i % N;
+        if (large) {
+          ASSERT_TRUE(std::isnan(b)) << "K=" << K << " T=" << T << " row " << i % N << ": " << b;
+        } else {
+          ASSERT_EQ(want[i].bits, got[i].bits) << "K=" << K << " T=" << T << " row " << i % N;
+        }
       }
     }
   }
