@@ -259,6 +259,44 @@ TEST_P(SimdPath, Int8DecodersDequantizeEveryScaleAsTheReference) {
   }
 }
 
+// The int4 tables, group-wise: every finite fp16 scale below 512 of either sign is one group here
+// (16 and 17 groups a row), each group holding all 16 values of q; one-hot tokens read each
+// weight back through the decode kernels (T = 2) and the prefill panels (T = 16).
+TEST_P(SimdPath, Int4TablesDequantizeEveryScaleAsTheReference) {
+  for (int64_t groups : {16, 17}) {
+    const int64_t G = 16, K = groups * G, N = (2 * 0x6000 + groups - 1) / groups;
+    Weight w = Weight::Make(DType::kI4, N, K, int(G), 13);
+    for (int64_t n = 0; n < N; ++n) {
+      for (int64_t j = 0; j < groups; ++j) {
+        const int64_t i = (n * groups + j) % (2 * 0x6000);
+        w.scales[1 + n * groups + j] = Half{uint16_t((i / 2) | (i % 2 ? 0x8000 : 0))};
+      }
+      int8_t* row = w.q.data() + 1 + n * (K / 2);
+      for (int64_t k = 0; k < K; k += 2) {
+        const int hi = int((k + n) % 16) - 8, lo = int((k + 1 + n) % 16) - 8;
+        row[k / 2] = int8_t((hi << 4) | (lo & 0x0f));
+      }
+    }
+    LinearWeight lw = LinearWeight::From(w.view, kLinearLanes);
+    for (int64_t T : {2, 16}) {
+      std::vector<Half> x(T * K), y(T * N);
+      std::vector<float> scratch(T * K);
+      for (int64_t k0 = 0; k0 < K; k0 += T) {
+        for (int64_t t = 0; t < T; ++t) {
+          for (int64_t k = 0; k < K; ++k) x[t * K + k] = FloatToHalf(k == k0 + t ? 1.f : 0.f);
+        }
+        simd().linear(x.data(), T, w.view, nullptr, y.data(), scratch.data());
+        for (int64_t t = 0; t < T && k0 + t < K; ++t) {
+          for (int64_t n = 0; n < N; ++n) {
+            ASSERT_EQ(HalfToFloat(y[t * N + n]), DequantElement(lw, n, k0 + t))
+                << "groups=" << groups << " T=" << T << " row " << n << " input " << k0 + t;
+          }
+        }
+      }
+    }
+  }
+}
+
 // The split itself, bit for bit (signed zeros included), for every fp16 scale it is used with
 // and every int8 q; and the bound is where the split stops being exact.
 TEST(Int8Split, EqualsTheReferenceRoundingWhereverItIsUsed) {
@@ -286,18 +324,31 @@ TEST(Int8Split, EqualsTheReferenceRoundingWhereverItIsUsed) {
   EXPECT_FALSE(SplitExact(Half{0xfe00}));
 }
 
-// Rows whose scales do not allow the split take the conversions: there q·scale overflows fp16,
-// and inf - inf makes the reference's output NaN where the split would give a finite value.
-TEST_P(SimdPath, Int8RowsWithLargeScalesRoundThroughHalf) {
+// int8 rows whose scales do not allow the split take the conversions: there q·scale overflows
+// fp16, and inf - inf makes the reference's output NaN where the split would give a finite value.
+// int4 tables must overflow the same way.
+TEST_P(SimdPath, QuantizedRowsWithLargeScalesRoundThroughHalf) {
   // No tail (it takes the reference rounding on every path); rows of 64 bytes and of over 4 KiB
   // (the decode kernels with and without the next-tile prefetch).
-  for (int64_t K : {64, 4112}) {
+  // int4 (groups of 16, and a row scale): q = ±7 with scale 16384 overflows fp16 too.
+  for (int64_t K : {64, 4112, -256, -8224}) {
+    const bool i4 = K < 0;
+    K = i4 ? -K : K;
     const int64_t N = 21;
-    Weight w = Weight::Make(DType::kI8, N, K, 0, 12);
+    Weight w = Weight::Make(i4 ? DType::kI4 : DType::kI8, N, K, i4 && K == 256 ? 16 : 0, 12);
+    const int64_t groups = i4 && K == 256 ? 16 : 1;
     for (int64_t n = 0; n < N; ++n) {
       const bool large = n % 3 == 0 || (n >= 8 && n < 16);  // mixed tiles and a whole large one
-      w.scales[1 + n] = FloatToHalf(large ? 1024.f : 0.01f);
-      for (int64_t k = 0; k < K; ++k) w.q[1 + n * K + k] = int8_t(k % 2 ? -100 : 100);
+      for (int64_t j = 0; j < groups; ++j) {
+        w.scales[1 + n * groups + j] = FloatToHalf(large ? (i4 ? 16384.f : 1024.f) : 0.01f);
+      }
+      for (int64_t k = 0; k < K; ++k) {
+        if (!i4) {
+          w.q[1 + n * K + k] = int8_t(k % 2 ? -100 : 100);
+        } else if (k % 2 == 0) {
+          w.q[1 + n * K / 2 + k / 2] = int8_t((7 << 4) | (-7 & 0x0f));
+        }
+      }
     }
     for (int64_t T : {1, 2, 4, 7}) {
       std::vector<Half> x(T * K, FloatToHalf(1.f)), want(T * N), got(T * N);
@@ -305,7 +356,7 @@ TEST_P(SimdPath, Int8RowsWithLargeScalesRoundThroughHalf) {
       ref().linear(x.data(), T, w.view, nullptr, want.data(), scratch.data());
       simd().linear(x.data(), T, w.view, nullptr, got.data(), scratch.data());
       for (int64_t i = 0; i < T * N; ++i) {
-        const bool large = HalfToFloat(w.scales[1 + i % N]) > 512.f;
+        const bool large = HalfToFloat(w.scales[1 + (i % N) * groups]) > 512.f;
         const float a = HalfToFloat(want[i]), b = HalfToFloat(got[i]);
         ASSERT_EQ(std::isnan(a), large) << "the test's premise: row " << i % N;
         if (large) {
