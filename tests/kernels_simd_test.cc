@@ -226,10 +226,36 @@ TEST_P(SimdPath, LinearFollowsTheReferenceOrder) {
   }
 }
 
+// Reads every weight of w [N, K] back through the kernels with one-hot tokens, on the decode
+// kernels (T = 2) and the prefill panels (T = 16), against the reference's dequantized value.
+// Zeros compare equal whatever their sign (Int8Split checks the signs).
+::testing::AssertionResult ReadsBackEveryWeight(const CpuKernels& kernels, const Weight& w) {
+  const int64_t N = w.view.rows(), K = w.view.cols();
+  const LinearWeight lw = LinearWeight::From(w.view, kLinearLanes);
+  for (int64_t T : {2, 16}) {
+    std::vector<Half> x(T * K), y(T * N);
+    std::vector<float> scratch(T * K);
+    for (int64_t k0 = 0; k0 < K; k0 += T) {
+      for (int64_t t = 0; t < T; ++t) {
+        for (int64_t k = 0; k < K; ++k) x[t * K + k] = FloatToHalf(k == k0 + t ? 1.f : 0.f);
+      }
+      kernels.linear(x.data(), T, w.view, nullptr, y.data(), scratch.data());
+      for (int64_t t = 0; t < T && k0 + t < K; ++t) {
+        for (int64_t n = 0; n < N; ++n) {
+          const float want = DequantElement(lw, n, k0 + t), got = HalfToFloat(y[t * N + n]);
+          if (got != want) {
+            return ::testing::AssertionFailure() << "T=" << T << " row " << n << " input " << k0 + t
+                                                 << ": expected " << want << ", got " << got;
+          }
+        }
+      }
+    }
+  }
+  return ::testing::AssertionSuccess();
+}
+
 // The int8 decoders round by a split (linear_common.h) where the row's scales allow it. Every
-// finite fp16 scale of either sign below 512 is a row here, and each row holds every int8 value;
-// one-hot tokens read each weight back: the decode kernels (T = 2) and the prefill panels (T = 16)
-// must give the reference's fp16(q·scale) for all of them.
+// finite fp16 scale of either sign below 512 is a row here, and each row holds every int8 value.
 TEST_P(SimdPath, Int8DecodersDequantizeEveryScaleAsTheReference) {
   const int64_t N = 2 * 0x6000, K = 256;
   Weight w = Weight::Make(DType::kI8, N, K, 0, 11);
@@ -238,30 +264,11 @@ TEST_P(SimdPath, Int8DecodersDequantizeEveryScaleAsTheReference) {
     ASSERT_TRUE(SplitExact(w.scales[1 + n]));
     for (int64_t k = 0; k < K; ++k) w.q[1 + n * K + k] = int8_t(uint8_t(k + n));
   }
-  LinearWeight lw = LinearWeight::From(w.view, kLinearLanes);
-  for (int64_t T : {2, 16}) {
-    std::vector<Half> x(T * K), y(T * N);
-    std::vector<float> scratch(T * K);
-    for (int64_t k0 = 0; k0 < K; k0 += T) {
-      for (int64_t t = 0; t < T; ++t) {
-        for (int64_t k = 0; k < K; ++k) x[t * K + k] = FloatToHalf(k == k0 + t ? 1.f : 0.f);
-      }
-      simd().linear(x.data(), T, w.view, nullptr, y.data(), scratch.data());
-      for (int64_t t = 0; t < T; ++t) {
-        for (int64_t n = 0; n < N; ++n) {
-          // Zeros compare equal whatever their sign: the exact signs are checked below.
-          ASSERT_EQ(HalfToFloat(y[t * N + n]), DequantElement(lw, n, k0 + t))
-              << "T=" << T << " row " << n << " scale 0x" << std::hex << w.scales[1 + n].bits
-              << " q " << std::dec << int(w.q[1 + n * K + k0 + t]);
-        }
-      }
-    }
-  }
+  EXPECT_TRUE(ReadsBackEveryWeight(simd(), w));
 }
 
 // The int4 tables, group-wise: every finite fp16 scale below 512 of either sign is one group here
-// (16 and 17 groups a row), each group holding all 16 values of q; one-hot tokens read each
-// weight back through the decode kernels (T = 2) and the prefill panels (T = 16).
+// (16 and 17 groups a row), each group holding all 16 values of q.
 TEST_P(SimdPath, Int4TablesDequantizeEveryScaleAsTheReference) {
   for (int64_t groups : {16, 17}) {
     const int64_t G = 16, K = groups * G, N = (2 * 0x6000 + groups - 1) / groups;
@@ -277,23 +284,7 @@ TEST_P(SimdPath, Int4TablesDequantizeEveryScaleAsTheReference) {
         row[k / 2] = int8_t((hi << 4) | (lo & 0x0f));
       }
     }
-    LinearWeight lw = LinearWeight::From(w.view, kLinearLanes);
-    for (int64_t T : {2, 16}) {
-      std::vector<Half> x(T * K), y(T * N);
-      std::vector<float> scratch(T * K);
-      for (int64_t k0 = 0; k0 < K; k0 += T) {
-        for (int64_t t = 0; t < T; ++t) {
-          for (int64_t k = 0; k < K; ++k) x[t * K + k] = FloatToHalf(k == k0 + t ? 1.f : 0.f);
-        }
-        simd().linear(x.data(), T, w.view, nullptr, y.data(), scratch.data());
-        for (int64_t t = 0; t < T && k0 + t < K; ++t) {
-          for (int64_t n = 0; n < N; ++n) {
-            ASSERT_EQ(HalfToFloat(y[t * N + n]), DequantElement(lw, n, k0 + t))
-                << "groups=" << groups << " T=" << T << " row " << n << " input " << k0 + t;
-          }
-        }
-      }
-    }
+    EXPECT_TRUE(ReadsBackEveryWeight(simd(), w)) << "groups=" << groups;
   }
 }
 
