@@ -178,12 +178,9 @@ struct PanelSrc {
 template <int TB, int NB, class Row, bool kPrefetch = false>
 void DirectTile(const float* x, int64_t K, const LinearWeight& w, int64_t n0, const Half* bias,
                 Half* out, int64_t N) {
-  // Bytes of the next tile per 16-input block: NB rows of 8 (int4) or 16 (int8) bytes.
-  constexpr int64_t kNextBytesPerBlock =
-      NB * kLinearLanes * (std::is_same_v<Row, I4Row> ? 1 : 2) / 2;
-  const char* next = nullptr;
-  if (kPrefetch && n0 + 2 * NB <= N)
-    next = reinterpret_cast<const char*>(w.q + (n0 + NB) * w.row_bytes);
+  // NB rows of 8 (int4) or 16 (int8) bytes per 16-input block.
+  constexpr int64_t kNextBytesPerBlock = NB * (std::is_same_v<Row, I4Row> ? 8 : 16);
+  const NextTilePrefetch<kNextBytesPerBlock> prefetch(kPrefetch, w, n0, NB);
   DirectSrc<NB, Row> src{};
 #pragma GCC unroll 8
   for (int r = 0; r < NB; ++r) src.rows[r] = Row(w, n0 + r);
@@ -201,11 +198,7 @@ void DirectTile(const float* x, int64_t K, const LinearWeight& w, int64_t n0, co
     for (int r = 0; r < NB; ++r) src.rows[r].Group(g);
     const int64_t end = s + per_group < full ? s + per_group : full;
     for (int64_t b = s; b < end; b += kBlocks) {
-      if (kPrefetch && next) {
-        for (int64_t o = 0; o < kNextBytesPerBlock; o += 64) {
-          _mm_prefetch(next + (b / kBlocks) * kNextBytesPerBlock + o, _MM_HINT_T1);
-        }
-      }
+      if constexpr (kPrefetch) prefetch.Step(b / kBlocks);
 #pragma GCC unroll 4
       for (int q = 0; q < kBlocks; ++q) Steps<TB, NB>(x, K, src, b + q, b + q + 1, 1, acc[q]);
     }
@@ -221,17 +214,14 @@ void DirectTile(const float* x, int64_t K, const LinearWeight& w, int64_t n0, co
 template <int TB, int NB, class Row>
 void DirectTileFor(const float* x, int64_t K, const LinearWeight& w, int64_t n0, const Half* bias,
                    Half* out, int64_t N) {
-  if constexpr (!std::is_same_v<Row, F16Row>) {
-    const bool prefetch = w.row_bytes <= kPrefetchRowBytes;
-    if constexpr (std::is_same_v<Row, I8RoundRow>) {
-      if (RowsSplitExact(w, n0, NB)) {
-        if (prefetch) return DirectTile<TB, NB, I8SplitRow, true>(x, K, w, n0, bias, out, N);
-        return DirectTile<TB, NB, I8SplitRow>(x, K, w, n0, bias, out, N);
-      }
-    }
-    if (prefetch) return DirectTile<TB, NB, Row, true>(x, K, w, n0, bias, out, N);
-  }
-  DirectTile<TB, NB, Row>(x, K, w, n0, bias, out, N);
+  constexpr bool kInt8 = std::is_same_v<Row, I8RoundRow>;
+  constexpr bool kQuantized = !std::is_same_v<Row, F16Row>;
+  WithDecodeVariant<kInt8, kQuantized>(
+      kInt8 && RowsSplitExact(w, n0, NB), kQuantized && w.row_bytes <= kPrefetchRowBytes,
+      [&]<bool kSplit, bool kPrefetch>() {
+        using Decoded = std::conditional_t<kSplit, I8SplitRow, Row>;
+        DirectTile<TB, NB, Decoded, kPrefetch>(x, K, w, n0, bias, out, N);
+      });
 }
 
 template <int TB, class Row>

@@ -196,20 +196,14 @@ void DirectTile(const float* x, const float* xp, const LinearWeight& w, int64_t 
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) acc[t][r] = _mm512_setzero_ps();
   const int64_t per_group = w.group_steps ? w.group_steps * kL : K16;
-  constexpr int64_t kNextBytesPerStep = R * kL * (F == LinearWeight::kI8 ? 2 : 1) / 2;
-  const char* next = nullptr;
-  if (kPrefetch && n0 + 2 * R <= N)
-    next = reinterpret_cast<const char*>(w.q + (n0 + R) * w.row_bytes);
+  constexpr int64_t kNextBytesPerStep = R * (F == LinearWeight::kI8 ? 16 : 8);
+  const NextTilePrefetch<kNextBytesPerStep> prefetch(kPrefetch, w, n0, R);
   for (int64_t g = 0, k0 = 0; k0 < K16; ++g, k0 += per_group) {
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) row[r].Group(g);
     const int64_t k1 = k0 + per_group < K16 ? k0 + per_group : K16;
     for (int64_t k = k0; k < k1; k += kL) {
-      if (kPrefetch && next) {
-        for (int64_t b = 0; b < kNextBytesPerStep; b += 64) {
-          _mm_prefetch(next + (k / kL) * kNextBytesPerStep + b, _MM_HINT_T1);
-        }
-      }
+      if constexpr (kPrefetch) prefetch.Step(k / kL);
 #pragma GCC unroll 8
       for (int r = 0; r < R; ++r) {
         const __m512 wv = row[r].Load16(k);
@@ -240,23 +234,14 @@ template <int TB, LinearWeight::Format F>
 void DirectRows(const float* x, const float* xp, const LinearWeight& w, int64_t n0, int64_t n1,
                 const Half* bias, Half* out) {
   constexpr int R = DirectRowsFor(TB);
-  const bool prefetch = F != LinearWeight::kF16 && w.row_bytes <= kPrefetchRowBytes;
+  constexpr bool kInt8 = F == LinearWeight::kI8, kQuantized = F != LinearWeight::kF16;
+  const bool prefetch = kQuantized && w.row_bytes <= kPrefetchRowBytes;
   for (int64_t n = n0; n < n1; n += R) {
     const int64_t rows = n1 - n < R ? n1 - n : R;
-    if constexpr (F != LinearWeight::kF16) {
-      const bool split = F == LinearWeight::kI8 && RowsSplitExact(w, n, rows);
-      if (split && prefetch) {
-        DirectTile<TB, R, F, F == LinearWeight::kI8, true>(x, xp, w, n, rows, bias, out);
-      } else if (split) {
-        DirectTile<TB, R, F, F == LinearWeight::kI8, false>(x, xp, w, n, rows, bias, out);
-      } else if (prefetch) {
-        DirectTile<TB, R, F, false, true>(x, xp, w, n, rows, bias, out);
-      } else {
-        DirectTile<TB, R, F, false, false>(x, xp, w, n, rows, bias, out);
-      }
-    } else {
-      DirectTile<TB, R, F, false, false>(x, xp, w, n, rows, bias, out);
-    }
+    WithDecodeVariant<kInt8, kQuantized>(
+        kInt8 && RowsSplitExact(w, n, rows), prefetch, [&]<bool kSplit, bool kPrefetch>() {
+          DirectTile<TB, R, F, kSplit, kPrefetch>(x, xp, w, n, rows, bias, out);
+        });
   }
 }
 

@@ -98,6 +98,44 @@ inline bool RowsSplitExact(const LinearWeight& w, int64_t n0, int64_t rows) {
   return true;
 }
 
+// The next decode tile's rows, fetched into L2 while a tile of short quantized rows runs (see the
+// kernels): the `rows` rows after n0, contiguous, kBytesPerStep of them per 16-input step. Off, or
+// with no whole tile after this one, it fetches nothing.
+template <int64_t kBytesPerStep>
+struct NextTilePrefetch {
+  const char* next = nullptr;
+  NextTilePrefetch(bool on, const LinearWeight& w, int64_t n0, int64_t rows) {
+    if (on && n0 + 2 * rows <= w.N) {
+      next = reinterpret_cast<const char*>(w.q + (n0 + rows) * w.row_bytes);
+    }
+  }
+  void Step(int64_t step) const {
+    if (next == nullptr) return;
+    for (int64_t b = 0; b < kBytesPerStep; b += 64) {
+      __builtin_prefetch(next + step * kBytesPerStep + b, 0, 2);  // PREFETCHT1
+    }
+  }
+};
+
+// Runs tile.template operator()<kSplit, kPrefetch>() for the decode variant a tile of rows takes:
+// the int8 split where the rows' scales allow it, the next-tile prefetch for short quantized rows.
+// Only the variants the format can take (kCanSplit, kCanPrefetch) are instantiated.
+template <bool kCanSplit, bool kCanPrefetch, class Tile>
+inline void WithDecodeVariant(bool split, bool prefetch, Tile&& tile) {
+  if constexpr (kCanSplit) {
+    if (split) {
+      if constexpr (kCanPrefetch) {
+        if (prefetch) return tile.template operator()<true, true>();
+      }
+      return tile.template operator()<true, false>();
+    }
+  }
+  if constexpr (kCanPrefetch) {
+    if (prefetch) return tile.template operator()<false, true>();
+  }
+  tile.template operator()<false, false>();
+}
+
 // out = fp16(acc + b) with fp16 weights (fused addmm); fp16(fp16(acc) + b) with quantized
 // weights (the reference adds the bias as a separate fp16 op, spec §3).
 inline Half LinearEpilogue(const LinearWeight& w, float acc, const Half* bias, int64_t n) {
