@@ -7,7 +7,9 @@
 #   INT4, all 70 layers resident (~67 GB with the fp16 embedding), with --probe (each linear
 #     kernel alone against the device bandwidth); again with group-wise scales (G = 128);
 #   INT8 and FP16 streamed from pinned host memory under several --gpu-mem budgets;
-#   last, glm-bench --gpu-mem on 4 layers (glm-bench's GPU mode runs bench-gpu: the wiring only);
+#   glm-bench --gpu-mem on 4 layers (glm-bench's GPU mode runs bench-gpu: the wiring only);
+#   last, glm-generate --gpu-mem on the synthetic demo model: all resident, then one layer resident
+#     and three streamed, then on the CPU (greedy, the same queries; tokens/s each);
 # each decode time printed against its bound, with the H2D and device bandwidths measured in the
 # same run. Every step logs and has a timeout; a failing step does not stop the later ones; a
 # summary ends the output. Designed to finish in under 8 minutes on an H100 with 16 cores.
@@ -26,7 +28,7 @@ ROOT=$(pwd)
 OUT_DIR=${OUT:-$ROOT/build-device/out}
 BUILD=${GLM_DEVICE_BUILD:-$ROOT/build-device}
 DEPS=${GLM_DEVICE_DEPS:-/tmp/glm-deps}
-STEPS=${STEPS:-"env deps configure build tests bench_int4 bench_int4g bench_fp16 bench_int8 glmbench"}
+STEPS=${STEPS:-"env deps configure build tests bench_int4 bench_int4g bench_fp16 bench_int8 glmbench generate"}
 JOBS=$(nproc 2>/dev/null || echo 4)
 # Every step's timeout is cut to what is left before the deadline (default 470 s: done inside 8
 # minutes); steps that would start with less than 15 s left are skipped.
@@ -154,14 +156,15 @@ step_configure() {
 }
 
 step_build() {
-  local targets=(bench-gpu glm-bench)
-  [ -e "$BUILD/tests_built" ] && targets+=(cuda_plan_test cuda_kernels_test cuda_model_test)
+  local targets=(bench-gpu glm-bench glm-generate glm-synth)
+  [ -e "$BUILD/tests_built" ] && targets+=(cuda_plan_test cuda_kernels_test cuda_model_test
+                                           cuda_generate_test)
   cmake --build "$BUILD" -j"$JOBS" --target "${targets[@]}"
 }
 
 step_tests() {
   local rc=0
-  for t in cuda_plan_test cuda_kernels_test cuda_model_test; do
+  for t in cuda_plan_test cuda_kernels_test cuda_model_test cuda_generate_test; do
     if [ ! -x "$BUILD/$t" ]; then log "$t was not built"; rc=1; continue; fi
     log "-- $t"
     timeout --kill-after=10 120 "$BUILD/$t" --gtest_color=no || rc=1
@@ -188,9 +191,30 @@ step_ncu() {
     "$BUILD/bench-gpu" --dtype i4 --gpu_mem 0 --prompt 1 --decode 1
 }
 
+# glm-generate on the GPU: the demo model (GLM-130B's vocabulary, small layers), three greedy
+# queries; all layers resident, then one layer resident and the others streamed, then the CPU.
+step_generate() {
+  local model="$BUILD/demo.gguf" q="$BUILD/queries.txt"
+  "$BUILD/glm-synth" --preset demo --output "$model" || return 1
+  printf '%s\n' "The capital of France is [MASK]." "Memory is slow compared with" \
+    "GPUs [MASK] layers from pinned host memory." > "$q"
+  local args=(--model "$model" --tokenizer "$ROOT/tests/data/tokenizer/demo.model"
+              --input-source "$q" --top-k 1 --out-seq-length 128 --color never)
+  local rc=0
+  log "-- resident"
+  "$BUILD/glm-generate" "${args[@]}" --output-path "$BUILD/gen_gpu" --gpu-mem all --verbose || rc=1
+  log "-- streamed (one layer resident)"
+  "$BUILD/glm-generate" "${args[@]}" --output-path "$BUILD/gen_stream" --gpu-mem all --gpu-layers 1 \
+    --verbose || rc=1
+  log "-- CPU"
+  "$BUILD/glm-generate" "${args[@]}" --output-path "$BUILD/gen_cpu" || rc=1
+  return $rc
+}
+
 # The step functions run in child bashes (under timeout): they see these.
 export ROOT OUT_DIR BUILD DEPS JOBS T_START DEADLINE_S
-export -f log want step_env step_deps step_configure step_build step_tests bench step_ncu
+export -f log want step_env step_deps step_configure step_build step_tests bench step_ncu \
+  step_generate
 
 log "device check: steps '$STEPS', build $BUILD, output $OUT_DIR"
 want env && run env 30 - step_env
@@ -210,6 +234,7 @@ want bench_fp16 && run bench_fp16 110 bench_fp16.log bench --dtype f16 --gpu_mem
 want bench_int8 && run bench_int8 70 bench_int8.log bench --dtype i8 --gpu_mem 24G,48G,72G --prompt 8 --decode 2
 # glm-bench's GPU mode (the same benchmark behind other flags), on 4 layers: the wiring only.
 want glmbench && run glmbench 40 - "$BUILD/glm-bench" --gpu-mem 0,10G --synthetic glm130b-L4 --gpu-dtype i8 --prompt 8 --decode-steps 2
+want generate && run generate 45 - step_generate
 want ncu && run ncu 150 ncu.log step_ncu
 
 {

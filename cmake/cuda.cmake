@@ -11,6 +11,7 @@
 #   test that skips with the reason.
 # - bench/bench_gpu.cc becomes bench-gpu; likewise linked with glmstream_cuda here, and left out
 #   of the default build (and a stub) when CUDA is off.
+# - glm-generate is linked with glmstream_cuda here too: its --gpu-mem mode exists when CUDA is on.
 
 get_target_property(_glm_cpu_sources glmstream SOURCES)
 list(FILTER _glm_cpu_sources EXCLUDE REGEX "_cuda\\.cc$")
@@ -122,6 +123,12 @@ endforeach()
 if(TARGET bench-gpu)
   target_link_libraries(bench-gpu PRIVATE glmstream_cuda)
 endif()
+# Tools with a GPU mode (they test GLM_HAVE_CUDA, which glmstream_cuda defines).
+foreach(tool glm-generate)
+  if(TARGET ${tool})
+    target_link_libraries(${tool} PRIVATE glmstream_cuda)
+  endif()
+endforeach()
 
 # GPU tests share one device and some measure its free memory: CTest runs them one at a time
 # (ctest -j keeps the CPU suites parallel). gtest_discover_tests names each binary's test list

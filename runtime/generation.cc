@@ -5,8 +5,6 @@
 #include <chrono>
 #include <cmath>
 
-#include "runtime/model.h"
-
 namespace glm {
 namespace {
 
@@ -105,14 +103,11 @@ std::string RenderOutput(const Tokenizer& tok, const FilledOutput& out, const Re
 // The session.
 
 struct GenerationSession::Impl {
-  WeightStore* store = nullptr;
+  std::unique_ptr<ForwardEngine> engine;  // caches [max_batch * beams]: slot i's are i*beams..
   GenerationOptions opts;
   ModelConfig cfg;
   int64_t cap = 0;   // tokens per sequence
   int beams = 1;     // sequences per query
-  RotaryTable rope;
-  std::vector<KvCache> caches;  // [max_batch * beams]
-  Activations act;
   std::vector<Half> logits;     // [max_batch * beams, V]
   SamplingScratch scratch;
   std::vector<int32_t> end_tokens, banned_with_end;
@@ -227,7 +222,7 @@ struct GenerationSession::Impl {
     if (cb->on_blank) cb->on_blank(s.query, s.blank, s.mask_position);
     const int base = int(&s - slots.data()) * beams;
     s.cache_of.assign(1, base);
-    caches[base].length = 0;
+    engine->Reset(base);
     s.prefilling = true;
     if (s.search) s.search->Start(s.prefill);
   }
@@ -282,7 +277,7 @@ struct GenerationSession::Impl {
 
   // Beam b's cache now holds its parent's tokens: a parent's first child keeps the parent's
   // cache, further children get a copy in a cache no child kept (there are exactly enough).
-  void ReorderCaches(Slot& s) {
+  Status ReorderCaches(Slot& s) {
     const BeamSearch& bs = *s.search;
     const int base = int(&s - slots.data()) * beams;
     std::vector<int> next(bs.live(), -1);
@@ -295,27 +290,21 @@ struct GenerationSession::Impl {
         used[next[j] - base] = true;
       }
     }
-    const int64_t HD = int64_t(cfg.num_heads) * cfg.head_dim;
     for (int j = 0; j < bs.live(); ++j) {
       if (next[j] >= 0) continue;
       int free = 0;
       while (used[free]) ++free;
       used[free] = true;
       next[j] = base + free;
-      const KvCache& src = caches[s.cache_of[bs.parent(j)]];
-      KvCache& dst = caches[next[j]];
-      const size_t n = size_t(src.length) * HD;
-      for (int l = 0; l < cfg.num_layers; ++l) {
-        std::copy_n(src.k.data() + size_t(l) * src.capacity * HD, n, dst.K(l, HD));
-        std::copy_n(src.v.data() + size_t(l) * src.capacity * HD, n, dst.V(l, HD));
-      }
-      dst.length = src.length;
+      RETURN_IF_ERROR(engine->Copy(s.cache_of[bs.parent(j)], next[j]));
     }
     s.cache_of = std::move(next);
+    return Status::Ok();
   }
 
-  // Samples from the slot's logits rows; continues, finishes the blank or fails the query.
-  void Advance(Slot& s, const Half* rows) {
+  // Samples from the slot's logits rows; continues, finishes the blank or fails the query. The
+  // returned Status is the engine's (a failed cache copy stops everything).
+  Status Advance(Slot& s, const Half* rows) {
     const int64_t V = cfg.vocab;
     if (s.prefilling) s.result.prompt_tokens += int64_t(s.prefill.size());
     s.prefilling = false;
@@ -325,42 +314,54 @@ struct GenerationSession::Impl {
       const bool ban_end = s.steps - 1 < opts.min_gen_length;
       const int32_t token = SampleBase(std::span(rows, V), opts.base,
                                        ban_end ? banned_with_end : opts.banned_ids, s.rng, scratch);
-      if (token < 0) return Fail(s, Errorf("the model produced NaN logits"));
-      if (Contains(end_tokens, token)) return FinishBlank(s, {s.gen}, {0.0f});
-      s.gen.push_back(token);
-      if (cb->on_token) cb->on_token(s.query, s.blank, token);
-      if (s.steps >= s.max_gen) return FinishBlank(s, {s.gen}, {0.0f});
-      s.feed_ids.assign(1, token);
-      s.feed_pos.assign(1, int32_t(GenPosition(s, s.ctx + s.steps - 1)));
-      return;
+      if (token < 0) {
+        Fail(s, Errorf("the model produced NaN logits"));
+      } else if (Contains(end_tokens, token)) {
+        FinishBlank(s, {s.gen}, {0.0f});
+      } else {
+        s.gen.push_back(token);
+        if (cb->on_token) cb->on_token(s.query, s.blank, token);
+        if (s.steps >= s.max_gen) {
+          FinishBlank(s, {s.gen}, {0.0f});
+        } else {
+          s.feed_ids.assign(1, token);
+          s.feed_pos.assign(1, int32_t(GenPosition(s, s.ctx + s.steps - 1)));
+        }
+      }
+      return Status::Ok();
     }
     BeamSearch& bs = *s.search;
     bs.Step(std::span(rows, size_t(bs.live()) * V), V, s.rng, scratch);
     if (bs.done() || s.steps >= s.max_gen || bs.live() == 0) {
       std::vector<Hypothesis> hyps = bs.Finish();
-      if (hyps.empty()) return Fail(s, Errorf("beam search ended without a hypothesis"));
+      if (hyps.empty()) {
+        Fail(s, Errorf("beam search ended without a hypothesis"));
+        return Status::Ok();
+      }
       std::vector<std::vector<int32_t>> gens;
       std::vector<float> scores;
       for (Hypothesis& h : hyps) {
         gens.push_back(std::move(h.generated));
         scores.push_back(h.penalized);
       }
-      return FinishBlank(s, gens, scores);
+      FinishBlank(s, gens, scores);
+      return Status::Ok();
     }
-    ReorderCaches(s);
+    RETURN_IF_ERROR(ReorderCaches(s));
     s.feed_ids.resize(bs.live());
     s.feed_pos.resize(bs.live());
     for (int j = 0; j < bs.live(); ++j) {
       s.feed_ids[j] = bs.generated(j).back();
       s.feed_pos[j] = int32_t(GenPosition(s, s.ctx + s.steps - 1));
     }
+    return Status::Ok();
   }
 
   Status Run(std::span<const Query> qs, const GenerationCallbacks& callbacks) {
     queries = qs;
     cb = &callbacks;
     size_t next = 0;
-    std::vector<SeqStep> steps;
+    std::vector<EngineStep> steps;
     std::vector<std::pair<Slot*, int64_t>> rows;  // slot, its first logits row
     for (;;) {
       for (Slot& s : slots) {
@@ -373,12 +374,15 @@ struct GenerationSession::Impl {
         if (!s.active) continue;
         rows.push_back({&s, row});
         if (s.prefilling) {
-          steps.push_back({.kv = &caches[s.cache_of[0]], .ids = s.prefill,
-                           .positions = s.layout.positions, .prefix_len = s.layout.prefix_len});
+          steps.push_back({.cache = s.cache_of[0],
+                           .ids = s.prefill,
+                           .positions = s.layout.positions,
+                           .prefix_len = s.layout.prefix_len});
           row += 1;
         } else {
           for (size_t b = 0; b < s.cache_of.size(); ++b) {
-            steps.push_back({.kv = &caches[s.cache_of[b]], .ids = std::span(&s.feed_ids[b], 1),
+            steps.push_back({.cache = s.cache_of[b],
+                             .ids = std::span(&s.feed_ids[b], 1),
                              .positions = std::span(&s.feed_pos[b], 1),
                              .prefix_len = s.layout.prefix_len});
           }
@@ -386,8 +390,8 @@ struct GenerationSession::Impl {
         }
       }
       if (steps.empty()) return Status::Ok();
-      RETURN_IF_ERROR(ForwardBatch(*store, rope, steps, act, logits.data()));
-      for (auto [s, r] : rows) Advance(*s, logits.data() + r * cfg.vocab);
+      RETURN_IF_ERROR(engine->Forward(steps, logits.data()));
+      for (auto [s, r] : rows) RETURN_IF_ERROR(Advance(*s, logits.data() + r * cfg.vocab));
     }
   }
 };
@@ -395,8 +399,7 @@ struct GenerationSession::Impl {
 GenerationSession::GenerationSession(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 GenerationSession::~GenerationSession() = default;
 
-StatusOr<std::unique_ptr<GenerationSession>> GenerationSession::Create(
-    WeightStore& store, const GenerationOptions& opts) {
+Status ValidateGenerationOptions(const GenerationOptions& opts) {
   const BaseOptions& b = opts.base;
   if (!(b.temperature > 0) || !std::isfinite(b.temperature)) {
     return Errorf("temperature must be > 0, got %g (top-k 1 gives greedy decoding)", b.temperature);
@@ -411,23 +414,50 @@ StatusOr<std::unique_ptr<GenerationSession>> GenerationSession::Create(
   if (opts.min_gen_length < 0) return Errorf("min-gen-length must be >= 0, got %d", opts.min_gen_length);
   if (opts.out_seq_length < 1) return Errorf("out-seq-length must be >= 1, got %d", opts.out_seq_length);
   if (opts.max_batch < 1) return Errorf("batch size must be >= 1, got %d", opts.max_batch);
+  return Status::Ok();
+}
 
+EngineShape GenerationShape(const ModelConfig& cfg, const GenerationOptions& opts) {
+  const int64_t cap = std::min<int64_t>(opts.out_seq_length, cfg.max_seq);
+  const int64_t beams = opts.strategy == Strategy::kBeamSearch ? opts.beam.num_beams : 1;
+  const int64_t seqs = int64_t(opts.max_batch) * beams;
+  return {.caches = seqs,
+          .capacity = cap,
+          .max_tokens = opts.max_batch * std::max<int64_t>(cap, beams),
+          .max_logit_rows = seqs};
+}
+
+StatusOr<std::unique_ptr<GenerationSession>> GenerationSession::Create(
+    WeightStore& store, const GenerationOptions& opts) {
+  RETURN_IF_ERROR(ValidateGenerationOptions(opts));
+  return Create(MakeCpuEngine(store, GenerationShape(store.config(), opts)), opts);
+}
+
+StatusOr<std::unique_ptr<GenerationSession>> GenerationSession::Create(
+    std::unique_ptr<ForwardEngine> engine, const GenerationOptions& opts) {
+  RETURN_IF_ERROR(ValidateGenerationOptions(opts));
+  GLM_CHECK(engine != nullptr);
+  const EngineShape need = GenerationShape(engine->config(), opts), have = engine->shape();
+  if (have.caches < need.caches || have.capacity < need.capacity ||
+      have.max_tokens < need.max_tokens || have.max_logit_rows < need.max_logit_rows) {
+    return Errorf(
+        "the engine holds %lld caches of %lld tokens, %lld tokens and %lld logits rows "
+        "a step; the session needs %lld, %lld, %lld and %lld",
+        (long long)have.caches, (long long)have.capacity, (long long)have.max_tokens,
+        (long long)have.max_logit_rows, (long long)need.caches, (long long)need.capacity,
+        (long long)need.max_tokens, (long long)need.max_logit_rows);
+  }
   auto impl = std::make_unique<Impl>();
   Impl& m = *impl;
-  m.store = &store;
+  m.cfg = engine->config();
+  m.engine = std::move(engine);
   m.opts = opts;
-  m.cfg = store.config();
-  m.cap = std::min<int64_t>(opts.out_seq_length, m.cfg.max_seq);
+  m.cap = need.capacity;
   m.beams = opts.strategy == Strategy::kBeamSearch ? opts.beam.num_beams : 1;
   m.end_tokens = {m.cfg.tokens.eop, m.cfg.tokens.eos};
   m.banned_with_end = opts.banned_ids;
   m.banned_with_end.insert(m.banned_with_end.end(), m.end_tokens.begin(), m.end_tokens.end());
-  const int64_t seqs = int64_t(opts.max_batch) * m.beams;
-  m.rope = RotaryTable::Build(m.cfg.head_dim, m.cfg.max_seq);
-  m.caches.reserve(seqs);
-  for (int64_t i = 0; i < seqs; ++i) m.caches.push_back(KvCache::Allocate(m.cfg, m.cap));
-  m.act = Activations::Allocate(m.cfg, opts.max_batch * std::max<int64_t>(m.cap, m.beams), m.cap);
-  m.logits.resize(size_t(seqs) * m.cfg.vocab);
+  m.logits.resize(size_t(need.caches) * m.cfg.vocab);
   m.scratch = SamplingScratch::Allocate(m.cfg.vocab, m.beams);
   m.slots.resize(opts.max_batch);
   return std::unique_ptr<GenerationSession>(new GenerationSession(std::move(impl)));
@@ -447,5 +477,6 @@ StatusOr<std::vector<QueryResult>> GenerationSession::RunAll(std::span<const Que
 
 const GenerationOptions& GenerationSession::options() const { return impl_->opts; }
 int64_t GenerationSession::capacity() const { return impl_->cap; }
+const ForwardEngine& GenerationSession::engine() const { return *impl_->engine; }
 
 }  // namespace glm

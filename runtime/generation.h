@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "runtime/check.h"
+#include "runtime/engine.h"
 #include "runtime/layout.h"
 #include "runtime/sampling.h"
 #include "runtime/tokenizer.h"
@@ -81,11 +82,24 @@ struct GenerationCallbacks {
   std::function<void(size_t q, QueryResult& result)> on_done;
 };
 
-// Holds the caches for max_batch queries (num_beams sequences each) of out_seq_length tokens
-// (capped at the model's max_seq), the activations and the sampling scratch, all allocated once.
+// The options' own checks (temperature, top-k, beams, lengths, batch), made by Create; tools call
+// it before loading a model so that a bad flag fails fast.
+Status ValidateGenerationOptions(const GenerationOptions& opts);
+
+// What a session needs of its engine: max_batch * beams caches of out_seq_length tokens (capped
+// at the model's max_seq), steps of up to max_batch * max(capacity, beams) tokens and one logits
+// row per cache.
+EngineShape GenerationShape(const ModelConfig& cfg, const GenerationOptions& opts);
+
+// Runs on an engine with the caches for max_batch queries (num_beams sequences each), and holds
+// the sampling scratch; everything is allocated once.
 class GenerationSession {
  public:
+  // On the CPU, over `store` (which must outlive the session).
   static StatusOr<std::unique_ptr<GenerationSession>> Create(WeightStore& store,
+                                                             const GenerationOptions& opts);
+  // On any engine at least GenerationShape(engine->config(), opts) large.
+  static StatusOr<std::unique_ptr<GenerationSession>> Create(std::unique_ptr<ForwardEngine> engine,
                                                              const GenerationOptions& opts);
   ~GenerationSession();
 
@@ -98,6 +112,7 @@ class GenerationSession {
 
   const GenerationOptions& options() const;
   int64_t capacity() const;  // tokens per sequence
+  const ForwardEngine& engine() const;
 
  private:
   struct Impl;

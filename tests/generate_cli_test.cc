@@ -26,35 +26,12 @@ namespace fs = std::filesystem;
 const std::string kTool = std::string(GLM_BINARY_DIR) + "/glm-generate";
 const std::string kTokenizer = std::string(GLM_SOURCE_DIR) + "/tests/data/tokenizer/demo.model";
 
-struct ToolRun {
-  int status = -1;  // raw wait status
-  std::string out;  // stdout and stderr together
-  bool exited(int code) const { return WIFEXITED(status) && WEXITSTATUS(status) == code; }
-};
+using test::Quote;
+using test::ToolRun;
 
-std::string Quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
+ToolRun Exec(const std::string& args) { return test::RunTool(kTool, args); }
 
-ToolRun Exec(const std::string& args) {
-  ToolRun r;
-  FILE* p = popen((Quote(kTool) + " " + args + " </dev/null 2>&1").c_str(), "r");
-  GLM_CHECK(p != nullptr);
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-  r.status = pclose(p);
-  return r;
-}
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using test::ReadFile;
 
 std::vector<std::string> ListDir(const std::string& dir) {
   std::vector<std::string> names;
@@ -75,23 +52,7 @@ class Cli : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     dir_ = new test::TempDir();
-    // Two small layers, GLM-130B's id layout for text (20000 + pieces, eos 20002) and the special
-    // ids right after the demo tokenizer's 1000 pieces.
-    const ModelConfig cfg{.num_layers = 2,
-                          .hidden = 128,
-                          .inner = 256,
-                          .num_heads = 1,
-                          .head_dim = 128,
-                          .vocab = 21008,
-                          .max_seq = 256,
-                          .layernorm_eps = 1e-5f,
-                          .tokens = {.mask = 21000,
-                                     .gmask = 21001,
-                                     .smask = 21002,
-                                     .sop = 21004,
-                                     .eop = 21005,
-                                     .eos = 20002}};
-    Status st = WriteSyntheticModel(dir_->File("model.gguf"), cfg, 7);
+    Status st = WriteSyntheticModel(dir_->File("model.gguf"), test::CliModelConfig(), 7);
     ASSERT_TRUE(st.ok()) << st.message();
   }
   static void TearDownTestSuite() { delete dir_; }
@@ -242,6 +203,7 @@ TEST_F(Cli, BadInputIsAClearErrorAndExitStatusOne) {
       {"bad strategy", Base() + " --sampling-strategy Greedy --input-source " + good + out,
        "unknown --sampling-strategy"},
       {"bad size", Base() + " --host-mem 12Q --input-source " + good + out, "--host-mem"},
+      {"bad GPU size", Base() + " --gpu-mem 12Q --input-source " + good + out, "--gpu-mem"},
       {"zero temperature", Base() + " --temperature 0 --input-source " + good + out,
        "temperature must be > 0"},
       {"zero beams",

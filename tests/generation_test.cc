@@ -471,5 +471,65 @@ TEST_F(TinyModel, BadQueriesAndOptionsAreErrorsNotCrashes) {
   EXPECT_FALSE(GenerationSession::Create(*store_, {.max_batch = 0}).ok());
 }
 
+// The engine a session runs on: its step checks, the shape a session needs of it, and a copied
+// cache that continues exactly as its source (what beam search relies on).
+TEST_F(TinyModel, EngineChecksStepsAndCopiesCaches) {
+  const ModelConfig& cfg = store_->config();
+  const SpecialTokens& t = cfg.tokens;
+  const EngineShape shape{.caches = 2, .capacity = 16, .max_tokens = 16, .max_logit_rows = 2};
+  auto engine = MakeCpuEngine(*store_, shape);
+  const std::vector<int32_t> ids = {17, 230, 41, t.gmask, t.sop};
+  const SequenceLayout layout = DeriveLayout(ids, t).value();
+  const std::vector<int32_t>& pos = layout.positions;
+  const int64_t prefix = layout.prefix_len;
+  std::vector<Half> logits(2 * size_t(cfg.vocab));
+  auto error = [&](std::vector<EngineStep> steps) {
+    return engine->Forward(steps, logits.data()).message();
+  };
+  const EngineStep step{.cache = 0, .ids = ids, .positions = pos, .prefix_len = prefix};
+  EngineStep other = step;
+  other.cache = 2;
+  EXPECT_NE(error({other}).find("does not exist"), std::string::npos);
+  other.cache = -1;
+  EXPECT_NE(error({other}).find("does not exist"), std::string::npos);
+  EXPECT_NE(error({step, step}).find("used twice"), std::string::npos);
+  other.cache = 1;
+  EXPECT_NE(error({step, other, step}).find("3 sequences"), std::string::npos);
+  EXPECT_NE(error({}).find("at least one"), std::string::npos);
+  EXPECT_EQ(engine->Length(0), 0);
+
+  // Prefill cache 0, copy it to 1, then the same next token on both: identical logits, and the
+  // same as the source continued alone.
+  ASSERT_TRUE(engine->Forward(std::vector<EngineStep>{step}, logits.data()).ok());
+  EXPECT_EQ(engine->Length(0), int64_t(ids.size()));
+  ASSERT_TRUE(engine->Copy(0, 1).ok());
+  EXPECT_EQ(engine->Length(1), int64_t(ids.size()));
+  EXPECT_FALSE(engine->Copy(0, 2).ok());
+  const std::vector<int32_t> next = {99}, next_pos = {5};
+  std::vector<EngineStep> both = {
+      {.cache = 0, .ids = next, .positions = next_pos, .prefix_len = prefix},
+      {.cache = 1, .ids = next, .positions = next_pos, .prefix_len = prefix}};
+  ASSERT_TRUE(engine->Forward(both, logits.data()).ok());
+  for (int64_t i = 0; i < cfg.vocab; ++i) {
+    ASSERT_EQ(logits[i].bits, logits[cfg.vocab + i].bits) << "logit " << i;
+  }
+  std::vector<Half> alone(cfg.vocab);
+  auto fresh = MakeCpuEngine(*store_, shape);
+  ASSERT_TRUE(fresh->Forward(std::vector<EngineStep>{step}, alone.data()).ok());
+  both.resize(1);
+  ASSERT_TRUE(fresh->Forward(both, alone.data()).ok());
+  for (int64_t i = 0; i < cfg.vocab; ++i) ASSERT_EQ(alone[i].bits, logits[i].bits) << i;
+  engine->Reset(1);
+  EXPECT_EQ(engine->Length(1), 0);
+
+  // A session refuses an engine smaller than it needs, naming both shapes.
+  auto small = GenerationSession::Create(MakeCpuEngine(*store_, shape), {.out_seq_length = 32});
+  ASSERT_FALSE(small.ok());
+  EXPECT_NE(small.status().message().find("the session needs"), std::string::npos)
+      << small.status().message();
+  auto fits = GenerationSession::Create(MakeCpuEngine(*store_, shape), {.out_seq_length = 16});
+  EXPECT_TRUE(fits.ok()) << fits.status().message();
+}
+
 }  // namespace
 }  // namespace glm

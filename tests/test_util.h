@@ -3,8 +3,10 @@
 
 #include <gtest/gtest.h>
 #include <stdlib.h>
+#include <sys/wait.h>
 
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -145,6 +147,57 @@ inline Status ConvertGoldenModel(const std::string& out, int bits = 16) {
                               .eop = int32_t(kv["eop"]),
                               .eos = int32_t(kv["eos"])};
   return ConvertSatToGguf(opts);
+}
+
+// A command-line tool run to completion, stdin from /dev/null.
+struct ToolRun {
+  int status = -1;  // raw wait status
+  std::string out;  // stdout and stderr together
+  bool exited(int code) const { return WIFEXITED(status) && WEXITSTATUS(status) == code; }
+};
+
+// `s` quoted for the shell.
+inline std::string Quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+// Runs `tool args` (args already quoted as needed) through the shell.
+inline ToolRun RunTool(const std::string& tool, const std::string& args) {
+  ToolRun r;
+  FILE* p = popen((Quote(tool) + " " + args + " </dev/null 2>&1").c_str(), "r");
+  GLM_CHECK(p != nullptr);
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
+  r.status = pclose(p);
+  return r;
+}
+
+// The whole file as text ("" if it cannot be read).
+inline std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// The model the glm-generate tests run: two small layers, GLM-130B's id layout for text (20000 +
+// pieces, eos 20002) and the special ids right after the demo tokenizer's 1000 pieces
+// (tests/data/tokenizer/demo.model).
+inline ModelConfig CliModelConfig() {
+  return ModelConfig{
+      .num_layers = 2,
+      .hidden = 128,
+      .inner = 256,
+      .num_heads = 1,
+      .head_dim = 128,
+      .vocab = 21008,
+      .max_seq = 256,
+      .layernorm_eps = 1e-5f,
+      .tokens = {
+          .mask = 21000, .gmask = 21001, .smask = 21002, .sop = 21004, .eop = 21005, .eos = 20002}};
 }
 
 // The golden model converted to `path` and mapped (MmapStore).

@@ -14,17 +14,31 @@
 #include <string>
 #include <vector>
 
+#include "offload/gguf.h"
 #include "offload/store.h"
 #include "runtime/generation.h"
 #include "runtime/tokenizer.h"
 #include "tools/tool_util.h"
+#if GLM_HAVE_CUDA
+#include "offload/layer_source_cuda.h"
+#include "runtime/device_cuda.h"
+#include "runtime/engine_cuda.h"
+#endif
 
 DEFINE_string(model, "", "model file (glm-quantize or glm-synth output)");
 DEFINE_string(tokenizer, "",
               "SentencePiece model: GLM-130B's ice_text.model (from icetk); the demo "
               "uses tests/data/tokenizer/demo.model");
-DEFINE_string(host_mem, "0", "host memory budget for the weights, e.g. 64G (0: no budget)");
-DEFINE_string(gpu_mem, "0", "GPU memory budget for the weights, e.g. 20G (0: no GPU tier)");
+DEFINE_string(host_mem, "0",
+              "host memory budget for the weights, e.g. 64G (0: no budget); with --gpu-mem, the "
+              "pinned host memory for the layers the GPU streams");
+DEFINE_string(gpu_mem, "0",
+              "run on the GPU under this device memory budget (context, KV cache and activations "
+              "included), e.g. 40G; 'all' for the whole device; 0: on the CPU");
+DEFINE_int32(gpu_device, 0, "with --gpu-mem: the CUDA device");
+DEFINE_int32(gpu_layers, -1,
+             "with --gpu-mem: keep at most this many layers resident on the GPU, streaming the "
+             "others from pinned host memory (-1: as many as the budget holds)");
 DEFINE_string(input_source, "interactive", "'interactive' or a file with one query per line");
 DEFINE_string(output_path, "./samples", "directory for one output file per query");
 DEFINE_bool(with_id, false, "input lines are 'id<TAB>text'; the output file is <id>.txt");
@@ -322,12 +336,32 @@ int Main() {
   StoreOptions store_opts;
   auto host = ParseBytes(FLAGS_host_mem);
   if (!host.ok()) Die(kTool, host.status().WithContext("--host-mem"));
-  auto gpu = ParseBytes(FLAGS_gpu_mem);
+  const bool gpu_all = FLAGS_gpu_mem == "all";
+  auto gpu = gpu_all ? StatusOr<uint64_t>(uint64_t(0)) : ParseBytes(FLAGS_gpu_mem);
   if (!gpu.ok()) Die(kTool, gpu.status().WithContext("--gpu-mem"));
+  const bool on_gpu = gpu_all || gpu.value() != 0;
   store_opts.host_mem_bytes = host.value();
-  store_opts.gpu_mem_bytes = gpu.value();
   store_opts.verbose = FLAGS_verbose;
   store_opts.verify_checksums = FLAGS_verify;
+#if !GLM_HAVE_CUDA
+  if (on_gpu) {
+    Die(kTool, Errorf("--gpu-mem: this glm-generate was built without the CUDA backend"),
+        "build where nvcc is installed (CMake finds /usr/local/cuda; see docs/cuda.md), or drop "
+        "--gpu-mem to run on the CPU");
+  }
+#endif
+  {
+    Status st = ValidateGenerationOptions(opts);
+    if (!st.ok()) Die(kTool, st);
+  }
+  if (FLAGS_gpu_layers < -1)
+    Die(kTool, Errorf("--gpu-layers must be >= -1, got %d", FLAGS_gpu_layers));
+#if GLM_HAVE_CUDA
+  if (on_gpu) {
+    Status st = CudaDeviceAvailable();
+    if (!st.ok()) Die(kTool, st.WithContext("--gpu-mem"), "drop --gpu-mem to run on the CPU");
+  }
+#endif
 
   // Read the input before loading anything: a bad file fails fast.
   std::vector<Line> lines;
@@ -356,19 +390,57 @@ int Main() {
   }
 
   const auto load_start = std::chrono::steady_clock::now();
-  auto store = OpenWeightStore(FLAGS_model, store_opts);
-  if (!store.ok()) {
-    Die(kTool, store.status().WithContext("--model"),
-        "convert a checkpoint with glm-quantize or synthesize one with glm-synth");
+  const char* kModelHint =
+      "convert a checkpoint with glm-quantize or synthesize one with glm-synth";
+  // On the CPU: the weight store (mapped or streamed). On the GPU: the file as the GPU tier's
+  // layer source; the engine opened below owns it.
+  std::unique_ptr<WeightStore> store;
+#if GLM_HAVE_CUDA
+  std::unique_ptr<LayerSource> gpu_source;
+#endif
+  ModelConfig cfg;
+  if (!on_gpu) {
+    auto s = OpenWeightStore(FLAGS_model, store_opts);
+    if (!s.ok()) Die(kTool, s.status().WithContext("--model"), kModelHint);
+    store = std::move(s).value();
+    cfg = store->config();
+  } else {
+#if GLM_HAVE_CUDA
+    if (FLAGS_verify) {  // the GPU tier reads extents without their checksums: check all first
+      auto f = GgufFile::Open(FLAGS_model);
+      Status st = f.ok() ? f.value()->VerifyAll() : f.status();
+      if (!st.ok()) Die(kTool, st.WithContext("--model"), kModelHint);
+    }
+    auto s = OpenFileLayerSource(FLAGS_model);
+    if (!s.ok()) Die(kTool, s.status().WithContext("--model"), kModelHint);
+    gpu_source = std::move(s).value();
+    cfg = gpu_source->config();
+#endif
   }
-  const ModelConfig& cfg = store.value()->config();
   auto tok = Tokenizer::Open(FLAGS_tokenizer, cfg.tokens, cfg.vocab);
   if (!tok.ok()) {
     Die(kTool, tok.status().WithContext("--tokenizer"),
         "GLM-130B's tokenizer is icetk's ice_text.model (icetk downloads it to ~/.icetk_models/)");
   }
   if (FLAGS_filter_vocab) opts.banned_ids = tok.value()->NonTextIds(cfg.vocab);
-  auto session = GenerationSession::Create(*store.value(), opts);
+  StatusOr<std::unique_ptr<GenerationSession>> session = Errorf("no engine");
+  if (!on_gpu) {
+    session = GenerationSession::Create(*store, opts);
+  } else {
+#if GLM_HAVE_CUDA
+    const GpuEngineOptions go{.device = FLAGS_gpu_device,
+                              .gpu_mem_bytes = gpu.value(),
+                              .host_mem_bytes = host.value(),
+                              .max_resident_layers = FLAGS_gpu_layers,
+                              .verbose = FLAGS_verbose};
+    auto engine = OpenGpuEngine(std::move(gpu_source), go, GenerationShape(cfg, opts));
+    if (!engine.ok()) {
+      Die(kTool, engine.status().WithContext("--gpu-mem"),
+          "a larger --gpu-mem keeps more layers resident; --verbose prints the plan");
+    }
+    session = GenerationSession::Create(std::move(engine).value(), opts);
+#endif
+  }
   if (!session.ok()) Die(kTool, session.status());
   std::error_code ec;
   std::filesystem::create_directories(FLAGS_output_path, ec);
@@ -388,11 +460,11 @@ int Main() {
                   FLAGS_deterministic ? " deterministic" : "");
     std::fprintf(stderr,
                  "%s: %s (%s), tokenizer %s (%d pieces), %s, out_seq_length=%d "
-                 "min_gen_length=%d, batch %d, seed %llu; ready in %.2f s\n",
+                 "min_gen_length=%d, batch %d, seed %llu; on %s; ready in %.2f s\n",
                  kTool, FLAGS_model.c_str(), cfg.ToString().c_str(), FLAGS_tokenizer.c_str(),
                  tok.value()->pieces(), strategy.c_str(), FLAGS_out_seq_length,
                  FLAGS_min_gen_length, FLAGS_batch_size, (unsigned long long)FLAGS_seed,
-                 Seconds(load_start));
+                 session.value()->engine().Describe().c_str(), Seconds(load_start));
   }
 
   Generator gen(*tok.value(), *session.value(), cfg, ansi);
