@@ -156,7 +156,7 @@ step_configure() {
 }
 
 step_build() {
-  local targets=(bench-gpu glm-bench glm-generate glm-synth)
+  local targets=(bench-gpu glm-bench glm-generate glm-generate-gpu glm-synth)
   [ -e "$BUILD/tests_built" ] && targets+=(cuda_plan_test cuda_kernels_test cuda_model_test
                                            cuda_generate_test)
   cmake --build "$BUILD" -j"$JOBS" --target "${targets[@]}"

@@ -11,7 +11,8 @@
 #   test that skips with the reason.
 # - bench/bench_gpu.cc becomes bench-gpu; likewise linked with glmstream_cuda here, and left out
 #   of the default build (and a stub) when CUDA is off.
-# - glm-generate is linked with glmstream_cuda here too: its --gpu-mem mode exists when CUDA is on.
+# - glm-generate-gpu (tools/glm_generate.cc linked with glmstream_cuda) is made here: the GPU mode
+#   that glm-generate runs for --gpu-mem.
 
 get_target_property(_glm_cpu_sources glmstream SOURCES)
 list(FILTER _glm_cpu_sources EXCLUDE REGEX "_cuda\\.cc$")
@@ -123,12 +124,12 @@ endforeach()
 if(TARGET bench-gpu)
   target_link_libraries(bench-gpu PRIVATE glmstream_cuda)
 endif()
-# Tools with a GPU mode (they test GLM_HAVE_CUDA, which glmstream_cuda defines).
-foreach(tool glm-generate)
-  if(TARGET ${tool})
-    target_link_libraries(${tool} PRIVATE glmstream_cuda)
-  endif()
-endforeach()
+# glm-generate's GPU mode: the same source linked with glmstream_cuda (which defines
+# GLM_HAVE_CUDA), as glm-generate-gpu. glm-generate runs it for --gpu-mem, so that CPU runs do not
+# load the CUDA libraries.
+add_executable(glm-generate-gpu ${CMAKE_SOURCE_DIR}/tools/glm_generate.cc)
+target_compile_options(glm-generate-gpu PRIVATE ${GLM_WARNINGS})
+target_link_libraries(glm-generate-gpu PRIVATE glmstream_cuda ${GFLAGS_LIB})
 
 # GPU tests share one device and some measure its free memory: CTest runs them one at a time
 # (ctest -j keeps the CPU suites parallel). gtest_discover_tests names each binary's test list

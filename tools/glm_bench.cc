@@ -555,10 +555,7 @@ int MainGpu() {
   if (!budgets.ok()) Die(kTool, budgets.status().WithContext("--gpu-mem"));
   auto batches = ParseInts(FLAGS_batch, "--batch", 1, false);
   if (!batches.ok()) Die(kTool, batches.status());
-  char self[4096];
-  const ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-  const std::string dir = n > 0 ? std::string(self, size_t(n)) : std::string("./glm-bench");
-  const std::string exe = dir.substr(0, dir.rfind('/')) + "/bench-gpu";
+  const std::string exe = SiblingProgram("bench-gpu");
   if (access(exe.c_str(), X_OK) != 0) {
     Die(kTool, Errorf("--gpu-mem runs %s, which is not built", exe.c_str()),
         "it needs CUDA: configure where nvcc is installed, then build the bench-gpu target");

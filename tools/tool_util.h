@@ -55,6 +55,15 @@ inline StatusOr<std::vector<int32_t>> ParseIdList(const std::string& s) {
   return ids;
 }
 
+// The path of a program installed next to this one (a sibling in the build directory), e.g.
+// SiblingProgram("bench-gpu").
+inline std::string SiblingProgram(const std::string& name) {
+  char self[4096];
+  const ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+  const std::string path = n > 0 ? std::string(self, size_t(n)) : std::string("./x");
+  return path.substr(0, path.rfind('/') + 1) + name;
+}
+
 // "24G,48G, 72G" -> the sizes, in order (ParseBytes each); an empty item is an error.
 inline StatusOr<std::vector<uint64_t>> ParseByteList(const std::string& s) {
   std::vector<uint64_t> out;
