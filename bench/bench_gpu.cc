@@ -8,6 +8,8 @@
 //
 //   bench-gpu --dtype i4 --gpu_mem 0 --decode 16             # INT4, all 70 layers resident
 //   bench-gpu --dtype f16 --gpu_mem 24G,48G,72G --decode 2   # FP16 streamed from pinned memory
+//   bench-gpu --model glm.gguf --gpu_mem 40G,0                # a model file (the GPU tier's
+//                                                            # file source, io_uring reads)
 //
 // Synthetic layers share `--distinct` copies of their bytes in host memory (GLM-130B in FP16 is
 // 257 GB, more than the host has); every layer is still copied and read on its own.
@@ -22,11 +24,15 @@
 #include <vector>
 
 #include "offload/gpu_store_cuda.h"
+#include "offload/layer_source_cuda.h"
 #include "quant/format.h"
 #include "quant/synthetic.h"
 #include "runtime/model_cuda.h"
 #include "tools/tool_util.h"
 
+DEFINE_string(model, "",
+              "a model file (glm-quantize or glm-synth output) instead of synthetic weights; "
+              "--dtype, --group, --layers and --distinct then do not apply");
 DEFINE_string(dtype, "i4", "linear weights: f16, i8 or i4");
 DEFINE_int32(group, 0, "quantized: 0 = one scale per row (GLM-130B), else scales per G inputs");
 DEFINE_int32(layers, 70, "layers (GLM-130B's shapes)");
@@ -175,14 +181,30 @@ int Run() {
   auto budgets_or = ParseByteList(FLAGS_gpu_mem);
   if (!budgets_or.ok()) Die(tool, budgets_or.status().WithContext("--gpu_mem"));
   const std::vector<uint64_t> budgets = *budgets_or;
-  auto cfg_or = SyntheticPreset(StrFormat("glm130b-L%d", FLAGS_layers));
+  // The model file is opened once for its shapes, and again for every budget (the store owns
+  // its source).
+  std::unique_ptr<LayerSource> file;
+  if (!FLAGS_model.empty()) {
+    auto f = OpenFileLayerSource(FLAGS_model);
+    if (!f.ok()) Die(tool, f.status().WithContext("--model"));
+    file = std::move(f).value();
+  }
+  auto cfg_or = file ? StatusOr<ModelConfig>(file->config())
+                     : SyntheticPreset(StrFormat("glm130b-L%d", FLAGS_layers));
   if (!cfg_or.ok()) Die(tool, cfg_or.status());
   const ModelConfig cfg = *cfg_or;
-  const int B = std::max(1, FLAGS_batch), P = std::max(1, FLAGS_prompt);
+  const int B = std::max(1, FLAGS_batch), P = std::max(2, FLAGS_prompt);
   const int64_t capacity = P + FLAGS_decode + 1;
-  std::printf("bench-gpu: %s, %s weights (group %d), prompt %d, decode %d, batch %d, budgets %s\n",
-              cfg.ToString().c_str(), DTypeName(dtype), FLAGS_group, P, FLAGS_decode, B,
-              FLAGS_gpu_mem.c_str());
+  const std::string weights =
+      file ? "model file " + FLAGS_model
+           : StrFormat("synthetic %s weights (group %d)", DTypeName(dtype), FLAGS_group);
+  const char* label = file ? "model" : DTypeName(dtype);
+  std::printf("bench-gpu: %s, %s, prompt %d, decode %d, batch %d, budgets %s\n",
+              cfg.ToString().c_str(), weights.c_str(), P, FLAGS_decode, B, FLAGS_gpu_mem.c_str());
+  if (capacity > cfg.max_seq) {
+    Die(tool, Errorf("--prompt %d and --decode %d exceed the model's %d positions", P, FLAGS_decode,
+                     cfg.max_seq));
+  }
 
   auto ctx_or = GpuContext::Create(cfg);
   if (!ctx_or.ok()) Die(tool, ctx_or.status(), "bench-gpu needs a CUDA device");
@@ -200,22 +222,25 @@ int Run() {
   std::printf("tensor-core GEMV: %d tile(s) per warp step\n", gpu::QuantGemvMmaSteps());
 
   double t0 = Now();
-  auto src_or =
-      PackedLayerSource::Synthetic(cfg, {.format = {.dtype = dtype, .group_size = FLAGS_group},
-                                         .distinct_layers = FLAGS_distinct,
-                                         .seed = 1,
-                                         .pinned = true});
-  if (!src_or.ok()) Die(tool, src_or.status());
-  std::unique_ptr<PackedLayerSource> src = std::move(src_or).value();
-  std::printf("synthetic weights: %s, %s pinned, made in %.1f s\n", src->Describe().c_str(),
-              GiBString(src->HostBytes()).c_str(), Now() - t0);
+  std::unique_ptr<PackedLayerSource> src;
+  if (!file) {
+    auto src_or =
+        PackedLayerSource::Synthetic(cfg, {.format = {.dtype = dtype, .group_size = FLAGS_group},
+                                           .distinct_layers = FLAGS_distinct,
+                                           .seed = 1,
+                                           .pinned = true});
+    if (!src_or.ok()) Die(tool, src_or.status());
+    src = std::move(src_or).value();
+    std::printf("synthetic weights: %s, %s pinned, made in %.1f s\n", src->Describe().c_str(),
+                GiBString(src->HostBytes()).c_str(), Now() - t0);
+  }
 
   const uint64_t kv_bytes = uint64_t(B) * GpuKvCache::Bytes(cfg, capacity);
   const int64_t max_tokens = int64_t(B) * P;
   const uint64_t act_bytes = GpuActivations::Bytes(cfg, max_tokens, B);
   int failures = 0;
   for (uint64_t budget : budgets) {
-    std::printf("\n== %s, --gpu-mem %s\n", DTypeName(dtype),
+    std::printf("\n== %s, --gpu-mem %s\n", label,
                 budget ? GiBString(budget).c_str() : "0 (all memory)");
     // The store takes the source; a fresh view of the same pinned bytes per budget.
     struct Borrowed : LayerSource {
@@ -234,8 +259,16 @@ int Run() {
       const void* Pinned(int e) const override { return s->Pinned(e); }
       std::string Describe() const override { return s->Describe(); }
     };
-    auto borrowed = std::make_unique<Borrowed>();
-    borrowed->s = src.get();
+    std::unique_ptr<LayerSource> source;
+    if (file) {
+      auto f = OpenFileLayerSource(FLAGS_model);
+      if (!f.ok()) Die(tool, f.status().WithContext("--model"));
+      source = std::move(f).value();
+    } else {
+      auto borrowed = std::make_unique<Borrowed>();
+      borrowed->s = src.get();
+      source = std::move(borrowed);
+    }
     t0 = Now();
     GpuStoreOptions so{.gpu_mem_bytes = budget,
                        .staging_slots = FLAGS_slots,
@@ -245,10 +278,10 @@ int Run() {
                        .kv_cache_bytes = kv_bytes,
                        .activation_bytes = act_bytes,
                        .verbose = !FLAGS_quiet};
-    auto store_or = GpuWeightStore::Open(std::move(borrowed), so, ctx.stream());
+    auto store_or = GpuWeightStore::Open(std::move(source), so, ctx.stream());
     if (!store_or.ok()) {
-      std::printf("RESULT %s budget=%s: plan refused: %s\n", DTypeName(dtype),
-                  GiBString(budget).c_str(), store_or.status().message().c_str());
+      std::printf("RESULT %s budget=%s: plan refused: %s\n", label, GiBString(budget).c_str(),
+                  store_or.status().message().c_str());
       ++failures;
       continue;
     }
@@ -260,13 +293,14 @@ int Run() {
     GpuActivations act = GpuActivations::Allocate(cfg, max_tokens, B).value();
     PinnedBuffer logits = PinnedBuffer::Allocate(uint64_t(B) * cfg.vocab * 2, "logits").value();
 
-    // Prompt: P ids ending in [gMASK] [sop]; then greedy-free decode (token ids do not matter).
+    // Prompt: P ids ending in [gMASK] [sop]; then greedy-free decode (token ids do not matter,
+    // as long as they are in the vocabulary).
     std::vector<std::vector<int32_t>> ids(B), pos(B);
     for (int b = 0; b < B; ++b) {
       for (int i = 0; i < P; ++i) {
         ids[b].push_back(i == P - 2   ? cfg.tokens.gmask
                          : i == P - 1 ? cfg.tokens.sop
-                                      : 1000 + 17 * i + b);
+                                      : (1000 + 17 * i + b) % cfg.tokens.mask);
         pos[b].push_back(i);
       }
     }
@@ -274,7 +308,7 @@ int Run() {
       std::vector<GpuSeqStep> steps;
       std::vector<int32_t> tok(B), tpos(B);
       for (int b = 0; b < B; ++b) {
-        tok[b] = 2000 + d;
+        tok[b] = (2000 + d) % cfg.tokens.mask;
         tpos[b] = P + d;
         steps.push_back(prefill ? GpuSeqStep{.kv = &caches[b],
                                              .ids = ids[b],
@@ -321,7 +355,7 @@ int Run() {
     std::printf(
         "RESULT %s budget=%s resident=%d/%d slots=%d decode_ms=%.2f bound_ms=%.2f "
         "ratio=%.2f gpu_used=%s %s\n",
-        DTypeName(dtype), budget ? GiBString(budget).c_str() : "all", plan.resident, cfg.num_layers,
+        label, budget ? GiBString(budget).c_str() : "all", plan.resident, cfg.num_layers,
         plan.slots, median * 1e3, bound * 1e3, bound > 0 ? median / bound : 0,
         GiBString(mem.used()).c_str(), within ? "within-budget" : "OVER-BUDGET");
   }
@@ -332,7 +366,8 @@ int Run() {
 }  // namespace glm
 
 int main(int argc, char** argv) {
-  gflags::SetUsageMessage("bench-gpu --dtype f16|i8|i4 --gpu_mem 0|24G,48G [--decode N --probe]");
+  gflags::SetUsageMessage(
+      "bench-gpu [--model FILE | --dtype f16|i8|i4] --gpu_mem 0|24G,48G [--decode N --probe]");
   gflags::ParseCommandLineFlags(&argc, &argv, true);
   return glm::Run();
 }

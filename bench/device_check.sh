@@ -9,7 +9,8 @@
 #   INT8 and FP16 streamed from pinned host memory under several --gpu-mem budgets;
 #   glm-bench --gpu-mem on 4 layers (glm-bench's GPU mode runs bench-gpu: the wiring only);
 #   last, glm-generate --gpu-mem on the synthetic demo model: all resident, then one layer resident
-#     and three streamed, then on the CPU (greedy, the same queries; tokens/s each);
+#     and three streamed, then on the CPU (greedy, the same queries; tokens/s each); and glm-bench
+#     --gpu-mem --model on that file;
 # each decode time printed against its bound, with the H2D and device bandwidths measured in the
 # same run. Every step logs and has a timeout; a failing step does not stop the later ones; a
 # summary ends the output. Designed to finish in under 8 minutes on an H100 with 16 cores.
@@ -208,6 +209,10 @@ step_generate() {
     --verbose || rc=1
   log "-- CPU"
   "$BUILD/glm-generate" "${args[@]}" --output-path "$BUILD/gen_cpu" || rc=1
+  log "-- glm-bench --model on the GPU, resident and with one layer resident"
+  "$BUILD/glm-bench" --gpu-mem 0 --model "$model" --prompt 16 --decode-steps 8 || rc=1
+  "$BUILD/bench-gpu" --model "$model" --gpu_mem 0 --max_resident 1 --prompt 16 --decode 8 \
+    --quiet || rc=1
   return $rc
 }
 
@@ -234,7 +239,7 @@ want bench_fp16 && run bench_fp16 110 bench_fp16.log bench --dtype f16 --gpu_mem
 want bench_int8 && run bench_int8 70 bench_int8.log bench --dtype i8 --gpu_mem 24G,48G,72G --prompt 8 --decode 2
 # glm-bench's GPU mode (the same benchmark behind other flags), on 4 layers: the wiring only.
 want glmbench && run glmbench 40 - "$BUILD/glm-bench" --gpu-mem 0,10G --synthetic glm130b-L4 --gpu-dtype i8 --prompt 8 --decode-steps 2
-want generate && run generate 45 - step_generate
+want generate && run generate 60 - step_generate
 want ncu && run ncu 150 ncu.log step_ncu
 
 {

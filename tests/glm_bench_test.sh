@@ -82,7 +82,15 @@ expect_error "bad batch" "--batch" --synthetic tiny --layers 2 --workdir "$work"
 echo "not a model" > "$work/junk.gguf"
 expect_error "not a model file" "$work/junk.gguf" --model "$work/junk.gguf"
 # GPU mode: refusals that come before any device is touched.
-expect_error "GPU mode on a model file" "not implemented yet" --gpu-mem 0 --model "$work/junk.gguf"
+expect_error "GPU mode, model and synthetic" "not both" --gpu-mem 0 --model "$work/junk.gguf" \
+  --synthetic glm130b-L2
+# A model file in GPU mode: bench-gpu opens it before the device (built with CUDA: the file is
+# named; without: bench-gpu is missing or a stub).
+if [ -x "$build/glm-generate-gpu" ]; then
+  expect_error "GPU mode on a junk model file" "$work/junk.gguf" --gpu-mem 0 --model "$work/junk.gguf"
+else
+  expect_error "GPU mode without CUDA" "bench-gpu" --gpu-mem 0 --model "$work/junk.gguf"
+fi
 expect_error "GPU mode, other shapes" "GLM-130B's layer" --gpu-mem 0 --synthetic tiny
 expect_error "GPU mode, bad budget" "--gpu-mem" --gpu-mem 24G,x
 echo PASS

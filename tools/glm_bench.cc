@@ -538,19 +538,27 @@ std::pair<std::string, bool> SyntheticModel(bool quiet) {
 // runs). glm-bench runs that program from its own directory, once per batch size, rather than
 // link the CUDA libraries: loading them costs every CPU run about 150 MiB of RSS.
 int MainGpu() {
+  // Model files (each run through the GPU tier's file source), or synthetic GLM-130B layers.
+  std::vector<std::string> models;
+  int layers = 0;
   if (!FLAGS_model.empty()) {
-    Die(kTool, Errorf("--gpu-mem with --model: not implemented yet; the GPU benchmark runs "
-                      "GLM-130B's shapes on synthetic weights made in memory "
-                      "(--synthetic glm130b-L70)"));
+    if (!FLAGS_synthetic.empty()) Die(kTool, Errorf("give --model or --synthetic, not both"));
+    for (const std::string& m : SplitItems(FLAGS_model)) {
+      if (m.empty()) Die(kTool, Errorf("--model '%s' has an empty item", FLAGS_model.c_str()));
+      models.push_back(m);
+    }
+  } else {
+    const std::string preset = FLAGS_synthetic.empty() ? "glm130b-L70" : FLAGS_synthetic;
+    if (preset.rfind("glm130b-L", 0) != 0) {
+      Die(kTool, Errorf("--gpu-mem with --synthetic %s: the GPU benchmark has GLM-130B's layer "
+                        "shapes only (--synthetic glm130b-L<n>), or a model file (--model)",
+                        preset.c_str()));
+    }
+    auto cfg = SyntheticPreset(preset);
+    if (!cfg.ok()) Die(kTool, cfg.status());
+    layers = FLAGS_layers > 0 ? FLAGS_layers : cfg->num_layers;
+    models.push_back("");
   }
-  const std::string preset = FLAGS_synthetic.empty() ? "glm130b-L70" : FLAGS_synthetic;
-  if (preset.rfind("glm130b-L", 0) != 0) {
-    Die(kTool, Errorf("--gpu-mem with --synthetic %s: the GPU benchmark has GLM-130B's layer "
-                      "shapes only (--synthetic glm130b-L<n>)",
-                      preset.c_str()));
-  }
-  auto cfg = SyntheticPreset(preset);
-  if (!cfg.ok()) Die(kTool, cfg.status());
   auto budgets = ParseByteList(FLAGS_gpu_mem);
   if (!budgets.ok()) Die(kTool, budgets.status().WithContext("--gpu-mem"));
   auto batches = ParseInts(FLAGS_batch, "--batch", 1, false);
@@ -561,41 +569,43 @@ int MainGpu() {
         "it needs CUDA: configure where nvcc is installed, then build the bench-gpu target");
   }
   int rc = 0;
-  for (int batch : *batches) {
-    std::vector<std::string> args = {
-        exe,
-        "--dtype=" + FLAGS_gpu_dtype,
-        StrFormat("--group=%d", FLAGS_gpu_group),
-        StrFormat("--layers=%d", FLAGS_layers > 0 ? FLAGS_layers : cfg->num_layers),
-        "--gpu_mem=" + FLAGS_gpu_mem,
-        StrFormat("--prompt=%d", FLAGS_prompt),
-        StrFormat("--decode=%d", FLAGS_decode_steps),
-        StrFormat("--batch=%d", batch),
-        StrFormat("--distinct=%d", FLAGS_gpu_distinct),
-        StrFormat("--slots=%d", FLAGS_gpu_slots),
-        FLAGS_gpu_probe ? "--probe" : "--noprobe",
-        FLAGS_quiet ? "--quiet" : "--noquiet"};
-    std::vector<char*> argv;
-    std::string line;
-    for (std::string& a : args) {
-      argv.push_back(a.data());
-      line += (line.empty() ? "" : " ") + a;
+  for (const std::string& model : models) {
+    for (int batch : *batches) {
+      std::vector<std::string> args = {
+          exe,
+          model.empty() ? "--dtype=" + FLAGS_gpu_dtype : "--model=" + model,
+          StrFormat("--group=%d", FLAGS_gpu_group),
+          StrFormat("--layers=%d", layers),
+          "--gpu_mem=" + FLAGS_gpu_mem,
+          StrFormat("--prompt=%d", FLAGS_prompt),
+          StrFormat("--decode=%d", FLAGS_decode_steps),
+          StrFormat("--batch=%d", batch),
+          StrFormat("--distinct=%d", FLAGS_gpu_distinct),
+          StrFormat("--slots=%d", FLAGS_gpu_slots),
+          FLAGS_gpu_probe ? "--probe" : "--noprobe",
+          FLAGS_quiet ? "--quiet" : "--noquiet"};
+      std::vector<char*> argv;
+      std::string line;
+      for (std::string& a : args) {
+        argv.push_back(a.data());
+        line += (line.empty() ? "" : " ") + a;
+      }
+      argv.push_back(nullptr);
+      std::fprintf(stderr, "%s: running %s\n", kTool, line.c_str());
+      std::fflush(stdout);
+      pid_t pid = 0;
+      const int err = posix_spawn(&pid, exe.c_str(), nullptr, nullptr, argv.data(), environ);
+      if (err != 0) Die(kTool, Errorf("cannot run %s: %s", exe.c_str(), std::strerror(err)));
+      int status = 0;
+      while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+      }
+      const int code = WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+      if (code == 77) {
+        Die(kTool, Errorf("%s was built without CUDA", exe.c_str()),
+            "configure with -DGLM_CUDA=ON where nvcc is installed");
+      }
+      rc = std::max(rc, code);
     }
-    argv.push_back(nullptr);
-    std::fprintf(stderr, "%s: running %s\n", kTool, line.c_str());
-    std::fflush(stdout);
-    pid_t pid = 0;
-    const int err = posix_spawn(&pid, exe.c_str(), nullptr, nullptr, argv.data(), environ);
-    if (err != 0) Die(kTool, Errorf("cannot run %s: %s", exe.c_str(), std::strerror(err)));
-    int status = 0;
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
-    const int code = WIFEXITED(status) ? WEXITSTATUS(status) : 1;
-    if (code == 77) {
-      Die(kTool, Errorf("%s was built without CUDA", exe.c_str()),
-          "configure with -DGLM_CUDA=ON where nvcc is installed");
-    }
-    rc = std::max(rc, code);
   }
   return rc;
 }
