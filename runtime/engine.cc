@@ -29,6 +29,14 @@ Status CheckEngineSteps(std::span<const EngineStep> steps, const EngineShape& sh
   return Status::Ok();
 }
 
+Status CheckEngineCopy(int src, int dst, const EngineShape& shape) {
+  if (src < 0 || src >= shape.caches || dst < 0 || dst >= shape.caches) {
+    return Errorf("KV cache copy %d -> %d: the engine has %lld caches", src, dst,
+                  (long long)shape.caches);
+  }
+  return Status::Ok();
+}
+
 namespace {
 
 class CpuEngine : public ForwardEngine {
@@ -48,14 +56,7 @@ class CpuEngine : public ForwardEngine {
   const EngineShape& shape() const override { return shape_; }
 
   Status Forward(std::span<const EngineStep> steps, Half* logits) override {
-    RETURN_IF_ERROR(CheckEngineSteps(steps, shape_));
-    seqs_.clear();
-    for (const EngineStep& s : steps) {
-      seqs_.push_back({.kv = &caches_[s.cache],
-                       .ids = s.ids,
-                       .positions = s.positions,
-                       .prefix_len = s.prefix_len});
-    }
+    RETURN_IF_ERROR(ToSeqSteps(steps, shape_, caches_, &seqs_));
     return ForwardBatch(store_, rope_, seqs_, act_, logits);
   }
 
@@ -63,10 +64,7 @@ class CpuEngine : public ForwardEngine {
   void Reset(int cache) override { caches_.at(cache).length = 0; }
 
   Status Copy(int src, int dst) override {
-    if (src < 0 || src >= shape_.caches || dst < 0 || dst >= shape_.caches) {
-      return Errorf("KV cache copy %d -> %d: the engine has %lld caches", src, dst,
-                    (long long)shape_.caches);
-    }
+    RETURN_IF_ERROR(CheckEngineCopy(src, dst, shape_));
     if (src == dst) return Status::Ok();
     const ModelConfig& cfg = store_.config();
     const int64_t HD = int64_t(cfg.num_heads) * cfg.head_dim;

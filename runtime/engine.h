@@ -9,6 +9,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "runtime/check.h"
 #include "runtime/config.h"
@@ -56,5 +57,23 @@ std::unique_ptr<ForwardEngine> MakeCpuEngine(WeightStore& store, const EngineSha
 // The checks every engine makes on a step before running it: at least one step, at most
 // shape.max_logit_rows of them, each cache index in [0, shape.caches) and used once.
 Status CheckEngineSteps(std::span<const EngineStep> steps, const EngineShape& shape);
+// Copy's: both caches exist.
+Status CheckEngineCopy(int src, int dst, const EngineShape& shape);
+
+// The steps as a forward pass takes them (SeqStep or GpuSeqStep) over the engine's caches, after
+// CheckEngineSteps.
+template <class SeqStepT, class Cache>
+Status ToSeqSteps(std::span<const EngineStep> steps, const EngineShape& shape,
+                  std::vector<Cache>& caches, std::vector<SeqStepT>* out) {
+  RETURN_IF_ERROR(CheckEngineSteps(steps, shape));
+  out->clear();
+  for (const EngineStep& s : steps) {
+    out->push_back({.kv = &caches[s.cache],
+                    .ids = s.ids,
+                    .positions = s.positions,
+                    .prefix_len = s.prefix_len});
+  }
+  return Status::Ok();
+}
 
 }  // namespace glm

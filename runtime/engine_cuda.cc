@@ -52,14 +52,7 @@ class GpuEngine : public ForwardEngine {
   const EngineShape& shape() const override { return shape_; }
 
   Status Forward(std::span<const EngineStep> steps, Half* logits) override {
-    RETURN_IF_ERROR(CheckEngineSteps(steps, shape_));
-    seqs_.clear();
-    for (const EngineStep& s : steps) {
-      seqs_.push_back({.kv = &kv_[s.cache],
-                       .ids = s.ids,
-                       .positions = s.positions,
-                       .prefix_len = s.prefix_len});
-    }
+    RETURN_IF_ERROR(ToSeqSteps(steps, shape_, kv_, &seqs_));
     return ForwardBatchCuda(*store_, *ctx_, seqs_, act_, logits);
   }
 
@@ -69,10 +62,7 @@ class GpuEngine : public ForwardEngine {
   // Every layer's first `length` rows in one strided copy per tensor, on the compute stream, so
   // that the next step sees them.
   Status Copy(int src, int dst) override {
-    if (src < 0 || src >= shape_.caches || dst < 0 || dst >= shape_.caches) {
-      return Errorf("KV cache copy %d -> %d: the engine has %lld caches", src, dst,
-                    (long long)shape_.caches);
-    }
+    RETURN_IF_ERROR(CheckEngineCopy(src, dst, shape_));
     if (src == dst) return Status::Ok();
     const ModelConfig& cfg = store_->config();
     const int64_t HD = int64_t(cfg.num_heads) * cfg.head_dim;

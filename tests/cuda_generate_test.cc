@@ -32,26 +32,8 @@ const std::string kTokenizer = std::string(GLM_SOURCE_DIR) + "/tests/data/tokeni
 namespace glm {
 namespace {
 
-class CudaGenerate : public ::testing::Test {
+class CudaGenerate : public test::GoldenModelSuite<CudaDeviceAvailable> {
  public:
-  static void SetUpTestSuite() {
-    if (!CudaDeviceAvailable().ok()) return;
-    dir_ = new test::TempDir();
-    path_ = new std::string(dir_->File("tiny.gguf"));
-    auto store = test::OpenGoldenModel(*path_);
-    GLM_CHECK_MSG(store.ok(), "%s", store.status().message().c_str());
-    cpu_ = std::move(store).value().release();
-  }
-  static void TearDownTestSuite() {
-    delete cpu_;
-    delete path_;
-    delete dir_;
-  }
-  void SetUp() override {
-    Status st = CudaDeviceAvailable();
-    if (!st.ok()) GTEST_SKIP() << st.message();
-  }
-
   // A session on the GPU over the golden model file; linears without tensor-core accumulation
   // unless asked, so that it stays within the CPU's tolerances.
   static std::unique_ptr<GenerationSession> GpuSession(const GenerationOptions& o,
@@ -110,14 +92,7 @@ class CudaGenerate : public ::testing::Test {
             {.ids = {300, t.smask, 5, 6, 7, 8, 9, 10, t.eos}, .mode = MaskMode::kSMask, .seed = 3},
             {.ids = {44, 45, 46, 47, 48, 49, 50, t.gmask}, .mode = MaskMode::kGMask, .seed = 4}};
   }
-
-  static test::TempDir* dir_;
-  static std::string* path_;
-  static MmapStore* cpu_;
 };
-test::TempDir* CudaGenerate::dir_ = nullptr;
-std::string* CudaGenerate::path_ = nullptr;
-MmapStore* CudaGenerate::cpu_ = nullptr;
 
 // Greedy decoding (top-k 1) on the GPU picks the CPU's tokens. The GPU's sums run in another
 // order, so where the CPU's two best logits are nearly tied the GPU may take the other one: a

@@ -107,30 +107,9 @@ StatusOr<GpuModel> OpenModel(std::unique_ptr<LayerSource> src, const ModelOption
   return m;
 }
 
-class CudaModel : public ::testing::Test {
+class CudaModel : public test::GoldenModelSuite<CudaDeviceAvailable> {
  public:
   static MmapStore& Cpu() { return *cpu_; }
-
-  static void SetUpTestSuite() {
-    if (!CudaDeviceAvailable().ok()) return;
-    dir_ = new test::TempDir();
-    const std::string path = dir_->File("tiny.gguf");
-    Status st = test::ConvertGoldenModel(path);
-    GLM_CHECK_MSG(st.ok(), "%s", st.message().c_str());
-    path_ = new std::string(path);
-    auto store = MmapStore::Open(*path_);
-    GLM_CHECK_MSG(store.ok(), "%s", store.status().message().c_str());
-    cpu_ = std::move(store).value().release();
-  }
-  static void TearDownTestSuite() {
-    delete cpu_;
-    delete path_;
-    delete dir_;
-  }
-  void SetUp() override {
-    Status st = CudaDeviceAvailable();
-    if (!st.ok()) GTEST_SKIP() << st.message();
-  }
 
   static std::unique_ptr<LayerSource> Packed(bool pinned) {
     return std::unique_ptr<LayerSource>(PackedLayerSource::FromStore(*cpu_, pinned).value());
@@ -178,14 +157,7 @@ class CudaModel : public ::testing::Test {
     }
     return out;
   }
-
-  static test::TempDir* dir_;
-  static std::string* path_;
-  static MmapStore* cpu_;
 };
-test::TempDir* CudaModel::dir_ = nullptr;
-std::string* CudaModel::path_ = nullptr;
-MmapStore* CudaModel::cpu_ = nullptr;
 
 // Bit-identical share of a GPU tap against a reference tensor (diagnostics only).
 void ReportOp(const std::string& what, const std::vector<Half>& got, const NpyArray& want) {

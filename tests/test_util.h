@@ -206,6 +206,38 @@ inline StatusOr<std::unique_ptr<MmapStore>> OpenGoldenModel(const std::string& p
   return MmapStore::Open(path);
 }
 
+// A suite over the golden model converted once to a file in a temporary directory: path() and
+// the file mapped on the CPU, cpu(). kAvailable decides whether the suite can run at all (e.g.
+// CudaDeviceAvailable); when it cannot, nothing is converted and every test skips with its
+// message.
+template <Status (*kAvailable)()>
+class GoldenModelSuite : public ::testing::Test {
+ public:
+  static void SetUpTestSuite() {
+    if (!kAvailable().ok()) return;
+    dir_ = new TempDir();
+    path_ = new std::string(dir_->File("tiny.gguf"));
+    auto store = OpenGoldenModel(*path_);
+    GLM_CHECK_MSG(store.ok(), "%s", store.status().message().c_str());
+    cpu_ = std::move(store).value().release();
+  }
+  static void TearDownTestSuite() {
+    delete cpu_;
+    delete path_;
+    delete dir_;
+    cpu_ = nullptr, path_ = nullptr, dir_ = nullptr;
+  }
+  void SetUp() override {
+    Status st = kAvailable();
+    if (!st.ok()) GTEST_SKIP() << st.message();
+  }
+
+ protected:
+  inline static TempDir* dir_ = nullptr;
+  inline static std::string* path_ = nullptr;
+  inline static MmapStore* cpu_ = nullptr;
+};
+
 // Chained outputs of the golden model (each layer's output, the final norm, the logits) against
 // the reference. Our fp32 sums run in another order than the reference's, and the rounding
 // differences propagate. make_golden.py measures how far a legitimate reordering of the
