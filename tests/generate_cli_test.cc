@@ -204,6 +204,8 @@ TEST_F(Cli, BadInputIsAClearErrorAndExitStatusOne) {
        "unknown --sampling-strategy"},
       {"bad size", Base() + " --host-mem 12Q --input-source " + good + out, "--host-mem"},
       {"bad GPU size", Base() + " --gpu-mem 12Q --input-source " + good + out, "--gpu-mem"},
+      {"bad GPU layer count", Base() + " --gpu-layers -2 --input-source " + good + out,
+       "--gpu-layers must be >= -1"},
       {"zero temperature", Base() + " --temperature 0 --input-source " + good + out,
        "temperature must be > 0"},
       {"zero beams",
