@@ -69,9 +69,12 @@ inline float Reduce(__m512 v) {
 
 // Adds the K mod 16 last products in order and writes the epilogue (LinearEpilogue with F16C
 // conversions: the same rounding).
-inline void Finish(float s, const float* xt, const LinearWeight& w, int64_t n, const Half* bias,
+inline float XAt(const float* x, int64_t k) { return x[k]; }
+inline float XAt(const Half* x, int64_t k) { return HalfF(x[k]); }
+template <class X>  // float (converted x) or Half (x as given): the same values
+inline void Finish(float s, const X* xt, const LinearWeight& w, int64_t n, const Half* bias,
                    Half* out_t) {
-  for (int64_t k = w.K - w.K % kL; k < w.K; ++k) s += xt[k] * DequantElement(w, n, k);
+  for (int64_t k = w.K - w.K % kL; k < w.K; ++k) s += XAt(xt, k) * DequantElement(w, n, k);
   const float b = bias ? HalfF(bias[n]) : 0.f;
   if (w.format != LinearWeight::kF16) s = _cvtsh_ss(_cvtss_sh(s, _MM_FROUND_TO_NEAREST_INT));
   out_t[n] = Half{uint16_t(_cvtss_sh(s + b, _MM_FROUND_TO_NEAREST_INT))};
@@ -336,7 +339,7 @@ void DequantNatural(const LinearWeight& w, int64_t row, int64_t k0, int64_t k1, 
 }
 
 struct TileArgs {
-  const float* x;      // row of the tile's first token (natural, K floats per token)
+  const Half* x;       // row of the tile's first token (K values per token)
   const float* xtile;  // the tile's x from input k0, kBlock floats per token
   const float* panel;  // the tile's first row, kBlock floats per row, from input k0
   int64_t steps;       // 16-input steps in this K block
@@ -404,8 +407,10 @@ constexpr std::array<PanelTileFn, kTileT + 1> MakePanelTiles(std::index_sequence
 constexpr auto kPanelTiles = MakePanelTiles(std::make_index_sequence<kTileT>());
 
 // Rows [n0, n1) (at most kPanelRows) for all T tokens; the K mod 16 tail is left to Finish.
+// x is read as given (fp16) and converted into each token tile's copy: a whole fp32 copy of
+// [T, K] would be written once and read again for every panel, from L3 at GLM-130B's shapes.
 template <LinearWeight::Format F>
-void PanelRange(const float* x, int64_t T, const LinearWeight& w, int64_t n0, int64_t n1,
+void PanelRange(const Half* x, int64_t T, const LinearWeight& w, int64_t n0, int64_t n1,
                 const Half* bias, Half* out) {
   const PanelScratch scratch = ThreadScratch();
   const int64_t N = w.N, K = w.K, K16 = K - K % kL;
@@ -425,10 +430,12 @@ void PanelRange(const float* x, int64_t T, const LinearWeight& w, int64_t n0, in
       for (int64_t t0 = 0; t0 < tcount; t0 += kTileT) {
         const int tt = int(tcount - t0 < kTileT ? tcount - t0 : kTileT);
         for (int t = 0; t < tt; ++t) {
-          const float* xr = x + (tb + t0 + t) * K;
+          const Half* xr = x + (tb + t0 + t) * K;
           float* d = scratch.xtile + t * kBlock;
           for (int64_t k = k0; k < k1; k += kL) {
-            _mm512_store_ps(d + (k - k0), _mm512_loadu_ps(xr + k));
+            _mm512_store_ps(
+                d + (k - k0),
+                _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xr + k))));
           }
         }
         for (int64_t r = 0; r < rows; r += kTileR) {
@@ -453,7 +460,7 @@ void PanelRange(const float* x, int64_t T, const LinearWeight& w, int64_t n0, in
 }
 
 template <LinearWeight::Format F>
-void RunPanel(const float* x, int64_t T, const LinearWeight& w, const Half* bias, Half* out) {
+void RunPanel(const Half* x, int64_t T, const LinearWeight& w, const Half* bias, Half* out) {
   const int64_t N = w.N;
   ThreadPool::Global().ParallelFor((N + kPanelRows - 1) / kPanelRows, 1, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
@@ -463,17 +470,12 @@ void RunPanel(const float* x, int64_t T, const LinearWeight& w, const Half* bias
   });
 }
 
+// The decode kernel takes x converted to fp32 in `scratch`; the panel kernel converts its own
+// tiles (PanelRange).
 template <LinearWeight::Format F>
-void Run(const float* x, int64_t T, const LinearWeight& w, const Half* bias, Half* out) {
-  if (T <= kDirectMaxT && !w.generic_groups) return RunDirect<F>(x, T, w, bias, out);
-  RunPanel<F>(x, T, w, bias, out);
-}
-
-}  // namespace
-
-void LinearAvx512(const Half* x, int64_t T, const TensorView& wv, const Half* bias, Half* out,
-                  float* scratch) {
-  const LinearWeight w = LinearWeight::From(wv, kL);
+void Run(const Half* x, int64_t T, const LinearWeight& w, const Half* bias, Half* out,
+         float* scratch) {
+  if (T > kDirectMaxT || w.generic_groups) return RunPanel<F>(x, T, w, bias, out);
   const int64_t n = T * w.K;
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) {
@@ -481,13 +483,21 @@ void LinearAvx512(const Half* x, int64_t T, const TensorView& wv, const Half* bi
                      _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i))));
   }
   for (; i < n; ++i) scratch[i] = _cvtsh_ss(x[i].bits);
+  RunDirect<F>(scratch, T, w, bias, out);
+}
+
+}  // namespace
+
+void LinearAvx512(const Half* x, int64_t T, const TensorView& wv, const Half* bias, Half* out,
+                  float* scratch) {
+  const LinearWeight w = LinearWeight::From(wv, kL);
   switch (w.format) {
     case LinearWeight::kF16:
-      return Run<LinearWeight::kF16>(scratch, T, w, bias, out);
+      return Run<LinearWeight::kF16>(x, T, w, bias, out, scratch);
     case LinearWeight::kI8:
-      return Run<LinearWeight::kI8>(scratch, T, w, bias, out);
+      return Run<LinearWeight::kI8>(x, T, w, bias, out, scratch);
     case LinearWeight::kI4:
-      return Run<LinearWeight::kI4>(scratch, T, w, bias, out);
+      return Run<LinearWeight::kI4>(x, T, w, bias, out, scratch);
   }
 }
 
