@@ -44,10 +44,13 @@ inline float Reduce8(__m256 v) {
 
 // Reduces row n's two blocks of token t, adds the K mod 16 last products in order (as the
 // scalar kernel does after its fold) and writes the epilogue.
-inline void Finish(__m256 a0, __m256 a1, const float* xt, const LinearWeight& w, int64_t n,
+template <class X>  // float (converted x) or Half (x as given): the same values
+inline void Finish(__m256 a0, __m256 a1, const X* xt, const LinearWeight& w, int64_t n,
                    const Half* bias, Half* out_t) {
   float s = Reduce8(_mm256_add_ps(a0, a1));
-  for (int64_t k = w.K - w.K % kLinearLanes; k < w.K; ++k) s += xt[k] * DequantElement(w, n, k);
+  for (int64_t k = w.K - w.K % kLinearLanes; k < w.K; ++k) {
+    s += XAt(xt, k) * DequantElement(w, n, k);
+  }
   // LinearEpilogue with F16C conversions (the same rounding).
   const float b = bias ? _cvtsh_ss(bias[n].bits) : 0.f;
   if (w.format != LinearWeight::kF16) s = _cvtsh_ss(_cvtss_sh(s, _MM_FROUND_TO_NEAREST_INT));
@@ -242,6 +245,7 @@ constexpr int64_t kTokenBlock = 120;  // tokens per pass over a panel (multiple 
 struct PanelScratch {
   float* panel;
   float* spill;
+  float* xtile;  // [kTileT][kBlockSteps * kLanes]: the token tile's x for this K block, fp32
 };
 
 PanelScratch ThreadScratch() {
@@ -252,18 +256,21 @@ PanelScratch ThreadScratch() {
   thread_local Buf buf;
   constexpr size_t panel = kPanelRows * kBlockSteps * kLanes;
   constexpr size_t spill = kTokenBlock * kPanelRows * kLinearLanes;
+  constexpr size_t xtile = kTileT * kBlockSteps * kLanes;
   if (buf.p == nullptr) {
-    buf.p = static_cast<float*>(std::aligned_alloc(64, (panel + spill) * sizeof(float)));
+    buf.p = static_cast<float*>(std::aligned_alloc(64, (panel + spill + xtile) * sizeof(float)));
     GLM_CHECK(buf.p != nullptr);
   }
-  return {buf.p, buf.p + panel};
+  return {buf.p, buf.p + panel, buf.p + panel + spill};
 }
 
-// spill: the tile's first (token, row) accumulators, kLinearLanes floats each (block q at 8q).
+// xt: the token tile's x for steps [s0, s1), kBlockSteps * kLanes floats per token; x: its first
+// token's row as given (the K mod 16 tail). spill: the tile's first (token, row) accumulators,
+// kLinearLanes floats each (block q at 8q).
 template <int TB, int NB>
-void PanelTile(const float* x, int64_t K, const PanelSrc& src, int64_t s0, int64_t s1, bool first,
-               bool last, float* spill, const LinearWeight& w, int64_t n, const Half* bias,
-               Half* out, int64_t N) {
+void PanelTile(const float* xt, const Half* x, int64_t K, const PanelSrc& src, int64_t s0,
+               int64_t s1, bool first, bool last, float* spill, const LinearWeight& w, int64_t n,
+               const Half* bias, Half* out, int64_t N) {
   auto slot = [&](int q, int t, int r) {
     return spill + (t * kPanelRows + r) * kLinearLanes + q * kLanes;
   };
@@ -274,7 +281,9 @@ void PanelTile(const float* x, int64_t K, const PanelSrc& src, int64_t s0, int64
 #pragma GCC unroll 8
       for (int r = 0; r < NB; ++r)
         acc[t][r] = first ? _mm256_setzero_ps() : _mm256_load_ps(slot(q, t, r));
-    Steps<TB, NB>(x, K, src, s0 + q, s1, kBlocks, acc);
+    // Steps counted from s0 (even: each step keeps its block, s mod 2).
+    const PanelSrc rel{src.p, src.ldp, 0};
+    Steps<TB, NB>(xt, kBlockSteps * kLanes, rel, q, s1 - s0, kBlocks, acc);
 #pragma GCC unroll 8
     for (int t = 0; t < TB; ++t)
 #pragma GCC unroll 8
@@ -288,22 +297,22 @@ void PanelTile(const float* x, int64_t K, const PanelSrc& src, int64_t s0, int64
 }
 
 template <int TB>
-void PanelTileRows(int nb, const float* x, int64_t K, const PanelSrc& src, int64_t s0, int64_t s1,
-                   bool first, bool last, float* spill, const LinearWeight& w, int64_t n,
-                   const Half* bias, Half* out, int64_t N) {
+void PanelTileRows(int nb, const float* xt, const Half* x, int64_t K, const PanelSrc& src,
+                   int64_t s0, int64_t s1, bool first, bool last, float* spill,
+                   const LinearWeight& w, int64_t n, const Half* bias, Half* out, int64_t N) {
   switch (nb) {
     case 3:
-      return PanelTile<TB, 3>(x, K, src, s0, s1, first, last, spill, w, n, bias, out, N);
+      return PanelTile<TB, 3>(xt, x, K, src, s0, s1, first, last, spill, w, n, bias, out, N);
     case 2:
-      return PanelTile<TB, 2>(x, K, src, s0, s1, first, last, spill, w, n, bias, out, N);
+      return PanelTile<TB, 2>(xt, x, K, src, s0, s1, first, last, spill, w, n, bias, out, N);
     case 1:
-      return PanelTile<TB, 1>(x, K, src, s0, s1, first, last, spill, w, n, bias, out, N);
+      return PanelTile<TB, 1>(xt, x, K, src, s0, s1, first, last, spill, w, n, bias, out, N);
   }
 }
 
-using PanelTileFn = void (*)(int, const float*, int64_t, const PanelSrc&, int64_t, int64_t, bool,
-                             bool, float*, const LinearWeight&, int64_t, const Half*, Half*,
-                             int64_t);
+using PanelTileFn = void (*)(int, const float*, const Half*, int64_t, const PanelSrc&, int64_t,
+                             int64_t, bool, bool, float*, const LinearWeight&, int64_t, const Half*,
+                             Half*, int64_t);
 constexpr PanelTileFn kPanelTiles[kTileT + 1] = {nullptr, PanelTileRows<1>, PanelTileRows<2>,
                                                  PanelTileRows<3>};
 
@@ -323,8 +332,9 @@ void DequantPanel(const LinearWeight& w, int64_t n0, int64_t rows, int64_t s0, i
   }
 }
 
+// x is read as given (fp16) and converted into each token tile's copy, as in linear_avx512.cc.
 template <class Row>
-void PanelRange(const float* x, int64_t T, int64_t K, const LinearWeight& w, int64_t n0, int64_t n1,
+void PanelRange(const Half* x, int64_t T, int64_t K, const LinearWeight& w, int64_t n0, int64_t n1,
                 const Half* bias, Half* out, int64_t N) {
   const PanelScratch scratch = ThreadScratch();
   constexpr int64_t ldp = kBlockSteps * kLanes;
@@ -344,11 +354,20 @@ void PanelRange(const float* x, int64_t T, int64_t K, const LinearWeight& w, int
       DequantPanel<Row>(w, n0, rows, s0, s1, scratch.panel, ldp);
       for (int64_t t0 = 0; t0 < tcount; t0 += kTileT) {
         const int tt = int(tcount - t0 < kTileT ? tcount - t0 : kTileT);
-        const float* xt = x + (tb + t0) * K;
+        const Half* xh = x + (tb + t0) * K;
+        for (int t = 0; t < tt; ++t) {
+          const Half* src = xh + t * K + s0 * kLanes;
+          float* dst = scratch.xtile + t * kBlockSteps * kLanes;
+          for (int64_t i = 0; i < (s1 - s0) * kLanes; i += kLanes) {
+            _mm256_store_ps(
+                dst + i,
+                _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i))));
+          }
+        }
         for (int64_t r = 0; r < rows; r += kTileN) {
           const int nb = int(rows - r < kTileN ? rows - r : kTileN);
           const PanelSrc src{scratch.panel + r * ldp, ldp, s0};
-          kPanelTiles[tt](nb, xt, K, src, s0, s1, first, last,
+          kPanelTiles[tt](nb, scratch.xtile, xh, K, src, s0, s1, first, last,
                           scratch.spill + (t0 * kPanelRows + r) * kLinearLanes, w, n0 + r, bias,
                           out + (tb + t0) * N, N);
         }
@@ -358,10 +377,21 @@ void PanelRange(const float* x, int64_t T, int64_t K, const LinearWeight& w, int
   }
 }
 
+// The decode kernel takes x converted to fp32 in `scratch`; the panel kernel converts its own
+// tiles (PanelRange).
 template <class Row>
-void Run(const float* x, int64_t T, const LinearWeight& w, const Half* bias, Half* out) {
+void Run(const Half* xh, int64_t T, const LinearWeight& w, const Half* bias, Half* out,
+         float* scratch) {
   const int64_t N = w.N, K = w.K;
   if (T <= kDirectMaxT && !w.generic_groups) {
+    const int64_t n = T * K;
+    int64_t i = 0;
+    for (; i + kLanes <= n; i += kLanes) {
+      _mm256_storeu_ps(scratch + i,
+                       _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(xh + i))));
+    }
+    for (; i < n; ++i) scratch[i] = _cvtsh_ss(xh[i].bits);
+    const float* x = scratch;
     constexpr int64_t R = kDirectRows;
     ThreadPool::Global().ParallelFor((N + R - 1) / R, 8, [&](int64_t b, int64_t e) {
       const int64_t n1 = e * R < N ? e * R : N;
@@ -376,7 +406,7 @@ void Run(const float* x, int64_t T, const LinearWeight& w, const Half* bias, Hal
   ThreadPool::Global().ParallelFor((N + kPanelRows - 1) / kPanelRows, 1, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
       const int64_t n1 = (i + 1) * kPanelRows < N ? (i + 1) * kPanelRows : N;
-      PanelRange<Row>(x, T, K, w, i * kPanelRows, n1, bias, out, N);
+      PanelRange<Row>(xh, T, K, w, i * kPanelRows, n1, bias, out, N);
     }
   });
 }
@@ -388,20 +418,13 @@ void LinearAvx2(const Half* x, int64_t T, const TensorView& wv, const Half* bias
   // Groups must hold whole 16-input blocks (else decoded per element); steps are 8 inputs.
   LinearWeight w = LinearWeight::From(wv, kLinearLanes);
   w.group_steps *= kBlocks;
-  const int64_t n = T * w.K;
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    _mm256_storeu_ps(scratch + i,
-                     _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + i))));
-  }
-  for (; i < n; ++i) scratch[i] = _cvtsh_ss(x[i].bits);
   switch (w.format) {
     case LinearWeight::kF16:
-      return Run<F16Row>(scratch, T, w, bias, out);
+      return Run<F16Row>(x, T, w, bias, out, scratch);
     case LinearWeight::kI8:
-      return Run<I8RoundRow>(scratch, T, w, bias, out);
+      return Run<I8RoundRow>(x, T, w, bias, out, scratch);
     case LinearWeight::kI4:
-      return Run<I4Row>(scratch, T, w, bias, out);
+      return Run<I4Row>(x, T, w, bias, out, scratch);
   }
 }
 

@@ -69,8 +69,6 @@ inline float Reduce(__m512 v) {
 
 // Adds the K mod 16 last products in order and writes the epilogue (LinearEpilogue with F16C
 // conversions: the same rounding).
-inline float XAt(const float* x, int64_t k) { return x[k]; }
-inline float XAt(const Half* x, int64_t k) { return HalfF(x[k]); }
 template <class X>  // float (converted x) or Half (x as given): the same values
 inline void Finish(float s, const X* xt, const LinearWeight& w, int64_t n, const Half* bias,
                    Half* out_t) {

@@ -64,6 +64,10 @@ struct LinearWeight {
   }
 };
 
+// Element k of a token's x, given as fp32 (converted) or as fp16 (the caller's): the same value.
+inline float XAt(const float* x, int64_t k) { return x[k]; }
+inline float XAt(const Half* x, int64_t k) { return HalfToFloat(x[k]); }
+
 // The reference dequantization of one element (quant/format.cc): fp16(fp16(q)·scale).
 inline float DequantElement(const LinearWeight& w, int64_t n, int64_t k) {
   if (w.format == LinearWeight::kF16) return HalfToFloat(w.f16[n * w.K + k]);
