@@ -2,8 +2,9 @@
 // linear_avx512.cc (read its header). The 16 lane sums of an output are two ymm, block q
 // holding classes 8q..8q+7, so step s (8 inputs) goes to block s mod 2; then ReduceLanes and the
 // in-order tail. Decode kernel: T <= 2 tokens x 4 or 2 rows decoded in registers (2 blocks
-// each); prefill kernel: fp32 panel and 3-token x 3-row register tiles, run once per block over
-// every other step, the blocks kept in the accumulator buffer. int8 rows whose scales allow it
+// each); prefill kernel: fp32 panel, each 3-token tile's x converted from fp16 next to it, and
+// 3-token x 3-row register tiles, run once per block over every other step, the blocks kept in
+// the accumulator buffer. int8 rows whose scales allow it
 // are dequantized by the split of linear_common.h.
 #include <immintrin.h>
 

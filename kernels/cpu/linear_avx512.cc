@@ -19,9 +19,9 @@
 //
 // Decode kernel (T <= 4): rows decoded in registers, 8 rows x T tokens (4 rows for T > 2).
 // Prefill kernel: rows decoded in order into an fp32 panel (64 rows x 1024 inputs, 256 KiB),
-// the token tile's x copied next to it, 6-token x 4-row register tiles (24 accumulators, 24 FMAs
-// per 10 loads) run over it, the accumulators kept in a per-thread buffer between K blocks
-// (exact: a store and a load). Sizes as measured on an Ice Lake Xeon
+// the token tile's x converted from fp16 next to it, 6-token x 4-row register tiles (24
+// accumulators, 24 FMAs per 10 loads) run over it, the accumulators kept in a per-thread buffer
+// between K blocks (exact: a store and a load). Sizes as measured on an Ice Lake Xeon
 // (bench/results/cpu_kernels.md).
 #include <immintrin.h>
 
