@@ -181,8 +181,7 @@ int Run() {
   auto budgets_or = ParseByteList(FLAGS_gpu_mem);
   if (!budgets_or.ok()) Die(tool, budgets_or.status().WithContext("--gpu_mem"));
   const std::vector<uint64_t> budgets = *budgets_or;
-  // The model file is opened once for its shapes, and again for every budget (the store owns
-  // its source).
+  // The model file, opened once: each budget's store borrows it, as it borrows synthetic layers.
   std::unique_ptr<LayerSource> file;
   if (!FLAGS_model.empty()) {
     auto f = OpenFileLayerSource(FLAGS_model);
@@ -242,7 +241,7 @@ int Run() {
   for (uint64_t budget : budgets) {
     std::printf("\n== %s, --gpu-mem %s\n", label,
                 budget ? GiBString(budget).c_str() : "0 (all memory)");
-    // The store takes the source; a fresh view of the same pinned bytes per budget.
+    // The store takes the source; a fresh view of the same file or pinned bytes per budget.
     struct Borrowed : LayerSource {
       const LayerSource* s;
       const ModelConfig& config() const override { return s->config(); }
@@ -259,16 +258,8 @@ int Run() {
       const void* Pinned(int e) const override { return s->Pinned(e); }
       std::string Describe() const override { return s->Describe(); }
     };
-    std::unique_ptr<LayerSource> source;
-    if (file) {
-      auto f = OpenFileLayerSource(FLAGS_model);
-      if (!f.ok()) Die(tool, f.status().WithContext("--model"));
-      source = std::move(f).value();
-    } else {
-      auto borrowed = std::make_unique<Borrowed>();
-      borrowed->s = src.get();
-      source = std::move(borrowed);
-    }
+    auto borrowed = std::make_unique<Borrowed>();
+    borrowed->s = file ? file.get() : src.get();
     t0 = Now();
     GpuStoreOptions so{.gpu_mem_bytes = budget,
                        .staging_slots = FLAGS_slots,
@@ -278,7 +269,7 @@ int Run() {
                        .kv_cache_bytes = kv_bytes,
                        .activation_bytes = act_bytes,
                        .verbose = !FLAGS_quiet};
-    auto store_or = GpuWeightStore::Open(std::move(source), so, ctx.stream());
+    auto store_or = GpuWeightStore::Open(std::move(borrowed), so, ctx.stream());
     if (!store_or.ok()) {
       std::printf("RESULT %s budget=%s: plan refused: %s\n", label, GiBString(budget).c_str(),
                   store_or.status().message().c_str());

@@ -316,18 +316,19 @@ struct GenerationSession::Impl {
                                        ban_end ? banned_with_end : opts.banned_ids, s.rng, scratch);
       if (token < 0) {
         Fail(s, Errorf("the model produced NaN logits"));
-      } else if (Contains(end_tokens, token)) {
-        FinishBlank(s, {s.gen}, {0.0f});
-      } else {
+        return Status::Ok();
+      }
+      const bool end = Contains(end_tokens, token);
+      if (!end) {
         s.gen.push_back(token);
         if (cb->on_token) cb->on_token(s.query, s.blank, token);
-        if (s.steps >= s.max_gen) {
-          FinishBlank(s, {s.gen}, {0.0f});
-        } else {
-          s.feed_ids.assign(1, token);
-          s.feed_pos.assign(1, int32_t(GenPosition(s, s.ctx + s.steps - 1)));
-        }
       }
+      if (end || s.steps >= s.max_gen) {
+        FinishBlank(s, {s.gen}, {0.0f});
+        return Status::Ok();
+      }
+      s.feed_ids.assign(1, token);
+      s.feed_pos.assign(1, int32_t(GenPosition(s, s.ctx + s.steps - 1)));
       return Status::Ok();
     }
     BeamSearch& bs = *s.search;
@@ -453,7 +454,7 @@ StatusOr<std::unique_ptr<GenerationSession>> GenerationSession::Create(
   m.engine = std::move(engine);
   m.opts = opts;
   m.cap = need.capacity;
-  m.beams = opts.strategy == Strategy::kBeamSearch ? opts.beam.num_beams : 1;
+  m.beams = int(need.caches / opts.max_batch);
   m.end_tokens = {m.cfg.tokens.eop, m.cfg.tokens.eos};
   m.banned_with_end = opts.banned_ids;
   m.banned_with_end.insert(m.banned_with_end.end(), m.end_tokens.begin(), m.end_tokens.end());

@@ -43,6 +43,16 @@ inline float Reduce8(__m256 v) {
   return _mm_cvtss_f32(_mm_add_ss(h, _mm_movehdup_ps(h)));
 }
 
+// dst[i] = float(src[i]), i < n (exact).
+inline void HalfRowToFloat(const Half* src, int64_t n, float* dst) {
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    _mm256_storeu_ps(dst + i,
+                     _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i))));
+  }
+  for (; i < n; ++i) dst[i] = _cvtsh_ss(src[i].bits);
+}
+
 // Reduces row n's two blocks of token t, adds the K mod 16 last products in order (as the
 // scalar kernel does after its fold) and writes the epilogue.
 template <class X>  // float (converted x) or Half (x as given): the same values
@@ -357,13 +367,8 @@ void PanelRange(const Half* x, int64_t T, int64_t K, const LinearWeight& w, int6
         const int tt = int(tcount - t0 < kTileT ? tcount - t0 : kTileT);
         const Half* xh = x + (tb + t0) * K;
         for (int t = 0; t < tt; ++t) {
-          const Half* src = xh + t * K + s0 * kLanes;
-          float* dst = scratch.xtile + t * kBlockSteps * kLanes;
-          for (int64_t i = 0; i < (s1 - s0) * kLanes; i += kLanes) {
-            _mm256_store_ps(
-                dst + i,
-                _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i))));
-          }
+          HalfRowToFloat(xh + t * K + s0 * kLanes, (s1 - s0) * kLanes,
+                         scratch.xtile + t * kBlockSteps * kLanes);
         }
         for (int64_t r = 0; r < rows; r += kTileN) {
           const int nb = int(rows - r < kTileN ? rows - r : kTileN);
@@ -385,13 +390,7 @@ void Run(const Half* xh, int64_t T, const LinearWeight& w, const Half* bias, Hal
          float* scratch) {
   const int64_t N = w.N, K = w.K;
   if (T <= kDirectMaxT && !w.generic_groups) {
-    const int64_t n = T * K;
-    int64_t i = 0;
-    for (; i + kLanes <= n; i += kLanes) {
-      _mm256_storeu_ps(scratch + i,
-                       _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(xh + i))));
-    }
-    for (; i < n; ++i) scratch[i] = _cvtsh_ss(xh[i].bits);
+    HalfRowToFloat(xh, T * K, scratch);
     const float* x = scratch;
     constexpr int64_t R = kDirectRows;
     ThreadPool::Global().ParallelFor((N + R - 1) / R, 8, [&](int64_t b, int64_t e) {

@@ -54,6 +54,16 @@ inline __m512 RoundToHalf(__m512 v) {
 }
 inline float HalfF(Half h) { return _cvtsh_ss(h.bits); }
 
+// dst[i] = float(src[i]), i < n (exact).
+inline void HalfRowToFloat(const Half* src, int64_t n, float* dst) {
+  int64_t i = 0;
+  for (; i + kL <= n; i += kL) {
+    _mm512_storeu_ps(
+        dst + i, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i))));
+  }
+  for (; i < n; ++i) dst[i] = HalfF(src[i]);
+}
+
 // int4 lane L = 2m + p reads byte 4p + m/2 of the 8 (its dword of the broadcast qword), the
 // high nibble (the even input) when m is even: input 2(4p + m/2) + m mod 2.
 constexpr int I4Element(int L) { return 2 * (4 * (L & 1) + ((L >> 1) >> 1)) + ((L >> 1) & 1); }
@@ -428,13 +438,7 @@ void PanelRange(const Half* x, int64_t T, const LinearWeight& w, int64_t n0, int
       for (int64_t t0 = 0; t0 < tcount; t0 += kTileT) {
         const int tt = int(tcount - t0 < kTileT ? tcount - t0 : kTileT);
         for (int t = 0; t < tt; ++t) {
-          const Half* xr = x + (tb + t0 + t) * K;
-          float* d = scratch.xtile + t * kBlock;
-          for (int64_t k = k0; k < k1; k += kL) {
-            _mm512_store_ps(
-                d + (k - k0),
-                _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xr + k))));
-          }
+          HalfRowToFloat(x + (tb + t0 + t) * K + k0, k1 - k0, scratch.xtile + t * kBlock);
         }
         for (int64_t r = 0; r < rows; r += kTileR) {
           const int nr = int(rows - r < kTileR ? rows - r : kTileR);
@@ -474,13 +478,7 @@ template <LinearWeight::Format F>
 void Run(const Half* x, int64_t T, const LinearWeight& w, const Half* bias, Half* out,
          float* scratch) {
   if (T > kDirectMaxT || w.generic_groups) return RunPanel<F>(x, T, w, bias, out);
-  const int64_t n = T * w.K;
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16) {
-    _mm512_storeu_ps(scratch + i,
-                     _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i))));
-  }
-  for (; i < n; ++i) scratch[i] = _cvtsh_ss(x[i].bits);
+  HalfRowToFloat(x, T * w.K, scratch);
   RunDirect<F>(scratch, T, w, bias, out);
 }
 
