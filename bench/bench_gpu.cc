@@ -47,7 +47,11 @@ DEFINE_bool(probe, false, "also time the linear layers alone at GLM-130B's shape
 DEFINE_bool(probe_only, false, "time the linear layers alone, then exit");
 DEFINE_string(probe_dtypes, "f16,i8,i4", "weight types the probe times");
 DEFINE_int32(probe_reps, 20, "timed runs per probed kernel (the median is printed)");
-DEFINE_int32(mma_steps, 0, "tensor-core GEMV tiles per warp step (1, 2, 4; 0 = the default)");
+DEFINE_string(probe_shapes, "qkv,dense,h_to_4h,4h_to_h", "layer shapes the probe times");
+DEFINE_int32(mma_steps, 0, "tensor-core GEMV tiles per warp step (1 or 2; 0 = the default)");
+DEFINE_int32(mma_row_tiles, 0, "tensor-core GEMV 16-row tiles per warp (1 or 2; 0 = the default)");
+DEFINE_string(int4_decode, "", "tensor-core GEMV int4 decode: shift-once or shift-per-pair "
+              "(empty = the default)");
 DEFINE_bool(quiet, false, "only the summary lines");
 
 namespace glm {
@@ -118,13 +122,19 @@ void ProbeLinears(GpuContext& ctx, const Bandwidths& bw) {
   CUDA_CHECK(cudaMemset(x.data(), 0x11, x.size()));  // small fp16 values, not zeros
   CUDA_CHECK(cudaMemset(bias.data(), 0x11, bias.size()));
   std::printf("\n== linear layers alone, T=1, against device bandwidth %.0f GB/s\n", bw.hbm / 1e9);
-  std::printf("%-8s %-8s %-14s %10s %10s %8s\n", "dtype", "shape", "path", "us", "GB/s", "of bw");
+  std::printf("%-8s %-8s %-22s %10s %10s %8s\n", "dtype", "shape", "path", "us", "GB/s", "of bw");
+  std::printf("(tensor-core variants: xN tiles per warp step, rN 16-row tiles per warp, int4 s1 "
+              "shift-once / s4 shift-per-pair decode)\n");
   for (DType dt : {DType::kF16, DType::kI8, DType::kI4}) {
     if (("," + FLAGS_probe_dtypes + ",").find("," + std::string(DTypeName(dt)) + ",") ==
         std::string::npos) {
       continue;
     }
     for (const auto& sh : shapes) {
+      if (("," + FLAGS_probe_shapes + ",").find("," + std::string(sh.name) + ",") ==
+          std::string::npos) {
+        continue;
+      }
       const bool quant = dt != DType::kF16;
       const uint64_t data_bytes =
           quant ? uint64_t(sh.N) * QuantRowBytes(dt, sh.K) : uint64_t(sh.N) * sh.K * 2;
@@ -137,31 +147,45 @@ void ProbeLinears(GpuContext& ctx, const Bandwidths& bw) {
                     .shape = {sh.N, sh.K},
                     .data = w.data(),
                     .scales = quant ? sc.as<Half>() : nullptr};
-      // (path, tensor-core tiles per warp step); the step counts only for the tensor cores.
-      std::vector<std::pair<gpu::QuantGemvPath, int>> paths = {{gpu::QuantGemvPath::kAuto, 0}};
+      // Each path; the tensor cores in every variant (the configured one first).
+      struct Variant {
+        gpu::QuantGemvPath path;
+        gpu::QuantGemvMmaConfig mma;
+      };
+      const gpu::QuantGemvMmaConfig saved = gpu::GetQuantGemvMmaConfig();
+      std::vector<Variant> variants = {{gpu::QuantGemvPath::kAuto, saved}};
       if (quant) {
-        paths = {{gpu::QuantGemvPath::kCudaCore, 0}};
-        for (int steps : {1, 2, 4}) paths.push_back({gpu::QuantGemvPath::kTensorCore, steps});
+        variants = {{gpu::QuantGemvPath::kCudaCore, saved}};
+        for (int rows : {1, 2}) {
+          for (int steps : {1, 2}) {
+            for (bool once : {true, false}) {
+              if (!once && dt != DType::kI4) continue;
+              variants.push_back({gpu::QuantGemvPath::kTensorCore,
+                                  {.steps = steps, .row_tiles = rows, .int4_shift_once = once}});
+            }
+          }
+        }
       }
-      const int saved_steps = gpu::QuantGemvMmaSteps();
-      for (auto [path, steps] : paths) {
-        if (steps) gpu::SetQuantGemvMmaSteps(steps);
+      for (const Variant& v : variants) {
+        gpu::SetQuantGemvMmaConfig(v.mma);
         const gpu::LinearContext lc{.cublas = ctx.cublas(),
                                     .stream = ctx.stream(),
                                     .f32 = f32.as<float>(),
                                     .f32_elems = (64 << 20) / 4,
-                                    .gemv_path = path};
+                                    .gemv_path = v.path};
         const double ms = TimeMs(ctx.stream(), std::max(1, FLAGS_probe_reps), [&] {
           gpu::Linear(x.as<Half>(), 1, wv, bias.as<Half>(), y.as<Half>(), lc);
         });
         const double gbs = double(data_bytes) / (ms * 1e-3) / 1e9;
-        const std::string name = !quant  ? "cublas"
-                                 : steps ? StrFormat("%s x%d", gpu::QuantGemvPathName(path), steps)
-                                         : std::string(gpu::QuantGemvPathName(path));
-        std::printf("%-8s %-8s %-14s %10.1f %10.0f %7.0f%%\n", DTypeName(dt), sh.name, name.c_str(),
-                    ms * 1e3, gbs, 100.0 * gbs * 1e9 / bw.hbm);
+        std::string name = !quant ? "cublas" : gpu::QuantGemvPathName(v.path);
+        if (v.path == gpu::QuantGemvPath::kTensorCore) {
+          name += StrFormat(" x%d r%d%s", v.mma.steps, v.mma.row_tiles,
+                            dt != DType::kI4 ? "" : v.mma.int4_shift_once ? " s1" : " s4");
+        }
+        std::printf("%-8s %-8s %-22s %10.1f %10.0f %7.0f%%\n", DTypeName(dt), sh.name,
+                    name.c_str(), ms * 1e3, gbs, 100.0 * gbs * 1e9 / bw.hbm);
       }
-      gpu::SetQuantGemvMmaSteps(saved_steps);
+      gpu::SetQuantGemvMmaConfig(saved);
     }
   }
 }
@@ -215,10 +239,27 @@ int Run() {
       "bandwidth: host-to-device %.1f GB/s, device-to-host %.1f GB/s, device memory "
       "%.0f GB/s (copy, read + write)\n",
       bw.h2d / 1e9, bw.d2h / 1e9, bw.hbm / 1e9);
-  if (FLAGS_mma_steps) gpu::SetQuantGemvMmaSteps(FLAGS_mma_steps);
+  {
+    gpu::QuantGemvMmaConfig mma = gpu::GetQuantGemvMmaConfig();
+    if (FLAGS_mma_steps) mma.steps = FLAGS_mma_steps;
+    if (FLAGS_mma_row_tiles) mma.row_tiles = FLAGS_mma_row_tiles;
+    if (FLAGS_int4_decode == "shift-once") {
+      mma.int4_shift_once = true;
+    } else if (FLAGS_int4_decode == "shift-per-pair") {
+      mma.int4_shift_once = false;
+    } else if (!FLAGS_int4_decode.empty()) {
+      Die(tool, Errorf("--int4_decode '%s': expected shift-once or shift-per-pair",
+                       FLAGS_int4_decode.c_str()));
+    }
+    if (mma.steps < 1 || mma.steps > 2 || mma.row_tiles < 1 || mma.row_tiles > 2) {
+      Die(tool, Errorf("--mma_steps %d / --mma_row_tiles %d: each is 1 or 2", mma.steps,
+                       mma.row_tiles));
+    }
+    gpu::SetQuantGemvMmaConfig(mma);
+  }
   if (FLAGS_probe || FLAGS_probe_only) ProbeLinears(ctx, bw);
   if (FLAGS_probe_only) return 0;
-  std::printf("tensor-core GEMV: %d tile(s) per warp step\n", gpu::QuantGemvMmaSteps());
+  std::printf("tensor-core GEMV: %s\n", gpu::GetQuantGemvMmaConfig().ToString().c_str());
 
   double t0 = Now();
   std::unique_ptr<PackedLayerSource> src;

@@ -17,12 +17,13 @@
 #
 #   bash bench/device_check.sh                 # all steps; output in $OUT (else build-device/out)
 #   STEPS="env deps configure build tests" bash bench/device_check.sh   # a subset
-#   Optional steps: probe (the linear-layer probe alone), ncu (Nsight Compute on the INT4 GEMV
-#   and on one decode step's kernels). MMA_STEPS=n passes --mma_steps to bench-gpu.
+#   Optional steps: probe (the linear-layer probe alone), variants (INT4 resident with the other
+#   tensor-core GEMV variants), sass (the GEMV's instruction mix), ncu (Nsight Compute on the INT4
+#   GEMV and on one decode step's kernels). MMA_STEPS=n passes --mma_steps to bench-gpu.
 #
 # Files left in $OUT (at most 8, flat): summary.txt, device_check.log, build.log, tests.log,
-# bench_int4.log, bench_int4g.log, bench_int8.log, bench_fp16.log (probe.log, ncu.log when asked
-# for; with them, run a subset: at most 8 files come back from the device tool).
+# bench_int4.log, bench_int4g.log, bench_int8.log, bench_fp16.log (probe.log, sass.log, ncu.log
+# when asked for; with them, run a subset: at most 8 files come back from the device tool).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -192,6 +193,39 @@ step_ncu() {
     "$BUILD/bench-gpu" --dtype i4 --gpu_mem 0 --prompt 1 --decode 1
 }
 
+# INT4 resident at GLM-130B's shapes with the other tensor-core GEMV variants (the default ran in
+# bench_int4): the previous decode (a shift per nibble pair), and two 16-row tiles per warp.
+step_variants() {
+  local v
+  for v in "--int4_decode=shift-per-pair" "--mma_row_tiles=2" "--mma_row_tiles=2 --group=128"; do
+    log "-- bench-gpu --dtype i4 --gpu_mem 0 $v"
+    # shellcheck disable=SC2086
+    bench --dtype i4 --gpu_mem 0 --prompt 16 --decode 16 --quiet $v || return 1
+  done
+}
+
+# Optional: the static instruction mix of every tensor-core GEMV instantiation (cuobjdump), by
+# opcode, to see what the decode costs.
+step_sass() {
+  local dump obj
+  dump=$(command -v cuobjdump || echo "$(dirname "$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)")/cuobjdump")
+  obj=$(find "$BUILD" -name 'quant_gemv.cu.o' | head -1)
+  [ -x "$dump" ] && [ -n "$obj" ] || { log "no cuobjdump or no quant_gemv object"; return 1; }
+  "$dump" -sass "$obj" | awk '
+    /Function : / { fn = $3; next }
+    fn ~ /quant_gemv_mma/ && /^ +\/\*[0-9a-f]+\*\/ / {
+      op = $2; if (op ~ /^@/) op = $3; sub(/\..*/, "", op); sub(/;$/, "", op)
+      n[fn, op]++; total[fn]++; ops[op] = 1
+    }
+    END {
+      for (f in total) {
+        line = sprintf("%s total %d:", f, total[f])
+        for (o in ops) if ((f, o) in n) line = line sprintf(" %s=%d", o, n[f, o])
+        print line
+      }
+    }' | sed 's/_ZN3glm3gpu[^ ]*quant_gemv_mma_kernel/mma/' | sort
+}
+
 # glm-generate on the GPU: the demo model (GLM-130B's vocabulary, small layers), three greedy
 # queries; all layers resident, then one layer resident and the others streamed, then the CPU.
 step_generate() {
@@ -219,7 +253,7 @@ step_generate() {
 # The step functions run in child bashes (under timeout): they see these.
 export ROOT OUT_DIR BUILD DEPS JOBS T_START DEADLINE_S
 export -f log want step_env step_deps step_configure step_build step_tests bench step_ncu \
-  step_generate
+  step_generate step_variants step_sass
 
 log "device check: steps '$STEPS', build $BUILD, output $OUT_DIR"
 want env && run env 30 - step_env
@@ -240,6 +274,8 @@ want bench_int8 && run bench_int8 70 bench_int8.log bench --dtype i8 --gpu_mem 2
 # glm-bench's GPU mode (the same benchmark behind other flags), on 4 layers: the wiring only.
 want glmbench && run glmbench 40 - "$BUILD/glm-bench" --gpu-mem 0,10G --synthetic glm130b-L4 --gpu-dtype i8 --prompt 8 --decode-steps 2
 want generate && run generate 60 - step_generate
+want variants && run variants 60 - step_variants
+want sass && run sass 30 sass.log step_sass
 want ncu && run ncu 150 ncu.log step_ncu
 
 {

@@ -88,7 +88,34 @@ class CudaKernels : public ::testing::Test {
     CUDA_CHECK(cudaDeviceGetAttribute(&cc_major_, cudaDevAttrComputeCapabilityMajor, dev));
   }
   void TearDown() override {
+    gpu::SetQuantGemvMmaConfig({});  // tests that vary it leave the default behind
     if (cublas_) CUBLAS_CHECK(cublasDestroy(cublas_));
+  }
+  // A GEMV path to test, with the tensor-core variant it runs.
+  struct GemvPath {
+    gpu::QuantGemvPath path;
+    gpu::QuantGemvMmaConfig mma;
+    std::string Name() const {
+      return path == gpu::QuantGemvPath::kTensorCore
+                 ? StrFormat("tensor-core (%s)", mma.ToString().c_str())
+                 : gpu::QuantGemvPathName(path);
+    }
+  };
+  // The CUDA-core GEMV and, where `tensor_core`, every tensor-core variant (the int4 decodes
+  // only for int4).
+  static std::vector<GemvPath> GemvPaths(DType dt, bool tensor_core) {
+    std::vector<GemvPath> paths = {{gpu::QuantGemvPath::kCudaCore, {}}};
+    if (!tensor_core) return paths;
+    for (int rows : {1, 2}) {
+      for (int steps : {1, 2}) {
+        for (bool once : {true, false}) {
+          if (!once && dt != DType::kI4) continue;
+          paths.push_back({gpu::QuantGemvPath::kTensorCore,
+                           {.steps = steps, .row_tiles = rows, .int4_shift_once = once}});
+        }
+      }
+    }
+    return paths;
   }
   void Sync() { CUDA_CHECK(cudaStreamSynchronize(stream_.get())); }
   gpu::LinearContext Lc(gpu::QuantGemvPath path = gpu::QuantGemvPath::kAuto,
@@ -421,25 +448,23 @@ TEST_F(CudaKernels, LinearMatchesCpu) {
     const auto tol = LinearTolerance(x, c.T, hw.view, want);
     DeviceWeight dw = ToDeviceWeight(hw);
     DeviceBuffer dx = Up(x), db = Up(bias), dout = Up(std::vector<Half>(c.T * c.N));
-    std::vector<gpu::QuantGemvPath> paths = {gpu::QuantGemvPath::kAuto};
+    std::vector<GemvPath> paths = {{gpu::QuantGemvPath::kAuto, {}}};
     if (c.dtype != DType::kF16 && c.T <= gpu::kMaxGemvTokens) {
-      paths = {gpu::QuantGemvPath::kCudaCore};
       const int64_t tile = c.dtype == DType::kI4 ? 128 : 64, lane = c.dtype == DType::kI4 ? 32 : 16;
       const int64_t G = c.group ? c.group : c.K;
-      if (cc_major_ >= 8 && c.K % tile == 0 && G % lane == 0) {
-        paths.push_back(gpu::QuantGemvPath::kTensorCore);
-      }
+      paths = GemvPaths(c.dtype, cc_major_ >= 8 && c.K % tile == 0 && G % lane == 0);
     }
-    for (auto path : paths) {
+    for (const GemvPath& p : paths) {
+      gpu::SetQuantGemvMmaConfig(p.mma);
       CUDA_CHECK(cudaMemset(dout.data(), 0xff, dout.size()));  // poison: every output written
       gpu::Linear(dx.as<Half>(), c.T, dw.view, c.bias ? db.as<Half>() : nullptr, dout.as<Half>(),
-                  Lc(path));
+                  Lc(p.path));
       Sync();
       EXPECT_TRUE(Close(
           Down(dout, c.T * c.N), want, [&](size_t i, double) { return tol[i]; },
           StrFormat("%s T=%lld N=%lld K=%lld G=%d%s %s", DTypeName(c.dtype), (long long)c.T,
                     (long long)c.N, (long long)c.K, c.group, c.bias ? " +b" : "",
-                    gpu::QuantGemvPathName(path))));
+                    p.Name().c_str())));
     }
   }
 }
@@ -499,18 +524,18 @@ TEST_F(CudaKernels, QuantGemvIsBatchInvariantAndHandlesMisalignedInput) {
     DeviceWeight dw = ToDeviceWeight(hw);
     auto x = RandomHalf(8 * K + 1, 1.0f, 32);
     DeviceBuffer dx = Up(x), d8 = Up(std::vector<Half>(8 * N)), d1 = Up(std::vector<Half>(N));
-    std::vector<gpu::QuantGemvPath> paths = {gpu::QuantGemvPath::kCudaCore};
-    if (cc_major_ >= 8) paths.push_back(gpu::QuantGemvPath::kTensorCore);
-    for (auto path : paths) {
-      gpu::QuantGemv(dx.as<Half>(), 8, dw.view, nullptr, d8.as<Half>(), path, stream_.get());
-      gpu::QuantGemv(dx.as<Half>() + 5 * K, 1, dw.view, nullptr, d1.as<Half>(), path,
+    for (const GemvPath& p : GemvPaths(dt, cc_major_ >= 8)) {
+      gpu::SetQuantGemvMmaConfig(p.mma);
+      gpu::QuantGemv(dx.as<Half>(), 8, dw.view, nullptr, d8.as<Half>(), p.path, stream_.get());
+      gpu::QuantGemv(dx.as<Half>() + 5 * K, 1, dw.view, nullptr, d1.as<Half>(), p.path,
                      stream_.get());
       Sync();
       auto all = Down(d8, 8 * N);
       EXPECT_TRUE(BitIdentical(
           Down(d1, N), std::vector<Half>(all.begin() + 5 * N, all.begin() + 6 * N),
-          StrFormat("%s token 5 alone, %s", DTypeName(dt), gpu::QuantGemvPathName(path))));
+          StrFormat("%s token 5 alone, %s", DTypeName(dt), p.Name().c_str())));
     }
+    gpu::SetQuantGemvMmaConfig({});
     // x one half past an aligned address.
     std::vector<Half> xm(x.begin() + 1, x.begin() + 1 + 3 * K), want(3 * N);
     std::vector<float> scratch(3 * K);

@@ -16,6 +16,7 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "runtime/fp16.h"
@@ -117,10 +118,19 @@ QuantGemvPath QuantGemv(const Half* x, int64_t T, const TensorView& w, const Hal
 void DequantizeRows(const TensorView& w, int64_t row0, int64_t rows, Half* out,
                     cudaStream_t stream);
 const char* QuantGemvPathName(QuantGemvPath p);
-// Tiles each warp of the tensor-core GEMV loads before it decodes (1, 2 or 4; the sums' order
-// depends on it). A process-wide tuning knob for bench-gpu's probe; not thread-safe.
-void SetQuantGemvMmaSteps(int steps);
-int QuantGemvMmaSteps();
+// Variants of the tensor-core GEMV (the sums' order depends on steps and row_tiles; every
+// variant is checked against the CPU by the tests). A process-wide tuning knob for bench-gpu and
+// the tests; not thread-safe.
+struct QuantGemvMmaConfig {
+  int steps = 1;      // tiles each warp loads before it decodes: 1 or 2
+  int row_tiles = 1;  // 16-row MMA tiles per warp sharing one x fragment: 1 or 2
+  // int4 decode: one shift per word, two nibble pairs read in place and scaled by 1/16 (true),
+  // or one shift per nibble pair (false).
+  bool int4_shift_once = true;
+  std::string ToString() const;
+};
+void SetQuantGemvMmaConfig(const QuantGemvMmaConfig& config);
+QuantGemvMmaConfig GetQuantGemvMmaConfig();
 
 
 }  // namespace glm::gpu

@@ -7,16 +7,18 @@
 //   CUDA cores (any GPU, any shape): a warp per output row, 8 weights per lane per step, each
 //     dequantized with __hmul (the reference's __half multiply) and accumulated with fmaf.
 //   Tensor cores (sm_80+; K a multiple of the tile, groups of 32/16, 16-byte aligned): a block
-//     of 4 warps per 16 output rows splits K; each lane loads 16 bytes of a row per
+//     of 4 warps per 16 (or 32) output rows splits K; each lane loads 16 bytes of a row per
 //     tile and turns them into fp16 pairs with the magic-number trick (0x6400 | u is 1024 + u
-//     exactly), an exact subtraction and one __hmul2 by the scale: fp16(q·s) exactly as the
-//     reference. mma.sync m16n8k16 multiplies them with up to 8 tokens, accumulating in fp32
+//     exactly), an exact subtraction (or exact 1/16 scaling) and one __hmul2 by the scale:
+//     fp16(q·s) exactly as the reference. mma.sync m16n8k16 multiplies them with up to 8 tokens, accumulating in fp32
 //     (products of fp16 values are exact). The pairs come out of the decode in a permuted k order;
 //     the x fragment is permuted the same way, which only changes the order of the sum.
 // The order of the fp32 sums differs from the CPU's (ulp-level), and the MMA unit's fp32
 // accumulation is not rounded to nearest at every addition (gpu::LinearContext::exact_fp32 takes
 // the CUDA-core kernel). The partial sums of the warps are added in a fixed order, and a token's
 // result does not depend on the other tokens.
+#include <cstdio>
+
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/kernels.h"
 
@@ -120,14 +122,32 @@ __device__ __forceinline__ __half2 BitsHalf2(uint32_t u) {
 
 // 8 int4 values of a little-endian word (byte j: element 2j high nibble, 2j+1 low) -> 4 fp16
 // pairs fp16(q·s), in the order (e1,e5), (e0,e4), (e3,e7), (e2,e6). Nibble u (q = u - 16 when
-// u >= 8, else u) becomes the fp16 1024 + (u ^ 8) = 1032 + q by one LOP3 each,
-// (v >> 4i) & 0x000F000F ^ 0x64086408, then an exact subtraction of 1032 and one __hmul2.
+// u >= 8, else u) is flipped to u ^ 8 = q + 8 and ORed under the exponent of 1024, one LOP3 per
+// pair, (v & mask) ^ magic:
+//   kShiftOnce: a nibble in bits 0-3 of a half gives 1024 + (q + 8), minus 1032 = q; a nibble
+//     in bits 4-7 gives 1024 + 16(q + 8), times 1/16 minus 72 = q in one __hfma2 (exact: the
+//     result is a small integer). One shift (v >> 8) brings bytes 1 and 3 down.
+//   otherwise: each pair shifted to bits 0-3 first (v >> 4i, three shifts), then minus 1032.
+// Then one __hmul2 by the scale: fp16(q·s), rounded once, as the reference.
+template <bool kShiftOnce>
 __device__ __forceinline__ void DequantInt4x8(uint32_t v, __half2 s, uint32_t out[4]) {
   const __half2 kOffset = BitsHalf2(0x64086408u);  // (1032, 1032)
+  if constexpr (kShiftOnce) {
+    const __half2 kSixteenth = BitsHalf2(0x2C002C00u);  // (1/16, 1/16)
+    const __half2 kMinus72 = BitsHalf2(0xD480D480u);    // (-72, -72)
+    const uint32_t u = v >> 8;
+    const uint32_t l0 = (v & 0x000F000Fu) ^ 0x64086408u, h0 = (v & 0x00F000F0u) ^ 0x64806480u;
+    const uint32_t l1 = (u & 0x000F000Fu) ^ 0x64086408u, h1 = (u & 0x00F000F0u) ^ 0x64806480u;
+    out[0] = HalfBits(__hmul2(__hsub2(BitsHalf2(l0), kOffset), s));
+    out[1] = HalfBits(__hmul2(__hfma2(BitsHalf2(h0), kSixteenth, kMinus72), s));
+    out[2] = HalfBits(__hmul2(__hsub2(BitsHalf2(l1), kOffset), s));
+    out[3] = HalfBits(__hmul2(__hfma2(BitsHalf2(h1), kSixteenth, kMinus72), s));
+  } else {
 #pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const uint32_t h = ((v >> (4 * i)) & 0x000F000Fu) ^ 0x64086408u;
-    out[i] = HalfBits(__hmul2(__hsub2(BitsHalf2(h), kOffset), s));
+    for (int i = 0; i < 4; ++i) {
+      const uint32_t h = ((v >> (4 * i)) & 0x000F000Fu) ^ 0x64086408u;
+      out[i] = HalfBits(__hmul2(__hsub2(BitsHalf2(h), kOffset), s));
+    }
   }
 }
 
@@ -152,15 +172,17 @@ __device__ __forceinline__ void Mma16816(float d[4], uint32_t a0, uint32_t a1, u
 }
 #endif
 
-// A block of kMmaWarps warps computes 16 rows; the warps split K tile by tile. Each warp takes
-// kSteps consecutive tiles per iteration: all their weight loads are issued before the first
-// decode, and each tile of the step has its own accumulators (independent MMA chains), added in
-// a fixed order at the end; then warp 0 adds the warps' partial sums in warp order. On an H100,
-// 4 warps ran the GLM-130B shapes 8-14% faster than 4-16 warps chosen per shape to fill the
-// grid's last wave (bench/results/gpu-h100-2026-11-27.md).
+// A block of kMmaWarps warps computes 16·kRowTiles rows; the warps split K tile by tile. Each
+// warp takes kSteps consecutive tiles per iteration: all their weight loads are issued before the
+// first decode, and each tile of the step has its own accumulators (independent MMA chains), added
+// in a fixed order at the end; then warp 0 adds the warps' partial sums in warp order. With
+// kRowTiles = 2 a warp multiplies two 16-row tiles by the same x fragment: half the x loads and
+// permutes per weight, twice the weight bytes in flight. On an H100, 4 warps ran the GLM-130B
+// shapes 8-14% faster than 4-16 warps chosen per shape to fill the grid's last wave
+// (bench/results/gpu-h100-2026-11-27.md).
 constexpr int kMmaWarps = 4;
 
-template <bool kInt4, int kSteps>
+template <bool kInt4, int kSteps, int kRowTiles, bool kShiftOnce>
 __global__ void __launch_bounds__(kMmaWarps * 32)
     quant_gemv_mma_kernel(const __half* x, int T, int64_t K, const int8_t* w, const __half* scales,
                           int64_t G, int64_t N, const __half* bias, __half* out) {
@@ -168,32 +190,46 @@ __global__ void __launch_bounds__(kMmaWarps * 32)
   constexpr int kTileK = kInt4 ? 128 : 64;  // weights of a row per tile: 64 bytes
   constexpr int kLaneK = kInt4 ? 32 : 16;   // weights of a row per lane per tile: 16 bytes
   constexpr int kXv = kInt4 ? 4 : 2;        // 16-byte pieces of x per lane per tile
-  __shared__ float red[kMmaWarps][kWarp][4];
+  constexpr int kRows = 2 * kRowTiles;      // rows per lane: g + 8i; tile r has rows 2r, 2r+1
+  __shared__ float red[kMmaWarps][kWarp][4 * kRowTiles];
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
   const int g = lane / 4, c = lane % 4;
-  const int64_t ra = int64_t(blockIdx.x) * 16 + g, rb = ra + 8;
-  const bool va = ra < N, vb = rb < N;
   const int64_t row_bytes = kInt4 ? K / 2 : K;
-  const int8_t* wa = w + (va ? ra : 0) * row_bytes + c * 16;
-  const int8_t* wb = w + (vb ? rb : 0) * row_bytes + c * 16;
   const int64_t groups = K / G;
-  const __half* sa_row = scales + (va ? ra : 0) * groups;
-  const __half* sb_row = scales + (vb ? rb : 0) * groups;
+  int64_t row[kRows];
+  bool valid[kRows];
+  const int8_t* wr[kRows];
+  const __half* sr[kRows];
+  __half2 s0[kRows];
+#pragma unroll
+  for (int i = 0; i < kRows; ++i) {
+    row[i] = int64_t(blockIdx.x) * 16 * kRowTiles + g + 8 * i;
+    valid[i] = row[i] < N;
+    wr[i] = w + (valid[i] ? row[i] : 0) * row_bytes + c * 16;
+    sr[i] = scales + (valid[i] ? row[i] : 0) * groups;
+    s0[i] = __half2half2(sr[i][0]);
+  }
   const bool has_x = g < T;  // lane group g carries token g of the B fragment
   const __half* xg = x + (has_x ? g : 0) * K + c * kLaneK;
-  const __half2 sa0 = __half2half2(sa_row[0]), sb0 = __half2half2(sb_row[0]);
   const uint4 zero = make_uint4(0, 0, 0, 0);
-  float d[kSteps][4];
+  float d[kSteps][kRowTiles][4];
 #pragma unroll
-  for (int j = 0; j < kSteps; ++j) d[j][0] = d[j][1] = d[j][2] = d[j][3] = 0.f;
+  for (int j = 0; j < kSteps; ++j) {
+#pragma unroll
+    for (int r = 0; r < kRowTiles; ++r) d[j][r][0] = d[j][r][1] = d[j][r][2] = d[j][r][3] = 0.f;
+  }
   const int64_t tiles = K / kTileK;
   for (int64_t tile0 = int64_t(warp) * kSteps; tile0 < tiles; tile0 += kMmaWarps * kSteps) {
-    uint4 qa[kSteps], qb[kSteps];
+    uint4 q[kSteps][kRows];
 #pragma unroll
     for (int j = 0; j < kSteps; ++j) {
       const bool in = tile0 + j < tiles;
-      qa[j] = va && in ? __ldcs(reinterpret_cast<const uint4*>(wa + (tile0 + j) * 64)) : zero;
-      qb[j] = vb && in ? __ldcs(reinterpret_cast<const uint4*>(wb + (tile0 + j) * 64)) : zero;
+#pragma unroll
+      for (int i = 0; i < kRows; ++i) {
+        q[j][i] = valid[i] && in
+                      ? __ldcs(reinterpret_cast<const uint4*>(wr[i] + (tile0 + j) * 64))
+                      : zero;
+      }
     }
 #pragma unroll
     for (int j = 0; j < kSteps; ++j) {
@@ -204,57 +240,78 @@ __global__ void __launch_bounds__(kMmaWarps * 32)
       for (int i = 0; i < kXv; ++i) {
         xv[i] = has_x ? __ldg(reinterpret_cast<const uint4*>(xg + tile * kTileK) + i) : zero;
       }
-      __half2 sa = sa0, sb = sb0;
+      __half2 s[kRows];
+#pragma unroll
+      for (int i = 0; i < kRows; ++i) s[i] = s0[i];
       if (groups > 1) {  // the lane's 16 bytes lie in one group (G is a multiple of kLaneK)
         const int64_t gi = (tile * kTileK + c * kLaneK) / G;
-        sa = __half2half2(sa_row[gi]);
-        sb = __half2half2(sb_row[gi]);
+#pragma unroll
+        for (int i = 0; i < kRows; ++i) s[i] = __half2half2(sr[i][gi]);
       }
-      const uint32_t wa4[4] = {qa[j].x, qa[j].y, qa[j].z, qa[j].w};
-      const uint32_t wb4[4] = {qb[j].x, qb[j].y, qb[j].z, qb[j].w};
 #pragma unroll
       for (int m = 0; m < 4; ++m) {
         if constexpr (kInt4) {
-          uint32_t A[4], B[4];
-          DequantInt4x8(wa4[m], sa, A);
-          DequantInt4x8(wb4[m], sb, B);
           // x halves h0..h7 of the word's 8 weights, paired as the decode pairs them.
           const uint4 xq = xv[m];
           const uint32_t p15 = __byte_perm(xq.x, xq.z, 0x7632),
                          p04 = __byte_perm(xq.x, xq.z, 0x5410);
           const uint32_t p37 = __byte_perm(xq.y, xq.w, 0x7632),
                          p26 = __byte_perm(xq.y, xq.w, 0x5410);
-          Mma16816(d[j], A[0], B[0], A[1], B[1], p15, p04);
-          Mma16816(d[j], A[2], B[2], A[3], B[3], p37, p26);
+#pragma unroll
+          for (int r = 0; r < kRowTiles; ++r) {
+            const uint4& qa = q[j][2 * r];
+            const uint4& qb = q[j][2 * r + 1];
+            const uint32_t wa = m == 0 ? qa.x : m == 1 ? qa.y : m == 2 ? qa.z : qa.w;
+            const uint32_t wb = m == 0 ? qb.x : m == 1 ? qb.y : m == 2 ? qb.z : qb.w;
+            uint32_t A[4], B[4];
+            DequantInt4x8<kShiftOnce>(wa, s[2 * r], A);
+            DequantInt4x8<kShiftOnce>(wb, s[2 * r + 1], B);
+            Mma16816(d[j][r], A[0], B[0], A[1], B[1], p15, p04);
+            Mma16816(d[j][r], A[2], B[2], A[3], B[3], p37, p26);
+          }
         } else {
-          uint32_t A[2], B[2];
-          DequantInt8x4(wa4[m], sa, A);
-          DequantInt8x4(wb4[m], sb, B);
           const uint4 xq = xv[m / 2];
           const uint32_t y0 = (m & 1) ? xq.z : xq.x, y1 = (m & 1) ? xq.w : xq.y;
-          Mma16816(d[j], A[0], B[0], A[1], B[1], __byte_perm(y0, y1, 0x5410),
-                   __byte_perm(y0, y1, 0x7632));
+          const uint32_t b0 = __byte_perm(y0, y1, 0x5410), b1 = __byte_perm(y0, y1, 0x7632);
+#pragma unroll
+          for (int r = 0; r < kRowTiles; ++r) {
+            const uint4& qa = q[j][2 * r];
+            const uint4& qb = q[j][2 * r + 1];
+            const uint32_t wa = m == 0 ? qa.x : m == 1 ? qa.y : m == 2 ? qa.z : qa.w;
+            const uint32_t wb = m == 0 ? qb.x : m == 1 ? qb.y : m == 2 ? qb.z : qb.w;
+            uint32_t A[2], B[2];
+            DequantInt8x4(wa, s[2 * r], A);
+            DequantInt8x4(wb, s[2 * r + 1], B);
+            Mma16816(d[j][r], A[0], B[0], A[1], B[1], b0, b1);
+          }
         }
       }
     }
   }
 #pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    float acc = d[0][i];
+  for (int r = 0; r < kRowTiles; ++r) {
 #pragma unroll
-    for (int j = 1; j < kSteps; ++j) acc += d[j][i];
-    red[warp][lane][i] = acc;
+    for (int i = 0; i < 4; ++i) {
+      float acc = d[0][r][i];
+#pragma unroll
+      for (int j = 1; j < kSteps; ++j) acc += d[j][r][i];
+      red[warp][lane][4 * r + i] = acc;
+    }
   }
   __syncthreads();
   if (warp != 0) return;
 #pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float acc = ((red[0][lane][i] + red[1][lane][i]) + red[2][lane][i]) + red[3][lane][i];
-    const int t = 2 * c + (i & 1);
-    const int64_t row = i < 2 ? ra : rb;
-    if (t < T && (i < 2 ? va : vb)) {
-      out[t * N + row] =
-          bias ? __float2half_rn(RoundHalf(acc) + __half2float(bias[row])) : __float2half_rn(acc);
+  for (int r = 0; r < kRowTiles; ++r) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int e = 4 * r + i;
+      const float acc = ((red[0][lane][e] + red[1][lane][e]) + red[2][lane][e]) + red[3][lane][e];
+      const int t = 2 * c + (i & 1);
+      const int ri = 2 * r + (i >> 1);  // d0,d1: the tile's row g; d2,d3: row g + 8
+      if (t < T && valid[ri]) {
+        out[t * N + row[ri]] = bias ? __float2half_rn(RoundHalf(acc) + __half2float(bias[row[ri]]))
+                                    : __float2half_rn(acc);
+      }
     }
   }
 #else
@@ -271,7 +328,20 @@ __global__ void dequant_rows_kernel(const int8_t* w, const __half* scales, int64
   out[idx] = __hmul(__short2half_rn(short(q)), scales[r * (K / G) + k / G]);
 }
 
-int g_mma_steps = 1;  // tiles per warp step of the tensor-core kernel (1, 2 or 4)
+QuantGemvMmaConfig g_mma;  // the tensor-core kernel's variant (SetQuantGemvMmaConfig)
+
+using MmaKernel = void (*)(const __half*, int, int64_t, const int8_t*, const __half*, int64_t,
+                           int64_t, const __half*, __half*);
+
+// The instantiation for (int4, config): tables instead of a branch per instantiation.
+template <bool kInt4, bool kShiftOnce>
+MmaKernel PickMma(int steps, int row_tiles) {
+  static constexpr MmaKernel kKernels[2][2] = {
+      {quant_gemv_mma_kernel<kInt4, 1, 1, kShiftOnce>, quant_gemv_mma_kernel<kInt4, 2, 1, kShiftOnce>},
+      {quant_gemv_mma_kernel<kInt4, 1, 2, kShiftOnce>,
+       quant_gemv_mma_kernel<kInt4, 2, 2, kShiftOnce>}};
+  return kKernels[row_tiles - 1][steps - 1];
+}
 
 bool Aligned(const void* p, uintptr_t a) { return reinterpret_cast<uintptr_t>(p) % a == 0; }
 
@@ -291,12 +361,21 @@ int64_t CheckQuantWeight(const TensorView& w) {
 
 }  // namespace
 
-void SetQuantGemvMmaSteps(int steps) {
-  GLM_CHECK_MSG(steps == 1 || steps == 2 || steps == 4, "tensor-core GEMV steps %d (1, 2 or 4)",
-                steps);
-  g_mma_steps = steps;
+void SetQuantGemvMmaConfig(const QuantGemvMmaConfig& config) {
+  GLM_CHECK_MSG(config.steps == 1 || config.steps == 2, "tensor-core GEMV steps %d (1 or 2)",
+                config.steps);
+  GLM_CHECK_MSG(config.row_tiles == 1 || config.row_tiles == 2,
+                "tensor-core GEMV row tiles %d (1 or 2)", config.row_tiles);
+  g_mma = config;
 }
-int QuantGemvMmaSteps() { return g_mma_steps; }
+QuantGemvMmaConfig GetQuantGemvMmaConfig() { return g_mma; }
+
+std::string QuantGemvMmaConfig::ToString() const {
+  char buf[96];
+  std::snprintf(buf, sizeof(buf), "%d tile(s) per warp step, %d row tile(s) per warp, int4 %s",
+                steps, row_tiles, int4_shift_once ? "shift-once decode" : "shift-per-pair decode");
+  return buf;
+}
 
 const char* QuantGemvPathName(QuantGemvPath p) {
   switch (p) {
@@ -332,21 +411,14 @@ QuantGemvPath QuantGemv(const Half* x, int64_t T, const TensorView& w, const Hal
                 int(Aligned(w.data, 16)));
   const auto* wq = static_cast<const int8_t*>(w.data);
   if (path == QuantGemvPath::kTensorCore || (path == QuantGemvPath::kAuto && mma_ok)) {
-    const int64_t blocks = CeilDiv(N, 16);
+    const int64_t blocks = CeilDiv(N, 16 * g_mma.row_tiles);
     GLM_CHECK(blocks <= 0x7fffffff);
-    auto launch = [&](auto kernel) {
-      kernel<<<unsigned(blocks), unsigned(kMmaWarps * kWarp), 0, stream>>>(
-          Dev(x), int(T), K, wq, Dev(w.scales), G, N, bias ? Dev(bias) : nullptr, Dev(out));
-    };
-    // The kernel for (int4, steps): one table instead of a branch per instantiation.
-    using Kernel = void (*)(const __half*, int, int64_t, const int8_t*, const __half*, int64_t,
-                            int64_t, const __half*, __half*);
-    static constexpr Kernel kKernels[2][3] = {
-        {quant_gemv_mma_kernel<false, 1>, quant_gemv_mma_kernel<false, 2>,
-         quant_gemv_mma_kernel<false, 4>},
-        {quant_gemv_mma_kernel<true, 1>, quant_gemv_mma_kernel<true, 2>,
-         quant_gemv_mma_kernel<true, 4>}};
-    launch(kKernels[int4 ? 1 : 0][g_mma_steps == 1 ? 0 : g_mma_steps == 2 ? 1 : 2]);
+    const MmaKernel kernel =
+        !int4                  ? PickMma<false, false>(g_mma.steps, g_mma.row_tiles)
+        : g_mma.int4_shift_once ? PickMma<true, true>(g_mma.steps, g_mma.row_tiles)
+                                : PickMma<true, false>(g_mma.steps, g_mma.row_tiles);
+    kernel<<<unsigned(blocks), unsigned(kMmaWarps * kWarp), 0, stream>>>(
+        Dev(x), int(T), K, wq, Dev(w.scales), G, N, bias ? Dev(bias) : nullptr, Dev(out));
     GLM_CHECK_LAUNCH();
     return QuantGemvPath::kTensorCore;
   }
