@@ -194,10 +194,11 @@ step_ncu() {
 }
 
 # INT4 resident at GLM-130B's shapes with the other tensor-core GEMV variants (the default ran in
-# bench_int4): the previous decode (a shift per nibble pair), and two 16-row tiles per warp.
+# bench_int4): the previous decode (a shift per nibble pair), two tiles per warp step, and two
+# 16-row tiles per warp.
 step_variants() {
   local v
-  for v in "--int4_decode=shift-per-pair" "--mma_row_tiles=2" "--mma_row_tiles=2 --group=128"; do
+  for v in "--int4_decode=shift-per-pair" "--mma_steps=2" "--mma_row_tiles=2"; do
     log "-- bench-gpu --dtype i4 --gpu_mem 0 $v"
     # shellcheck disable=SC2086
     bench --dtype i4 --gpu_mem 0 --prompt 16 --decode 16 --quiet $v || return 1

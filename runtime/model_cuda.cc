@@ -169,6 +169,7 @@ class Tapper {
     (*fn_)(name, host_.data(), cols);
   }
   void set_rows(int64_t rows) { rows_ = rows; }
+  bool active() const { return fn_ != nullptr; }
 
  private:
   const TapFn* fn_;
@@ -218,9 +219,15 @@ void Layer(const ModelConfig& cfg, int l, const LayerWeights& w, GpuContext& ctx
     row += T;
   }
   t("ctx", a.ctx, HD);
-  gpu::Linear(a.ctx, N, w.dense, w.dense_b.f16(), a.attn, lc);
-  t("attn_out", a.attn, C);
-  gpu::DeepNormResidual(a.y, a.attn, alpha, N * C, a.h, s);  // h = y·α + attn
+  // The residuals are fused into the linear layers (no attention/MLP output kept), except when
+  // a tap wants to see those outputs; both ways give the same bits.
+  if (tap.active()) {
+    gpu::Linear(a.ctx, N, w.dense, w.dense_b.f16(), a.attn, lc);
+    t("attn_out", a.attn, C);
+    gpu::DeepNormResidual(a.y, a.attn, alpha, N * C, a.h, s);
+  } else {
+    gpu::Linear(a.ctx, N, w.dense, w.dense_b.f16(), a.h, lc, {.ln = a.y, .alpha = alpha});
+  }  // h = y·α + attn
   t("h", a.h, C);
   gpu::LayerNorm(a.h, N, C, w.ffn_norm_w.f16(), w.ffn_norm_b.f16(), cfg.layernorm_eps, a.z, s);
   t("ffn_norm", a.z, C);
@@ -228,9 +235,13 @@ void Layer(const ModelConfig& cfg, int l, const LayerWeights& w, GpuContext& ctx
   t("up", a.up, 2 * F);
   gpu::GeGlu(a.up, N, F, ctx.gelu_table(), a.gated, s);
   t("gated", a.gated, F);
-  gpu::Linear(a.gated, N, w.down, w.down_b.f16(), a.down, lc);
-  t("down", a.down, C);
-  gpu::DeepNormResidual(a.z, a.down, alpha, N * C, a.x, s);  // x = z·α + mlp
+  if (tap.active()) {
+    gpu::Linear(a.gated, N, w.down, w.down_b.f16(), a.down, lc);
+    t("down", a.down, C);
+    gpu::DeepNormResidual(a.z, a.down, alpha, N * C, a.x, s);
+  } else {
+    gpu::Linear(a.gated, N, w.down, w.down_b.f16(), a.x, lc, {.ln = a.z, .alpha = alpha});
+  }  // x = z·α + mlp
   t("out", a.x, C);
 }
 

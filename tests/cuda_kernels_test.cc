@@ -550,6 +550,44 @@ TEST_F(CudaKernels, QuantGemvIsBatchInvariantAndHandlesMisalignedInput) {
   }
 }
 
+// DeepNorm's residual fused into a linear layer (the GEMV's epilogue, or a separate kernel on the
+// other paths) gives the bits of Linear followed by DeepNormResidual, on every path and variant.
+TEST_F(CudaKernels, LinearWithResidualIsLinearThenResidual) {
+  const float alpha = 11.83f;
+  for (DType dt : {DType::kF16, DType::kI8, DType::kI4}) {
+    for (int64_t T : {1, 5, 12}) {
+      const int64_t N = 40, K = 256;
+      HostWeight hw = MakeWeight(dt, N, K, 0, 90 + T);
+      DeviceWeight dw = ToDeviceWeight(hw);
+      DeviceBuffer dx = Up(RandomHalf(T * K, 1.0f, 91)), db = Up(RandomHalf(N, 0.5f, 92));
+      DeviceBuffer dln = Up(RandomHalf(T * N, 1.0f, 93));
+      DeviceBuffer dy = Up(std::vector<Half>(T * N)), dwant = Up(std::vector<Half>(T * N));
+      DeviceBuffer dgot = Up(std::vector<Half>(T * N));
+      std::vector<GemvPath> paths = {{gpu::QuantGemvPath::kAuto, {}}};
+      if (dt != DType::kF16 && T <= gpu::kMaxGemvTokens) paths = GemvPaths(dt, cc_major_ >= 8);
+      for (const GemvPath& p : paths) {
+        gpu::SetQuantGemvMmaConfig(p.mma);
+        gpu::Linear(dx.as<Half>(), T, dw.view, db.as<Half>(), dy.as<Half>(), Lc(p.path));
+        gpu::DeepNormResidual(dln.as<Half>(), dy.as<Half>(), alpha, T * N, dwant.as<Half>(),
+                              stream_.get());
+        CUDA_CHECK(cudaMemset(dgot.data(), 0xff, dgot.size()));
+        gpu::Linear(dx.as<Half>(), T, dw.view, db.as<Half>(), dgot.as<Half>(), Lc(p.path),
+                    {.ln = dln.as<Half>(), .alpha = alpha});
+        Sync();
+        const auto want = Down(dwant, T * N), y = Down(dy, T * N);
+        EXPECT_TRUE(BitIdentical(Down(dgot, T * N), want,
+                                 StrFormat("%s T=%lld %s", DTypeName(dt), (long long)T,
+                                           p.Name().c_str())));
+        // The residual changed the output (the test would not notice a skipped one otherwise).
+        int changed = 0;
+        for (size_t i = 0; i < want.size(); ++i) changed += want[i].bits != y[i].bits;
+        EXPECT_GT(changed, int(want.size()) / 2);
+      }
+      gpu::SetQuantGemvMmaConfig({});
+    }
+  }
+}
+
 // The prefill path's dequantization is the reference's fp16(fp16(q)·s), bit for bit.
 TEST_F(CudaKernels, DequantizeRowsIsTheReference) {
   for (DType dt : {DType::kI8, DType::kI4}) {

@@ -97,6 +97,15 @@ struct LinearContext {
   bool exact_fp32 = false;
 };
 
+// DeepNorm's residual (§1.3) applied to a linear layer's output y: out = fp16(fp16(ln·α) + y),
+// ln [T, N] (the LayerNorm output the branch started from). The quantized GEMV does it in its
+// epilogue (no separate kernel, no round trip of y); the other paths run DeepNormResidual after.
+// Bit-identical to Linear followed by DeepNormResidual. ln null: no residual.
+struct ResidualAdd {
+  const Half* ln = nullptr;
+  float alpha = 0.f;
+};
+
 // out[t, n] for x [T, K] fp16 and weights w [N, K] (§1.3, §3):
 //   f16 weights: out = fp16(Σ_k x·w + b) with fp32 accumulation and one rounding (cuBLAS
 //     GemmEx, CUBLAS_COMPUTE_32F, _PEDANTIC with exact_fp32; with a bias the fp32 result goes
@@ -105,14 +114,15 @@ struct LinearContext {
 //     w = fp16(fp16(q)·s), fp32 accumulation, then the bias as a separate fp16 add:
 //     out = fp16(fp16(Σ x·w) + b). T <= kMaxGemvTokens: a GEMV that dequantizes in registers and
 //     reads each weight once; larger T: blocks of rows dequantized into `deq`, then cuBLAS.
-// bias: [N] fp16 or null. out must not alias x.
+// bias: [N] fp16 or null; residual: see ResidualAdd. out must not alias x (it may alias
+// residual.ln).
 void Linear(const Half* x, int64_t T, const TensorView& w, const Half* bias, Half* out,
-            const LinearContext& ctx);
+            const LinearContext& ctx, ResidualAdd residual = {});
 
 // quant_gemv.cu (used by Linear; exposed for tests and bench-gpu).
 // The GEMV for T <= kMaxGemvTokens described above; returns the path it took.
 QuantGemvPath QuantGemv(const Half* x, int64_t T, const TensorView& w, const Half* bias, Half* out,
-                        QuantGemvPath path, cudaStream_t stream);
+                        QuantGemvPath path, cudaStream_t stream, ResidualAdd residual = {});
 // Rows [row0, row0+rows) of a quantized weight, dequantized to fp16 [rows, K] (exact: the
 // reference's fp16(fp16(q)·s)).
 void DequantizeRows(const TensorView& w, int64_t row0, int64_t rows, Half* out,

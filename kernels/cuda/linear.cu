@@ -86,7 +86,7 @@ void LinearQuantBlocked(const Half* x, int64_t T, const TensorView& w, const Hal
 }  // namespace
 
 void Linear(const Half* x, int64_t T, const TensorView& w, const Half* bias, Half* out,
-            const LinearContext& ctx) {
+            const LinearContext& ctx, ResidualAdd residual) {
   GLM_CHECK_MSG(w.ndim == 2, "linear weight must be 2-D, got %s", w.ShapeString().c_str());
   GLM_CHECK_MSG(w.dtype == DType::kF16 || w.dtype == DType::kI8 || w.dtype == DType::kI4,
                 "linear with %s weights is not implemented on the GPU", DTypeName(w.dtype));
@@ -98,15 +98,18 @@ void Linear(const Half* x, int64_t T, const TensorView& w, const Half* bias, Hal
   GLM_CHECK_MSG(bound == ctx.stream, "Linear: the cuBLAS handle is bound to another stream");
   if (T == 0) return;
   GLM_CHECK(x && out);
-  if (w.dtype == DType::kF16) {
-    LinearF16(x, T, w, bias, out, ctx);
-  } else if (T <= kMaxGemvTokens) {
+  if (w.dtype != DType::kF16 && T <= kMaxGemvTokens) {
     // The tensor-core GEMV accumulates in the MMA unit too: exact mode takes the CUDA-core one.
     QuantGemv(x, T, w, bias, out, ctx.exact_fp32 ? QuantGemvPath::kCudaCore : ctx.gemv_path,
-              ctx.stream);
+              ctx.stream, residual);
+    return;
+  }
+  if (w.dtype == DType::kF16) {
+    LinearF16(x, T, w, bias, out, ctx);
   } else {
     LinearQuantBlocked(x, T, w, bias, out, ctx);
   }
+  if (residual.ln) DeepNormResidual(residual.ln, out, residual.alpha, T * w.rows(), out, ctx.stream);
 }
 
 }  // namespace glm::gpu

@@ -32,6 +32,15 @@ __device__ __forceinline__ int8_t Int4AtDevice(const int8_t* row, int64_t k) {
   return (k & 1) ? int8_t(int8_t(byte << 4) >> 4) : int8_t(byte >> 4);
 }
 
+// out[i] for the fp32 sum of row n: fp16(fp16(acc) + b[n]) (or fp16(acc) without a bias), then
+// with a residual DeepNorm's fp16(fp16(res[i]·α) + that), as DeepNormResidual computes it.
+__device__ __forceinline__ void Store(float acc, const __half* bias, const __half* res, float alpha,
+                                      int64_t i, int64_t n, __half* out) {
+  const __half y =
+      bias ? __float2half_rn(RoundHalf(acc) + __half2float(bias[n])) : __float2half_rn(acc);
+  out[i] = res ? __float2half_rn(RoundHalf(__half2float(res[i]) * alpha) + __half2float(y)) : y;
+}
+
 // fp16(q·s) with __half arithmetic: fp16(q) is exact for |q| <= 2048, __hmul rounds once.
 __device__ __forceinline__ float Dequant(int q, __half s) {
   return __half2float(__hmul(__short2half_rn(short(q)), s));
@@ -40,7 +49,8 @@ __device__ __forceinline__ float Dequant(int q, __half s) {
 template <bool kInt4>
 __global__ void __launch_bounds__(128)
     quant_gemv_simt_kernel(const __half* x, int T, int64_t K, const int8_t* w, const __half* scales,
-                           int64_t G, int64_t N, const __half* bias, __half* out, bool vec) {
+                           int64_t G, int64_t N, const __half* bias, const __half* res,
+                           float alpha, __half* out, bool vec) {
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
   const int64_t row = int64_t(blockIdx.x) * kSimtRows + warp;
   if (row >= N) return;  // the whole warp leaves together
@@ -103,10 +113,7 @@ __global__ void __launch_bounds__(128)
   if (lane == 0) {
 #pragma unroll
     for (int t = 0; t < kMaxGemvTokens; ++t) {  // unrolled: acc stays in registers
-      if (t < T) {
-        out[t * N + row] = bias ? __float2half_rn(RoundHalf(acc[t]) + __half2float(bias[row]))
-                                : __float2half_rn(acc[t]);
-      }
+      if (t < T) Store(acc[t], bias, res, alpha, t * N + row, row, out);
     }
   }
 }
@@ -185,7 +192,8 @@ constexpr int kMmaWarps = 4;
 template <bool kInt4, int kSteps, int kRowTiles, bool kShiftOnce>
 __global__ void __launch_bounds__(kMmaWarps * 32)
     quant_gemv_mma_kernel(const __half* x, int T, int64_t K, const int8_t* w, const __half* scales,
-                          int64_t G, int64_t N, const __half* bias, __half* out) {
+                          int64_t G, int64_t N, const __half* bias, const __half* res, float alpha,
+                          __half* out) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   constexpr int kTileK = kInt4 ? 128 : 64;  // weights of a row per tile: 64 bytes
   constexpr int kLaneK = kInt4 ? 32 : 16;   // weights of a row per lane per tile: 16 bytes
@@ -308,10 +316,7 @@ __global__ void __launch_bounds__(kMmaWarps * 32)
       const float acc = ((red[0][lane][e] + red[1][lane][e]) + red[2][lane][e]) + red[3][lane][e];
       const int t = 2 * c + (i & 1);
       const int ri = 2 * r + (i >> 1);  // d0,d1: the tile's row g; d2,d3: row g + 8
-      if (t < T && valid[ri]) {
-        out[t * N + row[ri]] = bias ? __float2half_rn(RoundHalf(acc) + __half2float(bias[row[ri]]))
-                                    : __float2half_rn(acc);
-      }
+      if (t < T && valid[ri]) Store(acc, bias, res, alpha, t * N + row[ri], row[ri], out);
     }
   }
 #else
@@ -331,7 +336,7 @@ __global__ void dequant_rows_kernel(const int8_t* w, const __half* scales, int64
 QuantGemvMmaConfig g_mma;  // the tensor-core kernel's variant (SetQuantGemvMmaConfig)
 
 using MmaKernel = void (*)(const __half*, int, int64_t, const int8_t*, const __half*, int64_t,
-                           int64_t, const __half*, __half*);
+                           int64_t, const __half*, const __half*, float, __half*);
 
 // The instantiation for (int4, config): tables instead of a branch per instantiation.
 template <bool kInt4, bool kShiftOnce>
@@ -390,7 +395,7 @@ const char* QuantGemvPathName(QuantGemvPath p) {
 }
 
 QuantGemvPath QuantGemv(const Half* x, int64_t T, const TensorView& w, const Half* bias, Half* out,
-                        QuantGemvPath path, cudaStream_t stream) {
+                        QuantGemvPath path, cudaStream_t stream, ResidualAdd residual) {
   const int64_t G = CheckQuantWeight(w);
   const int64_t N = w.rows(), K = w.cols();
   GLM_CHECK_MSG(T >= 0 && T <= kMaxGemvTokens, "QuantGemv: %lld tokens (at most %d)", (long long)T,
@@ -410,6 +415,7 @@ QuantGemvPath QuantGemv(const Half* x, int64_t T, const TensorView& w, const Hal
                 major * 10, (long long)K, (long long)tile_k, (long long)G, int(Aligned(x, 16)),
                 int(Aligned(w.data, 16)));
   const auto* wq = static_cast<const int8_t*>(w.data);
+  const __half* res = residual.ln ? Dev(residual.ln) : nullptr;
   if (path == QuantGemvPath::kTensorCore || (path == QuantGemvPath::kAuto && mma_ok)) {
     const int64_t blocks = CeilDiv(N, 16 * g_mma.row_tiles);
     GLM_CHECK(blocks <= 0x7fffffff);
@@ -418,7 +424,8 @@ QuantGemvPath QuantGemv(const Half* x, int64_t T, const TensorView& w, const Hal
         : g_mma.int4_shift_once ? PickMma<true, true>(g_mma.steps, g_mma.row_tiles)
                                 : PickMma<true, false>(g_mma.steps, g_mma.row_tiles);
     kernel<<<unsigned(blocks), unsigned(kMmaWarps * kWarp), 0, stream>>>(
-        Dev(x), int(T), K, wq, Dev(w.scales), G, N, bias ? Dev(bias) : nullptr, Dev(out));
+        Dev(x), int(T), K, wq, Dev(w.scales), G, N, bias ? Dev(bias) : nullptr, res,
+        residual.alpha, Dev(out));
     GLM_CHECK_LAUNCH();
     return QuantGemvPath::kTensorCore;
   }
@@ -427,10 +434,12 @@ QuantGemvPath QuantGemv(const Half* x, int64_t T, const TensorView& w, const Hal
   GLM_CHECK(blocks <= 0x7fffffff);
   if (int4) {
     quant_gemv_simt_kernel<true><<<unsigned(blocks), 128, 0, stream>>>(
-        Dev(x), int(T), K, wq, Dev(w.scales), G, N, bias ? Dev(bias) : nullptr, Dev(out), vec);
+        Dev(x), int(T), K, wq, Dev(w.scales), G, N, bias ? Dev(bias) : nullptr, res, residual.alpha,
+        Dev(out), vec);
   } else {
     quant_gemv_simt_kernel<false><<<unsigned(blocks), 128, 0, stream>>>(
-        Dev(x), int(T), K, wq, Dev(w.scales), G, N, bias ? Dev(bias) : nullptr, Dev(out), vec);
+        Dev(x), int(T), K, wq, Dev(w.scales), G, N, bias ? Dev(bias) : nullptr, res, residual.alpha,
+        Dev(out), vec);
   }
   GLM_CHECK_LAUNCH();
   return QuantGemvPath::kCudaCore;
