@@ -50,8 +50,6 @@ DEFINE_int32(probe_reps, 20, "timed runs per probed kernel (the median is printe
 DEFINE_string(probe_shapes, "qkv,dense,h_to_4h,4h_to_h", "layer shapes the probe times");
 DEFINE_int32(mma_steps, 0, "tensor-core GEMV tiles per warp step (1 or 2; 0 = the default)");
 DEFINE_int32(mma_row_tiles, 0, "tensor-core GEMV 16-row tiles per warp (1 or 2; 0 = the default)");
-DEFINE_string(int4_decode, "", "tensor-core GEMV int4 decode: shift-once or shift-per-pair "
-              "(empty = the default)");
 DEFINE_bool(quiet, false, "only the summary lines");
 
 namespace glm {
@@ -123,8 +121,7 @@ void ProbeLinears(GpuContext& ctx, const Bandwidths& bw) {
   CUDA_CHECK(cudaMemset(bias.data(), 0x11, bias.size()));
   std::printf("\n== linear layers alone, T=1, against device bandwidth %.0f GB/s\n", bw.hbm / 1e9);
   std::printf("%-8s %-8s %-22s %10s %10s %8s\n", "dtype", "shape", "path", "us", "GB/s", "of bw");
-  std::printf("(tensor-core variants: xN tiles per warp step, rN 16-row tiles per warp, int4 s1 "
-              "shift-once / s4 shift-per-pair decode)\n");
+  std::printf("(tensor-core variants: xN tiles per warp step, rN 16-row tiles per warp)\n");
   for (DType dt : {DType::kF16, DType::kI8, DType::kI4}) {
     if (("," + FLAGS_probe_dtypes + ",").find("," + std::string(DTypeName(dt)) + ",") ==
         std::string::npos) {
@@ -158,11 +155,8 @@ void ProbeLinears(GpuContext& ctx, const Bandwidths& bw) {
         variants = {{gpu::QuantGemvPath::kCudaCore, saved}};
         for (int rows : {1, 2}) {
           for (int steps : {1, 2}) {
-            for (bool once : {true, false}) {
-              if (!once && dt != DType::kI4) continue;
-              variants.push_back({gpu::QuantGemvPath::kTensorCore,
-                                  {.steps = steps, .row_tiles = rows, .int4_shift_once = once}});
-            }
+            variants.push_back(
+                {gpu::QuantGemvPath::kTensorCore, {.steps = steps, .row_tiles = rows}});
           }
         }
       }
@@ -179,8 +173,7 @@ void ProbeLinears(GpuContext& ctx, const Bandwidths& bw) {
         const double gbs = double(data_bytes) / (ms * 1e-3) / 1e9;
         std::string name = !quant ? "cublas" : gpu::QuantGemvPathName(v.path);
         if (v.path == gpu::QuantGemvPath::kTensorCore) {
-          name += StrFormat(" x%d r%d%s", v.mma.steps, v.mma.row_tiles,
-                            dt != DType::kI4 ? "" : v.mma.int4_shift_once ? " s1" : " s4");
+          name += StrFormat(" x%d r%d", v.mma.steps, v.mma.row_tiles);
         }
         std::printf("%-8s %-8s %-22s %10.1f %10.0f %7.0f%%\n", DTypeName(dt), sh.name,
                     name.c_str(), ms * 1e3, gbs, 100.0 * gbs * 1e9 / bw.hbm);
@@ -243,14 +236,6 @@ int Run() {
     gpu::QuantGemvMmaConfig mma = gpu::GetQuantGemvMmaConfig();
     if (FLAGS_mma_steps) mma.steps = FLAGS_mma_steps;
     if (FLAGS_mma_row_tiles) mma.row_tiles = FLAGS_mma_row_tiles;
-    if (FLAGS_int4_decode == "shift-once") {
-      mma.int4_shift_once = true;
-    } else if (FLAGS_int4_decode == "shift-per-pair") {
-      mma.int4_shift_once = false;
-    } else if (!FLAGS_int4_decode.empty()) {
-      Die(tool, Errorf("--int4_decode '%s': expected shift-once or shift-per-pair",
-                       FLAGS_int4_decode.c_str()));
-    }
     if (mma.steps < 1 || mma.steps > 2 || mma.row_tiles < 1 || mma.row_tiles > 2) {
       Die(tool, Errorf("--mma_steps %d / --mma_row_tiles %d: each is 1 or 2", mma.steps,
                        mma.row_tiles));

@@ -193,12 +193,14 @@ step_ncu() {
     "$BUILD/bench-gpu" --dtype i4 --gpu_mem 0 --prompt 1 --decode 1
 }
 
-# INT4 resident at GLM-130B's shapes with the other tensor-core GEMV variants (the default ran in
-# bench_int4): the previous decode (a shift per nibble pair), two tiles per warp step, and two
-# 16-row tiles per warp.
+# INT4 resident at GLM-130B's shapes again, once per entry of VARIANTS (';'-separated bench-gpu
+# flags; "default" for none): by default the other tensor-core GEMV variants (the default ran in
+# bench_int4), two tiles per warp step and two 16-row tiles per warp.
 step_variants() {
-  local v
-  for v in "--int4_decode=shift-per-pair" "--mma_steps=2" "--mma_row_tiles=2"; do
+  local v list
+  IFS=';' read -ra list <<< "${VARIANTS:---mma_steps=2;--mma_row_tiles=2}"
+  for v in "${list[@]}"; do
+    [ "$v" = default ] && v=""
     log "-- bench-gpu --dtype i4 --gpu_mem 0 $v"
     # shellcheck disable=SC2086
     bench --dtype i4 --gpu_mem 0 --prompt 16 --decode 16 --quiet $v || return 1
@@ -252,7 +254,7 @@ step_generate() {
 }
 
 # The step functions run in child bashes (under timeout): they see these.
-export ROOT OUT_DIR BUILD DEPS JOBS T_START DEADLINE_S
+export ROOT OUT_DIR BUILD DEPS JOBS T_START DEADLINE_S VARIANTS
 export -f log want step_env step_deps step_configure step_build step_tests bench step_ncu \
   step_generate step_variants step_sass
 

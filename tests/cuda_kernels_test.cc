@@ -101,18 +101,13 @@ class CudaKernels : public ::testing::Test {
                  : gpu::QuantGemvPathName(path);
     }
   };
-  // The CUDA-core GEMV and, where `tensor_core`, every tensor-core variant (the int4 decodes
-  // only for int4).
-  static std::vector<GemvPath> GemvPaths(DType dt, bool tensor_core) {
+  // The CUDA-core GEMV and, where `tensor_core`, every tensor-core variant.
+  static std::vector<GemvPath> GemvPaths(bool tensor_core) {
     std::vector<GemvPath> paths = {{gpu::QuantGemvPath::kCudaCore, {}}};
     if (!tensor_core) return paths;
     for (int rows : {1, 2}) {
       for (int steps : {1, 2}) {
-        for (bool once : {true, false}) {
-          if (!once && dt != DType::kI4) continue;
-          paths.push_back({gpu::QuantGemvPath::kTensorCore,
-                           {.steps = steps, .row_tiles = rows, .int4_shift_once = once}});
-        }
+        paths.push_back({gpu::QuantGemvPath::kTensorCore, {.steps = steps, .row_tiles = rows}});
       }
     }
     return paths;
@@ -452,7 +447,7 @@ TEST_F(CudaKernels, LinearMatchesCpu) {
     if (c.dtype != DType::kF16 && c.T <= gpu::kMaxGemvTokens) {
       const int64_t tile = c.dtype == DType::kI4 ? 128 : 64, lane = c.dtype == DType::kI4 ? 32 : 16;
       const int64_t G = c.group ? c.group : c.K;
-      paths = GemvPaths(c.dtype, cc_major_ >= 8 && c.K % tile == 0 && G % lane == 0);
+      paths = GemvPaths(cc_major_ >= 8 && c.K % tile == 0 && G % lane == 0);
     }
     for (const GemvPath& p : paths) {
       gpu::SetQuantGemvMmaConfig(p.mma);
@@ -524,7 +519,7 @@ TEST_F(CudaKernels, QuantGemvIsBatchInvariantAndHandlesMisalignedInput) {
     DeviceWeight dw = ToDeviceWeight(hw);
     auto x = RandomHalf(8 * K + 1, 1.0f, 32);
     DeviceBuffer dx = Up(x), d8 = Up(std::vector<Half>(8 * N)), d1 = Up(std::vector<Half>(N));
-    for (const GemvPath& p : GemvPaths(dt, cc_major_ >= 8)) {
+    for (const GemvPath& p : GemvPaths(cc_major_ >= 8)) {
       gpu::SetQuantGemvMmaConfig(p.mma);
       gpu::QuantGemv(dx.as<Half>(), 8, dw.view, nullptr, d8.as<Half>(), p.path, stream_.get());
       gpu::QuantGemv(dx.as<Half>() + 5 * K, 1, dw.view, nullptr, d1.as<Half>(), p.path,
@@ -564,7 +559,7 @@ TEST_F(CudaKernels, LinearWithResidualIsLinearThenResidual) {
       DeviceBuffer dy = Up(std::vector<Half>(T * N)), dwant = Up(std::vector<Half>(T * N));
       DeviceBuffer dgot = Up(std::vector<Half>(T * N));
       std::vector<GemvPath> paths = {{gpu::QuantGemvPath::kAuto, {}}};
-      if (dt != DType::kF16 && T <= gpu::kMaxGemvTokens) paths = GemvPaths(dt, cc_major_ >= 8);
+      if (dt != DType::kF16 && T <= gpu::kMaxGemvTokens) paths = GemvPaths(cc_major_ >= 8);
       for (const GemvPath& p : paths) {
         gpu::SetQuantGemvMmaConfig(p.mma);
         gpu::Linear(dx.as<Half>(), T, dw.view, db.as<Half>(), dy.as<Half>(), Lc(p.path));

@@ -134,9 +134,6 @@ const char* QuantGemvPathName(QuantGemvPath p);
 struct QuantGemvMmaConfig {
   int steps = 1;      // tiles each warp loads before it decodes: 1 or 2
   int row_tiles = 1;  // 16-row MMA tiles per warp sharing one x fragment: 1 or 2
-  // int4 decode: one shift per word, two nibble pairs read in place and scaled by 1/16 (true),
-  // or one shift per nibble pair (false).
-  bool int4_shift_once = true;
   std::string ToString() const;
 };
 void SetQuantGemvMmaConfig(const QuantGemvMmaConfig& config);

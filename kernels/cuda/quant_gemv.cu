@@ -9,7 +9,7 @@
 //   Tensor cores (sm_80+; K a multiple of the tile, groups of 32/16, 16-byte aligned): a block
 //     of 4 warps per 16 (or 32) output rows splits K; each lane loads 16 bytes of a row per
 //     tile and turns them into fp16 pairs with the magic-number trick (0x6400 | u is 1024 + u
-//     exactly), an exact subtraction (or exact 1/16 scaling) and one __hmul2 by the scale:
+//     exactly), an exact subtraction or scaling by 1/16, and one __hmul2 by the scale:
 //     fp16(q·s) exactly as the reference. mma.sync m16n8k16 multiplies them with up to 8 tokens, accumulating in fp32
 //     (products of fp16 values are exact). The pairs come out of the decode in a permuted k order;
 //     the x fragment is permuted the same way, which only changes the order of the sum.
@@ -130,32 +130,23 @@ __device__ __forceinline__ __half2 BitsHalf2(uint32_t u) {
 // 8 int4 values of a little-endian word (byte j: element 2j high nibble, 2j+1 low) -> 4 fp16
 // pairs fp16(q·s), in the order (e1,e5), (e0,e4), (e3,e7), (e2,e6). Nibble u (q = u - 16 when
 // u >= 8, else u) is flipped to u ^ 8 = q + 8 and ORed under the exponent of 1024, one LOP3 per
-// pair, (v & mask) ^ magic:
-//   kShiftOnce: a nibble in bits 0-3 of a half gives 1024 + (q + 8), minus 1032 = q; a nibble
-//     in bits 4-7 gives 1024 + 16(q + 8), times 1/16 minus 72 = q in one __hfma2 (exact: the
-//     result is a small integer). One shift (v >> 8) brings bytes 1 and 3 down.
-//   otherwise: each pair shifted to bits 0-3 first (v >> 4i, three shifts), then minus 1032.
-// Then one __hmul2 by the scale: fp16(q·s), rounded once, as the reference.
-template <bool kShiftOnce>
+// pair, (v & mask) ^ magic. A nibble in bits 0-3 of a half gives 1024 + (q + 8), minus 1032 = q;
+// a nibble in bits 4-7 gives 1024 + 16(q + 8), times 1/16 minus 72 = q in one __hfma2 (exact:
+// the result is a small integer). One shift (v >> 8) brings bytes 1 and 3 down. Then one __hmul2
+// by the scale: fp16(q·s), rounded once, as the reference. (Shifting every pair to bits 0-3
+// instead costs two more shifts per word and ran 0-3% slower on an H100,
+// bench/results/gpu-2026-11-28.md.)
 __device__ __forceinline__ void DequantInt4x8(uint32_t v, __half2 s, uint32_t out[4]) {
-  const __half2 kOffset = BitsHalf2(0x64086408u);  // (1032, 1032)
-  if constexpr (kShiftOnce) {
-    const __half2 kSixteenth = BitsHalf2(0x2C002C00u);  // (1/16, 1/16)
-    const __half2 kMinus72 = BitsHalf2(0xD480D480u);    // (-72, -72)
-    const uint32_t u = v >> 8;
-    const uint32_t l0 = (v & 0x000F000Fu) ^ 0x64086408u, h0 = (v & 0x00F000F0u) ^ 0x64806480u;
-    const uint32_t l1 = (u & 0x000F000Fu) ^ 0x64086408u, h1 = (u & 0x00F000F0u) ^ 0x64806480u;
-    out[0] = HalfBits(__hmul2(__hsub2(BitsHalf2(l0), kOffset), s));
-    out[1] = HalfBits(__hmul2(__hfma2(BitsHalf2(h0), kSixteenth, kMinus72), s));
-    out[2] = HalfBits(__hmul2(__hsub2(BitsHalf2(l1), kOffset), s));
-    out[3] = HalfBits(__hmul2(__hfma2(BitsHalf2(h1), kSixteenth, kMinus72), s));
-  } else {
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const uint32_t h = ((v >> (4 * i)) & 0x000F000Fu) ^ 0x64086408u;
-      out[i] = HalfBits(__hmul2(__hsub2(BitsHalf2(h), kOffset), s));
-    }
-  }
+  const __half2 kOffset = BitsHalf2(0x64086408u);     // (1032, 1032)
+  const __half2 kSixteenth = BitsHalf2(0x2C002C00u);  // (1/16, 1/16)
+  const __half2 kMinus72 = BitsHalf2(0xD480D480u);    // (-72, -72)
+  const uint32_t u = v >> 8;
+  const uint32_t l0 = (v & 0x000F000Fu) ^ 0x64086408u, h0 = (v & 0x00F000F0u) ^ 0x64806480u;
+  const uint32_t l1 = (u & 0x000F000Fu) ^ 0x64086408u, h1 = (u & 0x00F000F0u) ^ 0x64806480u;
+  out[0] = HalfBits(__hmul2(__hsub2(BitsHalf2(l0), kOffset), s));
+  out[1] = HalfBits(__hmul2(__hfma2(BitsHalf2(h0), kSixteenth, kMinus72), s));
+  out[2] = HalfBits(__hmul2(__hsub2(BitsHalf2(l1), kOffset), s));
+  out[3] = HalfBits(__hmul2(__hfma2(BitsHalf2(h1), kSixteenth, kMinus72), s));
 }
 
 // 4 int8 values of a word -> 2 fp16 pairs fp16(q·s), in the order (e0,e2), (e1,e3).
@@ -189,7 +180,7 @@ __device__ __forceinline__ void Mma16816(float d[4], uint32_t a0, uint32_t a1, u
 // (bench/results/gpu-h100-2026-11-27.md).
 constexpr int kMmaWarps = 4;
 
-template <bool kInt4, int kSteps, int kRowTiles, bool kShiftOnce>
+template <bool kInt4, int kSteps, int kRowTiles>
 __global__ void __launch_bounds__(kMmaWarps * 32)
     quant_gemv_mma_kernel(const __half* x, int T, int64_t K, const int8_t* w, const __half* scales,
                           int64_t G, int64_t N, const __half* bias, const __half* res, float alpha,
@@ -272,8 +263,8 @@ __global__ void __launch_bounds__(kMmaWarps * 32)
             const uint32_t wa = m == 0 ? qa.x : m == 1 ? qa.y : m == 2 ? qa.z : qa.w;
             const uint32_t wb = m == 0 ? qb.x : m == 1 ? qb.y : m == 2 ? qb.z : qb.w;
             uint32_t A[4], B[4];
-            DequantInt4x8<kShiftOnce>(wa, s[2 * r], A);
-            DequantInt4x8<kShiftOnce>(wb, s[2 * r + 1], B);
+            DequantInt4x8(wa, s[2 * r], A);
+            DequantInt4x8(wb, s[2 * r + 1], B);
             Mma16816(d[j][r], A[0], B[0], A[1], B[1], p15, p04);
             Mma16816(d[j][r], A[2], B[2], A[3], B[3], p37, p26);
           }
@@ -338,14 +329,14 @@ QuantGemvMmaConfig g_mma;  // the tensor-core kernel's variant (SetQuantGemvMmaC
 using MmaKernel = void (*)(const __half*, int, int64_t, const int8_t*, const __half*, int64_t,
                            int64_t, const __half*, const __half*, float, __half*);
 
-// The instantiation for (int4, config): tables instead of a branch per instantiation.
-template <bool kInt4, bool kShiftOnce>
-MmaKernel PickMma(int steps, int row_tiles) {
-  static constexpr MmaKernel kKernels[2][2] = {
-      {quant_gemv_mma_kernel<kInt4, 1, 1, kShiftOnce>, quant_gemv_mma_kernel<kInt4, 2, 1, kShiftOnce>},
-      {quant_gemv_mma_kernel<kInt4, 1, 2, kShiftOnce>,
-       quant_gemv_mma_kernel<kInt4, 2, 2, kShiftOnce>}};
-  return kKernels[row_tiles - 1][steps - 1];
+// The instantiation for (int4, config): a table instead of a branch per instantiation.
+MmaKernel PickMma(bool int4, const QuantGemvMmaConfig& config) {
+  static constexpr MmaKernel kKernels[2][2][2] = {
+      {{quant_gemv_mma_kernel<false, 1, 1>, quant_gemv_mma_kernel<false, 2, 1>},
+       {quant_gemv_mma_kernel<false, 1, 2>, quant_gemv_mma_kernel<false, 2, 2>}},
+      {{quant_gemv_mma_kernel<true, 1, 1>, quant_gemv_mma_kernel<true, 2, 1>},
+       {quant_gemv_mma_kernel<true, 1, 2>, quant_gemv_mma_kernel<true, 2, 2>}}};
+  return kKernels[int4 ? 1 : 0][config.row_tiles - 1][config.steps - 1];
 }
 
 bool Aligned(const void* p, uintptr_t a) { return reinterpret_cast<uintptr_t>(p) % a == 0; }
@@ -376,9 +367,9 @@ void SetQuantGemvMmaConfig(const QuantGemvMmaConfig& config) {
 QuantGemvMmaConfig GetQuantGemvMmaConfig() { return g_mma; }
 
 std::string QuantGemvMmaConfig::ToString() const {
-  char buf[96];
-  std::snprintf(buf, sizeof(buf), "%d tile(s) per warp step, %d row tile(s) per warp, int4 %s",
-                steps, row_tiles, int4_shift_once ? "shift-once decode" : "shift-per-pair decode");
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%d tile(s) per warp step, %d row tile(s) per warp", steps,
+                row_tiles);
   return buf;
 }
 
@@ -419,11 +410,7 @@ QuantGemvPath QuantGemv(const Half* x, int64_t T, const TensorView& w, const Hal
   if (path == QuantGemvPath::kTensorCore || (path == QuantGemvPath::kAuto && mma_ok)) {
     const int64_t blocks = CeilDiv(N, 16 * g_mma.row_tiles);
     GLM_CHECK(blocks <= 0x7fffffff);
-    const MmaKernel kernel =
-        !int4                  ? PickMma<false, false>(g_mma.steps, g_mma.row_tiles)
-        : g_mma.int4_shift_once ? PickMma<true, true>(g_mma.steps, g_mma.row_tiles)
-                                : PickMma<true, false>(g_mma.steps, g_mma.row_tiles);
-    kernel<<<unsigned(blocks), unsigned(kMmaWarps * kWarp), 0, stream>>>(
+    PickMma(int4, g_mma)<<<unsigned(blocks), unsigned(kMmaWarps * kWarp), 0, stream>>>(
         Dev(x), int(T), K, wq, Dev(w.scales), G, N, bias ? Dev(bias) : nullptr, res,
         residual.alpha, Dev(out));
     GLM_CHECK_LAUNCH();
