@@ -175,8 +175,8 @@ void ProbeLinears(GpuContext& ctx, const Bandwidths& bw) {
         if (v.path == gpu::QuantGemvPath::kTensorCore) {
           name += StrFormat(" x%d r%d", v.mma.steps, v.mma.row_tiles);
         }
-        std::printf("%-8s %-8s %-22s %10.1f %10.0f %7.0f%%\n", DTypeName(dt), sh.name,
-                    name.c_str(), ms * 1e3, gbs, 100.0 * gbs * 1e9 / bw.hbm);
+        std::printf("%-8s %-8s %-22s %10.1f %10.0f %7.0f%%\n", DTypeName(dt), sh.name, name.c_str(),
+                    ms * 1e3, gbs, 100.0 * gbs * 1e9 / bw.hbm);
       }
       gpu::SetQuantGemvMmaConfig(saved);
     }
@@ -237,8 +237,8 @@ int Run() {
     if (FLAGS_mma_steps) mma.steps = FLAGS_mma_steps;
     if (FLAGS_mma_row_tiles) mma.row_tiles = FLAGS_mma_row_tiles;
     if (mma.steps < 1 || mma.steps > 2 || mma.row_tiles < 1 || mma.row_tiles > 2) {
-      Die(tool, Errorf("--mma_steps %d / --mma_row_tiles %d: each is 1 or 2", mma.steps,
-                       mma.row_tiles));
+      Die(tool,
+          Errorf("--mma_steps %d / --mma_row_tiles %d: each is 1 or 2", mma.steps, mma.row_tiles));
     }
     gpu::SetQuantGemvMmaConfig(mma);
   }

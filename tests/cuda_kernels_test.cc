@@ -526,9 +526,9 @@ TEST_F(CudaKernels, QuantGemvIsBatchInvariantAndHandlesMisalignedInput) {
                      stream_.get());
       Sync();
       auto all = Down(d8, 8 * N);
-      EXPECT_TRUE(BitIdentical(
-          Down(d1, N), std::vector<Half>(all.begin() + 5 * N, all.begin() + 6 * N),
-          StrFormat("%s token 5 alone, %s", DTypeName(dt), p.Name().c_str())));
+      EXPECT_TRUE(BitIdentical(Down(d1, N),
+                               std::vector<Half>(all.begin() + 5 * N, all.begin() + 6 * N),
+                               StrFormat("%s token 5 alone, %s", DTypeName(dt), p.Name().c_str())));
     }
     gpu::SetQuantGemvMmaConfig({});
     // x one half past an aligned address.
@@ -570,9 +570,9 @@ TEST_F(CudaKernels, LinearWithResidualIsLinearThenResidual) {
                     {.ln = dln.as<Half>(), .alpha = alpha});
         Sync();
         const auto want = Down(dwant, T * N), y = Down(dy, T * N);
-        EXPECT_TRUE(BitIdentical(Down(dgot, T * N), want,
-                                 StrFormat("%s T=%lld %s", DTypeName(dt), (long long)T,
-                                           p.Name().c_str())));
+        EXPECT_TRUE(
+            BitIdentical(Down(dgot, T * N), want,
+                         StrFormat("%s T=%lld %s", DTypeName(dt), (long long)T, p.Name().c_str())));
         // The residual changed the output (the test would not notice a skipped one otherwise).
         int changed = 0;
         for (size_t i = 0; i < want.size(); ++i) changed += want[i].bits != y[i].bits;

@@ -139,5 +139,4 @@ struct QuantGemvMmaConfig {
 void SetQuantGemvMmaConfig(const QuantGemvMmaConfig& config);
 QuantGemvMmaConfig GetQuantGemvMmaConfig();
 
-
 }  // namespace glm::gpu

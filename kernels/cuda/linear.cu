@@ -109,7 +109,8 @@ void Linear(const Half* x, int64_t T, const TensorView& w, const Half* bias, Hal
   } else {
     LinearQuantBlocked(x, T, w, bias, out, ctx);
   }
-  if (residual.ln) DeepNormResidual(residual.ln, out, residual.alpha, T * w.rows(), out, ctx.stream);
+  if (residual.ln)
+    DeepNormResidual(residual.ln, out, residual.alpha, T * w.rows(), out, ctx.stream);
 }
 
 }  // namespace glm::gpu

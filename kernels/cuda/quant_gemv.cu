@@ -10,13 +10,15 @@
 //     of 4 warps per 16 (or 32) output rows splits K; each lane loads 16 bytes of a row per
 //     tile and turns them into fp16 pairs with the magic-number trick (0x6400 | u is 1024 + u
 //     exactly), an exact subtraction or scaling by 1/16, and one __hmul2 by the scale:
-//     fp16(q·s) exactly as the reference. mma.sync m16n8k16 multiplies them with up to 8 tokens, accumulating in fp32
-//     (products of fp16 values are exact). The pairs come out of the decode in a permuted k order;
-//     the x fragment is permuted the same way, which only changes the order of the sum.
+//     fp16(q·s) exactly as the reference. mma.sync m16n8k16 multiplies them with up to 8 tokens,
+//     accumulating in fp32 (products of fp16 values are exact). The pairs come out of the decode in
+//     a permuted k order; the x fragment is permuted the same way, which only changes the order of
+//     the sum.
 // The order of the fp32 sums differs from the CPU's (ulp-level), and the MMA unit's fp32
 // accumulation is not rounded to nearest at every addition (gpu::LinearContext::exact_fp32 takes
 // the CUDA-core kernel). The partial sums of the warps are added in a fixed order, and a token's
-// result does not depend on the other tokens.
+// result does not depend on the other tokens. Both kernels' epilogues can also apply DeepNorm's
+// residual (ResidualAdd in kernels.h), with the separate kernel's arithmetic.
 #include <cstdio>
 
 #include "kernels/cuda/common.cuh"
@@ -49,8 +51,8 @@ __device__ __forceinline__ float Dequant(int q, __half s) {
 template <bool kInt4>
 __global__ void __launch_bounds__(128)
     quant_gemv_simt_kernel(const __half* x, int T, int64_t K, const int8_t* w, const __half* scales,
-                           int64_t G, int64_t N, const __half* bias, const __half* res,
-                           float alpha, __half* out, bool vec) {
+                           int64_t G, int64_t N, const __half* bias, const __half* res, float alpha,
+                           __half* out, bool vec) {
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
   const int64_t row = int64_t(blockIdx.x) * kSimtRows + warp;
   if (row >= N) return;  // the whole warp leaves together
@@ -225,9 +227,8 @@ __global__ void __launch_bounds__(kMmaWarps * 32)
       const bool in = tile0 + j < tiles;
 #pragma unroll
       for (int i = 0; i < kRows; ++i) {
-        q[j][i] = valid[i] && in
-                      ? __ldcs(reinterpret_cast<const uint4*>(wr[i] + (tile0 + j) * 64))
-                      : zero;
+        q[j][i] = valid[i] && in ? __ldcs(reinterpret_cast<const uint4*>(wr[i] + (tile0 + j) * 64))
+                                 : zero;
       }
     }
 #pragma unroll
@@ -411,8 +412,8 @@ QuantGemvPath QuantGemv(const Half* x, int64_t T, const TensorView& w, const Hal
     const int64_t blocks = CeilDiv(N, 16 * g_mma.row_tiles);
     GLM_CHECK(blocks <= 0x7fffffff);
     PickMma(int4, g_mma)<<<unsigned(blocks), unsigned(kMmaWarps * kWarp), 0, stream>>>(
-        Dev(x), int(T), K, wq, Dev(w.scales), G, N, bias ? Dev(bias) : nullptr, res,
-        residual.alpha, Dev(out));
+        Dev(x), int(T), K, wq, Dev(w.scales), G, N, bias ? Dev(bias) : nullptr, res, residual.alpha,
+        Dev(out));
     GLM_CHECK_LAUNCH();
     return QuantGemvPath::kTensorCore;
   }
