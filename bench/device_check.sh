@@ -19,7 +19,8 @@
 #   STEPS="env deps configure build tests" bash bench/device_check.sh   # a subset
 #   Optional steps: probe (the linear-layer probe alone), variants (INT4 resident with the other
 #   tensor-core GEMV variants), sass (the GEMV's instruction mix), ncu (Nsight Compute on the INT4
-#   GEMV and on one decode step's kernels). MMA_STEPS=n passes --mma_steps to bench-gpu.
+#   GEMV and on one decode step's kernels), cpu (bench-kernels on the host CPU, into
+#   device_check.log). MMA_STEPS=n passes --mma_steps to bench-gpu.
 #
 # Files left in $OUT (at most 8, flat): summary.txt, device_check.log, build.log, tests.log,
 # bench_int4.log, bench_int4g.log, bench_int8.log, bench_fp16.log (probe.log, sass.log, ncu.log
@@ -159,6 +160,7 @@ step_configure() {
 
 step_build() {
   local targets=(bench-gpu glm-bench glm-generate glm-generate-gpu glm-synth)
+  want cpu && targets+=(bench-kernels)
   [ -e "$BUILD/tests_built" ] && targets+=(cuda_plan_test cuda_kernels_test cuda_model_test
                                            cuda_generate_test)
   cmake --build "$BUILD" -j"$JOBS" --target "${targets[@]}"
@@ -229,6 +231,16 @@ step_sass() {
     }' | sed 's/_ZN3glm3gpu[^ ]*quant_gemv_mma_kernel/mma/' | sort
 }
 
+# Optional: the CPU kernels on this machine's host CPU (issue 7's benchmark on a server CPU):
+# bench-kernels --quick, then the GEMV section at GLM-130B's shapes, on every core.
+step_cpu() {
+  if [ ! -x "$BUILD/bench-kernels" ]; then log "bench-kernels was not built"; return 1; fi
+  grep -m1 'model name' /proc/cpuinfo
+  grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx512|amx)' | tr '\n' ' '
+  echo
+  "$BUILD/bench-kernels" --quick && "$BUILD/bench-kernels" --only=gemv
+}
+
 # glm-generate on the GPU: the demo model (GLM-130B's vocabulary, small layers), three greedy
 # queries; all layers resident, then one layer resident and the others streamed, then the CPU.
 step_generate() {
@@ -254,9 +266,9 @@ step_generate() {
 }
 
 # The step functions run in child bashes (under timeout): they see these.
-export ROOT OUT_DIR BUILD DEPS JOBS T_START DEADLINE_S VARIANTS
+export ROOT OUT_DIR BUILD DEPS JOBS T_START DEADLINE_S VARIANTS STEPS
 export -f log want step_env step_deps step_configure step_build step_tests bench step_ncu \
-  step_generate step_variants step_sass
+  step_generate step_variants step_sass step_cpu
 
 log "device check: steps '$STEPS', build $BUILD, output $OUT_DIR"
 want env && run env 30 - step_env
@@ -279,6 +291,7 @@ want glmbench && run glmbench 40 - "$BUILD/glm-bench" --gpu-mem 0,10G --syntheti
 want generate && run generate 60 - step_generate
 want variants && run variants 60 - step_variants
 want sass && run sass 30 sass.log step_sass
+want cpu && run cpu 120 - step_cpu
 want ncu && run ncu 150 ncu.log step_ncu
 
 {
