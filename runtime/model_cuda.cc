@@ -219,15 +219,19 @@ void Layer(const ModelConfig& cfg, int l, const LayerWeights& w, GpuContext& ctx
     row += T;
   }
   t("ctx", a.ctx, HD);
-  // The residuals are fused into the linear layers (no attention/MLP output kept), except when
-  // a tap wants to see those outputs; both ways give the same bits.
-  if (tap.active()) {
-    gpu::Linear(a.ctx, N, w.dense, w.dense_b.f16(), a.attn, lc);
-    t("attn_out", a.attn, C);
-    gpu::DeepNormResidual(a.y, a.attn, alpha, N * C, a.h, s);
-  } else {
-    gpu::Linear(a.ctx, N, w.dense, w.dense_b.f16(), a.h, lc, {.ln = a.y, .alpha = alpha});
-  }  // h = y·α + attn
+  // out = ln·α + Linear(in): fused into the linear layer (the branch output is never stored),
+  // except when a tap wants to see that output; both ways give the same bits.
+  auto residual_linear = [&](const Half* in, const TensorView& lw, const Half* bias, Half* branch,
+                             const char* branch_name, const Half* ln, Half* out) {
+    if (!tap.active()) {
+      gpu::Linear(in, N, lw, bias, out, lc, {.ln = ln, .alpha = alpha});
+      return;
+    }
+    gpu::Linear(in, N, lw, bias, branch, lc);
+    t(branch_name, branch, C);
+    gpu::DeepNormResidual(ln, branch, alpha, N * C, out, s);
+  };
+  residual_linear(a.ctx, w.dense, w.dense_b.f16(), a.attn, "attn_out", a.y, a.h);  // h = y·α + attn
   t("h", a.h, C);
   gpu::LayerNorm(a.h, N, C, w.ffn_norm_w.f16(), w.ffn_norm_b.f16(), cfg.layernorm_eps, a.z, s);
   t("ffn_norm", a.z, C);
@@ -235,13 +239,7 @@ void Layer(const ModelConfig& cfg, int l, const LayerWeights& w, GpuContext& ctx
   t("up", a.up, 2 * F);
   gpu::GeGlu(a.up, N, F, ctx.gelu_table(), a.gated, s);
   t("gated", a.gated, F);
-  if (tap.active()) {
-    gpu::Linear(a.gated, N, w.down, w.down_b.f16(), a.down, lc);
-    t("down", a.down, C);
-    gpu::DeepNormResidual(a.z, a.down, alpha, N * C, a.x, s);
-  } else {
-    gpu::Linear(a.gated, N, w.down, w.down_b.f16(), a.x, lc, {.ln = a.z, .alpha = alpha});
-  }  // x = z·α + mlp
+  residual_linear(a.gated, w.down, w.down_b.f16(), a.down, "down", a.z, a.x);  // x = z·α + mlp
   t("out", a.x, C);
 }
 

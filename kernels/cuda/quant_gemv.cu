@@ -161,6 +161,11 @@ __device__ __forceinline__ void DequantInt8x4(uint32_t v, __half2 s, uint32_t ou
   out[1] = HalfBits(__hmul2(__hsub2(BitsHalf2(h1), kOffset), s));
 }
 
+// Word m (0..3) of a 16-byte load.
+__device__ __forceinline__ uint32_t Word(const uint4& v, int m) {
+  return m == 0 ? v.x : m == 1 ? v.y : m == 2 ? v.z : v.w;
+}
+
 // d += A·B for one m16n8k16 tile: a0/a2 row g, a1/a3 row g+8 (k pairs 2c and 2c+8); b0/b1 the
 // same k pairs for token g; d0,d1 row g tokens 2c,2c+1; d2,d3 row g+8.
 __device__ __forceinline__ void Mma16816(float d[4], uint32_t a0, uint32_t a1, uint32_t a2,
@@ -259,10 +264,7 @@ __global__ void __launch_bounds__(kMmaWarps * 32)
                          p26 = __byte_perm(xq.y, xq.w, 0x5410);
 #pragma unroll
           for (int r = 0; r < kRowTiles; ++r) {
-            const uint4& qa = q[j][2 * r];
-            const uint4& qb = q[j][2 * r + 1];
-            const uint32_t wa = m == 0 ? qa.x : m == 1 ? qa.y : m == 2 ? qa.z : qa.w;
-            const uint32_t wb = m == 0 ? qb.x : m == 1 ? qb.y : m == 2 ? qb.z : qb.w;
+            const uint32_t wa = Word(q[j][2 * r], m), wb = Word(q[j][2 * r + 1], m);
             uint32_t A[4], B[4];
             DequantInt4x8(wa, s[2 * r], A);
             DequantInt4x8(wb, s[2 * r + 1], B);
@@ -275,10 +277,7 @@ __global__ void __launch_bounds__(kMmaWarps * 32)
           const uint32_t b0 = __byte_perm(y0, y1, 0x5410), b1 = __byte_perm(y0, y1, 0x7632);
 #pragma unroll
           for (int r = 0; r < kRowTiles; ++r) {
-            const uint4& qa = q[j][2 * r];
-            const uint4& qb = q[j][2 * r + 1];
-            const uint32_t wa = m == 0 ? qa.x : m == 1 ? qa.y : m == 2 ? qa.z : qa.w;
-            const uint32_t wb = m == 0 ? qb.x : m == 1 ? qb.y : m == 2 ? qb.z : qb.w;
+            const uint32_t wa = Word(q[j][2 * r], m), wb = Word(q[j][2 * r + 1], m);
             uint32_t A[2], B[2];
             DequantInt8x4(wa, s[2 * r], A);
             DequantInt8x4(wb, s[2 * r + 1], B);
