@@ -406,9 +406,17 @@ TEST_P(SimdPath, AttentionEqualsScalar) {
   struct Case {
     int H, D;
     int64_t S, prefix, start, T;
-  } cases[] = {{2, 16, 23, 9, 0, 13}, {2, 16, 23, 9, 13, 2},  {3, 128, 70, 20, 60, 10},
-               {1, 128, 9, 0, 8, 1},  {4, 64, 41, 41, 0, 41}, {2, 24, 19, 5, 3, 16},
-               {2, 12, 10, 2, 0, 10}};  // D = 12: not a multiple of 8
+  } cases[] = {{2, 16, 23, 9, 0, 13},
+               {2, 16, 23, 9, 13, 2},
+               {3, 128, 70, 20, 60, 10},
+               {1, 128, 9, 0, 8, 1},
+               {4, 64, 41, 41, 0, 41},
+               {2, 24, 19, 5, 3, 16},
+               {2, 12, 10, 2, 0, 10},  // D = 12: not a multiple of 8
+               // More heads than a head group (with a partial last group), more keys than a
+               // P·V key block.
+               {11, 16, 150, 30, 140, 10},
+               {19, 64, 131, 0, 130, 1}};
   for (const Case& c : cases) {
     auto kc = RandomHalf(c.S * c.H * c.D + 1, 1.0f, 31),
          vc = RandomHalf(c.S * c.H * c.D + 1, 1.0f, 32);

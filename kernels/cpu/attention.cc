@@ -15,8 +15,10 @@
 namespace glm {
 
 int64_t AttentionScratchFloats(int64_t max_keys) {
-  // Per thread: scores[max_keys] + the scaled query and the context accumulator (D <= 1024).
-  return int64_t(ThreadPool::Global().size()) * (max_keys + 2048);
+  // Per thread, for a group of kAttentionHeadGroup heads: scores [group][max_keys], then the
+  // scaled queries and the context accumulators [group][D] each (D <= 1024), 32-byte aligned.
+  // The scalar kernel takes one head's share (max_keys + 2048) per thread.
+  return int64_t(ThreadPool::Global().size()) * (kAttentionHeadGroup * (max_keys + 2048) + 8);
 }
 
 void AttentionScalar(const Half* qkv, int64_t T, int64_t start, int H, int D,

@@ -47,9 +47,12 @@ void ApplyRotary(Half* qkv, int64_t T, int H, int D, const int32_t* positions,
 // j < prefix_len or j <= i. q'' = fp16(q·r), r = 1/(√D·(l+1)) in fp32; s = fp16(q''·k);
 // p = fp16(softmax_fp32(float(s)·(l+1))); ctx = fp16(Σ p·v).
 // qkv: [T, H, 3D] rotated; k_cache/v_cache: [S, H, D] already holding rows 0..start+T-1.
-// ctx: [T, H*D]. scratch: at least threads * (start+T) floats (see AttentionScratchFloats).
+// ctx: [T, H*D]. scratch: AttentionScratchFloats(start+T) floats or more.
 void Attention(const Half* qkv, int64_t T, int64_t start, int H, int D, const Half* k_cache,
                const Half* v_cache, int64_t prefix_len, int layer, Half* ctx, float* scratch);
+// Heads a SIMD attention job takes together: a key's rows of those heads are adjacent in the
+// cache, so they are read together (one page visit instead of one per head).
+inline constexpr int kAttentionHeadGroup = 8;
 int64_t AttentionScratchFloats(int64_t max_keys);
 
 // geglu.cc: g[t, f] = fp16(u[t, f] · fp16(gelu_erf(u[t, F+f]))) (§1.9).
