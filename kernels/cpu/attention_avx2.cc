@@ -5,12 +5,14 @@
 // visible key and drops its lanes. Σ_j p_j·v_j runs over j in order with one lane per output d.
 // Every product is of two fp16 values, exact in fp32, so FMA = the scalar multiply-then-add.
 // exp, the sum and the division are the scalar kernel's. Each (row, head) depends only on its
-// own query and keys 0..nk-1, never on T. A job takes kAttentionHeadGroup heads of one row: a
-// key's rows of those heads are adjacent in the cache, while one head's keys are H·D apart (a
-// page each at GLM-130B's shapes), so the group's scores run key block by key block, and P·V
-// in blocks of kKeyBlock keys per head (bench/results/cpu_kernels.md: 1.7× at 2048 keys).
+// own query and keys 0..nk-1, never on T or on the other heads.
+// A job takes up to kAttentionHeadGroup heads of one row. A key's rows of those heads are
+// adjacent in the cache, while one head's keys are H·D apart (a page each at GLM-130B's
+// shapes): the group's scores run key block by key block, and P·V in blocks of kKeyBlock keys
+// for each head (bench/results/cpu_kernels.md: 1.7× at 2048 keys).
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 
@@ -126,10 +128,14 @@ void AttentionAvx2(const Half* qkv, int64_t T, int64_t start, int H, int D, cons
   const int64_t HD = int64_t(H) * D;
   constexpr int kG = kAttentionHeadGroup;
   constexpr int64_t kKeyBlock = 64;
-  const int groups = (H + kG - 1) / kG;
+  // Heads per job: up to kG, fewer where that would leave under two jobs per thread (decode on
+  // many cores: T = 1 and GLM-130B's 96 heads are 12 jobs of 8).
+  const int64_t threads = ThreadPool::Global().size();
+  const int G = int(std::clamp<int64_t>(T * H / (2 * threads), 1, kG));
+  const int groups = (H + G - 1) / G;
   // AttentionScratchFloats' layout, per thread: scores [kG][total], then 32-byte aligned the
   // scaled queries [kG][D] and the P·V accumulators [kG][D].
-  const int64_t per_thread = AttentionScratchFloats(total) / ThreadPool::Global().size();
+  const int64_t per_thread = AttentionScratchFloats(total) / threads;
   ThreadPool::Global().ParallelFor(T * groups, 1, [&](int64_t b, int64_t e) {
     float* base = scratch + ThreadPool::CurrentThreadIndex() * per_thread;
     float* qs_all = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(base + kG * total) + 31) &
@@ -138,7 +144,7 @@ void AttentionAvx2(const Half* qkv, int64_t T, int64_t start, int H, int D, cons
     const __m256 rv = _mm256_set1_ps(r), cv = _mm256_set1_ps(coeff);
     for (int64_t job = b; job < e; ++job) {
       const int64_t i = job / groups;
-      const int h0 = int(job % groups) * kG, gn = H - h0 < kG ? H - h0 : kG;
+      const int h0 = int(job % groups) * G, gn = H - h0 < G ? H - h0 : G;
       const int64_t nk =
           prefix_len > start + i + 1 ? prefix_len : start + i + 1;  // keys 0..nk-1 are visible
       for (int g = 0; g < gn; ++g) {
