@@ -24,6 +24,12 @@ inline __half* Dev(Half* p) { return reinterpret_cast<__half*>(p); }
 // fp16(x) as a float: the spec's rounding point.
 __device__ __forceinline__ float RoundHalf(float x) { return __half2float(__float2half_rn(x)); }
 
+// DeepNorm's residual for one element (§1.3): fp16(fp16(ln·α) + branch), α in fp32. The
+// residual kernel and the quantized GEMV's fused epilogue both compute it here.
+__device__ __forceinline__ __half DeepNorm(__half ln, __half branch, float alpha) {
+  return __float2half_rn(RoundHalf(__half2float(ln) * alpha) + __half2float(branch));
+}
+
 __device__ __forceinline__ float WarpSum(float v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);

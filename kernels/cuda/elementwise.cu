@@ -30,8 +30,7 @@ __global__ void deep_norm_residual_kernel(const __half* ln_out, const __half* br
                                           int64_t n, __half* out) {
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= n) return;
-  const float scaled = RoundHalf(__half2float(ln_out[i]) * alpha);
-  out[i] = __float2half_rn(scaled + __half2float(branch[i]));
+  out[i] = DeepNorm(ln_out[i], branch[i], alpha);
 }
 
 // One block per token; 16-byte copies when the rows allow them.

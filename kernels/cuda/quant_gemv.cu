@@ -35,12 +35,12 @@ __device__ __forceinline__ int8_t Int4AtDevice(const int8_t* row, int64_t k) {
 }
 
 // out[i] for the fp32 sum of row n: fp16(fp16(acc) + b[n]) (or fp16(acc) without a bias), then
-// with a residual DeepNorm's fp16(fp16(res[i]·α) + that), as DeepNormResidual computes it.
+// with a residual DeepNorm(res[i], that, α), as DeepNormResidual computes it.
 __device__ __forceinline__ void Store(float acc, const __half* bias, const __half* res, float alpha,
                                       int64_t i, int64_t n, __half* out) {
   const __half y =
       bias ? __float2half_rn(RoundHalf(acc) + __half2float(bias[n])) : __float2half_rn(acc);
-  out[i] = res ? __float2half_rn(RoundHalf(__half2float(res[i]) * alpha) + __half2float(y)) : y;
+  out[i] = res ? DeepNorm(res[i], y, alpha) : y;
 }
 
 // fp16(q·s) with __half arithmetic: fp16(q) is exact for |q| <= 2048, __hmul rounds once.
