@@ -105,6 +105,12 @@ Bandwidths MeasureBandwidths(cudaStream_t s) {
   return bw;
 }
 
+// Whether `item` is one of the comma-separated `list`.
+bool Listed(const std::string& list, const std::string& item) {
+  const std::vector<std::string> items = SplitItems(list);
+  return std::find(items.begin(), items.end(), item) != items.end();
+}
+
 // The linear layers alone at GLM-130B's shapes, one token (decode), each available kernel path.
 void ProbeLinears(GpuContext& ctx, const Bandwidths& bw) {
   const ModelConfig cfg = ModelConfig::Glm130B();
@@ -123,15 +129,9 @@ void ProbeLinears(GpuContext& ctx, const Bandwidths& bw) {
   std::printf("%-8s %-8s %-22s %10s %10s %8s\n", "dtype", "shape", "path", "us", "GB/s", "of bw");
   std::printf("(tensor-core variants: xN tiles per warp step, rN 16-row tiles per warp)\n");
   for (DType dt : {DType::kF16, DType::kI8, DType::kI4}) {
-    if (("," + FLAGS_probe_dtypes + ",").find("," + std::string(DTypeName(dt)) + ",") ==
-        std::string::npos) {
-      continue;
-    }
+    if (!Listed(FLAGS_probe_dtypes, DTypeName(dt))) continue;
     for (const auto& sh : shapes) {
-      if (("," + FLAGS_probe_shapes + ",").find("," + std::string(sh.name) + ",") ==
-          std::string::npos) {
-        continue;
-      }
+      if (!Listed(FLAGS_probe_shapes, sh.name)) continue;
       const bool quant = dt != DType::kF16;
       const uint64_t data_bytes =
           quant ? uint64_t(sh.N) * QuantRowBytes(dt, sh.K) : uint64_t(sh.N) * sh.K * 2;

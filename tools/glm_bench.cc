@@ -534,6 +534,32 @@ std::pair<std::string, bool> SyntheticModel(bool quiet) {
   return {path, true};
 }
 
+// Runs bench-gpu (args[0]) to completion with the given arguments; returns its exit status. A
+// bench-gpu built without CUDA (status 77) ends glm-bench with the reason.
+int RunBenchGpu(std::vector<std::string> args) {
+  std::vector<char*> argv;
+  std::string line;
+  for (std::string& a : args) {
+    argv.push_back(a.data());
+    line += (line.empty() ? "" : " ") + a;
+  }
+  argv.push_back(nullptr);
+  std::fprintf(stderr, "%s: running %s\n", kTool, line.c_str());
+  std::fflush(stdout);
+  pid_t pid = 0;
+  const int err = posix_spawn(&pid, argv[0], nullptr, nullptr, argv.data(), environ);
+  if (err != 0) Die(kTool, Errorf("cannot run %s: %s", argv[0], std::strerror(err)));
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  const int code = WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+  if (code == 77) {
+    Die(kTool, Errorf("%s was built without CUDA", argv[0]),
+        "configure with -DGLM_CUDA=ON where nvcc is installed");
+  }
+  return code;
+}
+
 // --gpu-mem: the GPU benchmark is bench-gpu's (bench/bench_gpu.cc, which the device check
 // runs). glm-bench runs that program from its own directory, once per batch size, rather than
 // link the CUDA libraries: loading them costs every CPU run about 150 MiB of RSS.
@@ -584,27 +610,7 @@ int MainGpu() {
           StrFormat("--slots=%d", FLAGS_gpu_slots),
           FLAGS_gpu_probe ? "--probe" : "--noprobe",
           FLAGS_quiet ? "--quiet" : "--noquiet"};
-      std::vector<char*> argv;
-      std::string line;
-      for (std::string& a : args) {
-        argv.push_back(a.data());
-        line += (line.empty() ? "" : " ") + a;
-      }
-      argv.push_back(nullptr);
-      std::fprintf(stderr, "%s: running %s\n", kTool, line.c_str());
-      std::fflush(stdout);
-      pid_t pid = 0;
-      const int err = posix_spawn(&pid, exe.c_str(), nullptr, nullptr, argv.data(), environ);
-      if (err != 0) Die(kTool, Errorf("cannot run %s: %s", exe.c_str(), std::strerror(err)));
-      int status = 0;
-      while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-      }
-      const int code = WIFEXITED(status) ? WEXITSTATUS(status) : 1;
-      if (code == 77) {
-        Die(kTool, Errorf("%s was built without CUDA", exe.c_str()),
-            "configure with -DGLM_CUDA=ON where nvcc is installed");
-      }
-      rc = std::max(rc, code);
+      rc = std::max(rc, RunBenchGpu(std::move(args)));
     }
   }
   return rc;
