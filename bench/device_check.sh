@@ -20,7 +20,8 @@
 #   Optional steps: probe (the linear-layer probe alone), variants (INT4 resident with the other
 #   tensor-core GEMV variants), sass (the GEMV's instruction mix), ncu (Nsight Compute on the INT4
 #   GEMV and on one decode step's kernels), cpu (bench-kernels on the host CPU, into
-#   device_check.log). MMA_STEPS=n passes --mma_steps to bench-gpu.
+#   device_check.log), cputests (the CPU SIMD and golden tests on every path of the host CPU).
+#   A run whose steps use no GPU builds only the CPU targets. MMA_STEPS=n passes --mma_steps to bench-gpu.
 #
 # Files left in $OUT (at most 8, flat): summary.txt, device_check.log, build.log, tests.log,
 # bench_int4.log, bench_int4g.log, bench_int8.log, bench_fp16.log (probe.log, sass.log, ncu.log
@@ -159,9 +160,15 @@ step_configure() {
 }
 
 step_build() {
-  local targets=(bench-gpu glm-bench glm-generate glm-generate-gpu glm-synth)
+  local targets=() s
+  # The GPU targets only when a step that uses them was asked for (a CPU-only run builds less).
+  for s in tests probe bench_int4 bench_int4g bench_fp16 bench_int8 glmbench generate variants \
+           sass ncu; do
+    want $s && targets=(bench-gpu glm-bench glm-generate glm-generate-gpu glm-synth) && break
+  done
   want cpu && targets+=(bench-kernels)
-  [ -e "$BUILD/tests_built" ] && targets+=(cuda_plan_test cuda_kernels_test cuda_model_test
+  want cputests && targets+=(kernels_simd_test golden_test glm-logits)
+  want tests && [ -e "$BUILD/tests_built" ] && targets+=(cuda_plan_test cuda_kernels_test cuda_model_test
                                            cuda_generate_test)
   cmake --build "$BUILD" -j"$JOBS" --target "${targets[@]}"
 }
@@ -233,12 +240,29 @@ step_sass() {
 
 # Optional: the CPU kernels on this machine's host CPU (issue 7's benchmark on a server CPU):
 # bench-kernels --quick, then the GEMV section at GLM-130B's shapes, on every core.
+cpu_id() {
+  lscpu 2>/dev/null | grep -E '^(Model name|CPU\(s\)|Thread|Core|Socket|NUMA node|L[123]|CPU max|Hypervisor)'
+  grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx512|amx|avx_vnni)' | tr '\n' ' '
+  echo
+}
+
 step_cpu() {
   if [ ! -x "$BUILD/bench-kernels" ]; then log "bench-kernels was not built"; return 1; fi
-  grep -m1 'model name' /proc/cpuinfo
-  grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx512|amx)' | tr '\n' ' '
-  echo
+  cpu_id
   "$BUILD/bench-kernels" --quick && "$BUILD/bench-kernels" --only=gemv
+}
+
+# The CPU kernels' SIMD tests and the golden model test on every dispatch path of the host CPU.
+step_cputests() {
+  cpu_id
+  local rc=0
+  if [ -x "$BUILD/kernels_simd_test" ]; then
+    "$BUILD/kernels_simd_test" --gtest_brief=1 --gtest_color=no || rc=1
+  else
+    log "kernels_simd_test was not built"; rc=1
+  fi
+  bash "$ROOT/tests/golden_paths_test.sh" "$BUILD" "$ROOT" || rc=1
+  return $rc
 }
 
 # glm-generate on the GPU: the demo model (GLM-130B's vocabulary, small layers), three greedy
@@ -268,7 +292,7 @@ step_generate() {
 # The step functions run in child bashes (under timeout): they see these.
 export ROOT OUT_DIR BUILD DEPS JOBS T_START DEADLINE_S VARIANTS STEPS
 export -f log want step_env step_deps step_configure step_build step_tests bench step_ncu \
-  step_generate step_variants step_sass step_cpu
+  step_generate step_variants step_sass step_cpu step_cputests cpu_id
 
 log "device check: steps '$STEPS', build $BUILD, output $OUT_DIR"
 want env && run env 30 - step_env
@@ -291,6 +315,7 @@ want glmbench && run glmbench 40 - "$BUILD/glm-bench" --gpu-mem 0,10G --syntheti
 want generate && run generate 60 - step_generate
 want variants && run variants 60 - step_variants
 want sass && run sass 30 sass.log step_sass
+want cputests && run cputests 90 - step_cputests
 want cpu && run cpu 120 - step_cpu
 want ncu && run ncu 150 ncu.log step_ncu
 
