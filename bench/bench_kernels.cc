@@ -1,12 +1,17 @@
 // bench-kernels: the CPU kernels against this machine's own limits, measured in the same run:
-// memory read bandwidth (all threads streaming a 2 GiB buffer) and peak FMA rate (all threads,
-// independent FMA chains). Reports per kernel GB/s and GFLOP/s at GLM-130B shapes and small
-// shapes, a GLM-130B layer's decode time against its bytes / bandwidth, a whole synthetic model's
-// decode time (WriteSyntheticModel -> MmapStore in /dev/shm -> Forward) against its bytes /
-// bandwidth, and a library sgemm (OpenBLAS / oneDNN through dlopen) for the prefill GEMM.
+// memory read bandwidth (all threads streaming a 2 GiB buffer, or 4x the last-level cache where
+// that is larger) and peak FMA rate (all threads, independent FMA chains). Reports per kernel GB/s
+// and GFLOP/s at GLM-130B shapes and small shapes, a GLM-130B layer's decode time against its bytes
+// / bandwidth, a whole synthetic model's decode time (WriteSyntheticModel -> MmapStore in /dev/shm
+// -> Forward) against its bytes / bandwidth, and a library sgemm (OpenBLAS / oneDNN through dlopen)
+// for the prefill GEMM.
 //
 // Shapes are weight shapes [N, K]: N output rows, K inputs (row-major, as stored). Times are the
 // median of --reps runs after one warm-up. --json prints one JSON object per line.
+//
+// Memory-bound rows (GEMV, a layer's decode) read their weights from memory, not from the cache:
+// where one copy is smaller than 4x the last-level cache (server parts have 100-300+ MiB), the
+// benchmark makes enough copies to fill that and each timed call reads the next one.
 #include <dlfcn.h>
 #include <gflags/gflags.h>
 #include <immintrin.h>
@@ -76,6 +81,28 @@ struct Limits {
   double mem_bw_gbps = 0;
   double peak_gflops = 0;
 };
+
+// The last-level cache's size in bytes (0 if unknown): the largest cache sysfs lists for cpu0.
+size_t LastLevelCacheBytes() {
+  size_t best = 0;
+  for (int i = 0; i < 8; ++i) {
+    std::ifstream in(StrFormat("/sys/devices/system/cpu/cpu0/cache/index%d/size", i));
+    std::string v;
+    if (!(in >> v) || v.empty()) continue;
+    size_t n = std::strtoull(v.c_str(), nullptr, 10);
+    if (v.back() == 'K') n <<= 10;
+    if (v.back() == 'M') n <<= 20;
+    best = std::max(best, n);
+  }
+  if (best == 0) {
+    const long l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);
+    if (l3 > 0) best = size_t(l3);
+  }
+  return best;
+}
+const size_t g_llc_bytes = LastLevelCacheBytes();
+// Bytes a memory-bound benchmark cycles through so that the cache holds a small part of them.
+size_t FromMemoryBytes() { return 4 * g_llc_bytes; }
 Limits g_limits;
 
 struct Result {
@@ -219,7 +246,7 @@ struct Buffer {
 Limits MeasureLimits() {
   Limits l;
   const int threads = ThreadPool::Global().size();
-  const size_t n = size_t(FLAGS_quick ? 1 : 2) << 30;
+  const size_t n = std::max(size_t(FLAGS_quick ? 1 : 2) << 30, FromMemoryBytes() / 4096 * 4096);
   Buffer buf(n);
   FillRandom(buf.p, n, 1);
   const size_t per = n / threads / 4096 * 4096;
@@ -301,20 +328,38 @@ std::vector<Half> RandomActivations(int64_t n, uint64_t seed) {
   return v;
 }
 
+// How many copies of `bytes` fill FromMemoryBytes() (at least 1; at most an eighth of the RAM).
+int64_t CopiesFromMemory(double bytes) {
+  const double ram = double(sysconf(_SC_PHYS_PAGES)) * double(sysconf(_SC_PAGESIZE));
+  const double want = std::ceil(double(FromMemoryBytes()) / bytes);
+  return std::max<int64_t>(1, int64_t(std::min(want, ram / 8 / bytes)));
+}
+
 // y = x·Wᵀ for T tokens; the report counts weight bytes (+ activations) and 2·T·N·K flops.
+// `memory_bound` (and no `reuse`): each timed call reads its own copy of W (see the top).
 Result RunLinear(const char* kernel, const Format& f, int64_t N, int64_t K, int64_t T,
-                 BenchWeight* reuse = nullptr, int reps = 0) {
-  std::unique_ptr<BenchWeight> own;
-  if (!reuse) own = std::make_unique<BenchWeight>(f, N, K, 7);
-  BenchWeight& w = reuse ? *reuse : *own;
+                 BenchWeight* reuse = nullptr, int reps = 0, bool memory_bound = false) {
+  std::vector<std::unique_ptr<BenchWeight>> own;
+  if (!reuse) own.push_back(std::make_unique<BenchWeight>(f, N, K, 7));
+  if (!reuse && memory_bound) {
+    for (int64_t c = CopiesFromMemory(own[0]->bytes); int64_t(own.size()) < c;)
+      own.push_back(std::make_unique<BenchWeight>(f, N, K, 7 + own.size()));
+  }
+  BenchWeight& w = reuse ? *reuse : *own[0];
   auto x = RandomActivations(T * K, 3);
   auto bias = RandomActivations(N, 4);
   std::vector<Half> out(T * N);
   std::vector<float> scratch(T * K);
   Result r{kernel, f.name, Shape(N, K), T};
-  r.seconds =
-      Time([&] { Linear(x.data(), T, w.view, bias.data(), out.data(), scratch.data()); }, reps);
+  size_t next = 0;
+  r.seconds = Time(
+      [&] {
+        const TensorView& v = reuse ? w.view : own[next++ % own.size()]->view;
+        Linear(x.data(), T, v, bias.data(), out.data(), scratch.data());
+      },
+      reps);
   r.best = g_last_best;
+  if (own.size() > 1) r.note = StrFormat("%zu copies", own.size());
   r.bytes = w.bytes + 2.0 * T * (K + N);
   r.flops = 2.0 * T * N * K;
   r.bound_seconds = r.bytes / (g_limits.mem_bw_gbps * 1e9);
@@ -336,11 +381,13 @@ void BenchGemv() {
     shapes.push_back({12288, 32768, "down"});
   }
   for (const S& s : shapes) {
-    for (const Format& f : kFormats) Print(RunLinear("gemv", f, s.N, s.K, 1));
+    for (const Format& f : kFormats) Print(RunLinear("gemv", f, s.N, s.K, 1, nullptr, 0, true));
   }
-  Print(RunLinear("gemv-logits", kFormats[0], FLAGS_quick ? 32768 : 150528, 12288, 1));
+  Print(RunLinear("gemv-logits", kFormats[0], FLAGS_quick ? 32768 : 150528, 12288, 1, nullptr, 0,
+                  true));
   if (!FLAGS_quick) {  // batched decode: 4 sequences share each weight read
-    for (const Format& f : kFormats) Print(RunLinear("gemv-batch4", f, 36864, 12288, 4));
+    for (const Format& f : kFormats)
+      Print(RunLinear("gemv-batch4", f, 36864, 12288, 4, nullptr, 0, true));
   }
 }
 
@@ -446,9 +493,21 @@ void BenchLayer() {
           ? std::vector<const Format*>{&kFormats[2]}
           : std::vector<const Format*>{&kFormats[0], &kFormats[1], &kFormats[2], &kFormats[3]};
   RotaryTable rope = RotaryTable::Build(int(D), cfg.max_seq);
+  // One layer's four weights; copies of it where one would fit the cache (see the top).
+  struct LayerCopy {
+    BenchWeight qkv, dense, up, down;
+    LayerCopy(const Format& f, int64_t C, int64_t HD, int64_t F, uint64_t seed)
+        : qkv(f, 3 * HD, C, seed),
+          dense(f, C, HD, seed + 1),
+          up(f, 2 * F, C, seed + 2),
+          down(f, C, F, seed + 3) {}
+    double bytes() const { return qkv.bytes + dense.bytes + up.bytes + down.bytes; }
+  };
   for (const Format* f : formats) {
-    BenchWeight qkv(*f, 3 * HD, C, 21), dense(*f, C, HD, 22), up(*f, 2 * F, C, 23),
-        down(*f, C, F, 24);
+    std::vector<std::unique_ptr<LayerCopy>> layers;
+    layers.push_back(std::make_unique<LayerCopy>(*f, C, HD, F, 21));
+    for (int64_t c = CopiesFromMemory(layers[0]->bytes()); int64_t(layers.size()) < c;)
+      layers.push_back(std::make_unique<LayerCopy>(*f, C, HD, F, 21 + 4 * layers.size()));
     auto ln_w = RandomActivations(C, 25), ln_b = RandomActivations(C, 26);
     auto qkv_b = RandomActivations(3 * HD, 27), c_b = RandomActivations(C, 28),
          up_b = RandomActivations(2 * F, 29);
@@ -460,7 +519,10 @@ void BenchLayer() {
     const int32_t pos = int32_t(ctx);
     const float alpha = cfg.Alpha();
     Result r{"layer-decode", f->name, "glm130b-layer", 1};
+    size_t next = 0;
     r.seconds = Time([&] {
+      const LayerCopy& w = *layers[next++ % layers.size()];
+      const BenchWeight &qkv = w.qkv, &dense = w.dense, &up = w.up, &down = w.down;
       LayerNorm(x.data(), 1, C, ln_w.data(), ln_b.data(), 1e-5f, y.data());
       Linear(y.data(), 1, qkv.view, qkv_b.data(), q.data(), f32.data());
       ApplyRotary(q.data(), 1, int(H), int(D), &pos, rope);
@@ -479,10 +541,11 @@ void BenchLayer() {
       DeepNormResidual(z.data(), m.data(), alpha, C, o.data());
     });
     r.best = g_last_best;
-    r.bytes = qkv.bytes + dense.bytes + up.bytes + down.bytes + 4.0 * (ctx + 1) * HD;
+    r.bytes = layers[0]->bytes() + 4.0 * (ctx + 1) * HD;
     r.flops = 2.0 * (3 * HD * C + C * HD + 2 * F * C + C * F) + 4.0 * (ctx + 1) * HD;
     r.bound_seconds = r.bytes / (g_limits.mem_bw_gbps * 1e9);
     r.note = "bound = (weights + KV) / bw";
+    if (layers.size() > 1) r.note += StrFormat("; %zu copies", layers.size());
     Print(r);
   }
 }
@@ -626,6 +689,9 @@ void BenchModel() {
     r.flops = 2.0 * bytes / (v.s == store.get() ? 2.0 : 1.0);  // ~2 flops per weight
     r.bound_seconds = bytes / (g_limits.mem_bw_gbps * 1e9);
     r.note = "bound = model bytes / bw";
+    if (bytes < double(FromMemoryBytes())) {
+      r.note += StrFormat("; under 4x the %zu MiB cache: partly served from it", g_llc_bytes >> 20);
+    }
     Print(r);
   }
 }
@@ -735,14 +801,16 @@ int main(int argc, char** argv) {
     }
   }
   const double t0 = Now();
-  std::printf("# bench-kernels: %s, %d threads, %.1f GiB RAM, path %s%s\n", CpuModel().c_str(),
-              ThreadPool::Global().size(), RamGiB(), CpuPathName(ActiveCpuPath()),
-              FLAGS_quick ? ", quick" : "");
+  std::printf(
+      "# bench-kernels: %s, %d threads, %.1f GiB RAM, %zu MiB last-level cache, path %s%s\n",
+      CpuModel().c_str(), ThreadPool::Global().size(), RamGiB(), g_llc_bytes >> 20,
+      CpuPathName(ActiveCpuPath()), FLAGS_quick ? ", quick" : "");
   g_limits = MeasureLimits();
   if (FLAGS_json) {
     std::printf(
-        "{\"kernel\":\"limits\",\"threads\":%d,\"mem_bw_gbps\":%.4g,\"peak_gflops\":%.4g}\n",
-        ThreadPool::Global().size(), g_limits.mem_bw_gbps, g_limits.peak_gflops);
+        "{\"kernel\":\"limits\",\"threads\":%d,\"mem_bw_gbps\":%.4g,\"peak_gflops\":%.4g,"
+        "\"llc_bytes\":%zu}\n",
+        ThreadPool::Global().size(), g_limits.mem_bw_gbps, g_limits.peak_gflops, g_llc_bytes);
   } else {
     std::printf("# memory read bandwidth %.2f GB/s, peak FMA %.1f GFLOP/s (%d threads)\n",
                 g_limits.mem_bw_gbps, g_limits.peak_gflops, ThreadPool::Global().size());

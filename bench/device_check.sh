@@ -19,13 +19,14 @@
 #   STEPS="env deps configure build tests" bash bench/device_check.sh   # a subset
 #   Optional steps: probe (the linear-layer probe alone), variants (INT4 resident with the other
 #   tensor-core GEMV variants), sass (the GEMV's instruction mix), ncu (Nsight Compute on the INT4
-#   GEMV and on one decode step's kernels), cpu (bench-kernels on the host CPU, into
-#   device_check.log), cputests (the CPU SIMD and golden tests on every path of the host CPU).
-#   A run whose steps use no GPU builds only the CPU targets. MMA_STEPS=n passes --mma_steps to bench-gpu.
+#   GEMV and on one decode step's kernels), cpu (bench-kernels on the host CPU into cpu.log: the
+#   full run, then the AVX2 path), cputests (the CPU SIMD and golden tests on every path of the
+#   host CPU). A run whose steps use no GPU builds only the CPU targets. MMA_STEPS=n passes
+#   --mma_steps to bench-gpu.
 #
 # Files left in $OUT (at most 8, flat): summary.txt, device_check.log, build.log, tests.log,
-# bench_int4.log, bench_int4g.log, bench_int8.log, bench_fp16.log (probe.log, sass.log, ncu.log
-# when asked for; with them, run a subset: at most 8 files come back from the device tool).
+# bench_int4.log, bench_int4g.log, bench_int8.log, bench_fp16.log (probe.log, sass.log, ncu.log,
+# cpu.log when asked for; with them, run a subset: at most 8 files come back from the device tool).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -249,7 +250,7 @@ cpu_id() {
 step_cpu() {
   if [ ! -x "$BUILD/bench-kernels" ]; then log "bench-kernels was not built"; return 1; fi
   cpu_id
-  "$BUILD/bench-kernels" --quick && "$BUILD/bench-kernels" --only=gemv
+  "$BUILD/bench-kernels" && "$BUILD/bench-kernels" --path=avx2 --quick --only=gemv,core
 }
 
 # The CPU kernels' SIMD tests and the golden model test on every dispatch path of the host CPU.
@@ -316,7 +317,7 @@ want generate && run generate 60 - step_generate
 want variants && run variants 60 - step_variants
 want sass && run sass 30 sass.log step_sass
 want cputests && run cputests 90 - step_cputests
-want cpu && run cpu 120 - step_cpu
+want cpu && run cpu 240 cpu.log step_cpu
 want ncu && run ncu 150 ncu.log step_ncu
 
 {
