@@ -44,6 +44,9 @@ DEFINE_string(path, "", "CPU kernel path: scalar, avx2 or avx512 (default: the b
 DEFINE_string(only, "", "comma-separated sections: gemv,gemm,core,ops,layer,model,blas");
 DEFINE_string(blas, "libopenblas.so.0,libdnnl.so.2", "libraries tried for the sgemm comparison");
 DEFINE_string(model_dir, "/dev/shm", "where the synthetic model file is written (RAM-backed)");
+DEFINE_string(model_preset, "",
+              "synthetic model of the model section (default: medium, --quick small; "
+              "glm130b-L<n> for GLM-130B layers)");
 
 namespace glm {
 namespace {
@@ -630,8 +633,15 @@ double TensorBytes(const GlobalWeights& g) {
 // Decode of a synthetic model held in RAM: the weights are read once per token, so the bound is
 // (every layer's bytes + the embedding read by the logits) / bandwidth.
 void BenchModel() {
-  const char* preset = FLAGS_quick ? "small" : "medium";
-  ModelConfig cfg = SyntheticPreset(preset).value();
+  const std::string preset = !FLAGS_model_preset.empty() ? FLAGS_model_preset
+                             : FLAGS_quick               ? "small"
+                                                         : "medium";
+  auto preset_cfg = SyntheticPreset(preset);
+  if (!preset_cfg.ok()) {
+    std::printf("# model: %s\n", preset_cfg.status().message().c_str());
+    return;
+  }
+  ModelConfig cfg = preset_cfg.value();
   const std::string path = FLAGS_model_dir + StrFormat("/bench-kernels-%d.gguf", int(getpid()));
   Status st = WriteSyntheticModel(path, cfg, 42);
   GLM_CHECK_MSG(st.ok(), "%s", st.message().c_str());

@@ -20,7 +20,7 @@
 #   Optional steps: probe (the linear-layer probe alone), variants (INT4 resident with the other
 #   tensor-core GEMV variants), sass (the GEMV's instruction mix), ncu (Nsight Compute on the INT4
 #   GEMV and on one decode step's kernels), cpu (bench-kernels on the host CPU into cpu.log: the
-#   full run, then the AVX2 path), cputests (the CPU SIMD and golden tests on every path of the
+#   full run, the AVX2 path, the GEMV on half the cores), cputests (the CPU SIMD and golden tests on every path of the
 #   host CPU). A run whose steps use no GPU builds only the CPU targets. MMA_STEPS=n passes
 #   --mma_steps to bench-gpu.
 #
@@ -250,7 +250,10 @@ cpu_id() {
 step_cpu() {
   if [ ! -x "$BUILD/bench-kernels" ]; then log "bench-kernels was not built"; return 1; fi
   cpu_id
-  "$BUILD/bench-kernels" && "$BUILD/bench-kernels" --path=avx2 --quick --only=gemv,core
+  "$BUILD/bench-kernels" || return 1
+  "$BUILD/bench-kernels" --path=avx2 --quick --only=gemv,core
+  # Half the threads: does the GEMV need every core to reach the bandwidth?
+  GLM_THREADS=$(( JOBS / 2 )) "$BUILD/bench-kernels" --quick --only=gemv
 }
 
 # The CPU kernels' SIMD tests and the golden model test on every dispatch path of the host CPU.
