@@ -20,13 +20,15 @@
 #   Optional steps: probe (the linear-layer probe alone), variants (INT4 resident with the other
 #   tensor-core GEMV variants), sass (the GEMV's instruction mix), ncu (Nsight Compute on the INT4
 #   GEMV and on one decode step's kernels), cpu (bench-kernels on the host CPU into cpu.log: the
-#   full run, the AVX2 path, the GEMV on half the cores), cputests (the CPU SIMD and golden tests on every path of the
-#   host CPU). A run whose steps use no GPU builds only the CPU targets. MMA_STEPS=n passes
+#   full run, the AVX2 path, the GEMV on half the cores), cputests (the CPU SIMD and golden tests
+#   on every path of the host CPU), cpuab (CPU kernel settings compared: CPU_AB, see step_cpuab,
+#   into cpuab.log). A run whose steps use no GPU builds only the CPU targets. MMA_STEPS=n passes
 #   --mma_steps to bench-gpu.
 #
 # Files left in $OUT (at most 8, flat): summary.txt, device_check.log, build.log, tests.log,
 # bench_int4.log, bench_int4g.log, bench_int8.log, bench_fp16.log (probe.log, sass.log, ncu.log,
-# cpu.log when asked for; with them, run a subset: at most 8 files come back from the device tool).
+# cpu.log, cpuab.log when asked for; with them, run a subset: at most 8 files come back from the
+# device tool).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -167,7 +169,7 @@ step_build() {
            sass ncu; do
     want $s && targets=(bench-gpu glm-bench glm-generate glm-generate-gpu glm-synth) && break
   done
-  want cpu && targets+=(bench-kernels)
+  { want cpu || want cpuab; } && targets+=(bench-kernels)
   want cputests && targets+=(kernels_simd_test golden_test glm-logits)
   want tests && [ -e "$BUILD/tests_built" ] && targets+=(cuda_plan_test cuda_kernels_test cuda_model_test
                                            cuda_generate_test)
@@ -256,6 +258,23 @@ step_cpu() {
   GLM_THREADS=$(( JOBS / 2 )) "$BUILD/bench-kernels" --quick --only=gemv
 }
 
+# Optional: bench-kernels sections (CPU_AB_ONLY, default gemv,layer) under each environment
+# setting of CPU_AB (';'-separated, each "VAR=value ..." or "default"), alternated for
+# CPU_AB_ROUNDS rounds (default 2), so that a kernel knob is compared on the host CPU.
+step_cpuab() {
+  if [ ! -x "$BUILD/bench-kernels" ]; then log "bench-kernels was not built"; return 1; fi
+  local list v r
+  IFS=';' read -ra list <<< "${CPU_AB:-default}"
+  for (( r = 1; r <= ${CPU_AB_ROUNDS:-2}; r++ )); do
+    for v in "${list[@]}"; do
+      [ "$v" = default ] && v=""
+      log "-- round $r: ${v:-default}"
+      # shellcheck disable=SC2086
+      env $v "$BUILD/bench-kernels" --only="${CPU_AB_ONLY:-gemv,layer}" || return 1
+    done
+  done
+}
+
 # The CPU kernels' SIMD tests and the golden model test on every dispatch path of the host CPU.
 step_cputests() {
   cpu_id
@@ -296,7 +315,7 @@ step_generate() {
 # The step functions run in child bashes (under timeout): they see these.
 export ROOT OUT_DIR BUILD DEPS JOBS T_START DEADLINE_S VARIANTS STEPS
 export -f log want step_env step_deps step_configure step_build step_tests bench step_ncu \
-  step_generate step_variants step_sass step_cpu step_cputests cpu_id
+  step_generate step_variants step_sass step_cpu step_cpuab step_cputests cpu_id
 
 log "device check: steps '$STEPS', build $BUILD, output $OUT_DIR"
 want env && run env 30 - step_env
@@ -321,6 +340,7 @@ want variants && run variants 60 - step_variants
 want sass && run sass 30 sass.log step_sass
 want cputests && run cputests 90 - step_cputests
 want cpu && run cpu 240 cpu.log step_cpu
+want cpuab && run cpuab 240 cpuab.log step_cpuab
 want ncu && run ncu 150 ncu.log step_ncu
 
 {

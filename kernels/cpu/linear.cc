@@ -3,6 +3,7 @@
 // weight row is converted once and dotted with every token, so a decode step reads the weights
 // exactly once. This scalar kernel defines the summation order every SIMD path reproduces.
 #include <algorithm>
+#include <cstdlib>
 #include <vector>
 
 #include "kernels/cpu/half_table.h"
@@ -50,6 +51,24 @@ void LinearScalar(const Half* x, int64_t T, const TensorView& w, const Half* bia
       }
     }
   });
+}
+
+}  // namespace glm
+
+namespace glm {
+
+int64_t PrefetchRowBytes() {
+  static const int64_t bytes = [] {
+    const char* env = std::getenv("GLM_CPU_PREFETCH_ROW_BYTES");
+    if (env == nullptr || *env == '\0') return int64_t(4096);
+    char* end = nullptr;
+    const long long v = std::strtoll(env, &end, 10);
+    GLM_CHECK_MSG(*end == '\0' && v >= 0,
+                  "GLM_CPU_PREFETCH_ROW_BYTES=%s: expected a byte count (0 turns the prefetch off)",
+                  env);
+    return int64_t(v);
+  }();
+  return bytes;
 }
 
 }  // namespace glm

@@ -29,7 +29,6 @@ constexpr int kDirectMaxT = 2;
 constexpr int kDirectRows = 4;  // T = 1; two rows at T = 2
 constexpr int kTileT = 3, kTileN = 3;
 // Quantized rows up to this long prefetch the next tile (DirectTile).
-constexpr int64_t kPrefetchRowBytes = 4096;
 
 inline __m256 RoundToHalf(__m256 v) {
   return _mm256_cvtph_ps(_mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
@@ -231,7 +230,7 @@ void DirectTileFor(const float* x, int64_t K, const LinearWeight& w, int64_t n0,
   constexpr bool kInt8 = std::is_same_v<Row, I8RoundRow>;
   constexpr bool kQuantized = !std::is_same_v<Row, F16Row>;
   WithDecodeVariant<kInt8, kQuantized>(
-      kInt8 && RowsSplitExact(w, n0, NB), kQuantized && w.row_bytes <= kPrefetchRowBytes,
+      kInt8 && RowsSplitExact(w, n0, NB), kQuantized && w.row_bytes <= PrefetchRowBytes(),
       [&]<bool kSplit, bool kPrefetch>() {
         using Decoded = std::conditional_t<kSplit, I8SplitRow, Row>;
         DirectTile<TB, NB, Decoded, kPrefetch>(x, K, w, n0, bias, out, N);

@@ -47,7 +47,6 @@ namespace {
 
 constexpr int kL = kLinearLanes;  // 16 inputs a step, one zmm
 constexpr int kDirectMaxT = 4;
-constexpr int64_t kPrefetchRowBytes = 4096;  // quantized rows up to this long: see DirectTile
 
 inline __m512 RoundToHalf(__m512 v) {
   return _mm512_cvtph_ps(_mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
@@ -189,7 +188,7 @@ void PrepareX(bool permuted, const float* x, int64_t T, int64_t K, float* dst) {
 
 // ---- Decode kernel: TB <= 4 tokens x R rows (rows n0..n0+R-1, `rows` of them valid) ----
 
-// kPrefetch (quantized rows of at most kPrefetchRowBytes): the next tile's rows (contiguous) are
+// kPrefetch (quantized rows of at most PrefetchRowBytes()): the next tile's rows (contiguous) are
 // fetched into L2 while this tile runs, one step's share a step. Rows of a few KiB end before the
 // hardware prefetcher has ramped up on them (K = 2048 int4: 1 KiB); long rows and fp16 were
 // slower with it (bench/results/cpu_kernels.md).
@@ -246,7 +245,7 @@ void DirectRows(const float* x, const float* xp, const LinearWeight& w, int64_t 
                 const Half* bias, Half* out) {
   constexpr int R = DirectRowsFor(TB);
   constexpr bool kInt8 = F == LinearWeight::kI8, kQuantized = F != LinearWeight::kF16;
-  const bool prefetch = kQuantized && w.row_bytes <= kPrefetchRowBytes;
+  const bool prefetch = kQuantized && w.row_bytes <= PrefetchRowBytes();
   for (int64_t n = n0; n < n1; n += R) {
     const int64_t rows = n1 - n < R ? n1 - n : R;
     WithDecodeVariant<kInt8, kQuantized>(

@@ -102,6 +102,11 @@ inline bool RowsSplitExact(const LinearWeight& w, int64_t n0, int64_t rows) {
   return true;
 }
 
+// Quantized rows of at most this many bytes take the next-tile prefetch below: 4096 by default,
+// GLM_CPU_PREFETCH_ROW_BYTES=n overrides it (read once; 0 turns it off), for measuring it on
+// other machines (bench/results/cpu_kernels.md).
+int64_t PrefetchRowBytes();
+
 // The next decode tile's rows, fetched into L2 while a tile of short quantized rows runs (see the
 // kernels): the `rows` rows after n0, contiguous, kBytesPerStep of them per 16-input step. Off, or
 // with no whole tile after this one, it fetches nothing.
