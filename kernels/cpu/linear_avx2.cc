@@ -28,7 +28,6 @@ constexpr int kBlocks = kLinearLanes / kLanes;  // 2 ymm of lane sums per output
 constexpr int kDirectMaxT = 2;
 constexpr int kDirectRows = 4;  // T = 1; two rows at T = 2
 constexpr int kTileT = 3, kTileN = 3;
-// Quantized rows up to this long prefetch the next tile (DirectTile).
 
 inline __m256 RoundToHalf(__m256 v) {
   return _mm256_cvtph_ps(_mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
@@ -107,9 +106,11 @@ struct I8Row {
 using I8RoundRow = I8Row<false>;
 using I8SplitRow = I8Row<true>;
 
-// int4: 8 weights = 4 bytes. Duplicated bytes, shifted by 4 in even lanes, give each lane's
-// nibble in bits 0..3; two 8-entry VPERMPS tables (nibbles 0..7 and 8..15) and a blend on bit 3
-// look up fp16(q·scale).
+// int4: 8 weights = 4 bytes. The 4 bytes are broadcast to every lane (a load-port broadcast) and
+// a per-lane shift brings lane L's nibble, element L, to bits 0..3 (element 2j is the high nibble
+// of byte j); two 8-entry VPERMPS tables (nibbles 0..7 and 8..15) and a blend on bit 3 look up
+// fp16(q·scale). Two shuffle-port µops per 8 weights (the permutes): the shuffle port bounds
+// this decoder.
 struct I4Row {
   const int8_t* p = nullptr;
   const Half* scales = nullptr;
@@ -125,11 +126,9 @@ struct I4Row {
   __m256 Load(int64_t s) const {
     int32_t word;
     __builtin_memcpy(&word, p + s * (kLanes / 2), 4);
-    const __m128i dup =
-        _mm_shuffle_epi8(_mm_cvtsi32_si128(word),
-                         _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, -1, -1, -1, -1, -1, -1, -1, -1));
-    const __m256i idx =
-        _mm256_srlv_epi32(_mm256_cvtepu8_epi32(dup), _mm256_setr_epi32(4, 0, 4, 0, 4, 0, 4, 0));
+    // VPERMPS reads index bits 0..2 and the blend bit 3: the bits above the nibble do not matter.
+    const __m256i idx = _mm256_srlv_epi32(_mm256_set1_epi32(word),
+                                          _mm256_setr_epi32(4, 0, 12, 8, 20, 16, 28, 24));
     const __m256 a = _mm256_permutevar8x32_ps(lo, idx), b = _mm256_permutevar8x32_ps(hi, idx);
     return _mm256_blendv_ps(a, b, _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28)));
   }
