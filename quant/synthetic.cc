@@ -59,14 +59,16 @@ StatusOr<ModelConfig> SyntheticPreset(const std::string& name) {
                     .inner = 640,
                     .num_heads = 2,
                     .head_dim = 128,
-                    .max_seq = 2048};
+                    .max_seq = 2048,
+                    .tokens = {}};
   } else if (name == "tiny") {
     c = ModelConfig{.num_layers = 2,
                     .hidden = 256,
                     .inner = 512,
                     .num_heads = 2,
                     .head_dim = 128,
-                    .max_seq = 512};
+                    .max_seq = 512,
+                    .tokens = {}};
     small_vocab(c, 1024);
   } else if (name == "small") {
     c = ModelConfig{.num_layers = 8,
@@ -74,7 +76,8 @@ StatusOr<ModelConfig> SyntheticPreset(const std::string& name) {
                     .inner = 2816,
                     .num_heads = 8,
                     .head_dim = 128,
-                    .max_seq = 2048};
+                    .max_seq = 2048,
+                    .tokens = {}};
     small_vocab(c, 32768);
   } else if (name == "medium") {
     c = ModelConfig{.num_layers = 16,
@@ -82,7 +85,8 @@ StatusOr<ModelConfig> SyntheticPreset(const std::string& name) {
                     .inner = 5504,
                     .num_heads = 16,
                     .head_dim = 128,
-                    .max_seq = 2048};
+                    .max_seq = 2048,
+                    .tokens = {}};
     small_vocab(c, 32768);
   } else if (name.rfind("glm130b-L", 0) == 0) {
     char* end = nullptr;

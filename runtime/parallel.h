@@ -23,7 +23,7 @@ class ThreadPool {
 
   int size() const { return int(workers_.size()) + 1; }  // the caller works too
 
-  // Splits [0, n) into chunks of at least `grain` (about four per thread) and calls
+  // Splits [0, n) into chunks of at least `grain` (shrinking as the work runs out) and calls
   // fn(begin, end) on every thread, the calling thread included; returns when all chunks are
   // done. A call from inside fn (any pool) runs fn(0, n) on the calling thread.
   template <typename Fn>
@@ -69,7 +69,7 @@ class ThreadPool {
   std::vector<std::thread> workers_;
   std::mutex call_mu_;  // one ParallelFor at a time (callers from several threads queue)
   Job job_;
-  int64_t n_ = 0, chunk_ = 0;
+  int64_t n_ = 0, grain_ = 1;
   std::atomic<int64_t> next_{0};         // next chunk start
   std::atomic<int> pending_{0};          // workers still inside the current job
   std::atomic<uint32_t> generation_{0};  // bumped to start a job

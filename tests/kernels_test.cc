@@ -1,12 +1,15 @@
 // CPU kernels against independent double-precision references that apply the spec's fp16
 // rounding points (spec §1.3-1.9), over odd sizes and misaligned pointers.
+#include "kernels/cpu/kernels.h"
+
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <mutex>
 #include <random>
 #include <vector>
 
-#include "kernels/cpu/kernels.h"
 #include "runtime/parallel.h"
 #include "tests/test_util.h"
 
@@ -313,6 +316,32 @@ TEST(ThreadPool, CoversEveryIndexOnce) {
       for (int64_t i = b; i < e; ++i) hits[i]++;
     });
     for (int64_t i = 0; i < n; ++i) ASSERT_EQ(hits[i], 1) << "n=" << n << " i=" << i;
+  }
+}
+
+// Chunks are at least the grain (all but one ending at n), cover [0, n) once, and shrink to the
+// grain as the work runs out, so that the threads finish together.
+TEST(ThreadPool, ChunksRespectTheGrainAndShrinkAtTheEnd) {
+  ThreadPool pool(5);
+  for (int64_t grain : {1, 16, 300}) {
+    const int64_t n = 10007;
+    std::mutex mu;
+    std::vector<std::pair<int64_t, int64_t>> chunks;
+    pool.ParallelFor(n, grain, [&](int64_t b, int64_t e) {
+      std::lock_guard<std::mutex> lock(mu);
+      chunks.emplace_back(b, e);
+    });
+    std::sort(chunks.begin(), chunks.end());
+    int64_t next = 0, smallest = n;
+    for (auto [b, e] : chunks) {
+      ASSERT_EQ(b, next) << "grain " << grain;
+      ASSERT_GT(e, b);
+      if (e != n) EXPECT_GE(e - b, grain) << "grain " << grain;
+      smallest = std::min(smallest, e - b);
+      next = e;
+    }
+    EXPECT_EQ(next, n);
+    EXPECT_LE(smallest, std::max<int64_t>(grain, 1) * 2) << "grain " << grain;
   }
 }
 
