@@ -336,12 +336,14 @@ TEST(ThreadPool, ChunksRespectTheGrainAndShrinkAtTheEnd) {
     for (auto [b, e] : chunks) {
       ASSERT_EQ(b, next) << "grain " << grain;
       ASSERT_GT(e, b);
-      if (e != n) EXPECT_GE(e - b, grain) << "grain " << grain;
+      if (e != n) {
+        EXPECT_GE(e - b, grain) << "grain " << grain;
+      }
       smallest = std::min(smallest, e - b);
       next = e;
     }
     EXPECT_EQ(next, n);
-    EXPECT_LE(smallest, std::max<int64_t>(grain, 1) * 2) << "grain " << grain;
+    EXPECT_LE(smallest, 2 * grain) << "grain " << grain;
   }
 }
 
