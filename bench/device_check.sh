@@ -171,8 +171,9 @@ step_build() {
   done
   { want cpu || want cpuab; } && targets+=(bench-kernels)
   want cputests && targets+=(kernels_simd_test golden_test glm-logits)
-  want tests && [ -e "$BUILD/tests_built" ] && targets+=(cuda_plan_test cuda_kernels_test cuda_model_test
-                                           cuda_generate_test)
+  if want tests && [ -e "$BUILD/tests_built" ]; then
+    targets+=(cuda_plan_test cuda_kernels_test cuda_model_test cuda_generate_test)
+  fi
   cmake --build "$BUILD" -j"$JOBS" --target "${targets[@]}"
 }
 
@@ -241,14 +242,15 @@ step_sass() {
     }' | sed 's/_ZN3glm3gpu[^ ]*quant_gemv_mma_kernel/mma/' | sort
 }
 
-# Optional: the CPU kernels on this machine's host CPU (issue 7's benchmark on a server CPU):
-# bench-kernels --quick, then the GEMV section at GLM-130B's shapes, on every core.
+# The host CPU: model, cores, caches and its AVX-512/AMX flags.
 cpu_id() {
   lscpu 2>/dev/null | grep -E '^(Model name|CPU\(s\)|Thread|Core|Socket|NUMA node|L[123]|CPU max|Hypervisor)'
   grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx512|amx|avx_vnni)' | tr '\n' ' '
   echo
 }
 
+# Optional: the CPU kernels on this machine's host CPU (issue 7's benchmark on a server CPU):
+# the full bench-kernels on every core, the AVX2 path, then the GEMV on half the cores.
 step_cpu() {
   if [ ! -x "$BUILD/bench-kernels" ]; then log "bench-kernels was not built"; return 1; fi
   cpu_id
@@ -313,7 +315,8 @@ step_generate() {
 }
 
 # The step functions run in child bashes (under timeout): they see these.
-export ROOT OUT_DIR BUILD DEPS JOBS T_START DEADLINE_S VARIANTS STEPS
+export ROOT OUT_DIR BUILD DEPS JOBS T_START DEADLINE_S VARIANTS STEPS CPU_AB CPU_AB_ROUNDS \
+  CPU_AB_ONLY
 export -f log want step_env step_deps step_configure step_build step_tests bench step_ncu \
   step_generate step_variants step_sass step_cpu step_cpuab step_cputests cpu_id
 

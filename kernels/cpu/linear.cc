@@ -11,6 +11,7 @@
 #include "kernels/cpu/linear_common.h"
 #include "kernels/cpu/simd.h"
 #include "quant/format.h"
+#include "runtime/check.h"
 #include "runtime/parallel.h"
 
 namespace glm {
@@ -52,10 +53,6 @@ void LinearScalar(const Half* x, int64_t T, const TensorView& w, const Half* bia
     }
   });
 }
-
-}  // namespace glm
-
-namespace glm {
 
 int64_t PrefetchRowBytes() {
   static const int64_t bytes = [] {
