@@ -68,7 +68,7 @@ ThreadPool& ThreadPool::Global() {
 // Guided chunks: each takes 1/(8·threads) of what is left (at least the grain), so the first
 // ones are an eighth of a thread's share (balance against uneven rows and a core taken by another
 // process) and the last ones are small: the threads finish together. Against fixed eighths it
-// cut the threads' idle time at the end of a decode GEMV from 2.7-4.5% to 1.0-1.8% on two
+// cut the threads' idle time at the end of a decode GEMV from 2.7-4.5% to 1.0-1.3% on two
 // threads; with more threads the fixed tail grows (bench/results/cpu_kernels.md).
 void ThreadPool::RunChunks() {
   tls_in_job = true;
