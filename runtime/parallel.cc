@@ -8,6 +8,8 @@
 #include <algorithm>
 #include <cstdlib>
 
+#include "runtime/check.h"
+
 namespace glm {
 
 namespace {
@@ -47,8 +49,13 @@ int ThreadPool::AvailableCpus() {
 ThreadPool::ThreadPool(int num_threads) {
   if (num_threads <= 0) {
     num_threads = AvailableCpus();
-    if (const char* env = std::getenv("GLM_THREADS")) num_threads = std::atoi(env);
-    num_threads = std::max(num_threads, 1);
+    if (const char* env = std::getenv("GLM_THREADS"); env != nullptr && *env != '\0') {
+      char* end = nullptr;
+      const long v = std::strtol(env, &end, 10);
+      GLM_CHECK_MSG(*end == '\0' && v >= 1 && v <= kMaxThreads,
+                    "GLM_THREADS=%s: expected a thread count from 1 to %d", env, kMaxThreads);
+      num_threads = int(v);
+    }
   }
   for (int i = 1; i < num_threads; ++i) workers_.emplace_back([this, i] { WorkerLoop(i); });
 }

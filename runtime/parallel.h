@@ -15,7 +15,9 @@ namespace glm {
 
 class ThreadPool {
  public:
-  // num_threads <= 0: GLM_THREADS if set, else the CPUs this process may run on.
+  // num_threads <= 0: GLM_THREADS if set (1 to kMaxThreads; anything else is a fatal error naming
+  // it), else the CPUs this process may run on.
+  static constexpr int kMaxThreads = 4096;
   explicit ThreadPool(int num_threads = 0);
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;

@@ -6,8 +6,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <mutex>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "runtime/parallel.h"
@@ -316,6 +318,26 @@ TEST(ThreadPool, CoversEveryIndexOnce) {
       for (int64_t i = b; i < e; ++i) hits[i]++;
     });
     for (int64_t i = 0; i < n; ++i) ASSERT_EQ(hits[i], 1) << "n=" << n << " i=" << i;
+  }
+}
+
+// GLM_THREADS: a count from 1 to kMaxThreads sizes the pool; anything else stops with a message
+// naming the variable instead of silently running on one thread.
+TEST(ThreadPool, ThreadCountFromTheEnvironment) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  const char* saved = std::getenv("GLM_THREADS");
+  const std::string restore = saved ? saved : "";
+  ::setenv("GLM_THREADS", "3", 1);
+  EXPECT_EQ(ThreadPool().size(), 3);
+  for (const char* bad : {"abc", "0", "-2", "4x", "100000"}) {
+    ::setenv("GLM_THREADS", bad, 1);
+    EXPECT_DEATH(ThreadPool(), std::string("GLM_THREADS=") + bad + ": expected a thread count")
+        << bad;
+  }
+  if (saved) {
+    ::setenv("GLM_THREADS", restore.c_str(), 1);
+  } else {
+    ::unsetenv("GLM_THREADS");
   }
 }
 
