@@ -229,8 +229,7 @@ void DirectTileFor(const float* x, int64_t K, const LinearWeight& w, int64_t n0,
   constexpr bool kInt8 = std::is_same_v<Row, I8RoundRow>;
   constexpr bool kQuantized = !std::is_same_v<Row, F16Row>;
   WithDecodeVariant<kInt8, kQuantized>(
-      kInt8 && RowsSplitExact(w, n0, NB), kQuantized && w.row_bytes <= PrefetchRowBytes(),
-      [&]<bool kSplit, bool kPrefetch>() {
+      kInt8 && RowsSplitExact(w, n0, NB), w.prefetch_next, [&]<bool kSplit, bool kPrefetch>() {
         using Decoded = std::conditional_t<kSplit, I8SplitRow, Row>;
         DirectTile<TB, NB, Decoded, kPrefetch>(x, K, w, n0, bias, out, N);
       });

@@ -188,10 +188,10 @@ void PrepareX(bool permuted, const float* x, int64_t T, int64_t K, float* dst) {
 
 // ---- Decode kernel: TB <= 4 tokens x R rows (rows n0..n0+R-1, `rows` of them valid) ----
 
-// kPrefetch (quantized rows of at most PrefetchRowBytes()): the next tile's rows (contiguous) are
-// fetched into L2 while this tile runs, one step's share a step. Rows of a few KiB end before the
-// hardware prefetcher has ramped up on them (K = 2048 int4: 1 KiB); long rows and fp16 were
-// slower with it (bench/results/cpu_kernels.md).
+// kPrefetch (w.prefetch_next: quantized rows of at most PrefetchRowBytes()): the next tile's
+// rows (contiguous) are fetched into L2 while this tile runs, one step's share a step. Rows of a
+// few KiB end before the hardware prefetcher has ramped up on them (K = 2048 int4: 1 KiB); long
+// rows and fp16 were slower with it (bench/results/cpu_kernels.md).
 template <int TB, int R, LinearWeight::Format F, bool kSplit, bool kPrefetch>
 void DirectTile(const float* x, const float* xp, const LinearWeight& w, int64_t n0, int64_t rows,
                 const Half* bias, Half* out) {
@@ -245,11 +245,10 @@ void DirectRows(const float* x, const float* xp, const LinearWeight& w, int64_t 
                 const Half* bias, Half* out) {
   constexpr int R = DirectRowsFor(TB);
   constexpr bool kInt8 = F == LinearWeight::kI8, kQuantized = F != LinearWeight::kF16;
-  const bool prefetch = kQuantized && w.row_bytes <= PrefetchRowBytes();
   for (int64_t n = n0; n < n1; n += R) {
     const int64_t rows = n1 - n < R ? n1 - n : R;
     WithDecodeVariant<kInt8, kQuantized>(
-        kInt8 && RowsSplitExact(w, n, rows), prefetch, [&]<bool kSplit, bool kPrefetch>() {
+        kInt8 && RowsSplitExact(w, n, rows), w.prefetch_next, [&]<bool kSplit, bool kPrefetch>() {
           DirectTile<TB, R, F, kSplit, kPrefetch>(x, xp, w, n, rows, bias, out);
         });
   }

@@ -25,6 +25,11 @@ inline float ReduceLanes(const float* lane) {
   return ((e[0] + e[4]) + (e[1] + e[5])) + ((e[2] + e[6]) + (e[3] + e[7]));
 }
 
+// Quantized rows of at most this many bytes take the next-tile prefetch (NextTilePrefetch): 4096 by
+// default, GLM_CPU_PREFETCH_ROW_BYTES=n overrides it (read once; 0 turns it off), for measuring it
+// on other machines (bench/results/cpu_kernels.md).
+int64_t PrefetchRowBytes();
+
 // A [N, K] linear weight (quant/format.h) with its group geometry resolved for `lanes`-wide steps.
 struct LinearWeight {
   enum Format { kF16, kI8, kI4 };
@@ -38,6 +43,7 @@ struct LinearWeight {
   int64_t group_size = 0;        // elements per scale (K for per-row)
   int64_t group_steps = 0;       // group-wise with group_size % lanes == 0: steps per group; else 0
   bool generic_groups = false;   // group-wise with group_size % lanes != 0: decoded per element
+  bool prefetch_next = false;    // quantized rows short enough for NextTilePrefetch
 
   static LinearWeight From(const TensorView& w, int lanes) {
     LinearWeight l;
@@ -50,6 +56,7 @@ struct LinearWeight {
     l.format = w.dtype == DType::kI8 ? kI8 : kI4;
     l.q = static_cast<const int8_t*>(w.data);
     l.row_bytes = QuantRowBytes(w.dtype, l.K);
+    l.prefetch_next = l.row_bytes <= PrefetchRowBytes();
     l.scales = w.scales;
     l.group_size = w.group_size > 0 ? w.group_size : l.K;
     l.groups = w.group_size > 0 ? l.K / w.group_size : 1;
@@ -101,11 +108,6 @@ inline bool RowsSplitExact(const LinearWeight& w, int64_t n0, int64_t rows) {
   }
   return true;
 }
-
-// Quantized rows of at most this many bytes take the next-tile prefetch below: 4096 by default,
-// GLM_CPU_PREFETCH_ROW_BYTES=n overrides it (read once; 0 turns it off), for measuring it on
-// other machines (bench/results/cpu_kernels.md).
-int64_t PrefetchRowBytes();
 
 // The next decode tile's rows, fetched into L2 while a tile of short quantized rows runs (see the
 // kernels): the `rows` rows after n0, contiguous, kBytesPerStep of them per 16-input step. Off, or
