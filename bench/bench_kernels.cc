@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "kernels/cpu/dispatch.h"
+#include "kernels/cpu/linear_common.h"
 #include "offload/model_file.h"
 #include "quant/format.h"
 #include "quant/synthetic.h"
@@ -831,15 +832,23 @@ int main(int argc, char** argv) {
     std::printf(
         "{\"kernel\":\"limits\",\"threads\":%d,\"mem_bw_gbps\":%.4g,\"peak_gflops\":%.4g,"
         "\"llc_bytes\":%zu,\"bw_loads_gbps\":%.4g,\"bw_l1_prefetch_gbps\":%.4g,"
-        "\"bw_l2_prefetch_gbps\":%.4g}\n",
+        "\"bw_l2_prefetch_gbps\":%.4g,\"prefetch_row_bytes\":%lld,\"prefetch_ahead_fp16\":%lld,"
+        "\"prefetch_ahead_quantized\":%lld}\n",
         ThreadPool::Global().size(), g_limits.mem_bw_gbps, g_limits.peak_gflops, g_llc_bytes,
-        g_limits.bw_by_method[0], g_limits.bw_by_method[1], g_limits.bw_by_method[2]);
+        g_limits.bw_by_method[0], g_limits.bw_by_method[1], g_limits.bw_by_method[2],
+        (long long)PrefetchRowBytes(), (long long)PrefetchAheadBytes(false),
+        (long long)PrefetchAheadBytes(true));
   } else {
     std::printf(
         "# memory read bandwidth %.2f GB/s (loads %.2f, with L1 prefetch %.2f, with L2 prefetch "
         "%.2f), peak FMA %.1f GFLOP/s (%d threads)\n",
         g_limits.mem_bw_gbps, g_limits.bw_by_method[0], g_limits.bw_by_method[1],
         g_limits.bw_by_method[2], g_limits.peak_gflops, ThreadPool::Global().size());
+    std::printf(
+        "# decode prefetch: next tile for quantized rows of at most %lld bytes, in-row %lld bytes "
+        "ahead for fp16 and %lld for quantized (0: off)\n",
+        (long long)PrefetchRowBytes(), (long long)PrefetchAheadBytes(false),
+        (long long)PrefetchAheadBytes(true));
   }
   if (Section("gemv")) BenchGemv();
   if (Section("gemm")) BenchGemm();

@@ -129,7 +129,8 @@ std::string CaseName(const LinearCase& c, int64_t T, bool bias) {
 }
 
 TEST_P(SimdPath, LinearEqualsScalarOnEveryFormatAndShape) {
-  // The last two have rows over 4 KiB: the decode kernels without the next-tile prefetch.
+  // The last two have rows over 3 KiB: the decode kernels without the next-tile prefetch
+  // (kernels_prefetch_test.sh runs these with every prefetch variant).
   const LinearCase cases[] = {
       {DType::kF16, 0, 1, 1},     {DType::kF16, 0, 3, 7},    {DType::kF16, 0, 33, 37},
       {DType::kF16, 0, 9, 1030},  {DType::kF16, 0, 70, 600}, {DType::kI8, 0, 5, 13},
@@ -319,7 +320,7 @@ TEST(Int8Split, EqualsTheReferenceRoundingWhereverItIsUsed) {
 // fp16, and inf - inf makes the reference's output NaN where the split would give a finite value.
 // int4 tables must overflow the same way.
 TEST_P(SimdPath, QuantizedRowsWithLargeScalesRoundThroughHalf) {
-  // No tail (it takes the reference rounding on every path); rows of 64 bytes and of over 4 KiB
+  // No tail (it takes the reference rounding on every path); rows of 64 bytes and of over 3 KiB
   // (the decode kernels with and without the next-tile prefetch).
   // int4 (groups of 16, and a row scale): q = ±7 with scale 16384 overflows fp16 too.
   for (int64_t K : {64, 4112, -256, -8224}) {

@@ -54,18 +54,28 @@ void LinearScalar(const Half* x, int64_t T, const TensorView& w, const Half* bia
   });
 }
 
+namespace {
+// A byte count from `name`, or `unset` when it is not set (read once by the callers).
+int64_t ByteCountFromEnv(const char* name, int64_t unset) {
+  const char* env = std::getenv(name);
+  if (env == nullptr || *env == '\0') return unset;
+  char* end = nullptr;
+  const long long v = std::strtoll(env, &end, 10);
+  GLM_CHECK_MSG(*end == '\0' && v >= 0, "%s=%s: expected a byte count (0 turns the prefetch off)",
+                name, env);
+  return int64_t(v);
+}
+}  // namespace
+
 int64_t PrefetchRowBytes() {
-  static const int64_t bytes = [] {
-    const char* env = std::getenv("GLM_CPU_PREFETCH_ROW_BYTES");
-    if (env == nullptr || *env == '\0') return int64_t(4096);
-    char* end = nullptr;
-    const long long v = std::strtoll(env, &end, 10);
-    GLM_CHECK_MSG(*end == '\0' && v >= 0,
-                  "GLM_CPU_PREFETCH_ROW_BYTES=%s: expected a byte count (0 turns the prefetch off)",
-                  env);
-    return int64_t(v);
-  }();
+  static const int64_t bytes = ByteCountFromEnv("GLM_CPU_PREFETCH_ROW_BYTES", 3072);
   return bytes;
+}
+
+int64_t PrefetchAheadBytes(bool quantized) {
+  static const int64_t bytes = ByteCountFromEnv("GLM_CPU_PREFETCH_AHEAD", -1);
+  if (bytes >= 0) return bytes;
+  return quantized ? 0 : 512;
 }
 
 }  // namespace glm

@@ -185,14 +185,17 @@ struct PanelSrc {
 
 // ---- Decode kernel ----
 
-// kPrefetch: the next tile's rows fetched into L2 while this one runs, as in linear_avx512.cc
-// (short quantized rows only).
-template <int TB, int NB, class Row, bool kPrefetch = false>
+// kPrefetch: the weight's TilePrefetch (linear_common.h), as in linear_avx512.cc.
+template <int TB, int NB, class Row, TilePrefetch kPrefetch = TilePrefetch::kNone>
 void DirectTile(const float* x, int64_t K, const LinearWeight& w, int64_t n0, const Half* bias,
                 Half* out, int64_t N) {
-  // NB rows of 8 (int4) or 16 (int8) bytes per 16-input block.
-  constexpr int64_t kNextBytesPerBlock = NB * (std::is_same_v<Row, I4Row> ? 8 : 16);
-  const NextTilePrefetch<kNextBytesPerBlock> prefetch(kPrefetch, w, n0, NB);
+  // Bytes of a row per 16-input block: 8 (int4), 16 (int8) or 32 (fp16).
+  constexpr int64_t kBlockBytes = std::is_same_v<Row, I4Row>    ? 8
+                                  : std::is_same_v<Row, F16Row> ? 32
+                                                                : 16;
+  const NextTilePrefetch<NB * kBlockBytes> next_tile(kPrefetch == TilePrefetch::kNextTile, w, n0,
+                                                     NB);
+  const InRowPrefetch<NB, kBlockBytes> in_row(kPrefetch == TilePrefetch::kInRow, w, n0, NB);
   DirectSrc<NB, Row> src{};
 #pragma GCC unroll 8
   for (int r = 0; r < NB; ++r) src.rows[r] = Row(w, n0 + r);
@@ -210,7 +213,8 @@ void DirectTile(const float* x, int64_t K, const LinearWeight& w, int64_t n0, co
     for (int r = 0; r < NB; ++r) src.rows[r].Group(g);
     const int64_t end = s + per_group < full ? s + per_group : full;
     for (int64_t b = s; b < end; b += kBlocks) {
-      if constexpr (kPrefetch) prefetch.Step(b / kBlocks);
+      if constexpr (kPrefetch == TilePrefetch::kNextTile) next_tile.Step(b / kBlocks);
+      if constexpr (kPrefetch == TilePrefetch::kInRow) in_row.Step(b / kBlocks);
 #pragma GCC unroll 4
       for (int q = 0; q < kBlocks; ++q) Steps<TB, NB>(x, K, src, b + q, b + q + 1, 1, acc[q]);
     }
@@ -222,14 +226,14 @@ void DirectTile(const float* x, int64_t K, const LinearWeight& w, int64_t n0, co
       Finish(acc[0][t][r], acc[1][t][r], x + t * K, w, n0 + r, bias, out + t * N);
 }
 
-// int8 tiles whose scales allow it use the split decoder; short quantized rows prefetch.
+// int8 tiles whose scales allow it use the split decoder; the weight's TilePrefetch.
 template <int TB, int NB, class Row>
 void DirectTileFor(const float* x, int64_t K, const LinearWeight& w, int64_t n0, const Half* bias,
                    Half* out, int64_t N) {
   constexpr bool kInt8 = std::is_same_v<Row, I8RoundRow>;
   constexpr bool kQuantized = !std::is_same_v<Row, F16Row>;
   WithDecodeVariant<kInt8, kQuantized>(
-      kInt8 && RowsSplitExact(w, n0, NB), w.prefetch_next, [&]<bool kSplit, bool kPrefetch>() {
+      kInt8 && RowsSplitExact(w, n0, NB), w.prefetch, [&]<bool kSplit, TilePrefetch kPrefetch>() {
         using Decoded = std::conditional_t<kSplit, I8SplitRow, Row>;
         DirectTile<TB, NB, Decoded, kPrefetch>(x, K, w, n0, bias, out, N);
       });

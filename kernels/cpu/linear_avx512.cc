@@ -188,14 +188,16 @@ void PrepareX(bool permuted, const float* x, int64_t T, int64_t K, float* dst) {
 
 // ---- Decode kernel: TB <= 4 tokens x R rows (rows n0..n0+R-1, `rows` of them valid) ----
 
-// kPrefetch (w.prefetch_next: quantized rows of at most PrefetchRowBytes()): the next tile's
-// rows (contiguous) are fetched into L2 while this tile runs, one step's share a step. Rows of a
-// few KiB end before the hardware prefetcher has ramped up on them (K = 2048 int4: 1 KiB); long
-// rows and fp16 were slower with it (bench/results/cpu_kernels.md).
-template <int TB, int R, LinearWeight::Format F, bool kSplit, bool kPrefetch>
+// kPrefetch (w.prefetch, linear_common.h): kNextTile (quantized rows of at most
+// PrefetchRowBytes()) fetches the next tile's rows (contiguous) into L2 while this tile runs, one
+// step's share a step: rows of a few KiB end before the hardware prefetcher has ramped up on them
+// (K = 2048 int4: 1 KiB). kInRow (fp16 rows by default) fetches each row's line PrefetchAheadBytes
+// ahead into L1. Longer quantized rows were slower with kNextTile, quantized rows with kInRow
+// (bench/results/cpu_kernels.md).
+template <int TB, int R, LinearWeight::Format F, bool kSplit, TilePrefetch kPrefetch>
 void DirectTile(const float* x, const float* xp, const LinearWeight& w, int64_t n0, int64_t rows,
                 const Half* bias, Half* out) {
-  static_assert(!kPrefetch || F != LinearWeight::kF16);
+  static_assert(kPrefetch != TilePrefetch::kNextTile || F != LinearWeight::kF16);
   const int64_t N = w.N, K = w.K, K16 = K - K % kL;
   Decoder<F, kSplit> row[R];
 #pragma GCC unroll 8
@@ -206,14 +208,17 @@ void DirectTile(const float* x, const float* xp, const LinearWeight& w, int64_t 
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) acc[t][r] = _mm512_setzero_ps();
   const int64_t per_group = w.group_steps ? w.group_steps * kL : K16;
-  constexpr int64_t kNextBytesPerStep = R * (F == LinearWeight::kI8 ? 16 : 8);
-  const NextTilePrefetch<kNextBytesPerStep> prefetch(kPrefetch, w, n0, R);
+  // Bytes of a row per 16-input step.
+  constexpr int64_t kStepBytes = F == LinearWeight::kF16 ? 32 : F == LinearWeight::kI8 ? 16 : 8;
+  const NextTilePrefetch<R * kStepBytes> next_tile(kPrefetch == TilePrefetch::kNextTile, w, n0, R);
+  const InRowPrefetch<R, kStepBytes> in_row(kPrefetch == TilePrefetch::kInRow, w, n0, rows);
   for (int64_t g = 0, k0 = 0; k0 < K16; ++g, k0 += per_group) {
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) row[r].Group(g);
     const int64_t k1 = k0 + per_group < K16 ? k0 + per_group : K16;
     for (int64_t k = k0; k < k1; k += kL) {
-      if constexpr (kPrefetch) prefetch.Step(k / kL);
+      if constexpr (kPrefetch == TilePrefetch::kNextTile) next_tile.Step(k / kL);
+      if constexpr (kPrefetch == TilePrefetch::kInRow) in_row.Step(k / kL);
 #pragma GCC unroll 8
       for (int r = 0; r < R; ++r) {
         const __m512 wv = row[r].Load16(k);
@@ -247,10 +252,11 @@ void DirectRows(const float* x, const float* xp, const LinearWeight& w, int64_t 
   constexpr bool kInt8 = F == LinearWeight::kI8, kQuantized = F != LinearWeight::kF16;
   for (int64_t n = n0; n < n1; n += R) {
     const int64_t rows = n1 - n < R ? n1 - n : R;
-    WithDecodeVariant<kInt8, kQuantized>(
-        kInt8 && RowsSplitExact(w, n, rows), w.prefetch_next, [&]<bool kSplit, bool kPrefetch>() {
-          DirectTile<TB, R, F, kSplit, kPrefetch>(x, xp, w, n, rows, bias, out);
-        });
+    WithDecodeVariant<kInt8, kQuantized>(kInt8 && RowsSplitExact(w, n, rows), w.prefetch,
+                                         [&]<bool kSplit, TilePrefetch kPrefetch>() {
+                                           DirectTile<TB, R, F, kSplit, kPrefetch>(x, xp, w, n,
+                                                                                   rows, bias, out);
+                                         });
   }
 }
 

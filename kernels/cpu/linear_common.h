@@ -25,10 +25,23 @@ inline float ReduceLanes(const float* lane) {
   return ((e[0] + e[4]) + (e[1] + e[5])) + ((e[2] + e[6]) + (e[3] + e[7]));
 }
 
-// Quantized rows of at most this many bytes take the next-tile prefetch (NextTilePrefetch): 4096 by
-// default, GLM_CPU_PREFETCH_ROW_BYTES=n overrides it (read once; 0 turns it off), for measuring it
-// on other machines (bench/results/cpu_kernels.md).
+// How a decode tile prefetches its weights beyond what the hardware prefetcher does (measured in
+// bench/results/cpu_kernels.md):
+// - kNextTile: the next tile's rows into L2 while this tile runs (NextTilePrefetch), for short
+//   quantized rows, which end before the hardware prefetcher has ramped up on them;
+// - kInRow: each row of the tile into L1, PrefetchAheadBytes ahead of the loads (InRowPrefetch),
+//   for long rows: more lines in flight per core than its loads alone keep.
+enum class TilePrefetch { kNone, kNextTile, kInRow };
+
+// Quantized rows of at most this many bytes take kNextTile: 3072 by default (rows of 1.5–3 KiB
+// gained 2–40%, rows of 4 KiB lost 15% on an Ice Lake VM), GLM_CPU_PREFETCH_ROW_BYTES=n overrides
+// it (read once; 0 turns it off).
 int64_t PrefetchRowBytes();
+// The distance of kInRow for the other rows: 512 bytes for fp16 weights (4–13% faster GEMVs, about
+// the bandwidth probe's own gain from prefetching), off for quantized ones (their decode, which
+// costs more µops per byte, was 2–20% slower with it); GLM_CPU_PREFETCH_AHEAD=n sets it for all
+// formats (read once; 0 turns it off). The overrides are for measuring other CPUs.
+int64_t PrefetchAheadBytes(bool quantized);
 
 // A [N, K] linear weight (quant/format.h) with its group geometry resolved for `lanes`-wide steps.
 struct LinearWeight {
@@ -43,7 +56,8 @@ struct LinearWeight {
   int64_t group_size = 0;        // elements per scale (K for per-row)
   int64_t group_steps = 0;       // group-wise with group_size % lanes == 0: steps per group; else 0
   bool generic_groups = false;   // group-wise with group_size % lanes != 0: decoded per element
-  bool prefetch_next = false;    // quantized rows short enough for NextTilePrefetch
+  TilePrefetch prefetch = TilePrefetch::kNone;
+  int64_t prefetch_ahead = 0;  // kInRow: bytes ahead of the loads
 
   static LinearWeight From(const TensorView& w, int lanes) {
     LinearWeight l;
@@ -51,12 +65,13 @@ struct LinearWeight {
     l.K = w.cols();
     if (w.dtype == DType::kF16) {
       l.f16 = static_cast<const Half*>(w.data);
+      l.ChoosePrefetch(false);
       return l;
     }
     l.format = w.dtype == DType::kI8 ? kI8 : kI4;
     l.q = static_cast<const int8_t*>(w.data);
     l.row_bytes = QuantRowBytes(w.dtype, l.K);
-    l.prefetch_next = l.row_bytes <= PrefetchRowBytes();
+    l.ChoosePrefetch(l.row_bytes <= PrefetchRowBytes());
     l.scales = w.scales;
     l.group_size = w.group_size > 0 ? w.group_size : l.K;
     l.groups = w.group_size > 0 ? l.K / w.group_size : 1;
@@ -68,6 +83,18 @@ struct LinearWeight {
       }
     }
     return l;
+  }
+
+  void ChoosePrefetch(bool next_tile) {
+    prefetch_ahead = PrefetchAheadBytes(format != kF16);
+    prefetch = next_tile            ? TilePrefetch::kNextTile
+               : prefetch_ahead > 0 ? TilePrefetch::kInRow
+                                    : TilePrefetch::kNone;
+  }
+  // Row n's first byte.
+  const char* RowBytes(int64_t n) const {
+    return format == kF16 ? reinterpret_cast<const char*>(f16 + n * K)
+                          : reinterpret_cast<const char*>(q + n * row_bytes);
   }
 };
 
@@ -109,6 +136,11 @@ inline bool RowsSplitExact(const LinearWeight& w, int64_t n0, int64_t rows) {
   return true;
 }
 
+// The Step functions below are forced inline: a function that only prefetches has no effect GCC
+// must keep, so GCC 12 deleted calls to the out-of-line ones (the int8 8-row tiles' next-tile
+// prefetch was missing from the binary until 2026-11-28; bench/results/cpu_kernels.md).
+#define GLM_PREFETCH_STEP __attribute__((always_inline)) inline
+
 // The next decode tile's rows, fetched into L2 while a tile of short quantized rows runs (see the
 // kernels): the `rows` rows after n0, contiguous, kBytesPerStep of them per 16-input step. Off, or
 // with no whole tile after this one, it fetches nothing.
@@ -120,31 +152,57 @@ struct NextTilePrefetch {
       next = reinterpret_cast<const char*>(w.q + (n0 + rows) * w.row_bytes);
     }
   }
-  void Step(int64_t step) const {
+  GLM_PREFETCH_STEP void Step(int64_t step) const {
     if (next == nullptr) return;
+#pragma GCC unroll 8
     for (int64_t b = 0; b < kBytesPerStep; b += 64) {
       __builtin_prefetch(next + step * kBytesPerStep + b, 0, 2);  // PREFETCHT1
     }
   }
 };
 
-// Runs tile.template operator()<kSplit, kPrefetch>() for the decode variant a tile of rows takes:
-// the int8 split where the rows' scales allow it, the next-tile prefetch for short quantized rows.
-// Only the variants the format can take (kCanSplit, kCanPrefetch) are instantiated.
-template <bool kCanSplit, bool kCanPrefetch, class Tile>
-inline void WithDecodeVariant(bool split, bool prefetch, Tile&& tile) {
-  if constexpr (kCanSplit) {
-    if (split) {
-      if constexpr (kCanPrefetch) {
-        if (prefetch) return tile.template operator()<true, true>();
-      }
-      return tile.template operator()<true, false>();
+// kInRow: one line of each of the tile's R rows every 64 / kBytesPerStep steps, `ahead` bytes
+// past the step being decoded, taking the rows in turn (R · kBytesPerStep / 64 lines a step).
+// Rows past the tile's last (`rows` of R are valid) repeat the last. Prefetches never fault, so
+// the lines past a row's end need no check.
+template <int R, int64_t kBytesPerStep>
+struct InRowPrefetch {
+  static constexpr int kLinesPerStep = R * kBytesPerStep >= 64 ? int(R * kBytesPerStep / 64) : 1;
+  const char* row[R] = {};
+  InRowPrefetch(bool on, const LinearWeight& w, int64_t n0, int64_t rows) {
+    if (!on) return;
+    for (int r = 0; r < R; ++r)
+      row[r] = w.RowBytes(n0 + (r < rows ? r : rows - 1)) + w.prefetch_ahead;
+  }
+  GLM_PREFETCH_STEP void Step(int64_t step) const {
+#pragma GCC unroll 8
+    for (int i = 0; i < kLinesPerStep; ++i) {
+      const uint64_t r = (uint64_t(step) * kLinesPerStep + i) % R;
+      __builtin_prefetch(row[r] + step * kBytesPerStep, 0, 3);  // PREFETCHT0
     }
   }
-  if constexpr (kCanPrefetch) {
-    if (prefetch) return tile.template operator()<false, true>();
+};
+
+// Runs tile.template operator()<kSplit, kPrefetch>() for the decode variant a tile of rows takes:
+// the int8 split where the rows' scales allow it, and the weight's TilePrefetch. Only the variants
+// the format can take (kCanSplit; kNextTile only for quantized weights) are instantiated.
+template <bool kCanSplit, bool kQuantized, class Tile>
+inline void WithDecodeVariant(bool split, TilePrefetch prefetch, Tile&& tile) {
+  auto with_prefetch = [&]<bool kSplit>() {
+    if constexpr (kQuantized) {
+      if (prefetch == TilePrefetch::kNextTile) {
+        return tile.template operator()<kSplit, TilePrefetch::kNextTile>();
+      }
+    }
+    if (prefetch == TilePrefetch::kInRow) {
+      return tile.template operator()<kSplit, TilePrefetch::kInRow>();
+    }
+    tile.template operator()<kSplit, TilePrefetch::kNone>();
+  };
+  if constexpr (kCanSplit) {
+    if (split) return with_prefetch.template operator()<true>();
   }
-  tile.template operator()<false, false>();
+  with_prefetch.template operator()<false>();
 }
 
 // out = fp16(acc + b) with fp16 weights (fused addmm); fp16(fp16(acc) + b) with quantized

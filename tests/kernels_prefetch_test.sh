@@ -1,0 +1,70 @@
+#!/bin/bash
+# The linear kernels' SIMD-equals-scalar tests (tests/kernels_simd_test.cc) with each decode
+# prefetch variant forced through the environment (kernels/cpu/linear_common.h): by default only
+# short quantized rows take the next-tile prefetch and only fp16 rows the in-row one, so the other
+# template instantiations would go untested. Prefetches never change a result; this checks that
+# every variant decodes the same. Also: a malformed setting is a fatal error naming the variable.
+# Run by CTest as: bash kernels_prefetch_test.sh BUILD SOURCE.
+set -u
+build=${1:?build dir}
+test_bin="$build/kernels_simd_test"
+[ -x "$test_bin" ] || { echo "skip: $test_bin is not built"; exit 77; }
+filter='*Linear*:*Int8*:*Int4*:*QuantizedRows*'
+failed=""
+run() {  # name, then VAR=value settings
+  local name=$1
+  shift
+  echo "=== $name: $*"
+  if ! env "$@" "$test_bin" --gtest_brief=1 --gtest_filter="$filter"; then failed="$failed $name"; fi
+}
+run "in-row everywhere" GLM_CPU_PREFETCH_ROW_BYTES=0 GLM_CPU_PREFETCH_AHEAD=192
+run "next tile for every quantized row" GLM_CPU_PREFETCH_ROW_BYTES=1048576 GLM_CPU_PREFETCH_AHEAD=0
+run "no prefetch" GLM_CPU_PREFETCH_ROW_BYTES=0 GLM_CPU_PREFETCH_AHEAD=0
+for bad in "GLM_CPU_PREFETCH_AHEAD=12x" "GLM_CPU_PREFETCH_ROW_BYTES=-1"; do
+  out=$(env "$bad" "$test_bin" --gtest_filter='*LinearEqualsScalar*' 2>&1)
+  rc=$?
+  if [ $rc -eq 0 ] || ! grep -q "${bad%%=*}" <<<"$out"; then
+    echo "$bad: expected a fatal error naming the variable, got rc $rc"
+    failed="$failed malformed"
+  fi
+done
+# The prefetches must be in the binary. A function that only prefetches has no effect a compiler
+# must keep, and GCC 12 once deleted the calls to one (the Step functions of linear_common.h are
+# forced inline since). Each decode tile compiled for kNextTile (TilePrefetch 1) must hold a
+# PREFETCHT1 and each one for kInRow (2) a PREFETCHT0. Tiles inlined into their callers have no
+# symbol of their own and are not checked; with no tile symbol at all this part is skipped.
+lib="$(cd "$build" && pwd)/libglmstream.a"
+if command -v objdump >/dev/null && command -v ar >/dev/null && [ -f "$lib" ]; then
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  (cd "$tmp" && ar x "$lib" linear_avx512.cc.o linear_avx2.cc.o 2>/dev/null)
+  for o in "$tmp"/*.o; do
+    [ -f "$o" ] || continue
+    objdump -d -C --no-show-raw-insn "$o" | awk -v obj="$(basename "$o")" '
+      function check() {
+        if (fn == "") return
+        if (mode == 1 && !t1) { print obj ": no PREFETCHT1 in " fn; bad++ }
+        if (mode == 2 && !t0) { print obj ": no PREFETCHT0 in " fn; bad++ }
+        if (mode) tiles++
+      }
+      /^[0-9a-f]+ </ {
+        check()
+        fn = ""; mode = 0; t0 = 0; t1 = 0
+        if ($0 ~ /DirectTile</ && match($0, /TilePrefetch\)[12]>/)) {
+          fn = substr($0, index($0, "<") + 1, 100); mode = substr($0, RSTART + 13, 1) + 0
+        }
+        next
+      }
+      /prefetcht0/ { t0 = 1 }
+      /prefetcht1/ { t1 = 1 }
+      END { check(); print obj ": " tiles + 0 " prefetching decode tiles checked"; exit bad > 0 }
+    ' || failed="$failed prefetch-missing"
+  done
+else
+  echo "skip the binary check: objdump, ar or $lib missing"
+fi
+if [ -n "$failed" ]; then
+  echo "failed:$failed"
+  exit 1
+fi
+echo "every prefetch variant decodes as the scalar reference"
