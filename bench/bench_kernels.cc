@@ -642,6 +642,67 @@ double TensorBytes(const GlobalWeights& g) {
   return double(g.embedding.bytes() + g.final_norm_w.bytes() + g.final_norm_b.bytes());
 }
 
+// Where a decode step's time goes: further steps with the forward pass's tap, which is called
+// after each op of each layer, so the time between two taps is the op's (the tap itself costs a
+// string and a call: these steps are not the timed ones above). Sums over the layers, medians over
+// the steps, as three rows: the linear layers (with the layers' bytes: the rate the model's GEMVs
+// read at), the other ops of the layers (attention with its KV copy, LayerNorms, rotary, GeGLU,
+// residuals, the embedding lookup), and the final LayerNorm + logits (with the embedding's bytes).
+void BenchModelSplit(WeightStore& s, const RotaryTable& rope, KvCache& kv, Activations& act,
+                     const std::vector<int32_t>& pos, int first, int n, const char* weights,
+                     const std::string& preset, double layer_bytes, double logits_bytes,
+                     int64_t vocab) {
+  double last = 0;
+  double linear = 0, attention = 0, other = 0, final_norm = 0;
+  const TapFn tap = [&](const std::string& name, const Half*, int64_t) {
+    const double t = Now();
+    const std::string op = name.substr(name.find('.') + 1);
+    if (op == "qkv" || op == "attn_out" || op == "up" || op == "down") {
+      linear += t - last;
+    } else if (op == "ctx") {
+      attention += t - last;
+    } else if (op == "final_norm") {
+      final_norm += t - last;
+    } else {
+      other += t - last;
+    }
+    last = Now();
+  };
+  std::vector<double> lin, att, oth, logits;
+  std::vector<Half> out(vocab);
+  for (int i = 0; i < n; ++i) {
+    const int32_t id = (i * 17) % 1000;
+    ForwardArgs step{.ids = std::span(&id, 1),
+                     .positions = std::span(pos).subspan(first + i, 1),
+                     .prefix_len = 8,
+                     .tap = &tap};
+    linear = attention = other = final_norm = 0;
+    last = Now();
+    GLM_CHECK(Forward(s, rope, kv, act, step, out.data()).ok());
+    logits.push_back(final_norm + Now() - last);  // after the last tap: the logits GEMV
+    lin.push_back(linear), att.push_back(attention), oth.push_back(other);
+  }
+  Result a{"model-linear", weights, preset, 1};
+  a.seconds = Median(lin);
+  a.bytes = layer_bytes;
+  a.flops = 2.0 * layer_bytes;
+  a.bound_seconds = layer_bytes / (g_limits.mem_bw_gbps * 1e9);
+  a.note = "the layers' linear ops in a decode step; bytes = the layers' bytes";
+  Print(a);
+  Result b{"model-other", weights, preset, 1};
+  b.seconds = Median(oth) + Median(att);
+  b.note = StrFormat("the layers' other ops: attention %.3f ms, the rest %.3f ms",
+                     Median(att) * 1e3, Median(oth) * 1e3);
+  Print(b);
+  Result c{"model-logits", weights, preset, 1};
+  c.seconds = Median(logits);
+  c.bytes = logits_bytes;
+  c.flops = logits_bytes;
+  c.bound_seconds = logits_bytes / (g_limits.mem_bw_gbps * 1e9);
+  c.note = "final LayerNorm and the logits GEMV";
+  Print(c);
+}
+
 // Decode of a synthetic model held in RAM: the weights are read once per token, so the bound is
 // (every layer's bytes + the embedding read by the logits) / bandwidth.
 void BenchModel() {
@@ -684,10 +745,11 @@ void BenchModel() {
       layer_bytes = static_cast<QuantizedStore*>(v.s)->LayerBytes();
     }
     const double bytes = layer_bytes + TensorBytes(store->globals());
-    KvCache kv = KvCache::Allocate(cfg, prompt + steps + 1);
-    Activations act = Activations::Allocate(cfg, prompt, prompt + steps + 1);
+    const int split_steps = 3;  // extra steps timed op by op (below)
+    KvCache kv = KvCache::Allocate(cfg, prompt + steps + split_steps + 1);
+    Activations act = Activations::Allocate(cfg, prompt, prompt + steps + split_steps + 1);
     std::vector<Half> logits(cfg.vocab);
-    std::vector<int32_t> ids(prompt), pos(prompt + steps + 1);
+    std::vector<int32_t> ids(prompt), pos(prompt + steps + split_steps + 1);
     for (int i = 0; i < prompt; ++i) ids[i] = (i * 7919) % (cfg.vocab - 16);
     for (size_t i = 0; i < pos.size(); ++i) pos[i] = int32_t(i);
     ForwardArgs pre{
@@ -715,6 +777,8 @@ void BenchModel() {
       r.note += StrFormat("; under 4x the %zu MiB cache: partly served from it", g_llc_bytes >> 20);
     }
     Print(r);
+    BenchModelSplit(*v.s, rope, kv, act, pos, prompt + steps, split_steps, v.weights, preset,
+                    layer_bytes, double(store->globals().embedding.bytes()), cfg.vocab);
   }
 }
 
