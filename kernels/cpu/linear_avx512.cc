@@ -15,7 +15,8 @@
 // brings lane L's nibble to bits 0..3 (even lanes read bytes 0..3, odd lanes bytes 4..7), and
 // VPERMPS looks it up in the row's 16-entry table of fp16(q·scale), the exact dequantized values.
 // Lane L then holds input I4Element(L) of the 16; x is permuted the same way once per call, and the
-// accumulator is put back in class order once per output.
+// accumulator is put back in class order once per output. Group-wise decode tiles build each
+// group's table by the split, from the tile's scales converted to fp32 once (ConvertTileScales).
 //
 // Decode kernel (T <= 4): rows decoded in registers, 8 rows x T tokens (4 rows for T > 2).
 // Prefill kernel: rows decoded in order into an fp32 panel (64 rows x 1024 inputs, 256 KiB),
@@ -103,16 +104,19 @@ struct I4Lanes {
 };
 constexpr I4Lanes kI4Lanes;
 
-// kSplit (int8 only): dequantize by the split of linear_common.h, for rows whose scales allow it.
+// kSplit: dequantize by the split of linear_common.h, for rows whose scales allow it: int8
+// weights as they are decoded, int4 group tables from the tile's scales in fp32 (TileScales).
 template <LinearWeight::Format F, bool kSplit = false>
 struct Decoder {
-  static_assert(!kSplit || F == LinearWeight::kI8);
+  static_assert(!kSplit || F != LinearWeight::kF16);
   static constexpr bool kPermuted = F == LinearWeight::kI4;
   const Half* f16 = nullptr;
   const int8_t* q = nullptr;
   const Half* scales = nullptr;
   __m512 scale, table;  // int8: the group's scale; int4: its 16 values fp16(q·scale)
   __m512 scale_split;   // int8 with kSplit: scale · kSplitFactor
+  const float* scale32 = nullptr;  // int4 with kSplit: the row's scales in fp32 (TileScales),
+  const float* split32 = nullptr;  // and the same · kSplitFactor
 
   void Init(const LinearWeight& lw, int64_t row) {
     if constexpr (F == LinearWeight::kF16) {
@@ -129,7 +133,15 @@ struct Decoder {
     }
     if constexpr (F == LinearWeight::kI4) {
       const __m512 iota = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, -8, -7, -6, -5, -4, -3, -2, -1);
-      table = RoundToHalf(_mm512_mul_ps(iota, _mm512_set1_ps(HalfF(scales[g]))));
+      if constexpr (kSplit) {
+        // Two broadcasts by the load port and three vector µops, against a scalar conversion,
+        // a broadcast, a multiply and the round trip through fp16.
+        __m512 c = _mm512_mul_ps(iota, _mm512_set1_ps(split32[g]));
+        __asm__("" : "+v"(c));  // c is rounded (no contraction into c - d)
+        table = _mm512_sub_ps(c, _mm512_fnmadd_ps(iota, _mm512_set1_ps(scale32[g]), c));
+      } else {
+        table = RoundToHalf(_mm512_mul_ps(iota, _mm512_set1_ps(HalfF(scales[g]))));
+      }
     }
   }
   // The decode kernel's order (kPermuted: I4Element).
@@ -186,6 +198,55 @@ void PrepareX(bool permuted, const float* x, int64_t T, int64_t K, float* dst) {
   }
 }
 
+// The scales of a tile's R rows in fp32 and · kSplitFactor, [R][groups] each, in a buffer of
+// the calling thread that grows to the largest tile seen and is then reused (group-wise int4 with
+// the split: Decoder::Group reads them by broadcast).
+struct TileScales {
+  const float* scale32;
+  const float* split32;
+  bool exact;  // every scale allows the split (SplitExact: |s| < 512)
+};
+template <int R>
+TileScales ConvertTileScales(const LinearWeight& w, int64_t n0, int64_t rows) {
+  struct Buf {
+    float* p = nullptr;
+    int64_t n = 0;
+    ~Buf() { std::free(p); }
+  };
+  thread_local Buf buf;
+  const int64_t G = w.groups, need = 2 * R * G + 16;
+  if (buf.n < need) {
+    std::free(buf.p);
+    buf.n = need;
+    buf.p = static_cast<float*>(std::aligned_alloc(64, size_t(need + 15) / 16 * 64));
+    GLM_CHECK(buf.p != nullptr);
+  }
+  float* s32 = buf.p;
+  float* x32 = buf.p + R * G;
+  const __m512 factor = _mm512_set1_ps(kSplitFactor), bound = _mm512_set1_ps(512.f);
+  __mmask16 exact = 0xffff;
+  bool tail_exact = true;
+  for (int r = 0; r < R; ++r) {
+    const Half* src = w.scales + (n0 + (r < rows ? r : rows - 1)) * G;
+    float* d = s32 + r * G;
+    float* dx = x32 + r * G;
+    int64_t g = 0;
+    for (; g + kL <= G; g += kL) {
+      const __m512 v =
+          _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + g)));
+      _mm512_storeu_ps(d + g, v);
+      _mm512_storeu_ps(dx + g, _mm512_mul_ps(v, factor));
+      exact &= _mm512_cmp_ps_mask(_mm512_abs_ps(v), bound, _CMP_LT_OQ);  // false for NaN
+    }
+    for (; g < G; ++g) {
+      d[g] = HalfF(src[g]);
+      dx[g] = d[g] * kSplitFactor;
+      tail_exact = tail_exact && SplitExact(src[g]);
+    }
+  }
+  return {s32, x32, exact == 0xffff && tail_exact};
+}
+
 // ---- Decode kernel: TB <= 4 tokens x R rows (rows n0..n0+R-1, `rows` of them valid) ----
 
 // kPrefetch (w.prefetch, linear_common.h): kNextTile (quantized rows of at most
@@ -202,6 +263,14 @@ void DirectTile(const float* x, const float* xp, const LinearWeight& w, int64_t 
   Decoder<F, kSplit> row[R];
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r) row[r].Init(w, n0 + (r < rows ? r : rows - 1));
+  if constexpr (F == LinearWeight::kI4 && kSplit) {
+    const TileScales ts = ConvertTileScales<R>(w, n0, rows);
+    if (!ts.exact) return DirectTile<TB, R, F, false, kPrefetch>(x, xp, w, n0, rows, bias, out);
+    for (int r = 0; r < R; ++r) {
+      row[r].scale32 = ts.scale32 + r * w.groups;
+      row[r].split32 = ts.split32 + r * w.groups;
+    }
+  }
   __m512 acc[TB][R];
 #pragma GCC unroll 4
   for (int t = 0; t < TB; ++t)
@@ -250,13 +319,17 @@ void DirectRows(const float* x, const float* xp, const LinearWeight& w, int64_t 
                 const Half* bias, Half* out) {
   constexpr int R = DirectRowsFor(TB);
   constexpr bool kInt8 = F == LinearWeight::kI8, kQuantized = F != LinearWeight::kF16;
+  // int4 takes the split for its group tables only: a row-wise table is built once per tile.
+  // int4 takes the split for its group tables only (a row-wise table is built once per tile), and
+  // checks the scales as it converts them (DirectTile).
+  const bool i4_split = F == LinearWeight::kI4 && w.group_steps > 0;
   for (int64_t n = n0; n < n1; n += R) {
     const int64_t rows = n1 - n < R ? n1 - n : R;
-    WithDecodeVariant<kInt8, kQuantized>(kInt8 && RowsSplitExact(w, n, rows), w.prefetch,
-                                         [&]<bool kSplit, TilePrefetch kPrefetch>() {
-                                           DirectTile<TB, R, F, kSplit, kPrefetch>(x, xp, w, n,
-                                                                                   rows, bias, out);
-                                         });
+    WithDecodeVariant<kQuantized, kQuantized>(
+        i4_split || (kInt8 && RowsSplitExact(w, n, rows)), w.prefetch,
+        [&]<bool kSplit, TilePrefetch kPrefetch>() {
+          DirectTile<TB, R, F, kSplit, kPrefetch>(x, xp, w, n, rows, bias, out);
+        });
   }
 }
 
