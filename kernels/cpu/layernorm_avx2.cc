@@ -1,7 +1,7 @@
 // LayerNorm with AVX2 + F16C (spec §1.4), bit-identical to LayerNormScalar: μ and σ² are the
-// scalar kernel's sequential fp32 sums (about 3 cycles per element per token: a few µs at
-// C = 12288, tokens in parallel), then n = fp16(invstd·(x − μ)) and out = fp16(γ·n + β) eight at
-// a time (γ·n is exact in fp32, so the FMA rounds once like the scalar expression).
+// scalar kernel's 16 lane sums (two ymm: lanes l and l + 8), folded in its order, then
+// n = fp16(invstd·(x − μ)) and out = fp16(γ·n + β) eight at a time (γ·n is exact in fp32, so the
+// FMA rounds once like the scalar expression). Tokens in parallel.
 #include <immintrin.h>
 
 #include <cmath>
@@ -22,6 +22,15 @@ inline __m256 Load8(const Half* p) {
 }
 inline float ToFloat(Half h) { return _cvtsh_ss(h.bits); }
 
+// ReduceLanes (linear_common.h) of lanes a (0..7) and b (8..15): j + (j+8), then
+// ((0+4)+(1+5)) + ((2+6)+(3+7)).
+inline float Fold16(__m256 a, __m256 b) {
+  const __m256 e = _mm256_add_ps(a, b);
+  const __m128 f = _mm_add_ps(_mm256_castps256_ps128(e), _mm256_extractf128_ps(e, 1));
+  const __m128 g = _mm_hadd_ps(f, f);  // [(e0+e4)+(e1+e5), (e2+e6)+(e3+e7), ..]
+  return _mm_cvtss_f32(_mm_add_ss(g, _mm_movehdup_ps(g)));
+}
+
 }  // namespace
 
 void LayerNormAvx2(const Half* x, int64_t T, int64_t C, const Half* gamma, const Half* beta,
@@ -31,13 +40,25 @@ void LayerNormAvx2(const Half* x, int64_t T, int64_t C, const Half* gamma, const
     for (int64_t t = t0; t < t1; ++t) {
       const Half* xr = x + t * C;
       Half* orow = out + t * C;
-      // The scalar kernel's statistics, in its order (a sequential fp32 sum; no FMA: d·d is
-      // not exact).
-      float sum = 0.f;
-      for (int64_t c = 0; c < C; ++c) sum += ToFloat(xr[c]);
+      // The scalar kernel's statistics, in its order (no FMA: d·d is not exact).
+      const int64_t C16 = C - C % 16;
+      __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+      for (int64_t c = 0; c < C16; c += 16) {
+        a0 = _mm256_add_ps(a0, Load8(xr + c));
+        a1 = _mm256_add_ps(a1, Load8(xr + c + 8));
+      }
+      float sum = Fold16(a0, a1);
+      for (int64_t c = C16; c < C; ++c) sum += ToFloat(xr[c]);
       const float mean = sum / float(C);
-      float sq = 0.f;
-      for (int64_t c = 0; c < C; ++c) {
+      const __m256 mv = _mm256_set1_ps(mean);
+      a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+      for (int64_t c = 0; c < C16; c += 16) {
+        const __m256 d0 = _mm256_sub_ps(Load8(xr + c), mv), d1 = _mm256_sub_ps(Load8(xr + c + 8), mv);
+        a0 = _mm256_add_ps(a0, _mm256_mul_ps(d0, d0));
+        a1 = _mm256_add_ps(a1, _mm256_mul_ps(d1, d1));
+      }
+      float sq = Fold16(a0, a1);
+      for (int64_t c = C16; c < C; ++c) {
         const float d = ToFloat(xr[c]) - mean;
         sq += d * d;
       }
