@@ -92,12 +92,14 @@ inline void Finish(float s, const X* xt, const LinearWeight& w, int64_t n, const
 // Natural order for fp16 and int8; I4Element order for int4 (Load16); Natural16 decodes int4 in
 // natural order for the prefill panel.
 
-// The per-lane shifts of the int4 decoder, and the lane holding each input (class order).
+// The per-lane shifts of the int4 decoder, the input each lane holds, and the lane holding each
+// input (class order).
 struct I4Lanes {
-  alignas(64) int32_t shift[16], of_input[16];
-  constexpr I4Lanes() : shift(), of_input() {
+  alignas(64) int32_t shift[16], element[16], of_input[16];
+  constexpr I4Lanes() : shift(), element(), of_input() {
     for (int L = 0; L < 16; ++L) {
       shift[L] = I4Shift(L);
+      element[L] = I4Element(L);
       of_input[I4Element(L)] = L;
     }
   }
@@ -192,8 +194,9 @@ void PrepareX(bool permuted, const float* x, int64_t T, int64_t K, float* dst) {
       for (int64_t k = 0; k < K16; ++k) d[k] = xt[k];
       continue;
     }
+    const __m512i order = _mm512_load_si512(kI4Lanes.element);
     for (int64_t k = 0; k < K16; k += kL) {
-      for (int L = 0; L < kL; ++L) d[k + L] = xt[k + I4Element(L)];
+      _mm512_store_ps(d + k, _mm512_permutexvar_ps(order, _mm512_loadu_ps(xt + k)));
     }
   }
 }
