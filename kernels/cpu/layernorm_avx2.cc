@@ -53,7 +53,8 @@ void LayerNormAvx2(const Half* x, int64_t T, int64_t C, const Half* gamma, const
       const __m256 mv = _mm256_set1_ps(mean);
       a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
       for (int64_t c = 0; c < C16; c += 16) {
-        const __m256 d0 = _mm256_sub_ps(Load8(xr + c), mv), d1 = _mm256_sub_ps(Load8(xr + c + 8), mv);
+        const __m256 d0 = _mm256_sub_ps(Load8(xr + c), mv),
+                     d1 = _mm256_sub_ps(Load8(xr + c + 8), mv);
         a0 = _mm256_add_ps(a0, _mm256_mul_ps(d0, d0));
         a1 = _mm256_add_ps(a1, _mm256_mul_ps(d1, d1));
       }
