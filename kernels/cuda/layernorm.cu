@@ -3,7 +3,7 @@
 //   invstd = 1 / sqrt(σ² + eps) (IEEE division and square root, as on the CPU);
 //   n = fp16(invstd·(x − μ));  out = fp16(γ·n + β), γ·n exact in fp32, so one rounding.
 // Same formula as kernels/cpu/layernorm.cc; μ and σ² are summed in another order than the CPU's
-// sequential loop, so n can land one fp16 ulp away where invstd·(x − μ) sits within fp32 rounding
+// 16 lane sums, so n can land one fp16 ulp away where invstd·(x − μ) sits within fp32 rounding
 // of a tie (ulp-level). The block size depends on C only: a row's result does not depend on T.
 // Rows of up to 8·2·1024 elements (C a multiple of 8, 16-byte aligned) are read once, in 16-byte
 // pieces, and held in registers for the three passes; a decode step's LayerNorm (one row) is
