@@ -382,7 +382,7 @@ TEST_P(SimdPath, ElementwiseOpsEqualScalar) {
   for (int64_t n : {1, 7, 8, 37, 4096 + 5}) {
     auto u = RandomHalf(2 * 3 * n + 1, 3.0f, uint32_t(n));
     u[5] = Half{0x7c00};  // inf and nan inputs behave the same
-    u[9] = Half{0x7e00};
+    if (u.size() > 9) u[9] = Half{0x7e00};  // (n = 1 has 7 elements)
     std::vector<Half> want(3 * n), got(3 * n);
     ref().geglu(u.data() + 1, 3, n, want.data());
     simd().geglu(u.data() + 1, 3, n, got.data());
