@@ -14,6 +14,8 @@
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c")
 
+#include "kernels/cpu/lanes_avx2.h"
+
 namespace glm {
 namespace {
 
@@ -21,15 +23,6 @@ inline __m256 Load8(const Half* p) {
   return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
 }
 inline float ToFloat(Half h) { return _cvtsh_ss(h.bits); }
-
-// ReduceLanes (linear_common.h) of lanes a (0..7) and b (8..15): j + (j+8), then
-// ((0+4)+(1+5)) + ((2+6)+(3+7)).
-inline float Fold16(__m256 a, __m256 b) {
-  const __m256 e = _mm256_add_ps(a, b);
-  const __m128 f = _mm_add_ps(_mm256_castps256_ps128(e), _mm256_extractf128_ps(e, 1));
-  const __m128 g = _mm_hadd_ps(f, f);  // [(e0+e4)+(e1+e5), (e2+e6)+(e3+e7), ..]
-  return _mm_cvtss_f32(_mm_add_ss(g, _mm_movehdup_ps(g)));
-}
 
 }  // namespace
 
@@ -47,7 +40,7 @@ void LayerNormAvx2(const Half* x, int64_t T, int64_t C, const Half* gamma, const
         a0 = _mm256_add_ps(a0, Load8(xr + c));
         a1 = _mm256_add_ps(a1, Load8(xr + c + 8));
       }
-      float sum = Fold16(a0, a1);
+      float sum = ReduceLanesAvx2(a0, a1);
       for (int64_t c = C16; c < C; ++c) sum += ToFloat(xr[c]);
       const float mean = sum / float(C);
       const __m256 mv = _mm256_set1_ps(mean);
@@ -58,7 +51,7 @@ void LayerNormAvx2(const Half* x, int64_t T, int64_t C, const Half* gamma, const
         a0 = _mm256_add_ps(a0, _mm256_mul_ps(d0, d0));
         a1 = _mm256_add_ps(a1, _mm256_mul_ps(d1, d1));
       }
-      float sq = Fold16(a0, a1);
+      float sq = ReduceLanesAvx2(a0, a1);
       for (int64_t c = C16; c < C; ++c) {
         const float d = ToFloat(xr[c]) - mean;
         sq += d * d;

@@ -20,6 +20,8 @@
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c,bmi,bmi2")
 
+#include "kernels/cpu/lanes_avx2.h"
+
 namespace glm {
 namespace {
 
@@ -31,14 +33,6 @@ constexpr int kTileT = 3, kTileN = 3;
 
 inline __m256 RoundToHalf(__m256 v) {
   return _mm256_cvtph_ps(_mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-}
-
-// The rest of ReduceLanes once its fold (block 0 + block 1) is done: lanes (i + i+4), then
-// (0+1) + (2+3).
-inline float Reduce8(__m256 v) {
-  const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  const __m128 h = _mm_hadd_ps(s4, s4);  // [A+B, C+D, A+B, C+D]
-  return _mm_cvtss_f32(_mm_add_ss(h, _mm_movehdup_ps(h)));
 }
 
 // dst[i] = float(src[i]), i < n (exact).
@@ -56,7 +50,7 @@ inline void HalfRowToFloat(const Half* src, int64_t n, float* dst) {
 template <class X>  // float (converted x) or Half (x as given): the same values
 inline void Finish(__m256 a0, __m256 a1, const X* xt, const LinearWeight& w, int64_t n,
                    const Half* bias, Half* out_t) {
-  float s = Reduce8(_mm256_add_ps(a0, a1));
+  float s = ReduceLanesAvx2(a0, a1);
   for (int64_t k = w.K - w.K % kLinearLanes; k < w.K; ++k) {
     s += XAt(xt, k) * DequantElement(w, n, k);
   }
@@ -261,19 +255,12 @@ struct PanelScratch {
 };
 
 PanelScratch ThreadScratch() {
-  struct Buf {
-    float* p = nullptr;
-    ~Buf() { std::free(p); }
-  };
-  thread_local Buf buf;
-  constexpr size_t panel = kPanelRows * kBlockSteps * kLanes;
-  constexpr size_t spill = kTokenBlock * kPanelRows * kLinearLanes;
-  constexpr size_t xtile = kTileT * kBlockSteps * kLanes;
-  if (buf.p == nullptr) {
-    buf.p = static_cast<float*>(std::aligned_alloc(64, (panel + spill + xtile) * sizeof(float)));
-    GLM_CHECK(buf.p != nullptr);
-  }
-  return {buf.p, buf.p + panel, buf.p + panel + spill};
+  thread_local ThreadFloats buf;
+  constexpr int64_t panel = kPanelRows * kBlockSteps * kLanes;
+  constexpr int64_t spill = kTokenBlock * kPanelRows * kLinearLanes;
+  constexpr int64_t xtile = kTileT * kBlockSteps * kLanes;
+  float* p = buf.Get(panel + spill + xtile);
+  return {p, p + panel, p + panel + spill};
 }
 
 // xt: the token tile's x for steps [s0, s1), kBlockSteps * kLanes floats per token; x: its first

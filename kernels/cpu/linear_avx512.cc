@@ -202,8 +202,7 @@ void PrepareX(bool permuted, const float* x, int64_t T, int64_t K, float* dst) {
 }
 
 // The scales of a tile's R rows in fp32 and · kSplitFactor, [R][groups] each, in a buffer of
-// the calling thread that grows to the largest tile seen and is then reused (group-wise int4 with
-// the split: Decoder::Group reads them by broadcast).
+// the calling thread (group-wise int4 with the split: Decoder::Group reads them by broadcast).
 struct TileScales {
   const float* scale32;
   const float* split32;
@@ -211,21 +210,10 @@ struct TileScales {
 };
 template <int R>
 TileScales ConvertTileScales(const LinearWeight& w, int64_t n0, int64_t rows) {
-  struct Buf {
-    float* p = nullptr;
-    int64_t n = 0;
-    ~Buf() { std::free(p); }
-  };
-  thread_local Buf buf;
-  const int64_t G = w.groups, need = 2 * R * G + 16;
-  if (buf.n < need) {
-    std::free(buf.p);
-    buf.n = need;
-    buf.p = static_cast<float*>(std::aligned_alloc(64, size_t(need + 15) / 16 * 64));
-    GLM_CHECK(buf.p != nullptr);
-  }
-  float* s32 = buf.p;
-  float* x32 = buf.p + R * G;
+  thread_local ThreadFloats buf;
+  const int64_t G = w.groups;
+  float* s32 = buf.Get(2 * R * G);
+  float* x32 = s32 + R * G;
   const __m512 factor = _mm512_set1_ps(kSplitFactor), bound = _mm512_set1_ps(512.f);
   __mmask16 exact = 0xffff;
   bool tail_exact = true;
@@ -339,22 +327,10 @@ void DirectRows(const float* x, const float* xp, const LinearWeight& w, int64_t 
 template <LinearWeight::Format F>
 void RunDirect(const float* x, int64_t T, const LinearWeight& w, const Half* bias, Half* out) {
   const int64_t N = w.N, K = w.K, K16 = K - K % kL;
-  // x in the decoder's order, in a buffer of the calling thread that grows to the largest T·K
-  // seen and is then reused.
-  struct Buf {
-    float* p = nullptr;
-    int64_t n = 0;
-    ~Buf() { std::free(p); }
-  };
-  thread_local Buf xb;
-  if (xb.n < T * K16 + 16) {
-    std::free(xb.p);
-    xb.n = T * K16 + 16;
-    xb.p = static_cast<float*>(std::aligned_alloc(64, size_t(xb.n) * sizeof(float)));
-    GLM_CHECK(xb.p != nullptr);
-  }
-  PrepareX(Decoder<F>::kPermuted, x, T, K, xb.p);
-  const float* xp = xb.p;
+  // x in the decoder's order.
+  thread_local ThreadFloats xb;
+  float* xp = xb.Get(T * K16 + 16);
+  PrepareX(Decoder<F>::kPermuted, x, T, K, xp);
   constexpr int64_t R = 8;  // rows per work item: a multiple of every tile's rows
   ThreadPool::Global().ParallelFor((N + R - 1) / R, 4, [&](int64_t b, int64_t e) {
     const int64_t n0 = b * R, n1 = e * R < N ? e * R : N;
@@ -386,19 +362,12 @@ struct PanelScratch {
 
 PanelScratch ThreadScratch() {
   // Fixed size, allocated once per thread on its first prefill call; never grows.
-  struct Buf {
-    float* p = nullptr;
-    ~Buf() { std::free(p); }
-  };
-  thread_local Buf buf;
-  constexpr size_t panel = kPanelRows * kBlock;
-  constexpr size_t spill = kTokenBlock * kPanelRows * kL;
-  constexpr size_t xtile = kTileT * kBlock;
-  if (buf.p == nullptr) {
-    buf.p = static_cast<float*>(std::aligned_alloc(64, (panel + spill + xtile) * sizeof(float)));
-    GLM_CHECK(buf.p != nullptr);
-  }
-  return {buf.p, buf.p + panel, buf.p + panel + spill};
+  thread_local ThreadFloats buf;
+  constexpr int64_t panel = kPanelRows * kBlock;
+  constexpr int64_t spill = kTokenBlock * kPanelRows * kL;
+  constexpr int64_t xtile = kTileT * kBlock;
+  float* p = buf.Get(panel + spill + xtile);
+  return {p, p + panel, p + panel + spill};
 }
 
 // Decodes inputs [k0, k1) (multiples of 16) of a row in natural order into dst.

@@ -4,8 +4,10 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 
 #include "quant/format.h"
+#include "runtime/check.h"
 #include "runtime/fp16.h"
 #include "runtime/tensor.h"
 
@@ -42,6 +44,27 @@ int64_t PrefetchRowBytes();
 // costs more µops per byte, was 2–20% slower with it); GLM_CPU_PREFETCH_AHEAD=n sets it for all
 // formats (read once; 0 turns it off). The overrides are for measuring other CPUs.
 int64_t PrefetchAheadBytes(bool quantized);
+
+// A 64-byte aligned float buffer of the calling thread (each use keeps its own as a thread_local)
+// that grows to the largest size asked and is then reused: the decode loop allocates nothing once
+// warm.
+struct ThreadFloats {
+  float* p = nullptr;
+  int64_t n = 0;
+  ThreadFloats() = default;
+  ThreadFloats(const ThreadFloats&) = delete;
+  ThreadFloats& operator=(const ThreadFloats&) = delete;
+  ~ThreadFloats() { std::free(p); }
+  float* Get(int64_t need) {
+    if (n < need) {
+      std::free(p);
+      p = static_cast<float*>(std::aligned_alloc(64, size_t(need + 15) / 16 * 64));
+      GLM_CHECK(p != nullptr);
+      n = need;
+    }
+    return p;
+  }
+};
 
 // A [N, K] linear weight (quant/format.h) with its group geometry resolved for `lanes`-wide steps.
 struct LinearWeight {
