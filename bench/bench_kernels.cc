@@ -649,9 +649,9 @@ double TensorBytes(const GlobalWeights& g) {
 // read at), the other ops of the layers (attention with its KV copy, LayerNorms, rotary, GeGLU,
 // residuals, the embedding lookup), and the final LayerNorm + logits (with the embedding's bytes).
 void BenchModelSplit(WeightStore& s, const RotaryTable& rope, KvCache& kv, Activations& act,
-                     const std::vector<int32_t>& pos, int first, int n, const char* weights,
-                     const std::string& preset, double layer_bytes, double logits_bytes,
-                     int64_t vocab) {
+                     const std::vector<int32_t>& pos, int prefix_len, int first, int n,
+                     const char* weights, const std::string& preset, double layer_bytes,
+                     double logits_bytes, int64_t vocab) {
   double last = 0;
   double linear = 0, attention = 0, other = 0, final_norm = 0;
   const TapFn tap = [&](const std::string& name, const Half*, int64_t) {
@@ -674,7 +674,7 @@ void BenchModelSplit(WeightStore& s, const RotaryTable& rope, KvCache& kv, Activ
     const int32_t id = (i * 17) % 1000;
     ForwardArgs step{.ids = std::span(&id, 1),
                      .positions = std::span(pos).subspan(first + i, 1),
-                     .prefix_len = 8,
+                     .prefix_len = prefix_len,
                      .tap = &tap};
     linear = attention = other = final_norm = 0;
     last = Now();
@@ -777,8 +777,8 @@ void BenchModel() {
       r.note += StrFormat("; under 4x the %zu MiB cache: partly served from it", g_llc_bytes >> 20);
     }
     Print(r);
-    BenchModelSplit(*v.s, rope, kv, act, pos, prompt + steps, split_steps, v.weights, preset,
-                    layer_bytes, double(store->globals().embedding.bytes()), cfg.vocab);
+    BenchModelSplit(*v.s, rope, kv, act, pos, prompt, prompt + steps, split_steps, v.weights,
+                    preset, layer_bytes, double(store->globals().embedding.bytes()), cfg.vocab);
   }
 }
 
