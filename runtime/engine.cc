@@ -67,13 +67,18 @@ class CpuEngine : public ForwardEngine {
     RETURN_IF_ERROR(CheckEngineCopy(src, dst, shape_));
     if (src == dst) return Status::Ok();
     const ModelConfig& cfg = store_.config();
-    const int64_t HD = int64_t(cfg.num_heads) * cfg.head_dim;
+    const int H = cfg.num_heads, D = cfg.head_dim;
     const KvCache& from = caches_[src];
     KvCache& to = caches_[dst];
-    const size_t n = size_t(from.length) * HD;
+    // Per head: whole key blocks (the last may be partial) and the value rows.
+    const int64_t n = from.length, key_halves = KvPaddedTokens(n) * D;
     for (int l = 0; l < cfg.num_layers; ++l) {
-      std::copy_n(from.k.data() + size_t(l) * from.capacity * HD, n, to.K(l, HD));
-      std::copy_n(from.v.data() + size_t(l) * from.capacity * HD, n, to.V(l, HD));
+      for (int h = 0; h < H; ++h) {
+        std::copy_n(from.K(l) + KvKeyIndex(from.capacity, D, h, 0, 0), key_halves,
+                    to.K(l) + KvKeyIndex(to.capacity, D, h, 0, 0));
+        std::copy_n(from.V(l) + KvValueIndex(from.capacity, D, h, 0, 0), n * D,
+                    to.V(l) + KvValueIndex(to.capacity, D, h, 0, 0));
+      }
     }
     to.length = from.length;
     return Status::Ok();

@@ -8,7 +8,8 @@ namespace glm {
 KvCache KvCache::Allocate(const ModelConfig& cfg, int64_t capacity) {
   KvCache kv;
   kv.capacity = capacity;
-  const size_t n = size_t(cfg.num_layers) * capacity * cfg.num_heads * cfg.head_dim;
+  kv.layer_halves = KvLayerHalves(capacity, cfg.num_heads, cfg.head_dim);
+  const size_t n = size_t(cfg.num_layers) * kv.layer_halves;
   kv.k.resize(n);
   kv.v.resize(n);
   return kv;
@@ -52,17 +53,11 @@ void Layer(const ModelConfig& cfg, int l, const LayerWeights& w, const RotaryTab
   int64_t row = 0;
   for (const SeqStep& s : seqs) {
     const int64_t T = int64_t(s.ids.size());
-    Half* kc = s.kv->K(l, HD);
-    Half* vc = s.kv->V(l, HD);
-    for (int64_t t = 0; t < T; ++t) {
-      for (int64_t h = 0; h < H; ++h) {
-        const Half* src = a.qkv.data() + ((row + t) * H + h) * 3 * D;
-        std::copy(src + D, src + 2 * D, kc + (s.kv->length + t) * HD + h * D);
-        std::copy(src + 2 * D, src + 3 * D, vc + (s.kv->length + t) * HD + h * D);
-      }
-    }
-    Attention(a.qkv.data() + row * 3 * HD, T, s.kv->length, int(H), int(D), kc, vc, s.prefix_len, l,
-              a.ctx.data() + row * HD, a.attn_scratch.data());
+    Half* kc = s.kv->K(l);
+    Half* vc = s.kv->V(l);
+    AppendKv(a.qkv.data() + row * 3 * HD, T, int(H), int(D), s.kv->length, s.kv->capacity, kc, vc);
+    Attention(a.qkv.data() + row * 3 * HD, T, s.kv->length, int(H), int(D), kc, vc, s.kv->capacity,
+              s.prefix_len, l, a.ctx.data() + row * HD, a.attn_scratch.data());
     row += T;
   }
   tap("ctx", a.ctx, HD);

@@ -16,16 +16,20 @@
 
 namespace glm {
 
-// Post-RoPE keys and unscaled values of every layer (spec §1.11), for one sequence.
+// Post-RoPE keys and unscaled values of every layer (spec §1.11), for one sequence, each layer in
+// the CPU attention's head-major layout (kernels/cpu/kernels.h: KvKeyIndex, KvValueIndex).
 struct KvCache {
-  int64_t capacity = 0;  // S: tokens it can hold
-  int64_t length = 0;    // tokens already processed
-  std::vector<Half> k;   // [L, S, H*D]
-  std::vector<Half> v;   // [L, S, H*D]
+  int64_t capacity = 0;      // S: tokens it can hold
+  int64_t length = 0;        // tokens already processed
+  int64_t layer_halves = 0;  // KvLayerHalves(capacity, H, D)
+  std::vector<Half> k;       // [L][layer_halves]
+  std::vector<Half> v;       // [L][layer_halves]
 
   static KvCache Allocate(const ModelConfig& cfg, int64_t capacity);
-  Half* K(int layer, int64_t hd) { return k.data() + size_t(layer) * capacity * hd; }
-  Half* V(int layer, int64_t hd) { return v.data() + size_t(layer) * capacity * hd; }
+  Half* K(int layer) { return k.data() + size_t(layer) * layer_halves; }
+  Half* V(int layer) { return v.data() + size_t(layer) * layer_halves; }
+  const Half* K(int layer) const { return k.data() + size_t(layer) * layer_halves; }
+  const Half* V(int layer) const { return v.data() + size_t(layer) * layer_halves; }
 };
 
 // Scratch for up to `max_tokens` tokens per step (all sequences together), allocated once.

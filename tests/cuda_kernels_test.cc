@@ -273,7 +273,9 @@ TEST_F(CudaKernels, AttentionMatchesCpuForPrefillAndDecode) {
   const int64_t HD = int64_t(H) * D, S = 48, T0 = 37, prefix = 20;
   for (int layer : {0, 69}) {
     auto qkv_all = RandomHalf(S * H * 3 * D, 1.0f, 21 + layer);
-    std::vector<Half> kc(S * HD), vc(S * HD);
+    std::vector<Half> kc(S * HD), vc(S * HD);  // the GPU's [S, H, D] order
+    // The CPU reference's cache (its head-major layout, kernels/cpu/kernels.h).
+    std::vector<Half> kcpu(KvLayerHalves(S, H, D)), vcpu(KvLayerHalves(S, H, D));
     DeviceBuffer dq = Up(qkv_all), dk = Up(kc), dv = Up(kc), dctx = Up(std::vector<Half>(S * HD));
     std::vector<float> scratch(AttentionScratchFloats(S));
     // Steps: the prefill of T0 rows, then one row at a time.
@@ -287,8 +289,9 @@ TEST_F(CudaKernels, AttentionMatchesCpuForPrefillAndDecode) {
           std::copy(src + 2 * D, src + 3 * D, vc.begin() + (start + t) * HD + h * D);
         }
       }
+      AppendKv(q, T, H, D, start, S, kcpu.data(), vcpu.data());
       std::vector<Half> want(T * HD);
-      Attention(q, T, start, H, D, kc.data(), vc.data(), prefix, layer, want.data(),
+      Attention(q, T, start, H, D, kcpu.data(), vcpu.data(), S, prefix, layer, want.data(),
                 scratch.data());
       const Half* dqs = dq.as<Half>() + start * H * 3 * D;
       gpu::AppendKv(dqs, T, H, D, start, dk.as<Half>(), dv.as<Half>(), stream_.get());

@@ -222,15 +222,17 @@ TEST_F(Golden, EachOpFromReferenceInputs) {
 
     // Attention on the reference's rotated q and k.
     NpyArray qr = in("q_rot"), kr = in("k_rot");
-    std::vector<Half> qkv_ref(T * 3 * HD), kc(T * HD);
+    std::vector<Half> qkv_ref(T * 3 * HD);
     for (int64_t t = 0; t < T * H; ++t) {
       std::copy_n(qr.as<Half>() + t * D, D, qkv_ref.begin() + t * 3 * D);
       std::copy_n(kr.as<Half>() + t * D, D, qkv_ref.begin() + t * 3 * D + D);
-      std::copy_n(kr.as<Half>() + t * D, D, kc.begin() + t * D);
+      std::copy_n(v.begin() + t * D, D, qkv_ref.begin() + t * 3 * D + 2 * D);
     }
+    std::vector<Half> kc(KvLayerHalves(T, int(H), int(D))), vc(kc.size());
+    AppendKv(qkv_ref.data(), T, int(H), int(D), 0, T, kc.data(), vc.data());
     std::vector<float> scratch(AttentionScratchFloats(T));
     out.resize(T * HD);
-    Attention(qkv_ref.data(), T, 0, int(H), int(D), kc.data(), v.data(), layout.prefix_len, l,
+    Attention(qkv_ref.data(), T, 0, int(H), int(D), kc.data(), vc.data(), T, layout.prefix_len, l,
               out.data(), scratch.data());
     std::vector<double> vmax(HD, 0);  // Σ_j p_j|v_j| <= max_j |v_j| per head dim
     for (int64_t t = 0; t < T; ++t) {

@@ -419,20 +419,25 @@ TEST_P(SimdPath, AttentionEqualsScalar) {
                {4, 64, 41, 41, 0, 41},
                {2, 24, 19, 5, 3, 16},
                {2, 12, 10, 2, 0, 10},  // D = 12: not a multiple of 8
-               // More heads than a head group (with a partial last group), more keys than a
-               // P·V key block.
+               // Key blocks: 8, 2 and 1 at a time (AVX-512), 4 and 1 (AVX2); a last block
+               // partly past the visible keys, and one wholly visible.
                {11, 16, 150, 30, 140, 10},
-               {19, 64, 131, 0, 130, 1}};
+               {19, 64, 131, 0, 130, 1},
+               {2, 128, 300, 0, 299, 1},
+               {3, 32, 64, 0, 63, 1},
+               // Head dims with a partial P·V chunk: 64 + 16 (AVX2), 128 + 16 (AVX-512).
+               {2, 80, 40, 7, 30, 10},
+               {2, 144, 40, 0, 35, 5}};
   for (const Case& c : cases) {
-    auto kc = RandomHalf(c.S * c.H * c.D + 1, 1.0f, 31),
-         vc = RandomHalf(c.S * c.H * c.D + 1, 1.0f, 32);
+    auto kc = RandomHalf(KvLayerHalves(c.S, c.H, c.D) + 1, 1.0f, 31),
+         vc = RandomHalf(KvLayerHalves(c.S, c.H, c.D) + 1, 1.0f, 32);
     auto qkv = RandomHalf(c.T * c.H * 3 * c.D + 1, 2.0f, 33);
     std::vector<Half> want(c.T * c.H * c.D), got(c.T * c.H * c.D);
     std::vector<float> scratch(AttentionScratchFloats(c.S));
     for (int layer : {0, 5}) {
-      ref().attention(qkv.data() + 1, c.T, c.start, c.H, c.D, kc.data() + 1, vc.data() + 1,
+      ref().attention(qkv.data() + 1, c.T, c.start, c.H, c.D, kc.data() + 1, vc.data() + 1, c.S,
                       c.prefix, layer, want.data(), scratch.data());
-      simd().attention(qkv.data() + 1, c.T, c.start, c.H, c.D, kc.data() + 1, vc.data() + 1,
+      simd().attention(qkv.data() + 1, c.T, c.start, c.H, c.D, kc.data() + 1, vc.data() + 1, c.S,
                        c.prefix, layer, got.data(), scratch.data());
       ASSERT_TRUE(BitEqual(got.data(), want.data(), got.size(),
                            StrFormat("attention H=%d D=%d start=%lld T=%lld layer %d", c.H, c.D,

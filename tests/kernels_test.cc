@@ -205,7 +205,7 @@ TEST(Kernels, RotaryRotatesQAndKOnly) {
 
 // ---- Attention (§1.7, §1.8) ----
 std::vector<double> ReferenceAttention(const std::vector<Half>& qkv, int64_t T, int64_t start,
-                                       int H, int D, const std::vector<Half>& kc,
+                                       int H, int D, int64_t S, const std::vector<Half>& kc,
                                        const std::vector<Half>& vc, int64_t prefix, int layer) {
   std::vector<double> out(T * H * D);
   const float r = 1.0f / float(std::sqrt(double(D)) * (layer + 1));
@@ -217,7 +217,7 @@ std::vector<double> ReferenceAttention(const std::vector<Half>& qkv, int64_t T, 
       for (int64_t j = 0; j < nk; ++j) {
         double acc = 0;
         for (int d = 0; d < D; ++d) {
-          acc += R(F(qkv[(i * H + h) * 3 * D + d]) * r) * F(kc[(j * H + h) * D + d]);
+          acc += R(F(qkv[(i * H + h) * 3 * D + d]) * r) * F(kc[KvKeyIndex(S, D, h, j, d)]);
         }
         s[j] = R(acc) * (layer + 1);
         mx = std::max(mx, s[j]);
@@ -226,7 +226,7 @@ std::vector<double> ReferenceAttention(const std::vector<Half>& qkv, int64_t T, 
       for (auto& v : s) sum += (v = std::exp(v - mx));
       for (int d = 0; d < D; ++d) {
         double acc = 0;
-        for (int64_t j = 0; j < nk; ++j) acc += R(s[j] / sum) * F(vc[(j * H + h) * D + d]);
+        for (int64_t j = 0; j < nk; ++j) acc += R(s[j] / sum) * F(vc[KvValueIndex(S, D, h, j, d)]);
         out[i * H * D + h * D + d] = R(acc);
       }
     }
@@ -237,15 +237,16 @@ std::vector<double> ReferenceAttention(const std::vector<Half>& qkv, int64_t T, 
 TEST(Kernels, AttentionMatchesReferenceAndMask) {
   const int H = 2, D = 16, layer = 2;
   const int64_t S = 23, prefix = 9;
-  auto kc = RandomHalf(S * H * D, 1.0f, 31), vc = RandomHalf(S * H * D, 1.0f, 32);
+  auto kc = RandomHalf(KvLayerHalves(S, H, D), 1.0f, 31),
+       vc = RandomHalf(KvLayerHalves(S, H, D), 1.0f, 32);
   // Prefill rows 0..12 (start 0), then a decode-like call on rows 13..14 (start 13).
   for (auto [start, T] : {std::pair<int64_t, int64_t>{0, 13}, {13, 2}, {20, 3}}) {
     auto qkv = RandomHalf(T * H * 3 * D, 1.0f, 33 + start);
     std::vector<Half> ctx(T * H * D);
     std::vector<float> scratch(AttentionScratchFloats(S));
-    Attention(qkv.data(), T, start, H, D, kc.data(), vc.data(), prefix, layer, ctx.data(),
+    Attention(qkv.data(), T, start, H, D, kc.data(), vc.data(), S, prefix, layer, ctx.data(),
               scratch.data());
-    auto ref = ReferenceAttention(qkv, T, start, H, D, kc, vc, prefix, layer);
+    auto ref = ReferenceAttention(qkv, T, start, H, D, S, kc, vc, prefix, layer);
     // Probabilities may round differently by one fp16 ulp: allow a few output ulps plus a term
     // for the sum of |v| weighted by one probability ulp.
     EXPECT_TRUE(AllClose(test::ToDouble(ctx.data(), ctx.size()), ref,
@@ -254,10 +255,15 @@ TEST(Kernels, AttentionMatchesReferenceAndMask) {
     // Keys a row must not see: changing them leaves that row bit-identical.
     auto kc2 = kc, vc2 = vc;
     for (int64_t j = std::max(prefix, start + 1); j < S; ++j) {
-      for (int d = 0; d < H * D; ++d) kc2[j * H * D + d] = FloatToHalf(5.f), vc2[j * H * D + d] = FloatToHalf(-3.f);
+      for (int h = 0; h < H; ++h) {
+        for (int d = 0; d < D; ++d) {
+          kc2[KvKeyIndex(S, D, h, j, d)] = FloatToHalf(5.f);
+          vc2[KvValueIndex(S, D, h, j, d)] = FloatToHalf(-3.f);
+        }
+      }
     }
     std::vector<Half> ctx2(T * H * D);
-    Attention(qkv.data(), T, start, H, D, kc2.data(), vc2.data(), prefix, layer, ctx2.data(),
+    Attention(qkv.data(), T, start, H, D, kc2.data(), vc2.data(), S, prefix, layer, ctx2.data(),
               scratch.data());
     for (int d = 0; d < H * D; ++d) {  // row 0 of this call (absolute index `start`)
       ASSERT_EQ(ctx[d].bits, ctx2[d].bits) << "row " << start << " saw a masked key";

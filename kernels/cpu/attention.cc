@@ -3,7 +3,7 @@
 //   s_j = fp16(q''·k_j)                                  baddbmm, fp32 accumulate
 //   p   = fp16(softmax_fp32(float(s) · (l+1)))           over visible keys; masked keys get 0
 //   ctx = fp16(Σ_j p_j · v_j)                            bmm, fp32 accumulate
-// Row i (absolute) sees key j iff j < prefix_len or j <= i.
+// Row i (absolute) sees key j iff j < prefix_len or j <= i. The cache layout is kernels.h's.
 #include <algorithm>
 #include <cmath>
 
@@ -14,15 +14,33 @@
 
 namespace glm {
 
-int64_t AttentionScratchFloats(int64_t max_keys) {
-  // Per thread, for a group of kAttentionHeadGroup heads: scores [group][max_keys], then the
-  // scaled queries and the context accumulators [group][D] each (D <= 1024), 32-byte aligned.
-  // The scalar kernel takes one head's share (max_keys + 2048) per thread.
-  return int64_t(ThreadPool::Global().size()) * (kAttentionHeadGroup * (max_keys + 2048) + 8);
+int64_t AttentionScratchPerThread(int64_t keys) {
+  // Scores of whole key blocks, then the scaled query and the context accumulators (D <= 1024
+  // each), 64-byte aligned.
+  return KvPaddedTokens(keys) + 2 * 1024 + 16;
 }
 
-void AttentionScalar(const Half* qkv, int64_t T, int64_t start, int H, int D,
-                     const Half* k_cache, const Half* v_cache, int64_t prefix_len, int layer,
+int64_t AttentionScratchFloats(int64_t max_keys) {
+  return int64_t(ThreadPool::Global().size()) * AttentionScratchPerThread(max_keys);
+}
+
+void AppendKv(const Half* qkv, int64_t T, int H, int D, int64_t start, int64_t capacity,
+              Half* k_cache, Half* v_cache) {
+  GLM_CHECK_MSG(start >= 0 && start + T <= capacity, "KV rows %lld..%lld in a cache of %lld",
+                (long long)start, (long long)(start + T), (long long)capacity);
+  for (int64_t t = 0; t < T; ++t) {
+    for (int h = 0; h < H; ++h) {
+      const Half* src = qkv + (t * H + h) * int64_t(3 * D);
+      for (int d = 0; d < D; ++d) {
+        k_cache[KvKeyIndex(capacity, D, h, start + t, d)] = src[D + d];
+      }
+      std::copy_n(src + 2 * D, D, v_cache + KvValueIndex(capacity, D, h, start + t, 0));
+    }
+  }
+}
+
+void AttentionScalar(const Half* qkv, int64_t T, int64_t start, int H, int D, const Half* k_cache,
+                     const Half* v_cache, int64_t capacity, int64_t prefix_len, int layer,
                      Half* ctx, float* scratch) {
   GLM_CHECK_MSG(D <= 1024, "head_dim %d > 1024", D);
   const int64_t total = start + T;
@@ -32,11 +50,11 @@ void AttentionScalar(const Half* qkv, int64_t T, int64_t start, int H, int D,
   const float* tab = HalfTable();
   const float r = 1.0f / float(std::sqrt(double(D)) * double(layer + 1));
   const float coeff = float(layer + 1);
-  const int64_t per_thread = total + 2048;
+  const int64_t per_thread = AttentionScratchPerThread(total);
   const int64_t HD = int64_t(H) * D;
   ThreadPool::Global().ParallelFor(T * H, 1, [&](int64_t b, int64_t e) {
     float* scores = scratch + ThreadPool::CurrentThreadIndex() * per_thread;
-    float* qs = scores + total;
+    float* qs = scores + KvPaddedTokens(total);
     float* acc = qs + 1024;
     for (int64_t job = b; job < e; ++job) {
       const int64_t i = job / H;
@@ -47,9 +65,9 @@ void AttentionScalar(const Half* qkv, int64_t T, int64_t start, int H, int D,
       for (int d = 0; d < D; ++d) qs[d] = RoundHalf(tab[q[d].bits] * r);
       float mx = -INFINITY;
       for (int64_t j = 0; j < nk; ++j) {
-        const Half* k = k_cache + j * HD + int64_t(h) * D;
         float s = 0.f;
-        for (int d = 0; d < D; ++d) s += qs[d] * tab[k[d].bits];
+        for (int d = 0; d < D; ++d)
+          s += qs[d] * tab[k_cache[KvKeyIndex(capacity, D, h, j, d)].bits];
         scores[j] = RoundHalf(s) * coeff;
         mx = std::max(mx, scores[j]);
       }
@@ -61,7 +79,7 @@ void AttentionScalar(const Half* qkv, int64_t T, int64_t start, int H, int D,
       for (int d = 0; d < D; ++d) acc[d] = 0.f;
       for (int64_t j = 0; j < nk; ++j) {
         const float p = RoundHalf(scores[j] / sum);
-        const Half* v = v_cache + j * HD + int64_t(h) * D;
+        const Half* v = v_cache + KvValueIndex(capacity, D, h, j, 0);
         for (int d = 0; d < D; ++d) acc[d] += p * tab[v[d].bits];
       }
       Half* out = ctx + i * HD + int64_t(h) * D;

@@ -58,8 +58,8 @@ const CpuKernels kScalarKernels = {LayerNormScalar, LinearScalar, ApplyRotarySca
                                    AttentionScalar, GeGluScalar,  DeepNormResidualScalar};
 const CpuKernels kAvx2Kernels = {LayerNormAvx2, LinearAvx2, ApplyRotaryAvx2,
                                  AttentionAvx2, GeGluAvx2,  DeepNormResidualAvx2};
-const CpuKernels kAvx512Kernels = {LayerNormAvx2, LinearAvx512, ApplyRotaryAvx2,
-                                   AttentionAvx2, GeGluAvx2,    DeepNormResidualAvx2};
+const CpuKernels kAvx512Kernels = {LayerNormAvx2,   LinearAvx512, ApplyRotaryAvx2,
+                                   AttentionAvx512, GeGluAvx2,    DeepNormResidualAvx2};
 
 std::atomic<const CpuKernels*> g_active{nullptr};
 std::atomic<int> g_active_path{-1};
@@ -206,8 +206,12 @@ void ApplyRotary(Half* qkv, int64_t T, int H, int D, const int32_t* positions,
 }
 
 void Attention(const Half* qkv, int64_t T, int64_t start, int H, int D, const Half* k_cache,
-               const Half* v_cache, int64_t prefix_len, int layer, Half* ctx, float* scratch) {
-  Active().attention(qkv, T, start, H, D, k_cache, v_cache, prefix_len, layer, ctx, scratch);
+               const Half* v_cache, int64_t capacity, int64_t prefix_len, int layer, Half* ctx,
+               float* scratch) {
+  GLM_CHECK_MSG(start + T <= capacity, "attention over %lld rows in a cache of %lld",
+                (long long)(start + T), (long long)capacity);
+  Active().attention(qkv, T, start, H, D, k_cache, v_cache, capacity, prefix_len, layer, ctx,
+                     scratch);
 }
 
 void GeGlu(const Half* u, int64_t T, int64_t F, Half* g) { Active().geglu(u, T, F, g); }

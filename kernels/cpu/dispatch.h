@@ -46,7 +46,8 @@ struct CpuKernels {
   void (*apply_rotary)(Half* qkv, int64_t T, int H, int D, const int32_t* positions,
                        const RotaryTable& table);
   void (*attention)(const Half* qkv, int64_t T, int64_t start, int H, int D, const Half* k_cache,
-                    const Half* v_cache, int64_t prefix_len, int layer, Half* ctx, float* scratch);
+                    const Half* v_cache, int64_t capacity, int64_t prefix_len, int layer, Half* ctx,
+                    float* scratch);
   void (*geglu)(const Half* u, int64_t T, int64_t F, Half* g);
   void (*deep_norm_residual)(const Half* ln_out, const Half* branch, float alpha, int64_t n,
                              Half* out);

@@ -42,17 +42,44 @@ struct RotaryTable {
 void ApplyRotary(Half* qkv, int64_t T, int H, int D, const int32_t* positions,
                  const RotaryTable& table);
 
+// One layer's KV cache on the CPU: the post-RoPE keys and the values (spec §1.11), head-major so
+// that one head's keys and values are each one contiguous stream, for `capacity` tokens rounded up
+// to whole blocks of kKvKeyBlock:
+// - keys in blocks of 16 tokens, each block [D][16]: key j of head h, element d, at
+//   KvKeyIndex(capacity, D, h, j, d). The scores of a block's 16 keys then take one 16-wide load
+//   per d, each key in its own lane, with no transposes;
+// - values [H][S][D]: value j of head h, element d, at KvValueIndex(capacity, D, h, j, d).
+// bench/results/cpu_kernels.md measures it against the token-major [S, H, D] it replaced.
+inline constexpr int64_t kKvKeyBlock = 16;
+inline int64_t KvPaddedTokens(int64_t capacity) {
+  return (capacity + kKvKeyBlock - 1) / kKvKeyBlock * kKvKeyBlock;
+}
+// Halves of one layer's keys (and as many of its values).
+inline int64_t KvLayerHalves(int64_t capacity, int H, int D) {
+  return KvPaddedTokens(capacity) * H * D;
+}
+inline int64_t KvKeyIndex(int64_t capacity, int D, int h, int64_t j, int d) {
+  return (h * KvPaddedTokens(capacity) + (j - j % kKvKeyBlock)) * D + d * kKvKeyBlock +
+         j % kKvKeyBlock;
+}
+inline int64_t KvValueIndex(int64_t capacity, int D, int h, int64_t j, int d) {
+  return (h * KvPaddedTokens(capacity) + j) * D + d;
+}
+// attention.cc: writes the keys and values of T tokens at positions start..start+T-1 (qkv
+// [T, H, 3D], rotated) into one layer's cache; start + T <= capacity.
+void AppendKv(const Half* qkv, int64_t T, int H, int D, int64_t start, int64_t capacity,
+              Half* k_cache, Half* v_cache);
+
 // attention.cc: causal-with-prefix attention for T new rows at absolute indices
 // start..start+T-1, keys 0..start+T-1 from the cache (§1.7, §1.8). Row i sees key j iff
 // j < prefix_len or j <= i. q'' = fp16(q·r), r = 1/(√D·(l+1)) in fp32; s = fp16(q''·k);
 // p = fp16(softmax_fp32(float(s)·(l+1))); ctx = fp16(Σ p·v).
-// qkv: [T, H, 3D] rotated; k_cache/v_cache: [S, H, D] already holding rows 0..start+T-1.
-// ctx: [T, H*D]. scratch: AttentionScratchFloats(start+T) floats or more.
+// qkv: [T, H, 3D] rotated; k_cache/v_cache: one layer's cache of `capacity` tokens (above),
+// already holding rows 0..start+T-1. ctx: [T, H*D]. scratch: AttentionScratchFloats(start+T)
+// floats or more.
 void Attention(const Half* qkv, int64_t T, int64_t start, int H, int D, const Half* k_cache,
-               const Half* v_cache, int64_t prefix_len, int layer, Half* ctx, float* scratch);
-// Heads a SIMD attention job takes together: a key's rows of those heads are adjacent in the
-// cache, so they are read together (one page visit instead of one per head).
-inline constexpr int kAttentionHeadGroup = 8;
+               const Half* v_cache, int64_t capacity, int64_t prefix_len, int layer, Half* ctx,
+               float* scratch);
 int64_t AttentionScratchFloats(int64_t max_keys);
 
 // geglu.cc: g[t, f] = fp16(u[t, f] · fp16(gelu_erf(u[t, F+f]))) (§1.9).

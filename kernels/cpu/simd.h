@@ -18,13 +18,14 @@ void LinearScalar(const Half* x, int64_t T, const TensorView& w, const Half* bia
 void ApplyRotaryScalar(Half* qkv, int64_t T, int H, int D, const int32_t* positions,
                        const RotaryTable& table);
 void AttentionScalar(const Half* qkv, int64_t T, int64_t start, int H, int D, const Half* k_cache,
-                     const Half* v_cache, int64_t prefix_len, int layer, Half* ctx, float* scratch);
+                     const Half* v_cache, int64_t capacity, int64_t prefix_len, int layer,
+                     Half* ctx, float* scratch);
 void GeGluScalar(const Half* u, int64_t T, int64_t F, Half* g);
 void DeepNormResidualScalar(const Half* ln_out, const Half* branch, float alpha, int64_t n,
                             Half* out);
 
-// AVX2 + FMA + F16C. The elementwise ops, LayerNorm and attention of the AVX-512 path are these
-// too: they are a few percent of a layer and run at memory speed with 256-bit vectors.
+// AVX2 + FMA + F16C. The elementwise ops and LayerNorm of the AVX-512 path are these too: they
+// are a few percent of a layer and run at memory speed with 256-bit vectors.
 void LinearAvx2(const Half* x, int64_t T, const TensorView& w, const Half* bias, Half* out,
                 float* scratch);
 void LayerNormAvx2(const Half* x, int64_t T, int64_t C, const Half* gamma, const Half* beta,
@@ -32,7 +33,8 @@ void LayerNormAvx2(const Half* x, int64_t T, int64_t C, const Half* gamma, const
 void ApplyRotaryAvx2(Half* qkv, int64_t T, int H, int D, const int32_t* positions,
                      const RotaryTable& table);
 void AttentionAvx2(const Half* qkv, int64_t T, int64_t start, int H, int D, const Half* k_cache,
-                   const Half* v_cache, int64_t prefix_len, int layer, Half* ctx, float* scratch);
+                   const Half* v_cache, int64_t capacity, int64_t prefix_len, int layer, Half* ctx,
+                   float* scratch);
 void GeGluAvx2(const Half* u, int64_t T, int64_t F, Half* g);
 void DeepNormResidualAvx2(const Half* ln_out, const Half* branch, float alpha, int64_t n,
                           Half* out);
@@ -40,10 +42,16 @@ void DeepNormResidualAvx2(const Half* ln_out, const Half* branch, float alpha, i
 // AVX-512 F/BW/VL/DQ (+ FMA, F16C).
 void LinearAvx512(const Half* x, int64_t T, const TensorView& w, const Half* bias, Half* out,
                   float* scratch);
+void AttentionAvx512(const Half* qkv, int64_t T, int64_t start, int H, int D, const Half* k_cache,
+                     const Half* v_cache, int64_t capacity, int64_t prefix_len, int layer,
+                     Half* ctx, float* scratch);
 
 // float(fp16(gelu_erf(x))) for every fp16 bit pattern x, computed as GeGluScalar does: the SIMD
 // GeGLU looks it up, so it is bit-identical to the reference.
 const float* GeluHalfTable();  // [65536]
+
+// Floats of attention scratch each thread takes for `keys` keys (AttentionScratchFloats' share).
+int64_t AttentionScratchPerThread(int64_t keys);
 
 // Checks shared by every Linear implementation (shapes, dtypes, scales, group size).
 void CheckLinearWeight(const TensorView& w);
