@@ -20,6 +20,14 @@ int64_t AttentionScratchPerThread(int64_t keys) {
   return KvPaddedTokens(keys) + 2 * 1024 + 16;
 }
 
+void CheckAttention(int D, int64_t prefix_len, int64_t total) {
+  GLM_CHECK_MSG(D <= 1024, "head_dim %d > 1024", D);
+  GLM_CHECK_MSG(prefix_len <= total,
+                "the bidirectional prefix (%lld tokens) must be in the cache before its rows "
+                "attend (have %lld)",
+                (long long)prefix_len, (long long)total);
+}
+
 int64_t AttentionScratchFloats(int64_t max_keys) {
   return int64_t(ThreadPool::Global().size()) * AttentionScratchPerThread(max_keys);
 }
@@ -42,11 +50,8 @@ void AppendKv(const Half* qkv, int64_t T, int H, int D, int64_t start, int64_t c
 void AttentionScalar(const Half* qkv, int64_t T, int64_t start, int H, int D, const Half* k_cache,
                      const Half* v_cache, int64_t capacity, int64_t prefix_len, int layer,
                      Half* ctx, float* scratch) {
-  GLM_CHECK_MSG(D <= 1024, "head_dim %d > 1024", D);
   const int64_t total = start + T;
-  GLM_CHECK_MSG(prefix_len <= total,
-                "the bidirectional prefix (%lld tokens) must be in the cache before its rows "
-                "attend (have %lld)", (long long)prefix_len, (long long)total);
+  CheckAttention(D, prefix_len, total);
   const float* tab = HalfTable();
   const float r = 1.0f / float(std::sqrt(double(D)) * double(layer + 1));
   const float coeff = float(layer + 1);

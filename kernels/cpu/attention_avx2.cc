@@ -21,14 +21,14 @@
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c")
 
+#include "kernels/cpu/attention_common.h"
+
 namespace glm {
 namespace {
 
 inline __m256 Load8(const Half* p) {
   return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
 }
-inline float MaxF(float a, float b) { return a < b ? b : a; }  // as std::max
-inline float RoundF(float f) { return _cvtsh_ss(_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT)); }
 inline __m256 RoundV(__m256 v) {
   return _mm256_cvtph_ps(_mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
 }
@@ -68,68 +68,40 @@ void AttentionAvx2(const Half* qkv, int64_t T, int64_t start, int H, int D, cons
     return AttentionScalar(qkv, T, start, H, D, k_cache, v_cache, capacity, prefix_len, layer, ctx,
                            scratch);
   }
-  GLM_CHECK_MSG(D <= 1024, "head_dim %d > 1024", D);
-  const int64_t total = start + T;
-  GLM_CHECK_MSG(prefix_len <= total,
-                "the bidirectional prefix (%lld tokens) must be in the cache before its rows "
-                "attend (have %lld)",
-                (long long)prefix_len, (long long)total);
-  const float r = 1.0f / float(std::sqrt(double(D)) * double(layer + 1));
-  const float coeff = float(layer + 1);
-  const int64_t HD = int64_t(H) * D, head = KvPaddedTokens(capacity) * D;
-  const int64_t per_thread = AttentionScratchPerThread(total);
-  ThreadPool::Global().ParallelFor(T * H, 1, [&](int64_t b, int64_t e) {
-    float* scores = scratch + ThreadPool::CurrentThreadIndex() * per_thread;
-    float* qs = reinterpret_cast<float*>(
-        (reinterpret_cast<uintptr_t>(scores + KvPaddedTokens(total)) + 63) & ~uintptr_t(63));
-    const __m256 rv = _mm256_set1_ps(r), cv = _mm256_set1_ps(coeff);
-    for (int64_t job = b; job < e; ++job) {
-      const int64_t i = job / H;
-      const int h = int(job % H);
-      const int64_t nk =
-          prefix_len > start + i + 1 ? prefix_len : start + i + 1;  // keys 0..nk-1 are visible
-      const Half* q = qkv + (i * H + h) * int64_t(3 * D);
-      for (int d = 0; d < D; d += 8)
-        _mm256_store_ps(qs + d, RoundV(_mm256_mul_ps(Load8(q + d), rv)));
-      const Half* kh = k_cache + h * head;
-      const int64_t blocks = (nk + kKvKeyBlock - 1) / kKvKeyBlock;
-      int64_t kb = 0;
-      for (; kb + 4 <= blocks; kb += 4) ScoreBlocks<4>(qs, D, kh, kb, cv, scores);
-      for (; kb < blocks; ++kb) ScoreBlocks<1>(qs, D, kh, kb, cv, scores);
-      float mx = -INFINITY;
-      for (int64_t j = 0; j < nk; ++j) mx = MaxF(mx, scores[j]);
-      float sum = 0.f;
-      for (int64_t j = 0; j < nk; ++j) {
-        scores[j] = std::exp(scores[j] - mx);
-        sum += scores[j];
+  ForEachAttentionHead(qkv, T, start, H, D, k_cache, v_cache, capacity, prefix_len, layer, ctx,
+                       scratch, [D](const AttentionHead& a) {
+    const __m256 rv = _mm256_set1_ps(a.r), cv = _mm256_set1_ps(a.coeff);
+    for (int d = 0; d < D; d += 8) {
+      _mm256_store_ps(a.query + d, RoundV(_mm256_mul_ps(Load8(a.q + d), rv)));
+    }
+    const int64_t blocks = (a.nk + kKvKeyBlock - 1) / kKvKeyBlock;
+    int64_t kb = 0;
+    for (; kb + 4 <= blocks; kb += 4) ScoreBlocks<4>(a.query, D, a.k, kb, cv, a.scores);
+    for (; kb < blocks; ++kb) ScoreBlocks<1>(a.query, D, a.k, kb, cv, a.scores);
+    AttentionSoftmax(a.scores, a.nk);
+    // Σ_j p_j·v_j, 64 outputs at a time over the head's value rows.
+    for (int d0 = 0; d0 < D; d0 += 64) {
+      const int n8 = (D - d0 < 64 ? D - d0 : 64) / 8;
+      __m256 acc[8];
+#pragma GCC unroll 8
+      for (int u = 0; u < 8; ++u) acc[u] = _mm256_setzero_ps();
+      if (n8 == 8) {
+        for (int64_t j = 0; j < a.nk; ++j) {
+          const __m256 pj = _mm256_broadcast_ss(a.scores + j);
+          const Half* vj = a.v + j * D + d0;
+#pragma GCC unroll 8
+          for (int u = 0; u < 8; ++u) acc[u] = _mm256_fmadd_ps(pj, Load8(vj + 8 * u), acc[u]);
+        }
+      } else {
+        for (int64_t j = 0; j < a.nk; ++j) {
+          const __m256 pj = _mm256_broadcast_ss(a.scores + j);
+          const Half* vj = a.v + j * D + d0;
+          for (int u = 0; u < n8; ++u) acc[u] = _mm256_fmadd_ps(pj, Load8(vj + 8 * u), acc[u]);
+        }
       }
-      for (int64_t j = 0; j < nk; ++j) scores[j] = RoundF(scores[j] / sum);
-      // Σ_j p_j·v_j, 64 outputs at a time over the head's value rows.
-      const Half* vh = v_cache + h * head;
-      Half* out = ctx + i * HD + int64_t(h) * D;
-      for (int d0 = 0; d0 < D; d0 += 64) {
-        const int n8 = (D - d0 < 64 ? D - d0 : 64) / 8;
-        __m256 a[8];
-#pragma GCC unroll 8
-        for (int u = 0; u < 8; ++u) a[u] = _mm256_setzero_ps();
-        if (n8 == 8) {
-          for (int64_t j = 0; j < nk; ++j) {
-            const __m256 pj = _mm256_broadcast_ss(scores + j);
-            const Half* vj = vh + j * D + d0;
-#pragma GCC unroll 8
-            for (int u = 0; u < 8; ++u) a[u] = _mm256_fmadd_ps(pj, Load8(vj + 8 * u), a[u]);
-          }
-        } else {
-          for (int64_t j = 0; j < nk; ++j) {
-            const __m256 pj = _mm256_broadcast_ss(scores + j);
-            const Half* vj = vh + j * D + d0;
-            for (int u = 0; u < n8; ++u) a[u] = _mm256_fmadd_ps(pj, Load8(vj + 8 * u), a[u]);
-          }
-        }
-        for (int u = 0; u < n8; ++u) {
-          _mm_storeu_si128(reinterpret_cast<__m128i*>(out + d0 + 8 * u),
-                           _mm256_cvtps_ph(a[u], _MM_FROUND_TO_NEAREST_INT));
-        }
+      for (int u = 0; u < n8; ++u) {
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(a.out + d0 + 8 * u),
+                         _mm256_cvtps_ph(acc[u], _MM_FROUND_TO_NEAREST_INT));
       }
     }
   });

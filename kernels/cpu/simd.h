@@ -52,6 +52,8 @@ const float* GeluHalfTable();  // [65536]
 
 // Floats of attention scratch each thread takes for `keys` keys (AttentionScratchFloats' share).
 int64_t AttentionScratchPerThread(int64_t keys);
+// The argument checks every attention kernel makes (head_dim, the prefix in the cache).
+void CheckAttention(int D, int64_t prefix_len, int64_t total);
 
 // Checks shared by every Linear implementation (shapes, dtypes, scales, group size).
 void CheckLinearWeight(const TensorView& w);
