@@ -59,6 +59,44 @@ inline void ScoreBlocks(const float* qs, int D, const Half* kh, int64_t b0, __m2
   }
 }
 
+// One head of one row (a job of ForEachAttentionHead).
+void OneHead(const AttentionHead& a, int D) {
+  const __m256 rv = _mm256_set1_ps(a.r), cv = _mm256_set1_ps(a.coeff);
+  for (int d = 0; d < D; d += 8) {
+    _mm256_store_ps(a.query + d, RoundV(_mm256_mul_ps(Load8(a.q + d), rv)));
+  }
+  const int64_t blocks = (a.nk + kKvKeyBlock - 1) / kKvKeyBlock;
+  int64_t kb = 0;
+  for (; kb + 4 <= blocks; kb += 4) ScoreBlocks<4>(a.query, D, a.k, kb, cv, a.scores);
+  for (; kb < blocks; ++kb) ScoreBlocks<1>(a.query, D, a.k, kb, cv, a.scores);
+  AttentionSoftmax(a.scores, a.nk);
+  // Σ_j p_j·v_j, 64 outputs at a time over the head's value rows.
+  for (int d0 = 0; d0 < D; d0 += 64) {
+    const int n8 = (D - d0 < 64 ? D - d0 : 64) / 8;
+    __m256 acc[8];
+#pragma GCC unroll 8
+    for (int u = 0; u < 8; ++u) acc[u] = _mm256_setzero_ps();
+    if (n8 == 8) {
+      for (int64_t j = 0; j < a.nk; ++j) {
+        const __m256 pj = _mm256_broadcast_ss(a.scores + j);
+        const Half* vj = a.v + j * D + d0;
+#pragma GCC unroll 8
+        for (int u = 0; u < 8; ++u) acc[u] = _mm256_fmadd_ps(pj, Load8(vj + 8 * u), acc[u]);
+      }
+    } else {
+      for (int64_t j = 0; j < a.nk; ++j) {
+        const __m256 pj = _mm256_broadcast_ss(a.scores + j);
+        const Half* vj = a.v + j * D + d0;
+        for (int u = 0; u < n8; ++u) acc[u] = _mm256_fmadd_ps(pj, Load8(vj + 8 * u), acc[u]);
+      }
+    }
+    for (int u = 0; u < n8; ++u) {
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(a.out + d0 + 8 * u),
+                       _mm256_cvtps_ph(acc[u], _MM_FROUND_TO_NEAREST_INT));
+    }
+  }
+}
+
 }  // namespace
 
 void AttentionAvx2(const Half* qkv, int64_t T, int64_t start, int H, int D, const Half* k_cache,
@@ -69,42 +107,7 @@ void AttentionAvx2(const Half* qkv, int64_t T, int64_t start, int H, int D, cons
                            scratch);
   }
   ForEachAttentionHead(qkv, T, start, H, D, k_cache, v_cache, capacity, prefix_len, layer, ctx,
-                       scratch, [D](const AttentionHead& a) {
-    const __m256 rv = _mm256_set1_ps(a.r), cv = _mm256_set1_ps(a.coeff);
-    for (int d = 0; d < D; d += 8) {
-      _mm256_store_ps(a.query + d, RoundV(_mm256_mul_ps(Load8(a.q + d), rv)));
-    }
-    const int64_t blocks = (a.nk + kKvKeyBlock - 1) / kKvKeyBlock;
-    int64_t kb = 0;
-    for (; kb + 4 <= blocks; kb += 4) ScoreBlocks<4>(a.query, D, a.k, kb, cv, a.scores);
-    for (; kb < blocks; ++kb) ScoreBlocks<1>(a.query, D, a.k, kb, cv, a.scores);
-    AttentionSoftmax(a.scores, a.nk);
-    // Σ_j p_j·v_j, 64 outputs at a time over the head's value rows.
-    for (int d0 = 0; d0 < D; d0 += 64) {
-      const int n8 = (D - d0 < 64 ? D - d0 : 64) / 8;
-      __m256 acc[8];
-#pragma GCC unroll 8
-      for (int u = 0; u < 8; ++u) acc[u] = _mm256_setzero_ps();
-      if (n8 == 8) {
-        for (int64_t j = 0; j < a.nk; ++j) {
-          const __m256 pj = _mm256_broadcast_ss(a.scores + j);
-          const Half* vj = a.v + j * D + d0;
-#pragma GCC unroll 8
-          for (int u = 0; u < 8; ++u) acc[u] = _mm256_fmadd_ps(pj, Load8(vj + 8 * u), acc[u]);
-        }
-      } else {
-        for (int64_t j = 0; j < a.nk; ++j) {
-          const __m256 pj = _mm256_broadcast_ss(a.scores + j);
-          const Half* vj = a.v + j * D + d0;
-          for (int u = 0; u < n8; ++u) acc[u] = _mm256_fmadd_ps(pj, Load8(vj + 8 * u), acc[u]);
-        }
-      }
-      for (int u = 0; u < n8; ++u) {
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(a.out + d0 + 8 * u),
-                         _mm256_cvtps_ph(acc[u], _MM_FROUND_TO_NEAREST_INT));
-      }
-    }
-  });
+                       scratch, [D](const AttentionHead& a) { OneHead(a, D); });
 }
 
 }  // namespace glm

@@ -52,6 +52,45 @@ inline void ScoreBlocks(const float* qs, int D, const Half* kh, int64_t b0, __m5
   }
 }
 
+// One head of one row (a job of ForEachAttentionHead).
+void OneHead(const AttentionHead& a, int D) {
+  const __m512 rv = _mm512_set1_ps(a.r), cv = _mm512_set1_ps(a.coeff);
+  for (int d = 0; d < D; d += 16) {
+    _mm512_store_ps(a.query + d, RoundV(_mm512_mul_ps(Load16(a.q + d), rv)));
+  }
+  const int64_t blocks = (a.nk + kKvKeyBlock - 1) / kKvKeyBlock;
+  int64_t kb = 0;
+  for (; kb + 8 <= blocks; kb += 8) ScoreBlocks<8>(a.query, D, a.k, kb, cv, a.scores);
+  for (; kb + 2 <= blocks; kb += 2) ScoreBlocks<2>(a.query, D, a.k, kb, cv, a.scores);
+  for (; kb < blocks; ++kb) ScoreBlocks<1>(a.query, D, a.k, kb, cv, a.scores);
+  AttentionSoftmax(a.scores, a.nk);
+  // Σ_j p_j·v_j, 128 outputs at a time over the head's value rows.
+  for (int d0 = 0; d0 < D; d0 += 128) {
+    const int n16 = (D - d0 < 128 ? D - d0 : 128) / 16;
+    __m512 acc[8];
+#pragma GCC unroll 8
+    for (int u = 0; u < 8; ++u) acc[u] = _mm512_setzero_ps();
+    if (n16 == 8) {
+      for (int64_t j = 0; j < a.nk; ++j) {
+        const __m512 pj = _mm512_set1_ps(a.scores[j]);
+        const Half* vj = a.v + j * D + d0;
+#pragma GCC unroll 8
+        for (int u = 0; u < 8; ++u) acc[u] = _mm512_fmadd_ps(pj, Load16(vj + 16 * u), acc[u]);
+      }
+    } else {
+      for (int64_t j = 0; j < a.nk; ++j) {
+        const __m512 pj = _mm512_set1_ps(a.scores[j]);
+        const Half* vj = a.v + j * D + d0;
+        for (int u = 0; u < n16; ++u) acc[u] = _mm512_fmadd_ps(pj, Load16(vj + 16 * u), acc[u]);
+      }
+    }
+    for (int u = 0; u < n16; ++u) {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(a.out + d0 + 16 * u),
+                          _mm512_cvtps_ph(acc[u], _MM_FROUND_TO_NEAREST_INT));
+    }
+  }
+}
+
 }  // namespace
 
 void AttentionAvx512(const Half* qkv, int64_t T, int64_t start, int H, int D, const Half* k_cache,
@@ -62,43 +101,7 @@ void AttentionAvx512(const Half* qkv, int64_t T, int64_t start, int H, int D, co
                          scratch);
   }
   ForEachAttentionHead(qkv, T, start, H, D, k_cache, v_cache, capacity, prefix_len, layer, ctx,
-                       scratch, [D](const AttentionHead& a) {
-    const __m512 rv = _mm512_set1_ps(a.r), cv = _mm512_set1_ps(a.coeff);
-    for (int d = 0; d < D; d += 16) {
-      _mm512_store_ps(a.query + d, RoundV(_mm512_mul_ps(Load16(a.q + d), rv)));
-    }
-    const int64_t blocks = (a.nk + kKvKeyBlock - 1) / kKvKeyBlock;
-    int64_t kb = 0;
-    for (; kb + 8 <= blocks; kb += 8) ScoreBlocks<8>(a.query, D, a.k, kb, cv, a.scores);
-    for (; kb + 2 <= blocks; kb += 2) ScoreBlocks<2>(a.query, D, a.k, kb, cv, a.scores);
-    for (; kb < blocks; ++kb) ScoreBlocks<1>(a.query, D, a.k, kb, cv, a.scores);
-    AttentionSoftmax(a.scores, a.nk);
-    // Σ_j p_j·v_j, 128 outputs at a time over the head's value rows.
-    for (int d0 = 0; d0 < D; d0 += 128) {
-      const int n16 = (D - d0 < 128 ? D - d0 : 128) / 16;
-      __m512 acc[8];
-#pragma GCC unroll 8
-      for (int u = 0; u < 8; ++u) acc[u] = _mm512_setzero_ps();
-      if (n16 == 8) {
-        for (int64_t j = 0; j < a.nk; ++j) {
-          const __m512 pj = _mm512_set1_ps(a.scores[j]);
-          const Half* vj = a.v + j * D + d0;
-#pragma GCC unroll 8
-          for (int u = 0; u < 8; ++u) acc[u] = _mm512_fmadd_ps(pj, Load16(vj + 16 * u), acc[u]);
-        }
-      } else {
-        for (int64_t j = 0; j < a.nk; ++j) {
-          const __m512 pj = _mm512_set1_ps(a.scores[j]);
-          const Half* vj = a.v + j * D + d0;
-          for (int u = 0; u < n16; ++u) acc[u] = _mm512_fmadd_ps(pj, Load16(vj + 16 * u), acc[u]);
-        }
-      }
-      for (int u = 0; u < n16; ++u) {
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(a.out + d0 + 16 * u),
-                            _mm512_cvtps_ph(acc[u], _MM_FROUND_TO_NEAREST_INT));
-      }
-    }
-  });
+                       scratch, [D](const AttentionHead& a) { OneHead(a, D); });
 }
 
 }  // namespace glm
