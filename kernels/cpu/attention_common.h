@@ -46,9 +46,9 @@ struct AttentionHead {
 // pool. Scratch: AttentionScratchPerThread(start + T) floats per thread.
 template <class Job>
 static inline void ForEachAttentionHead(const Half* qkv, int64_t T, int64_t start, int H, int D,
-                                        const Half* k_cache, const Half* v_cache,
-                                        int64_t capacity, int64_t prefix_len, int layer,
-                                        Half* ctx, float* scratch, Job&& job) {
+                                        const Half* k_cache, const Half* v_cache, int64_t capacity,
+                                        int64_t prefix_len, int layer, Half* ctx, float* scratch,
+                                        Job&& job) {
   const int64_t total = start + T;
   CheckAttention(D, prefix_len, total);
   const float r = 1.0f / float(std::sqrt(double(D)) * double(layer + 1));
