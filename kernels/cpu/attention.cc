@@ -39,9 +39,8 @@ void AppendKv(const Half* qkv, int64_t T, int H, int D, int64_t start, int64_t c
   for (int64_t t = 0; t < T; ++t) {
     for (int h = 0; h < H; ++h) {
       const Half* src = qkv + (t * H + h) * int64_t(3 * D);
-      for (int d = 0; d < D; ++d) {
-        k_cache[KvKeyIndex(capacity, D, h, start + t, d)] = src[D + d];
-      }
+      Half* key = k_cache + KvKeyIndex(capacity, D, h, start + t, 0);  // element d at d·16
+      for (int d = 0; d < D; ++d) key[d * kKvKeyBlock] = src[D + d];
       std::copy_n(src + 2 * D, D, v_cache + KvValueIndex(capacity, D, h, start + t, 0));
     }
   }

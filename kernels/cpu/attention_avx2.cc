@@ -10,8 +10,6 @@
 // block are computed and dropped.
 #include <immintrin.h>
 
-#include <algorithm>
-#include <cmath>
 #include <cstdint>
 
 #include "kernels/cpu/simd.h"

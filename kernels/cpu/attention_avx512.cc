@@ -5,7 +5,6 @@
 // a multiple of 16 take the AVX2 kernel.
 #include <immintrin.h>
 
-#include <cmath>
 #include <cstdint>
 
 #include "kernels/cpu/simd.h"

@@ -310,7 +310,6 @@ void DirectRows(const float* x, const float* xp, const LinearWeight& w, int64_t 
                 const Half* bias, Half* out) {
   constexpr int R = DirectRowsFor(TB);
   constexpr bool kInt8 = F == LinearWeight::kI8, kQuantized = F != LinearWeight::kF16;
-  // int4 takes the split for its group tables only: a row-wise table is built once per tile.
   // int4 takes the split for its group tables only (a row-wise table is built once per tile), and
   // checks the scales as it converts them (DirectTile).
   const bool i4_split = F == LinearWeight::kI4 && w.group_steps > 0;
