@@ -55,8 +55,8 @@ std::vector<Half> Down(const Half* p, size_t n) { return FromDevice<Half>(p, n);
   if (bad == 0) return ::testing::AssertionSuccess();
   return ::testing::AssertionFailure()
          << what << ": " << bad << " of " << got.size() << " differ; first at " << first
-         << ": expected " << HalfToFloat(want[first]) << " (0x" << std::hex << want[first].bits
-         << "), got " << HalfToFloat(got[first]) << " (0x" << got[first].bits << ")";
+         << ": expected " << HalfToFloat(want[first]) << StrFormat(" (0x%04x)", want[first].bits)
+         << ", got " << HalfToFloat(got[first]) << StrFormat(" (0x%04x)", got[first].bits);
 }
 
 ::testing::AssertionResult Close(const std::vector<Half>& got, const std::vector<Half>& want,

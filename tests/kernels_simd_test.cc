@@ -8,6 +8,8 @@
 // by one fp32 rounding would show here as a bit difference.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <array>
 #include <atomic>
 #include <cmath>
 #include <cstring>
@@ -43,9 +45,9 @@ std::vector<Half> RandomHalf(size_t n, float scale, uint32_t seed) {
   if (bad == 0) return ::testing::AssertionSuccess();
   return ::testing::AssertionFailure()
          << what << ": " << bad << " of " << n << " elements differ; first at " << first
-         << ": expected " << HalfToFloat(expected[first]) << " (0x" << std::hex
-         << expected[first].bits << "), actual " << HalfToFloat(actual[first]) << " (0x"
-         << actual[first].bits << ")";
+         << ": expected " << HalfToFloat(expected[first])
+         << StrFormat(" (0x%04x)", expected[first].bits) << ", actual "
+         << HalfToFloat(actual[first]) << StrFormat(" (0x%04x)", actual[first].bits);
 }
 
 std::vector<CpuPath> SimdPaths() {
@@ -443,6 +445,82 @@ TEST_P(SimdPath, AttentionEqualsScalar) {
                            StrFormat("attention H=%d D=%d start=%lld T=%lld layer %d", c.H, c.D,
                                      (long long)c.start, (long long)c.T, layer)));
     }
+  }
+}
+
+// Random cases beyond the fixed ones above: shapes, group sizes, token counts, pointer offsets and
+// scale ranges drawn from a fixed seed (the same cases every run). The scale ranges cross the
+// split's bound (512) and reach fp16 subnormals and zero, within one weight or row by row.
+TEST_P(SimdPath, RandomCasesEqualScalar) {
+  std::mt19937 rng(20261128);
+  auto uniform = [&](int64_t lo, int64_t hi) {
+    return std::uniform_int_distribution<int64_t>(lo, hi)(rng);
+  };
+  auto real = [&](float lo, float hi) { return std::uniform_real_distribution<float>(lo, hi)(rng); };
+  for (int i = 0; i < 300; ++i) {
+    const DType dtype = std::array{DType::kF16, DType::kI8, DType::kI4}[uniform(0, 2)];
+    const int64_t N = uniform(1, 90);
+    int64_t K = uniform(1, 2600);
+    if (dtype == DType::kI4) K += K % 2;
+    int group = 0;
+    if (dtype != DType::kF16 && uniform(0, 1)) {
+      std::vector<int> even_divisors;
+      for (int g = 2; g <= K; g += 2) {
+        if (K % g == 0) even_divisors.push_back(g);
+      }
+      if (!even_divisors.empty()) group = even_divisors[uniform(0, int64_t(even_divisors.size()) - 1)];
+    }
+    const int pick = int(uniform(0, 2));
+    int64_t T = pick == 0 ? uniform(1, 4) : pick == 1 ? uniform(5, 20) : uniform(100, 140);
+    if (T > 20 && K > 1200) T = uniform(1, 20);  // keeps the scalar reference quick
+    Weight w = Weight::Make(dtype, N, K, group, uint32_t(rng()));
+    const int regime = int(uniform(0, 3));  // typical, tiny, large, typical with large rows
+    for (size_t s = 1; s < w.scales.size(); ++s) {
+      float v = regime == 0   ? real(1e-4f, 0.02f)
+                : regime == 1 ? real(1e-7f, 1e-3f)
+                : regime == 2 ? real(0.01f, 900.f)
+                : uniform(0, 5) == 0 ? real(400.f, 1000.f)
+                                     : real(1e-4f, 0.02f);
+      if (uniform(0, 6) == 0) v = -v;
+      if (uniform(0, 40) == 0) v = 0;
+      w.scales[s] = FloatToHalf(v);
+    }
+    const int64_t x_offset = uniform(0, 5);
+    auto x = RandomHalf(T * K + x_offset, real(0.01f, 3.f), uint32_t(rng()));
+    auto bias = RandomHalf(N + 1, 0.1f, uint32_t(rng()));
+    const bool with_bias = uniform(0, 1);
+    const Half* b = with_bias ? bias.data() + 1 : nullptr;
+    std::vector<Half> want(T * N), got(T * N);
+    std::vector<float> scratch(T * K + 1);
+    ref().linear(x.data() + x_offset, T, w.view, b, want.data(), scratch.data());
+    simd().linear(x.data() + x_offset, T, w.view, b, got.data(), scratch.data() + 1);
+    ASSERT_TRUE(BitEqual(got.data(), want.data(), got.size(),
+                         StrFormat("case %d: %s, scale regime %d", i,
+                                   CaseName({dtype, group, N, K}, T, with_bias).c_str(), regime)));
+  }
+  for (int i = 0; i < 120; ++i) {
+    const int H = int(uniform(1, 9));
+    const int pick = int(uniform(0, 5));
+    const int D = pick == 0 ? int(uniform(1, 200)) : pick < 3 ? 2 * int(uniform(1, 40))
+                                                               : 16 * int(uniform(1, 12));
+    const int64_t S = uniform(1, 700), start = uniform(0, S - 1);
+    const int64_t T = uniform(1, std::min<int64_t>(S - start, 40));
+    const int64_t prefix = uniform(0, start + T);
+    const int layer = int(uniform(0, 69));
+    auto kc = RandomHalf(KvLayerHalves(S, H, D) + 1, real(0.1f, 3.f), uint32_t(rng())),
+         vc = RandomHalf(KvLayerHalves(S, H, D) + 1, 1.0f, uint32_t(rng()));
+    auto qkv = RandomHalf(T * H * 3 * D + 1, real(0.1f, 4.f), uint32_t(rng()));
+    std::vector<Half> want(T * H * D), got(T * H * D);
+    std::vector<float> scratch(AttentionScratchFloats(S));
+    ref().attention(qkv.data() + 1, T, start, H, D, kc.data() + 1, vc.data() + 1, S, prefix, layer,
+                    want.data(), scratch.data());
+    simd().attention(qkv.data() + 1, T, start, H, D, kc.data() + 1, vc.data() + 1, S, prefix,
+                     layer, got.data(), scratch.data());
+    ASSERT_TRUE(BitEqual(got.data(), want.data(), got.size(),
+                         StrFormat("attention case %d: H=%d D=%d S=%lld start=%lld T=%lld "
+                                   "prefix=%lld layer %d",
+                                   i, H, D, (long long)S, (long long)start, (long long)T,
+                                   (long long)prefix, layer)));
   }
 }
 
