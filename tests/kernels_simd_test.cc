@@ -456,7 +456,9 @@ TEST_P(SimdPath, RandomCasesEqualScalar) {
   auto uniform = [&](int64_t lo, int64_t hi) {
     return std::uniform_int_distribution<int64_t>(lo, hi)(rng);
   };
-  auto real = [&](float lo, float hi) { return std::uniform_real_distribution<float>(lo, hi)(rng); };
+  auto real = [&](float lo, float hi) {
+    return std::uniform_real_distribution<float>(lo, hi)(rng);
+  };
   for (int i = 0; i < 300; ++i) {
     const DType dtype = std::array{DType::kF16, DType::kI8, DType::kI4}[uniform(0, 2)];
     const int64_t N = uniform(1, 90);
@@ -468,7 +470,8 @@ TEST_P(SimdPath, RandomCasesEqualScalar) {
       for (int g = 2; g <= K; g += 2) {
         if (K % g == 0) even_divisors.push_back(g);
       }
-      if (!even_divisors.empty()) group = even_divisors[uniform(0, int64_t(even_divisors.size()) - 1)];
+      if (!even_divisors.empty())
+        group = even_divisors[uniform(0, int64_t(even_divisors.size()) - 1)];
     }
     const int pick = int(uniform(0, 2));
     int64_t T = pick == 0 ? uniform(1, 4) : pick == 1 ? uniform(5, 20) : uniform(100, 140);
@@ -476,9 +479,9 @@ TEST_P(SimdPath, RandomCasesEqualScalar) {
     Weight w = Weight::Make(dtype, N, K, group, uint32_t(rng()));
     const int regime = int(uniform(0, 3));  // typical, tiny, large, typical with large rows
     for (size_t s = 1; s < w.scales.size(); ++s) {
-      float v = regime == 0   ? real(1e-4f, 0.02f)
-                : regime == 1 ? real(1e-7f, 1e-3f)
-                : regime == 2 ? real(0.01f, 900.f)
+      float v = regime == 0          ? real(1e-4f, 0.02f)
+                : regime == 1        ? real(1e-7f, 1e-3f)
+                : regime == 2        ? real(0.01f, 900.f)
                 : uniform(0, 5) == 0 ? real(400.f, 1000.f)
                                      : real(1e-4f, 0.02f);
       if (uniform(0, 6) == 0) v = -v;
@@ -501,8 +504,9 @@ TEST_P(SimdPath, RandomCasesEqualScalar) {
   for (int i = 0; i < 120; ++i) {
     const int H = int(uniform(1, 9));
     const int pick = int(uniform(0, 5));
-    const int D = pick == 0 ? int(uniform(1, 200)) : pick < 3 ? 2 * int(uniform(1, 40))
-                                                               : 16 * int(uniform(1, 12));
+    const int D = pick == 0  ? int(uniform(1, 200))
+                  : pick < 3 ? 2 * int(uniform(1, 40))
+                             : 16 * int(uniform(1, 12));
     const int64_t S = uniform(1, 700), start = uniform(0, S - 1);
     const int64_t T = uniform(1, std::min<int64_t>(S - start, 40));
     const int64_t prefix = uniform(0, start + T);
@@ -514,8 +518,8 @@ TEST_P(SimdPath, RandomCasesEqualScalar) {
     std::vector<float> scratch(AttentionScratchFloats(S));
     ref().attention(qkv.data() + 1, T, start, H, D, kc.data() + 1, vc.data() + 1, S, prefix, layer,
                     want.data(), scratch.data());
-    simd().attention(qkv.data() + 1, T, start, H, D, kc.data() + 1, vc.data() + 1, S, prefix,
-                     layer, got.data(), scratch.data());
+    simd().attention(qkv.data() + 1, T, start, H, D, kc.data() + 1, vc.data() + 1, S, prefix, layer,
+                     got.data(), scratch.data());
     ASSERT_TRUE(BitEqual(got.data(), want.data(), got.size(),
                          StrFormat("attention case %d: H=%d D=%d S=%lld start=%lld T=%lld "
                                    "prefix=%lld layer %d",

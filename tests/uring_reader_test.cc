@@ -61,8 +61,8 @@ void WritePatternFile(const std::string& path, uint64_t size) {
     const uint32_t wanted = at + 4 <= file_size ? uint32_t(at) : 0;
     if (found != wanted) {
       return ::testing::AssertionFailure()
-             << "at file offset " << at << ": found " << found
-             << StrFormat(" (0x%08x)", found) << ", wanted " << wanted;
+             << "at file offset " << at << ": found " << found << StrFormat(" (0x%08x)", found)
+             << ", wanted " << wanted;
     }
   }
   return ::testing::AssertionSuccess();
