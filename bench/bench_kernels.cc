@@ -252,8 +252,8 @@ struct Buffer {
   Buffer(const Buffer&) = delete;
 };
 
-Limits MeasureLimits() {
-  Limits l;
+// The read bandwidth: each method's fastest pass into l.bw_by_method, the best into l.mem_bw_gbps.
+void MeasureBandwidth(Limits& l) {
   const int threads = ThreadPool::Global().size();
   const size_t n = std::max(size_t(FLAGS_quick ? 1 : 2) << 30, FromMemoryBytes() / 4096 * 4096);
   Buffer buf(n);
@@ -272,6 +272,12 @@ Limits MeasureLimits() {
     l.bw_by_method[m] = *std::max_element(bw.begin(), bw.end());
     l.mem_bw_gbps = std::max(l.mem_bw_gbps, l.bw_by_method[m]);
   }
+}
+
+Limits MeasureLimits() {
+  Limits l;
+  MeasureBandwidth(l);
+  const int threads = ThreadPool::Global().size();
   const bool avx512 = CpuPathSupported(CpuPath::kAvx512);
   // Many short runs, fastest kept: on a shared machine some run undisturbed.
   const long iters = 400000;
@@ -894,6 +900,19 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
+  for (size_t b = 0; !FLAGS_only.empty() && b <= FLAGS_only.size();) {
+    const size_t e = std::min(FLAGS_only.find(',', b), FLAGS_only.size());
+    const std::string name = FLAGS_only.substr(b, e - b);
+    static const char* const kSections[] = {"gemv", "gemm", "core", "ops", "layer", "model", "blas"};
+    if (std::find(std::begin(kSections), std::end(kSections), name) == std::end(kSections)) {
+      std::fprintf(stderr,
+                   "bench-kernels: --only: unknown section '%s' (expected a comma-separated list "
+                   "of gemv, gemm, core, ops, layer, model, blas)\n",
+                   name.c_str());
+      return 2;
+    }
+    b = e + 1;
+  }
   const double t0 = Now();
   std::printf(
       "# bench-kernels: %s, %d threads, %.1f GiB RAM, %zu MiB last-level cache, path %s%s\n",
@@ -929,6 +948,20 @@ int main(int argc, char** argv) {
   if (Section("layer")) BenchLayer();
   if (Section("model")) BenchModel();
   if (Section("blas")) BenchBlas();
+  // This host's bandwidth drifts over minutes: a second probe shows how far the rows' bound may be
+  // off (the rows above are against the first).
+  if (Section("gemv") || Section("layer") || Section("model")) {
+    Limits end;
+    MeasureBandwidth(end);
+    if (FLAGS_json) {
+      std::printf("{\"kernel\":\"limits-end\",\"threads\":%d,\"mem_bw_gbps\":%.4g}\n",
+                  ThreadPool::Global().size(), end.mem_bw_gbps);
+    } else {
+      std::printf("# memory read bandwidth at the end %.2f GB/s (%+.1f%% against the start's, "
+                  "which the rows use)\n",
+                  end.mem_bw_gbps, 100 * (end.mem_bw_gbps / g_limits.mem_bw_gbps - 1));
+    }
+  }
   std::printf("# total %.1f s\n", Now() - t0);
   return 0;
 }

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# bench-kernels runs and keeps its output contract (issue: one JSON object per line with at least
+# kernel, weights, shape, threads, gbps, mem_bw_gbps), on the default path and the scalar one;
+# bad flags are refused with exit 2 and a message. Values are checked for presence and sense
+# (positive), never for speed. A few seconds: the quick set's smallest sections, one repetition.
+# Usage (CTest): bash tests/bench_kernels_test.sh BUILD_DIR SOURCE_DIR. Exit 77: skipped.
+set -uo pipefail
+build=$(cd "$1" && pwd)
+bench="$build/bench-kernels"
+[ -x "$bench" ] || { echo "SKIP: $bench is not built"; exit 77; }
+command -v python3 > /dev/null || { echo "SKIP: python3 not found"; exit 77; }
+work=$(mktemp -d "$build/bench-kernels-test.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+fail() { echo "FAIL: $1"; exit 1; }
+
+"$bench" --quick --reps=1 --only=ops,core,layer --json > "$work/best.jsonl" 2> "$work/err.txt" ||
+  { cat "$work/err.txt"; fail "bench-kernels --json exited $?"; }
+"$bench" --quick --reps=1 --only=ops --json --path=scalar > "$work/scalar.jsonl" \
+  2> "$work/err.txt" || { cat "$work/err.txt"; fail "bench-kernels --path=scalar exited $?"; }
+
+python3 - "$work/best.jsonl" "$work/scalar.jsonl" <<'EOF' || exit 1
+import json, sys
+def fail(msg):
+    print("FAIL:", msg)
+    sys.exit(1)
+def rows_of(path):
+    rows = []
+    for line in open(path):
+        if line.startswith("#"):  # the header and the total stay comments in --json
+            continue
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            fail(f"{path}: not JSON: {line!r}")
+    return rows
+need = ["kernel", "weights", "shape", "threads", "gbps", "mem_bw_gbps"]
+for path, sections in ((sys.argv[1], {"ops", "core", "layer"}), (sys.argv[2], {"ops"})):
+    rows = rows_of(path)
+    limits = [r for r in rows if r["kernel"] == "limits"]
+    if len(limits) != 1 or limits[0]["mem_bw_gbps"] <= 0 or limits[0]["peak_gflops"] <= 0:
+        fail(f"{path}: expected one limits line with a bandwidth and a peak, got {limits}")
+    results = [r for r in rows if "weights" in r]
+    kernels = {r["kernel"] for r in results}
+    want = {"ops": {"layernorm", "geglu", "attention"}, "core": {"gemv-1core", "gemm-1core"},
+            "layer": {"layer-decode"}}
+    for s in sections:
+        if not want[s] <= kernels:
+            fail(f"{path}: section {s} printed {sorted(kernels)}, missing {want[s] - kernels}")
+    for r in results:
+        for k in need:
+            if k not in r:
+                fail(f"{path}: {r['kernel']} lacks {k}: {r}")
+        if r["weights"] not in ("fp16", "int8-row", "int4-row", "int4-group"):
+            fail(f"{path}: unknown weights {r['weights']}")
+        if not (r["threads"] >= 1 and r["gbps"] > 0 and r["mem_bw_gbps"] > 0):
+            fail(f"{path}: values out of sense: {r}")
+    if "core" in sections:
+        core = {r["weights"] for r in results if r["kernel"] == "gemv-1core"}
+        if len(core) != 4:
+            fail(f"{path}: gemv-1core covers {sorted(core)}, not the four formats")
+    ends = [r for r in rows if r["kernel"] == "limits-end"]
+    if ("layer" in sections) != (len(ends) == 1):
+        fail(f"{path}: the end-of-run bandwidth probe: {ends}")
+scalar = [r for r in rows_of(sys.argv[2]) if "weights" in r]
+if any(r["path"] != "scalar" for r in scalar):
+    fail("--path=scalar rows ran on another path")
+print(f"ok: {len(rows_of(sys.argv[1]))} + {len(scalar) + 1} lines")
+EOF
+
+for bad in "--path=avx9" "--only=nonsense" "--only=ops,,core"; do
+  "$bench" --quick --reps=1 "$bad" > "$work/out.txt" 2> "$work/err.txt"
+  rc=$?
+  [ $rc -eq 2 ] || fail "$bad: exit $rc, expected 2"
+  [ -s "$work/err.txt" ] || fail "$bad: no message"
+  ! grep -q "memory read bandwidth" "$work/out.txt" || fail "$bad: it ran before refusing"
+  echo "refused $bad: $(head -1 "$work/err.txt")"
+done
+echo PASS
