@@ -903,7 +903,8 @@ int main(int argc, char** argv) {
   for (size_t b = 0; !FLAGS_only.empty() && b <= FLAGS_only.size();) {
     const size_t e = std::min(FLAGS_only.find(',', b), FLAGS_only.size());
     const std::string name = FLAGS_only.substr(b, e - b);
-    static const char* const kSections[] = {"gemv", "gemm", "core", "ops", "layer", "model", "blas"};
+    static const char* const kSections[] = {"gemv",  "gemm",  "core", "ops",
+                                            "layer", "model", "blas"};
     if (std::find(std::begin(kSections), std::end(kSections), name) == std::end(kSections)) {
       std::fprintf(stderr,
                    "bench-kernels: --only: unknown section '%s' (expected a comma-separated list "
@@ -957,9 +958,10 @@ int main(int argc, char** argv) {
       std::printf("{\"kernel\":\"limits-end\",\"threads\":%d,\"mem_bw_gbps\":%.4g}\n",
                   ThreadPool::Global().size(), end.mem_bw_gbps);
     } else {
-      std::printf("# memory read bandwidth at the end %.2f GB/s (%+.1f%% against the start's, "
-                  "which the rows use)\n",
-                  end.mem_bw_gbps, 100 * (end.mem_bw_gbps / g_limits.mem_bw_gbps - 1));
+      std::printf(
+          "# memory read bandwidth at the end %.2f GB/s (%+.1f%% against the start's, "
+          "which the rows use)\n",
+          end.mem_bw_gbps, 100 * (end.mem_bw_gbps / g_limits.mem_bw_gbps - 1));
     }
   }
   std::printf("# total %.1f s\n", Now() - t0);
