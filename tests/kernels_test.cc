@@ -3,6 +3,7 @@
 #include "kernels/cpu/kernels.h"
 
 #include <gtest/gtest.h>
+#include <sched.h>
 
 #include <algorithm>
 #include <cmath>
@@ -333,6 +334,11 @@ TEST(ThreadPool, ThreadCountFromTheEnvironment) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   const char* saved = std::getenv("GLM_THREADS");
   const std::string restore = saved ? saved : "";
+  ::unsetenv("GLM_THREADS");  // unset: one thread per CPU this process may run on
+  cpu_set_t set;
+  ASSERT_EQ(sched_getaffinity(0, sizeof(set), &set), 0);
+  EXPECT_EQ(ThreadPool().size(), CPU_COUNT(&set));
+  EXPECT_EQ(ThreadPool::AvailableCpus(), CPU_COUNT(&set));
   ::setenv("GLM_THREADS", "3", 1);
   EXPECT_EQ(ThreadPool().size(), 3);
   for (const char* bad : {"abc", "0", "-2", "4x", "100000"}) {
