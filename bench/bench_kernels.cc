@@ -15,9 +15,11 @@
 #include <dlfcn.h>
 #include <gflags/gflags.h>
 #include <immintrin.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -717,23 +719,53 @@ void BenchModelSplit(WeightStore& s, const RotaryTable& rope, KvCache& kv, Activ
   Print(c);
 }
 
+std::string ModelPreset() {
+  return !FLAGS_model_preset.empty() ? FLAGS_model_preset : FLAGS_quick ? "small" : "medium";
+}
+
+// The model section's flags, before anything runs: a known preset, and a writable --model_dir
+// with room for the synthetic model file.
+Status CheckModelFlags() {
+  auto preset = SyntheticPreset(ModelPreset());
+  if (!preset.ok()) return Errorf("--model_preset: %s", preset.status().message().c_str());
+  const ModelConfig& cfg = preset.value();
+  uint64_t bytes = 0;
+  ForEachTensor(cfg, [&](const TensorSpec& t) {
+    bytes += 2 * uint64_t(t.shape[0]) * uint64_t(t.ndim == 2 ? t.shape[1] : 1);
+  });
+  struct statvfs fs;
+  if (statvfs(FLAGS_model_dir.c_str(), &fs) != 0 || access(FLAGS_model_dir.c_str(), W_OK) != 0) {
+    return Errorf("--model_dir=%s: not a writable directory (%s)", FLAGS_model_dir.c_str(),
+                  std::strerror(errno));
+  }
+  const uint64_t free_bytes = uint64_t(fs.f_bavail) * fs.f_frsize;
+  if (free_bytes < bytes) {
+    return Errorf("--model_dir=%s: the %s model needs %.2f GB, %.2f GB free there",
+                  FLAGS_model_dir.c_str(), ModelPreset().c_str(), bytes / 1e9, free_bytes / 1e9);
+  }
+  return Status::Ok();
+}
+
 // Decode of a synthetic model held in RAM: the weights are read once per token, so the bound is
 // (every layer's bytes + the embedding read by the logits) / bandwidth.
 void BenchModel() {
-  const std::string preset = !FLAGS_model_preset.empty() ? FLAGS_model_preset
-                             : FLAGS_quick               ? "small"
-                                                         : "medium";
-  auto preset_cfg = SyntheticPreset(preset);
-  if (!preset_cfg.ok()) {
-    std::printf("# model: %s\n", preset_cfg.status().message().c_str());
-    return;
-  }
+  const std::string preset = ModelPreset();
+  auto preset_cfg = SyntheticPreset(preset);  // checked in main
+  GLM_CHECK_MSG(preset_cfg.ok(), "%s", preset_cfg.status().message().c_str());
   ModelConfig cfg = preset_cfg.value();
   const std::string path = FLAGS_model_dir + StrFormat("/bench-kernels-%d.gguf", int(getpid()));
-  Status st = WriteSyntheticModel(path, cfg, 42);
-  GLM_CHECK_MSG(st.ok(), "%s", st.message().c_str());
+  Status st = WriteSyntheticModel(path, cfg, 42);  // nothing is left behind on failure
+  if (!st.ok()) {
+    std::fprintf(stderr, "bench-kernels: writing the synthetic model (--model_dir): %s\n",
+                 st.message().c_str());
+    std::exit(1);
+  }
   auto opened = MmapStore::Open(path);
-  GLM_CHECK_MSG(opened.ok(), "%s", opened.status().message().c_str());
+  if (!opened.ok()) {
+    std::remove(path.c_str());
+    std::fprintf(stderr, "bench-kernels: %s\n", opened.status().message().c_str());
+    std::exit(1);
+  }
   std::unique_ptr<MmapStore> store = std::move(opened).value();
   std::unique_ptr<QuantizedStore> q8, q4;
   if (!FLAGS_quick) q8 = std::make_unique<QuantizedStore>(*store, DType::kI8);
@@ -913,6 +945,17 @@ int main(int argc, char** argv) {
       return 2;
     }
     b = e + 1;
+  }
+  if (FLAGS_reps < 0) {
+    std::fprintf(stderr, "bench-kernels: --reps=%d: expected 0 (the default count) or more\n",
+                 FLAGS_reps);
+    return 2;
+  }
+  if (Section("model")) {
+    if (Status st = CheckModelFlags(); !st.ok()) {
+      std::fprintf(stderr, "bench-kernels: %s\n", st.message().c_str());
+      return 2;
+    }
   }
   const double t0 = Now();
   std::printf(

@@ -18,6 +18,15 @@ fail() { echo "FAIL: $1"; exit 1; }
 "$bench" --quick --reps=1 --only=ops --json --path=scalar > "$work/scalar.jsonl" \
   2> "$work/err.txt" || { cat "$work/err.txt"; fail "bench-kernels --path=scalar exited $?"; }
 
+# The model section on the tiny preset, its file written into (and removed from) a directory of
+# the test's own.
+mkdir "$work/models"
+"$bench" --quick --reps=1 --only=model --model_preset=tiny --model_dir="$work/models" --json \
+  > "$work/model.jsonl" 2> "$work/err.txt" || { cat "$work/err.txt"; fail "--only=model exited $?"; }
+[ -z "$(ls -A "$work/models")" ] || fail "the synthetic model was left in --model_dir: $(ls "$work/models")"
+grep -q '"kernel":"model-decode","weights":"int4-row","shape":"tiny"' "$work/model.jsonl" ||
+  fail "no int4-row model-decode row for the tiny preset"
+
 python3 - "$work/best.jsonl" "$work/scalar.jsonl" <<'EOF' || exit 1
 import json, sys
 def fail(msg):
@@ -67,8 +76,10 @@ if any(r["path"] != "scalar" for r in scalar):
 print(f"ok: {len(rows_of(sys.argv[1]))} + {len(scalar) + 1} lines")
 EOF
 
-for bad in "--path=avx9" "--only=nonsense" "--only=ops,,core"; do
-  "$bench" --quick --reps=1 "$bad" > "$work/out.txt" 2> "$work/err.txt"
+for bad in "--path=avx9" "--only=nonsense" "--only=ops,,core" "--reps=-1" \
+  "--only=model --model_preset=bogus" "--only=model --model_dir=$work/missing"; do
+  # shellcheck disable=SC2086  # $bad holds one or two flags
+  "$bench" --quick $bad > "$work/out.txt" 2> "$work/err.txt"
   rc=$?
   [ $rc -eq 2 ] || fail "$bad: exit $rc, expected 2"
   [ -s "$work/err.txt" ] || fail "$bad: no message"
