@@ -20,7 +20,13 @@
 #include "runtime/parallel.h"
 #include "tests/test_util.h"
 
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#if defined(__has_feature)  // clang
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || \
+    __has_feature(memory_sanitizer)
+#define GLM_SANITIZER_MALLOC 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__) || defined(GLM_SANITIZER_MALLOC)
 #define GLM_COUNTS_ALLOCATIONS 0
 #else
 #define GLM_COUNTS_ALLOCATIONS 1
