@@ -69,9 +69,9 @@ void AttentionScalar(const Half* qkv, int64_t T, int64_t start, int H, int D, co
       for (int d = 0; d < D; ++d) qs[d] = RoundHalf(tab[q[d].bits] * r);
       float mx = -INFINITY;
       for (int64_t j = 0; j < nk; ++j) {
+        const Half* k = k_cache + KvKeyIndex(capacity, D, h, j, 0);  // element d at d·16
         float s = 0.f;
-        for (int d = 0; d < D; ++d)
-          s += qs[d] * tab[k_cache[KvKeyIndex(capacity, D, h, j, d)].bits];
+        for (int d = 0; d < D; ++d) s += qs[d] * tab[k[d * kKvKeyBlock].bits];
         scores[j] = RoundHalf(s) * coeff;
         mx = std::max(mx, scores[j]);
       }

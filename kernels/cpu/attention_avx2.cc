@@ -14,7 +14,6 @@
 
 #include "kernels/cpu/simd.h"
 #include "runtime/fp16.h"
-#include "runtime/parallel.h"
 
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c")

@@ -9,7 +9,6 @@
 
 #include "kernels/cpu/simd.h"
 #include "runtime/fp16.h"
-#include "runtime/parallel.h"
 
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")
