@@ -728,11 +728,7 @@ std::string ModelPreset() {
 Status CheckModelFlags() {
   auto preset = SyntheticPreset(ModelPreset());
   if (!preset.ok()) return Errorf("--model_preset: %s", preset.status().message().c_str());
-  const ModelConfig& cfg = preset.value();
-  uint64_t bytes = 0;
-  ForEachTensor(cfg, [&](const TensorSpec& t) {
-    bytes += 2 * uint64_t(t.shape[0]) * uint64_t(t.ndim == 2 ? t.shape[1] : 1);
-  });
+  const uint64_t bytes = SyntheticModelBytes(preset.value());
   struct statvfs fs;
   if (statvfs(FLAGS_model_dir.c_str(), &fs) != 0 || access(FLAGS_model_dir.c_str(), W_OK) != 0) {
     return Errorf("--model_dir=%s: not a writable directory (%s)", FLAGS_model_dir.c_str(),

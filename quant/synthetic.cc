@@ -104,6 +104,14 @@ StatusOr<ModelConfig> SyntheticPreset(const std::string& name) {
   return c;
 }
 
+uint64_t SyntheticModelBytes(const ModelConfig& cfg) {
+  uint64_t bytes = 0;
+  ForEachTensor(cfg, [&](const TensorSpec& s) {
+    bytes += uint64_t(s.shape[0]) * (s.ndim == 2 ? s.shape[1] : 1) * 2;
+  });
+  return bytes;
+}
+
 Status WriteSyntheticModel(const std::string& path, const ModelConfig& cfg, uint64_t seed,
                            const std::function<void(uint64_t, uint64_t)>& progress) {
   RETURN_IF_ERROR(cfg.Validate());
@@ -111,10 +119,8 @@ Status WriteSyntheticModel(const std::string& path, const ModelConfig& cfg, uint
   WriteModelMetadata(w, cfg, "synthetic " + cfg.ToString());
   DeclareModelTensors(w, cfg);
   RETURN_IF_ERROR(w.Begin());
-  uint64_t total = 0, done = 0;
-  ForEachTensor(cfg, [&](const TensorSpec& s) {
-    total += uint64_t(s.shape[0]) * (s.ndim == 2 ? s.shape[1] : 1) * 2;
-  });
+  const uint64_t total = SyntheticModelBytes(cfg);
+  uint64_t done = 0;
   Rng rng{seed * 0x9E3779B97F4A7C15ULL + 1};
   const float kUniformStd002 = 0.02f * 1.7320508f;  // uniform [-a, a) has std a/sqrt(3)
   std::vector<Half> chunk(1 << 20);
