@@ -67,6 +67,29 @@ class SimdPath : public ::testing::TestWithParam<CpuPath> {
   }
   const CpuKernels& simd() const { return KernelsFor(GetParam()); }
   const CpuKernels& ref() const { return KernelsFor(CpuPath::kScalar); }
+
+  // The SIMD linear against the scalar one on T tokens of x, bit for bit (the SIMD call gets its
+  // scratch one float off the scalar call's alignment).
+  ::testing::AssertionResult LinearMatches(const Half* x, int64_t T, const TensorView& w,
+                                           const Half* bias, const std::string& what) const {
+    const int64_t N = w.rows(), K = w.cols();
+    std::vector<Half> want(T * N), got(T * N);
+    std::vector<float> scratch(T * K + 1);
+    ref().linear(x, T, w, bias, want.data(), scratch.data());
+    simd().linear(x, T, w, bias, got.data(), scratch.data() + 1);
+    return BitEqual(got.data(), want.data(), got.size(), what);
+  }
+  // The same for attention over one layer's cache of S tokens.
+  ::testing::AssertionResult AttentionMatches(const Half* qkv, int64_t T, int64_t start, int H,
+                                              int D, const Half* kc, const Half* vc, int64_t S,
+                                              int64_t prefix, int layer,
+                                              const std::string& what) const {
+    std::vector<Half> want(T * H * D), got(T * H * D);
+    std::vector<float> scratch(AttentionScratchFloats(S));
+    ref().attention(qkv, T, start, H, D, kc, vc, S, prefix, layer, want.data(), scratch.data());
+    simd().attention(qkv, T, start, H, D, kc, vc, S, prefix, layer, got.data(), scratch.data());
+    return BitEqual(got.data(), want.data(), got.size(), what);
+  }
 };
 
 // A quantized or fp16 weight [N, K] with its own storage, data and scales offset by one element
@@ -151,11 +174,7 @@ TEST_P(SimdPath, LinearEqualsScalarOnEveryFormatAndShape) {
       auto x = RandomHalf(T * c.K + 3, 1.0f, ++seed);
       for (bool with_bias : {false, true}) {
         const Half* b = with_bias ? bias.data() + 1 : nullptr;
-        std::vector<Half> want(T * c.N), got(T * c.N);
-        std::vector<float> scratch(T * c.K + 1);
-        ref().linear(x.data() + 3, T, w.view, b, want.data(), scratch.data());
-        simd().linear(x.data() + 3, T, w.view, b, got.data(), scratch.data() + 1);
-        ASSERT_TRUE(BitEqual(got.data(), want.data(), got.size(), CaseName(c, T, with_bias)));
+        ASSERT_TRUE(LinearMatches(x.data() + 3, T, w.view, b, CaseName(c, T, with_bias)));
       }
     }
   }
@@ -434,16 +453,11 @@ TEST_P(SimdPath, AttentionEqualsScalar) {
     auto kc = RandomHalf(KvLayerHalves(c.S, c.H, c.D) + 1, 1.0f, 31),
          vc = RandomHalf(KvLayerHalves(c.S, c.H, c.D) + 1, 1.0f, 32);
     auto qkv = RandomHalf(c.T * c.H * 3 * c.D + 1, 2.0f, 33);
-    std::vector<Half> want(c.T * c.H * c.D), got(c.T * c.H * c.D);
-    std::vector<float> scratch(AttentionScratchFloats(c.S));
     for (int layer : {0, 5}) {
-      ref().attention(qkv.data() + 1, c.T, c.start, c.H, c.D, kc.data() + 1, vc.data() + 1, c.S,
-                      c.prefix, layer, want.data(), scratch.data());
-      simd().attention(qkv.data() + 1, c.T, c.start, c.H, c.D, kc.data() + 1, vc.data() + 1, c.S,
-                       c.prefix, layer, got.data(), scratch.data());
-      ASSERT_TRUE(BitEqual(got.data(), want.data(), got.size(),
-                           StrFormat("attention H=%d D=%d start=%lld T=%lld layer %d", c.H, c.D,
-                                     (long long)c.start, (long long)c.T, layer)));
+      ASSERT_TRUE(AttentionMatches(qkv.data() + 1, c.T, c.start, c.H, c.D, kc.data() + 1,
+                                   vc.data() + 1, c.S, c.prefix, layer,
+                                   StrFormat("attention H=%d D=%d start=%lld T=%lld layer %d", c.H,
+                                             c.D, (long long)c.start, (long long)c.T, layer)));
     }
   }
 }
@@ -493,13 +507,10 @@ TEST_P(SimdPath, RandomCasesEqualScalar) {
     auto bias = RandomHalf(N + 1, 0.1f, uint32_t(rng()));
     const bool with_bias = uniform(0, 1);
     const Half* b = with_bias ? bias.data() + 1 : nullptr;
-    std::vector<Half> want(T * N), got(T * N);
-    std::vector<float> scratch(T * K + 1);
-    ref().linear(x.data() + x_offset, T, w.view, b, want.data(), scratch.data());
-    simd().linear(x.data() + x_offset, T, w.view, b, got.data(), scratch.data() + 1);
-    ASSERT_TRUE(BitEqual(got.data(), want.data(), got.size(),
-                         StrFormat("case %d: %s, scale regime %d", i,
-                                   CaseName({dtype, group, N, K}, T, with_bias).c_str(), regime)));
+    ASSERT_TRUE(
+        LinearMatches(x.data() + x_offset, T, w.view, b,
+                      StrFormat("case %d: %s, scale regime %d", i,
+                                CaseName({dtype, group, N, K}, T, with_bias).c_str(), regime)));
   }
   for (int i = 0; i < 120; ++i) {
     const int H = int(uniform(1, 9));
@@ -514,17 +525,12 @@ TEST_P(SimdPath, RandomCasesEqualScalar) {
     auto kc = RandomHalf(KvLayerHalves(S, H, D) + 1, real(0.1f, 3.f), uint32_t(rng())),
          vc = RandomHalf(KvLayerHalves(S, H, D) + 1, 1.0f, uint32_t(rng()));
     auto qkv = RandomHalf(T * H * 3 * D + 1, real(0.1f, 4.f), uint32_t(rng()));
-    std::vector<Half> want(T * H * D), got(T * H * D);
-    std::vector<float> scratch(AttentionScratchFloats(S));
-    ref().attention(qkv.data() + 1, T, start, H, D, kc.data() + 1, vc.data() + 1, S, prefix, layer,
-                    want.data(), scratch.data());
-    simd().attention(qkv.data() + 1, T, start, H, D, kc.data() + 1, vc.data() + 1, S, prefix, layer,
-                     got.data(), scratch.data());
-    ASSERT_TRUE(BitEqual(got.data(), want.data(), got.size(),
-                         StrFormat("attention case %d: H=%d D=%d S=%lld start=%lld T=%lld "
-                                   "prefix=%lld layer %d",
-                                   i, H, D, (long long)S, (long long)start, (long long)T,
-                                   (long long)prefix, layer)));
+    ASSERT_TRUE(AttentionMatches(qkv.data() + 1, T, start, H, D, kc.data() + 1, vc.data() + 1, S,
+                                 prefix, layer,
+                                 StrFormat("attention case %d: H=%d D=%d S=%lld start=%lld "
+                                           "T=%lld prefix=%lld layer %d",
+                                           i, H, D, (long long)S, (long long)start, (long long)T,
+                                           (long long)prefix, layer)));
   }
 }
 
