@@ -119,6 +119,7 @@ struct Result {
   double best = 0;           // fastest run (0: not timed by Time)
   int threads = 0;           // 0: the pool's size
   double bound_seconds = 0;  // bytes / bandwidth where the kernel is memory bound
+  double ceiling_gbps = 0;   // gemv-1core: the pool's threads at this core's rate
   std::string note;
 };
 
@@ -141,6 +142,10 @@ void Print(const Result& r) {
     if (r.bound_seconds > 0) {
       std::printf(",\"bound_seconds\":%.6g,\"x_bound\":%.3f", r.bound_seconds,
                   r.seconds / r.bound_seconds);
+    }
+    if (r.ceiling_gbps > 0) {
+      std::printf(",\"ceiling_gbps\":%.4g,\"ceiling_pct_bw\":%.1f", r.ceiling_gbps,
+                  100 * r.ceiling_gbps / g_limits.mem_bw_gbps);
     }
     if (!r.note.empty()) std::printf(",\"note\":\"%s\"", r.note.c_str());
     std::printf("}\n");
@@ -444,7 +449,10 @@ void BenchGemm() {
 
 // One core, in-cache operands, fastest of many short runs (on a shared machine some run
 // undisturbed): the kernels' compute rate, compared with one core's FMA peak. A decode kernel
-// streams weights at this rate per core when memory keeps up.
+// streams weights at this rate per core when memory keeps up, so the pool's threads at this rate
+// (`ceiling_gbps`) bound the GEMV from above as the memory bandwidth does: where it is below the
+// bandwidth, the decode is compute bound on this machine and no prefetching brings it to the
+// bandwidth.
 void BenchCore() {
   ThreadPool::InlineScope one_core;
   const bool avx512 = CpuPathSupported(CpuPath::kAvx512);
@@ -467,6 +475,12 @@ void BenchCore() {
       r.seconds = r.best;  // the fastest run is the measurement here
       r.note = StrFormat("%.1f%% of one core's peak FMA", 100 * r.flops / r.best / 1e9 / peak);
       r.bound_seconds = 0;
+      if (T == 1) {
+        const int threads = ThreadPool::Global().size();
+        r.ceiling_gbps = threads * r.bytes / r.best / 1e9;
+        r.note += StrFormat("; %d threads at this rate: %.1f GB/s, %.0f%% of the bandwidth",
+                            threads, r.ceiling_gbps, 100 * r.ceiling_gbps / g_limits.mem_bw_gbps);
+      }
       Print(r);
     }
   }
