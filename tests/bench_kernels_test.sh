@@ -76,7 +76,7 @@ for path, sections in ((sys.argv[1], {"ops", "core", "layer"}), (sys.argv[2], {"
             if abs(r.get("ceiling_gbps", 0) - want_gbps) > 1e-3 * want_gbps:
                 fail(f"{path}: gemv-1core ceiling_gbps is not {pool} x best_gbps: {r}")
             want_pct = 100 * r["ceiling_gbps"] / r["mem_bw_gbps"]
-            if abs(r.get("ceiling_pct_bw", -1) - want_pct) > 0.1:
+            if abs(r.get("ceiling_pct_bw", -1) - want_pct) > 0.2:
                 fail(f"{path}: gemv-1core ceiling_pct_bw is not ceiling / bandwidth: {r}")
     ends = [r for r in rows if r["kernel"] == "limits-end"]
     if ("layer" in sections) != (len(ends) == 1):
