@@ -948,10 +948,12 @@ int main(int argc, char** argv) {
     static const char* const kSections[] = {"gemv",  "gemm",  "core", "ops",
                                             "layer", "model", "blas"};
     if (std::find(std::begin(kSections), std::end(kSections), name) == std::end(kSections)) {
+      std::string known;
+      for (const char* k : kSections) known += (known.empty() ? "" : ", ") + std::string(k);
       std::fprintf(stderr,
                    "bench-kernels: --only: unknown section '%s' (expected a comma-separated list "
-                   "of gemv, gemm, core, ops, layer, model, blas)\n",
-                   name.c_str());
+                   "of %s)\n",
+                   name.c_str(), known.c_str());
       return 2;
     }
     b = e + 1;

@@ -54,8 +54,9 @@ static inline void ForEachAttentionHead(const Half* qkv, int64_t T, int64_t star
   const float r = 1.0f / float(std::sqrt(double(D)) * double(layer + 1));
   const float coeff = float(layer + 1);
   const int64_t HD = int64_t(H) * D, head = KvPaddedTokens(capacity) * D;
+  const int64_t per_thread = AttentionScratchPerThread(total);
   ThreadPool::Global().ParallelFor(T * H, 1, [&](int64_t b, int64_t e) {
-    float* scores = scratch + ThreadPool::CurrentThreadIndex() * AttentionScratchPerThread(total);
+    float* scores = scratch + ThreadPool::CurrentThreadIndex() * per_thread;
     float* query = reinterpret_cast<float*>(
         (reinterpret_cast<uintptr_t>(scores + KvPaddedTokens(total)) + 63) & ~uintptr_t(63));
     for (int64_t n = b; n < e; ++n) {
