@@ -577,6 +577,48 @@ TEST(Dispatch, SetCpuPathSwitchesThePublicKernels) {
   ASSERT_TRUE(SetCpuPath(before).ok());
 }
 
+// The vendor string and family as /proc/cpuinfo gives them (Linux): what IdentifyCpu must match.
+TEST(Dispatch, IdentifyCpuMatchesProcCpuinfo) {
+  std::FILE* f = std::fopen("/proc/cpuinfo", "r");
+  if (f == nullptr) GTEST_SKIP() << "no /proc/cpuinfo";
+  std::string vendor;
+  int family = -1;
+  char line[512];
+  while (std::fgets(line, sizeof line, f) && (vendor.empty() || family < 0)) {
+    char value[256];
+    if (vendor.empty() && std::sscanf(line, "vendor_id : %255s", value) == 1) vendor = value;
+    if (family < 0) (void)std::sscanf(line, "cpu family : %d", &family);
+  }
+  std::fclose(f);
+  if (vendor.empty() || family < 0) GTEST_SKIP() << "no vendor_id or cpu family in /proc/cpuinfo";
+  const CpuIdentity& id = IdentifyCpu();
+  const CpuIdentity::Vendor want = vendor == "GenuineIntel"   ? CpuIdentity::kIntel
+                                   : vendor == "AuthenticAMD" ? CpuIdentity::kAmd
+                                                              : CpuIdentity::kOther;
+  EXPECT_EQ(id.vendor, want) << vendor;
+  EXPECT_EQ(id.family, family) << vendor;
+  std::printf("CPU: %s family %#x model %#x; decode prefetch defaults for %s\n", vendor.c_str(),
+              id.family, id.model, DecodePrefetchDefaultsFor(id).measured_on);
+}
+
+TEST(Dispatch, DecodePrefetchDefaultsFollowTheMeasuredCpus) {
+  CpuIdentity zen5{CpuIdentity::kAmd, 0x1a, 0x02};
+  const DecodePrefetchDefaults amd = DecodePrefetchDefaultsFor(zen5);
+  EXPECT_EQ(amd.row_bytes, kPrefetchEveryRow);
+  EXPECT_EQ(amd.ahead_f16, 0);
+  EXPECT_EQ(amd.ahead_quantized, 0);
+  // Every other CPU, Zen 4 (family 19h) and Intel included, keeps the Ice Lake measurements.
+  for (const CpuIdentity& other :
+       {CpuIdentity{CpuIdentity::kIntel, 6, 0x6a}, CpuIdentity{CpuIdentity::kAmd, 0x19, 0x11},
+        CpuIdentity{CpuIdentity::kOther, 0x1a, 0}}) {
+    const DecodePrefetchDefaults d = DecodePrefetchDefaultsFor(other);
+    EXPECT_EQ(d.row_bytes, 3072);
+    EXPECT_EQ(d.ahead_f16, 512);
+    EXPECT_EQ(d.ahead_quantized, 0);
+    EXPECT_STRNE(d.measured_on, amd.measured_on);
+  }
+}
+
 TEST(ThreadPool, NestedCallsRunInlineAndIndicesAreInRange) {
   ThreadPool pool(3);
   std::vector<int> hits(1000);

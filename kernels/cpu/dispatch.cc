@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <mutex>
+#include <string>
 
 #include "kernels/cpu/simd.h"
 #include "quant/format.h"
@@ -47,6 +48,26 @@ CpuFeatures Detect() {
     f.avx512vl = b & (1u << 31);
   }
   return f;
+}
+
+CpuIdentity DetectIdentity() {
+  CpuIdentity id;
+  unsigned a, b, c, d;
+  if (!__get_cpuid(0, &a, &b, &c, &d)) return id;
+  char vendor[13] = {};
+  __builtin_memcpy(vendor, &b, 4);
+  __builtin_memcpy(vendor + 4, &d, 4);
+  __builtin_memcpy(vendor + 8, &c, 4);
+  const std::string v = vendor;
+  id.vendor = v == "GenuineIntel"   ? CpuIdentity::kIntel
+              : v == "AuthenticAMD" ? CpuIdentity::kAmd
+                                    : CpuIdentity::kOther;
+  if (!__get_cpuid(1, &a, &b, &c, &d)) return id;
+  const int base_family = (a >> 8) & 0xf, base_model = (a >> 4) & 0xf;
+  id.family = base_family == 0xf ? base_family + int((a >> 20) & 0xff) : base_family;
+  id.model =
+      base_family == 0x6 || base_family == 0xf ? base_model | int((a >> 12) & 0xf0) : base_model;
+  return id;
 }
 
 const CpuFeatures& Features() {
@@ -149,6 +170,11 @@ CpuPath BestCpuPath() {
   if (CpuPathSupported(CpuPath::kAvx512)) return CpuPath::kAvx512;
   if (CpuPathSupported(CpuPath::kAvx2)) return CpuPath::kAvx2;
   return CpuPath::kScalar;
+}
+
+const CpuIdentity& IdentifyCpu() {
+  static const CpuIdentity id = DetectIdentity();
+  return id;
 }
 
 CpuPath ActiveCpuPath() {

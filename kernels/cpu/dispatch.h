@@ -30,6 +30,15 @@ const char* CpuPathFeatures(CpuPath path);
 // The fastest supported path.
 CpuPath BestCpuPath();
 
+// The CPU's vendor and family (CPUID leaves 0 and 1, the family with its extension), for the
+// defaults that were measured per microarchitecture (the decode prefetch, linear_common.h).
+struct CpuIdentity {
+  enum Vendor { kOther, kIntel, kAmd };
+  Vendor vendor = kOther;
+  int family = 0, model = 0;
+};
+const CpuIdentity& IdentifyCpu();
+
 // The path the public kernels (kernels.h) use. Chosen at first use: GLM_CPU_PATH if set, else
 // BestCpuPath(); setting GLM_CPU_PATH to a path the CPU lacks is a fatal error.
 CpuPath ActiveCpuPath();

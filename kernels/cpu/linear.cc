@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <vector>
 
+#include "kernels/cpu/dispatch.h"
 #include "kernels/cpu/half_table.h"
 #include "kernels/cpu/kernels.h"
 #include "kernels/cpu/linear_common.h"
@@ -67,15 +68,24 @@ int64_t ByteCountFromEnv(const char* name, int64_t unset) {
 }
 }  // namespace
 
+DecodePrefetchDefaults DecodePrefetchDefaultsFor(const CpuIdentity& cpu) {
+  if (cpu.vendor == CpuIdentity::kAmd && cpu.family == 0x1a) {
+    return {"AMD family 1Ah", kPrefetchEveryRow, 0, 0};
+  }
+  return {"other CPUs", 3072, 512, 0};
+}
+
 int64_t PrefetchRowBytes() {
-  static const int64_t bytes = ByteCountFromEnv("GLM_CPU_PREFETCH_ROW_BYTES", 3072);
+  static const int64_t bytes = ByteCountFromEnv("GLM_CPU_PREFETCH_ROW_BYTES",
+                                                DecodePrefetchDefaultsFor(IdentifyCpu()).row_bytes);
   return bytes;
 }
 
 int64_t PrefetchAheadBytes(bool quantized) {
   static const int64_t bytes = ByteCountFromEnv("GLM_CPU_PREFETCH_AHEAD", -1);
   if (bytes >= 0) return bytes;
-  return quantized ? 0 : 512;
+  const DecodePrefetchDefaults d = DecodePrefetchDefaultsFor(IdentifyCpu());
+  return quantized ? d.ahead_quantized : d.ahead_f16;
 }
 
 }  // namespace glm

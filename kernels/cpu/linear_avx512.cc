@@ -243,9 +243,8 @@ TileScales ConvertTileScales(const LinearWeight& w, int64_t n0, int64_t rows) {
 // kPrefetch (w.prefetch, linear_common.h): kNextTile (quantized rows of at most
 // PrefetchRowBytes()) fetches the next tile's rows (contiguous) into L2 while this tile runs, one
 // step's share a step: rows of a few KiB end before the hardware prefetcher has ramped up on them
-// (K = 2048 int4: 1 KiB). kInRow (fp16 rows by default) fetches each row's line PrefetchAheadBytes
-// ahead into L1. Longer quantized rows were slower with kNextTile, quantized rows with kInRow
-// (bench/results/cpu_kernels.md).
+// (K = 2048 int4: 1 KiB). kInRow (fp16 rows, by default where the CPU gains from it) fetches each
+// row's line PrefetchAheadBytes ahead into L1. The defaults depend on the CPU (linear_common.h).
 template <int TB, int R, LinearWeight::Format F, bool kSplit, TilePrefetch kPrefetch>
 void DirectTile(const float* x, const float* xp, const LinearWeight& w, int64_t n0, int64_t rows,
                 const Half* bias, Half* out) {

@@ -29,21 +29,36 @@ inline float ReduceLanes(const float* lane) {
 
 // How a decode tile prefetches its weights beyond what the hardware prefetcher does (measured in
 // bench/results/cpu_kernels.md):
-// - kNextTile: the next tile's rows into L2 while this tile runs (NextTilePrefetch), for short
-//   quantized rows, which end before the hardware prefetcher has ramped up on them;
+// - kNextTile: the next tile's rows into L2 while this tile runs (NextTilePrefetch), for quantized
+//   rows: short ones end before the hardware prefetcher has ramped up on them, and on some CPUs
+//   one contiguous stream ahead beats the tile's row streams for long rows too;
 // - kInRow: each row of the tile into L1, PrefetchAheadBytes ahead of the loads (InRowPrefetch),
 //   for long rows: more lines in flight per core than its loads alone keep.
 enum class TilePrefetch { kNone, kNextTile, kInRow };
 
-// Quantized rows of at most this many bytes take kNextTile: 3072 by default (rows of 1.5–3 KiB
-// gained 2–40%, rows of 4 KiB lost 15% on an Ice Lake VM), GLM_CPU_PREFETCH_ROW_BYTES=n overrides
-// it (read once; 0 turns it off).
+// Quantized rows of at most this many bytes take kNextTile; GLM_CPU_PREFETCH_ROW_BYTES=n overrides
+// the CPU's default (read once; 0 turns it off).
 int64_t PrefetchRowBytes();
-// The distance of kInRow for the other rows: 512 bytes for fp16 weights (4–13% faster GEMVs, about
-// the bandwidth probe's own gain from prefetching), off for quantized ones (their decode, which
-// costs more µops per byte, was 2–20% slower with it); GLM_CPU_PREFETCH_AHEAD=n sets it for all
-// formats (read once; 0 turns it off). The overrides are for measuring other CPUs.
+// The distance of kInRow for the other rows; GLM_CPU_PREFETCH_AHEAD=n sets it for all formats
+// (read once; 0 turns it off). The overrides are for measuring other CPUs.
 int64_t PrefetchAheadBytes(bool quantized);
+
+// The defaults of the two, by CPU, as measured (bench/results/cpu_kernels.md):
+// - AMD family 1Ah (Zen 5; a 2-vCPU EPYC VM): kNextTile for every quantized row, and no kInRow.
+//   Against the Ice Lake defaults, at GLM-130B's shapes, int8 read 29% faster, int4-row 16% and
+//   int4-group 12%, and fp16 15–25% faster without its in-row prefetch;
+// - other CPUs (measured on an Ice Lake VM): kNextTile for quantized rows of at most 3072 bytes
+//   (rows of 1.5–3 KiB gained 2–40%, rows of 4 KiB lost 15%), and kInRow 512 bytes ahead for fp16
+//   (4–13% faster GEMVs, about the bandwidth probe's own gain from prefetching) but not for
+//   quantized rows (their decode, which costs more µops per byte, was 2–20% slower with it).
+inline constexpr int64_t kPrefetchEveryRow = INT64_MAX;  // row_bytes: every quantized row
+struct DecodePrefetchDefaults {
+  const char* measured_on;  // the CPUs they apply to, for reports
+  int64_t row_bytes;        // PrefetchRowBytes(), or kPrefetchEveryRow
+  int64_t ahead_f16, ahead_quantized;
+};
+struct CpuIdentity;  // kernels/cpu/dispatch.h
+DecodePrefetchDefaults DecodePrefetchDefaultsFor(const CpuIdentity& cpu);
 
 // A 64-byte aligned float buffer of the calling thread (each use keeps its own as a thread_local)
 // that grows to the largest size asked and is then reused: the decode loop allocates nothing once
