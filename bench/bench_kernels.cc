@@ -87,6 +87,7 @@ struct Limits {
   double mem_bw_gbps = 0;  // the fastest of the probe's read methods
   double peak_gflops = 0;
   double bw_by_method[3] = {};  // loads only, + L1 prefetch, + L2 prefetch
+  int best_method = 0;          // the index of the fastest
 };
 
 // The last-level cache's size in bytes (0 if unknown): the largest cache sysfs lists for cpu0.
@@ -120,6 +121,8 @@ struct Result {
   int threads = 0;           // 0: the pool's size
   double bound_seconds = 0;  // bytes / bandwidth where the kernel is memory bound
   double ceiling_gbps = 0;   // gemv-1core: the pool's threads at this core's rate
+  // Memory-bound rows: against a probe pass run just before each timed call (TimePaired).
+  double paired_pct_bw = 0, paired_x_bound = 0, paired_probe_gbps = 0;
   std::string note;
 };
 
@@ -147,6 +150,10 @@ void Print(const Result& r) {
       std::printf(",\"ceiling_gbps\":%.4g,\"ceiling_pct_bw\":%.1f", r.ceiling_gbps,
                   100 * r.ceiling_gbps / g_limits.mem_bw_gbps);
     }
+    if (r.paired_probe_gbps > 0) {
+      std::printf(",\"probe_pass_gbps\":%.4g,\"paired_pct_bw\":%.1f,\"x_paired_bound\":%.3f",
+                  r.paired_probe_gbps, r.paired_pct_bw, r.paired_x_bound);
+    }
     if (!r.note.empty()) std::printf(",\"note\":\"%s\"", r.note.c_str());
     std::printf("}\n");
   } else {
@@ -156,6 +163,10 @@ void Print(const Result& r) {
         100 * gbps / g_limits.mem_bw_gbps, gflops, 100 * gflops / g_limits.peak_gflops);
     if (r.bound_seconds > 0) std::printf("  %.2fx bound", r.seconds / r.bound_seconds);
     if (r.best > 0 && r.bound_seconds > 0) std::printf("  [best %.2fx]", r.best / r.bound_seconds);
+    if (r.paired_probe_gbps > 0) {
+      std::printf("  paired: %.1f%% bw, %.2fx (probe passes %.1f GB/s)", r.paired_pct_bw,
+                  r.paired_x_bound, r.paired_probe_gbps);
+    }
     if (!r.note.empty()) std::printf("  %s", r.note.c_str());
     std::printf("\n");
   }
@@ -277,8 +288,57 @@ void MeasureBandwidth(Limits& l) {
     }
     bw.erase(bw.begin());  // first pass warms the TLB
     l.bw_by_method[m] = *std::max_element(bw.begin(), bw.end());
+    if (l.bw_by_method[m] > l.mem_bw_gbps) l.best_method = m;
     l.mem_bw_gbps = std::max(l.mem_bw_gbps, l.bw_by_method[m]);
   }
+}
+
+// ---- Paired bound ----
+// On a shared host the bandwidth drifts within seconds (on the Zen 5 VM the probe read 36–70 GB/s
+// within minutes), so a row and a probe taken a minute apart may see different machines. Each
+// memory-bound row is therefore also compared with one probe pass (the start probe's fastest
+// method, over its buffer size) run just before each timed call: the median over the calls of the
+// call's rate against that pass's.
+
+// One pass of the start probe's fastest read method on all threads, in GB/s. Its buffer is
+// allocated on first use and kept.
+double ProbePass() {
+  const int threads = ThreadPool::Global().size();
+  static const size_t n =
+      std::max(size_t(FLAGS_quick ? 1 : 2) << 30, FromMemoryBytes() / 4096 * 4096);
+  static Buffer* const buf = [] {
+    auto* b = new Buffer(n);
+    FillRandom(b->p, n, 2);
+    return b;
+  }();
+  float (*const methods[3])(const uint8_t*, size_t) = {ReadSum<>, ReadSum<1024, 3>,
+                                                       ReadSum<4096, 2>};
+  const size_t per = n / threads / 4096 * 4096;
+  const auto read = methods[g_limits.best_method];
+  const double t = OnAllThreads([&](int i) { g_sink = read(buf->p + i * per, per); });
+  return double(per) * threads / t / 1e9;
+}
+
+// Time() for a memory-bound call reading `bytes`, each timed call preceded by ProbePass(); the
+// paired figures go into r.
+double TimePaired(const std::function<void()>& fn, double bytes, Result& r, int reps = 0) {
+  fn();
+  std::vector<double> t, pct, x, bw;
+  for (int i = 0; i < (reps ? reps : Reps()); ++i) {
+    const double b = ProbePass();
+    const double t0 = Now();
+    fn();
+    const double dt = Now() - t0;
+    t.push_back(dt);
+    bw.push_back(b);
+    pct.push_back(100 * bytes / dt / 1e9 / b);
+    x.push_back(dt * b * 1e9 / bytes);
+  }
+  g_last_best = *std::min_element(t.begin(), t.end());
+  r.paired_pct_bw = Median(pct);
+  r.paired_x_bound = Median(x);
+  r.paired_probe_gbps = Median(bw);
+  return Median(t);
 }
 
 Limits MeasureLimits() {
@@ -379,16 +439,15 @@ Result RunLinear(const char* kernel, const Format& f, int64_t N, int64_t K, int6
   std::vector<Half> out(T * N);
   std::vector<float> scratch(T * K);
   Result r{kernel, f.name, Shape(N, K), T};
+  r.bytes = w.bytes + 2.0 * T * (K + N);
   size_t next = 0;
-  r.seconds = Time(
-      [&] {
-        const TensorView& v = reuse ? w.view : own[next++ % own.size()]->view;
-        Linear(x.data(), T, v, bias.data(), out.data(), scratch.data());
-      },
-      reps);
+  const auto call = [&] {
+    const TensorView& v = reuse ? w.view : own[next++ % own.size()]->view;
+    Linear(x.data(), T, v, bias.data(), out.data(), scratch.data());
+  };
+  r.seconds = memory_bound && !reuse ? TimePaired(call, r.bytes, r, reps) : Time(call, reps);
   r.best = g_last_best;
   if (own.size() > 1) r.note = StrFormat("%zu copies", own.size());
-  r.bytes = w.bytes + 2.0 * T * (K + N);
   r.flops = 2.0 * T * N * K;
   r.bound_seconds = r.bytes / (g_limits.mem_bw_gbps * 1e9);
   return r;
@@ -567,26 +626,28 @@ void BenchLayer() {
     const int32_t pos = int32_t(ctx);
     const float alpha = cfg.Alpha();
     Result r{"layer-decode", f->name, "glm130b-layer", 1};
-    size_t next = 0;
-    r.seconds = Time([&] {
-      const LayerCopy& w = *layers[next++ % layers.size()];
-      const BenchWeight &qkv = w.qkv, &dense = w.dense, &up = w.up, &down = w.down;
-      LayerNorm(x.data(), 1, C, ln_w.data(), ln_b.data(), 1e-5f, y.data());
-      Linear(y.data(), 1, qkv.view, qkv_b.data(), q.data(), f32.data());
-      ApplyRotary(q.data(), 1, int(H), int(D), &pos, rope);
-      AppendKv(q.data(), 1, int(H), int(D), ctx, ctx + 1, kc.data(), vc.data());
-      Attention(q.data(), 1, ctx, int(H), int(D), kc.data(), vc.data(), ctx + 1, 0, 7, ctxv.data(),
-                attn_scratch.data());
-      Linear(ctxv.data(), 1, dense.view, c_b.data(), a.data(), f32.data());
-      DeepNormResidual(y.data(), a.data(), alpha, C, h.data());
-      LayerNorm(h.data(), 1, C, ln_w.data(), ln_b.data(), 1e-5f, z.data());
-      Linear(z.data(), 1, up.view, up_b.data(), u.data(), f32.data());
-      GeGlu(u.data(), 1, F, gg.data());
-      Linear(gg.data(), 1, down.view, c_b.data(), m.data(), f32.data());
-      DeepNormResidual(z.data(), m.data(), alpha, C, o.data());
-    });
-    r.best = g_last_best;
     r.bytes = layers[0]->bytes() + 4.0 * (ctx + 1) * HD;
+    size_t next = 0;
+    r.seconds = TimePaired(
+        [&] {
+          const LayerCopy& w = *layers[next++ % layers.size()];
+          const BenchWeight &qkv = w.qkv, &dense = w.dense, &up = w.up, &down = w.down;
+          LayerNorm(x.data(), 1, C, ln_w.data(), ln_b.data(), 1e-5f, y.data());
+          Linear(y.data(), 1, qkv.view, qkv_b.data(), q.data(), f32.data());
+          ApplyRotary(q.data(), 1, int(H), int(D), &pos, rope);
+          AppendKv(q.data(), 1, int(H), int(D), ctx, ctx + 1, kc.data(), vc.data());
+          Attention(q.data(), 1, ctx, int(H), int(D), kc.data(), vc.data(), ctx + 1, 0, 7,
+                    ctxv.data(), attn_scratch.data());
+          Linear(ctxv.data(), 1, dense.view, c_b.data(), a.data(), f32.data());
+          DeepNormResidual(y.data(), a.data(), alpha, C, h.data());
+          LayerNorm(h.data(), 1, C, ln_w.data(), ln_b.data(), 1e-5f, z.data());
+          Linear(z.data(), 1, up.view, up_b.data(), u.data(), f32.data());
+          GeGlu(u.data(), 1, F, gg.data());
+          Linear(gg.data(), 1, down.view, c_b.data(), m.data(), f32.data());
+          DeepNormResidual(z.data(), m.data(), alpha, C, o.data());
+        },
+        r.bytes, r);
+    r.best = g_last_best;
     r.flops = 2.0 * (3 * HD * C + C * HD + 2 * F * C + C * F) + 4.0 * (ctx + 1) * HD;
     r.bound_seconds = r.bytes / (g_limits.mem_bw_gbps * 1e9);
     r.note = "bound = (weights + KV) / bw";
@@ -811,20 +872,19 @@ void BenchModel() {
     ForwardArgs pre{
         .ids = ids, .positions = std::span(pos).subspan(0, prompt), .prefix_len = prompt};
     GLM_CHECK(Forward(*v.s, rope, kv, act, pre, logits.data()).ok());
-    std::vector<double> t;
-    for (int s = 0; s < steps; ++s) {
+    Result r{"model-decode", v.weights, preset, 1};
+    int s = 0;
+    const auto decode_step = [&] {
       const int32_t id = (s * 31) % 1000;
       ForwardArgs step{.ids = std::span(&id, 1),
                        .positions = std::span(pos).subspan(prompt + s, 1),
                        .prefix_len = prompt};
-      const double t0 = Now();
       GLM_CHECK(Forward(*v.s, rope, kv, act, step, logits.data()).ok());
-      t.push_back(Now() - t0);
-    }
-    t.erase(t.begin());  // first decode step: page-in and scratch warm-up
-    Result r{"model-decode", v.weights, preset, 1};
-    r.seconds = Median(t);
-    r.best = *std::min_element(t.begin(), t.end());
+      ++s;
+    };
+    // The first decode step (page-in, scratch warm-up) is TimePaired's untimed one.
+    r.seconds = TimePaired(decode_step, bytes, r, steps - 1);
+    r.best = g_last_best;
     r.bytes = bytes;
     r.flops = 2.0 * bytes / (v.s == store.get() ? 2.0 : 1.0);  // ~2 flops per weight
     r.bound_seconds = bytes / (g_limits.mem_bw_gbps * 1e9);

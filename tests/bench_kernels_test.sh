@@ -27,7 +27,7 @@ mkdir "$work/models"
 grep -q '"kernel":"model-decode","weights":"int4-row","shape":"tiny"' "$work/model.jsonl" ||
   fail "no int4-row model-decode row for the tiny preset"
 
-python3 - "$work/best.jsonl" "$work/scalar.jsonl" <<'EOF' || exit 1
+python3 - "$work/best.jsonl" "$work/scalar.jsonl" "$work/model.jsonl" <<'EOF' || exit 1
 import json, sys
 def fail(msg):
     print("FAIL:", msg)
@@ -43,6 +43,17 @@ def rows_of(path):
             fail(f"{path}: not JSON: {line!r}")
     return rows
 need = ["kernel", "weights", "shape", "threads", "gbps", "mem_bw_gbps"]
+def check_paired(path, results, kernel):
+    # Memory-bound rows are also timed against a probe pass before each call: the median rate
+    # ratio and the median time ratio of the same calls (an odd count) are reciprocal.
+    paired = [r for r in results if "probe_pass_gbps" in r]
+    if kernel is not None and not any(r["kernel"] == kernel for r in paired):
+        fail(f"{path}: no {kernel} row with the paired figures")
+    for r in paired:
+        if not (r["probe_pass_gbps"] > 0 and r["paired_pct_bw"] > 0):
+            fail(f"{path}: paired figures out of sense: {r}")
+        if abs(r["paired_pct_bw"] * r["x_paired_bound"] / 100 - 1) > 0.01:
+            fail(f"{path}: paired_pct_bw and x_paired_bound are not reciprocal: {r}")
 for path, sections in ((sys.argv[1], {"ops", "core", "layer"}), (sys.argv[2], {"ops"})):
     rows = rows_of(path)
     limits = [r for r in rows if r["kernel"] == "limits"]
@@ -78,9 +89,11 @@ for path, sections in ((sys.argv[1], {"ops", "core", "layer"}), (sys.argv[2], {"
             want_pct = 100 * r["ceiling_gbps"] / r["mem_bw_gbps"]
             if abs(r.get("ceiling_pct_bw", -1) - want_pct) > 0.2:
                 fail(f"{path}: gemv-1core ceiling_pct_bw is not ceiling / bandwidth: {r}")
+    check_paired(path, results, "layer-decode" if "layer" in sections else None)
     ends = [r for r in rows if r["kernel"] == "limits-end"]
     if ("layer" in sections) != (len(ends) == 1):
         fail(f"{path}: the end-of-run bandwidth probe: {ends}")
+check_paired(sys.argv[3], [r for r in rows_of(sys.argv[3]) if "weights" in r], "model-decode")
 scalar = [r for r in rows_of(sys.argv[2]) if "weights" in r]
 if any(r["path"] != "scalar" for r in scalar):
     fail("--path=scalar rows ran on another path")
