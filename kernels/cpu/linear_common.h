@@ -45,8 +45,9 @@ int64_t PrefetchAheadBytes(bool quantized);
 
 // The defaults of the two, by CPU, as measured (bench/results/cpu_kernels.md):
 // - AMD family 1Ah (Zen 5; a 2-vCPU EPYC VM): kNextTile for every quantized row, and no kInRow.
-//   Against the Ice Lake defaults, at GLM-130B's shapes, int8 read 29% faster, int4-row 16% and
-//   int4-group 12%, and fp16 15–25% faster without its in-row prefetch;
+//   Against the Ice Lake defaults, at GLM-130B's shapes, int8 read 46% faster, int4-group 37% and
+//   int4-row 5%, and fp16 14–34% faster without its in-row prefetch. (Against in-row 1536 bytes,
+//   int4-row gained 16% in one run and lost 11% in another.)
 // - other CPUs (measured on an Ice Lake VM): kNextTile for quantized rows of at most 3072 bytes
 //   (rows of 1.5–3 KiB gained 2–40%, rows of 4 KiB lost 15%), and kInRow 512 bytes ahead for fp16
 //   (4–13% faster GEMVs, about the bandwidth probe's own gain from prefetching) but not for
