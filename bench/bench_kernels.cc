@@ -270,22 +270,38 @@ struct Buffer {
   Buffer(const Buffer&) = delete;
 };
 
+// The probe's buffer (past 4x the last-level cache, 2 GiB at least, 1 GiB with --quick), filled
+// once and kept for the run: the start and end probes and every paired pass read it.
+const Buffer& ProbeBuffer() {
+  static const size_t n =
+      std::max(size_t(FLAGS_quick ? 1 : 2) << 30, FromMemoryBytes() / 4096 * 4096);
+  static const Buffer* const buf = [] {
+    auto* b = new Buffer(n);
+    FillRandom(b->p, n, 1);
+    return b;
+  }();
+  return *buf;
+}
+
+// The probe's read methods: loads only, + L1 prefetch, + L2 prefetch (Limits::bw_by_method).
+float (*const kReadMethods[3])(const uint8_t*, size_t) = {ReadSum<>, ReadSum<1024, 3>,
+                                                          ReadSum<4096, 2>};
+
+// One pass of read method m over the probe buffer on all threads, in GB/s.
+double ProbePass(int m) {
+  const Buffer& buf = ProbeBuffer();
+  const int threads = ThreadPool::Global().size();
+  const size_t per = buf.n / threads / 4096 * 4096;
+  const double t = OnAllThreads([&](int i) { g_sink = kReadMethods[m](buf.p + i * per, per); });
+  return double(per) * threads / t / 1e9;
+}
+
 // The read bandwidth: each method's fastest pass into l.bw_by_method, the best into l.mem_bw_gbps.
 void MeasureBandwidth(Limits& l) {
-  const int threads = ThreadPool::Global().size();
-  const size_t n = std::max(size_t(FLAGS_quick ? 1 : 2) << 30, FromMemoryBytes() / 4096 * 4096);
-  Buffer buf(n);
-  FillRandom(buf.p, n, 1);
-  const size_t per = n / threads / 4096 * 4096;
   // Each method's fastest pass; the bandwidth is the best method's (the machine's capability).
-  float (*const methods[3])(const uint8_t*, size_t) = {ReadSum<>, ReadSum<1024, 3>,
-                                                       ReadSum<4096, 2>};
   for (int m = 0; m < 3; ++m) {
     std::vector<double> bw;
-    for (int r = 0; r < Reps() + 2; ++r) {
-      const double t = OnAllThreads([&](int i) { g_sink = methods[m](buf.p + i * per, per); });
-      bw.push_back(double(per) * threads / t / 1e9);
-    }
+    for (int r = 0; r < Reps() + 2; ++r) bw.push_back(ProbePass(m));
     bw.erase(bw.begin());  // first pass warms the TLB
     l.bw_by_method[m] = *std::max_element(bw.begin(), bw.end());
     if (l.bw_by_method[m] > l.mem_bw_gbps) l.best_method = m;
@@ -297,35 +313,16 @@ void MeasureBandwidth(Limits& l) {
 // On a shared host the bandwidth drifts within seconds (on the Zen 5 VM the probe read 36–70 GB/s
 // within minutes), so a row and a probe taken a minute apart may see different machines. Each
 // memory-bound row is therefore also compared with one probe pass (the start probe's fastest
-// method, over its buffer size) run just before each timed call: the median over the calls of the
-// call's rate against that pass's.
+// method) run just before each timed call: the median over the calls of the call's rate against
+// that pass's.
 
-// One pass of the start probe's fastest read method on all threads, in GB/s. Its buffer is
-// allocated on first use and kept.
-double ProbePass() {
-  const int threads = ThreadPool::Global().size();
-  static const size_t n =
-      std::max(size_t(FLAGS_quick ? 1 : 2) << 30, FromMemoryBytes() / 4096 * 4096);
-  static Buffer* const buf = [] {
-    auto* b = new Buffer(n);
-    FillRandom(b->p, n, 2);
-    return b;
-  }();
-  float (*const methods[3])(const uint8_t*, size_t) = {ReadSum<>, ReadSum<1024, 3>,
-                                                       ReadSum<4096, 2>};
-  const size_t per = n / threads / 4096 * 4096;
-  const auto read = methods[g_limits.best_method];
-  const double t = OnAllThreads([&](int i) { g_sink = read(buf->p + i * per, per); });
-  return double(per) * threads / t / 1e9;
-}
-
-// Time() for a memory-bound call reading `bytes`, each timed call preceded by ProbePass(); the
+// Time() for a memory-bound call reading `bytes`, each timed call preceded by a ProbePass(); the
 // paired figures go into r.
 double TimePaired(const std::function<void()>& fn, double bytes, Result& r, int reps = 0) {
   fn();
   std::vector<double> t, pct, x, bw;
   for (int i = 0; i < (reps ? reps : Reps()); ++i) {
-    const double b = ProbePass();
+    const double b = ProbePass(g_limits.best_method);
     const double t0 = Now();
     fn();
     const double dt = Now() - t0;

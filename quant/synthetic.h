@@ -19,11 +19,12 @@ namespace glm {
 StatusOr<ModelConfig> SyntheticPreset(const std::string& name);
 std::vector<std::string> SyntheticPresetNames();
 
+// The bytes of tensor data WriteSyntheticModel writes for `cfg` (every tensor in fp16).
+uint64_t SyntheticModelBytes(const ModelConfig& cfg);
+
 // Writes a model file (f16) for `cfg` with weights drawn from `seed`: linear weights uniform with
 // std 0.02, biases 0, LayerNorm γ=1 β=0, embedding std 0.02. Streams tensor by tensor (memory
 // bounded by the largest tensor's chunk). progress(bytes_done, bytes_total) is optional.
-// The bytes of tensor data WriteSyntheticModel writes for `cfg` (every tensor in fp16).
-uint64_t SyntheticModelBytes(const ModelConfig& cfg);
 Status WriteSyntheticModel(const std::string& path, const ModelConfig& cfg, uint64_t seed,
                            const std::function<void(uint64_t, uint64_t)>& progress = nullptr);
 

@@ -75,17 +75,24 @@ DecodePrefetchDefaults DecodePrefetchDefaultsFor(const CpuIdentity& cpu) {
   return {"other CPUs", 3072, 512, 0};
 }
 
+namespace {
+// This CPU's defaults, resolved once: PrefetchAheadBytes runs for every Linear call.
+const DecodePrefetchDefaults& DefaultsHere() {
+  static const DecodePrefetchDefaults d = DecodePrefetchDefaultsFor(IdentifyCpu());
+  return d;
+}
+}  // namespace
+
 int64_t PrefetchRowBytes() {
-  static const int64_t bytes = ByteCountFromEnv("GLM_CPU_PREFETCH_ROW_BYTES",
-                                                DecodePrefetchDefaultsFor(IdentifyCpu()).row_bytes);
+  static const int64_t bytes =
+      ByteCountFromEnv("GLM_CPU_PREFETCH_ROW_BYTES", DefaultsHere().row_bytes);
   return bytes;
 }
 
 int64_t PrefetchAheadBytes(bool quantized) {
   static const int64_t bytes = ByteCountFromEnv("GLM_CPU_PREFETCH_AHEAD", -1);
   if (bytes >= 0) return bytes;
-  const DecodePrefetchDefaults d = DecodePrefetchDefaultsFor(IdentifyCpu());
-  return quantized ? d.ahead_quantized : d.ahead_f16;
+  return quantized ? DefaultsHere().ahead_quantized : DefaultsHere().ahead_f16;
 }
 
 }  // namespace glm
