@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cmath>
@@ -230,14 +231,28 @@ __attribute__((target("avx2,fma"))) float FmaLoop256(long iters) {
   return out[0];
 }
 
-// Runs fn(thread) on as many std::threads as the kernel pool has, returns wall seconds.
+// Runs fn(i) for every i in [0, threads) on the kernel pool's threads, one index each, started
+// together by a spin barrier; returns the seconds from the barrier's release to the last end.
+// Neither a thread's start nor its wake-up is timed, and the workers are left spinning as after a
+// kernel call: fresh std::threads here had let the pool's workers fall asleep during each probe
+// pass, so the timed call after it paid their wake-up (measured in bench/results/cpu_kernels.md).
 double OnAllThreads(const std::function<void(int)>& fn) {
-  const int n = ThreadPool::Global().size();
-  const double t0 = Now();
-  std::vector<std::thread> ts;
-  for (int i = 0; i < n; ++i) ts.emplace_back(fn, i);
-  for (auto& t : ts) t.join();
-  return Now() - t0;
+  ThreadPool& pool = ThreadPool::Global();
+  const int n = pool.size();
+  std::atomic<int> arrived{0};
+  std::atomic<double> start{0}, end{0};
+  pool.ParallelFor(n, 1, [&](int64_t b, int64_t e) {
+    // One index per call: a thread holding two would wait at the barrier for itself.
+    GLM_CHECK_MSG(e - b == 1, "OnAllThreads: the pool handed out %lld indices at once",
+                  (long long)(e - b));
+    if (arrived.fetch_add(1) + 1 == n) start.store(Now());
+    while (arrived.load() < n) _mm_pause();
+    fn(int(b));
+    const double t = Now();
+    for (double seen = end.load(); seen < t && !end.compare_exchange_weak(seen, t);) {
+    }
+  });
+  return end.load() - start.load();
 }
 
 volatile float g_sink;
