@@ -1052,12 +1052,12 @@ int main(int argc, char** argv) {
         "{\"kernel\":\"limits\",\"threads\":%d,\"mem_bw_gbps\":%.4g,\"peak_gflops\":%.4g,"
         "\"llc_bytes\":%zu,\"bw_loads_gbps\":%.4g,\"bw_l1_prefetch_gbps\":%.4g,"
         "\"bw_l2_prefetch_gbps\":%.4g,\"prefetch_row_bytes\":%lld,\"prefetch_ahead_fp16\":%lld,"
-        "\"prefetch_ahead_quantized\":%lld,\"prefetch_defaults\":\"%s\"}\n",
+        "\"prefetch_ahead_quantized\":%lld,\"f16_row_streams\":%s,\"prefetch_defaults\":\"%s\"}\n",
         ThreadPool::Global().size(), g_limits.mem_bw_gbps, g_limits.peak_gflops, g_llc_bytes,
         g_limits.bw_by_method[0], g_limits.bw_by_method[1], g_limits.bw_by_method[2],
         PrefetchRowBytes() == kPrefetchEveryRow ? -1LL : (long long)PrefetchRowBytes(),
         (long long)PrefetchAheadBytes(false), (long long)PrefetchAheadBytes(true),
-        DecodePrefetchDefaultsFor(IdentifyCpu()).measured_on);
+        F16RowStreams() ? "true" : "false", DecodePrefetchDefaultsFor(IdentifyCpu()).measured_on);
   } else {
     std::printf(
         "# memory read bandwidth %.2f GB/s (loads %.2f, with L1 prefetch %.2f, with L2 prefetch "
@@ -1069,10 +1069,12 @@ int main(int argc, char** argv) {
             ? std::string("every quantized row")
             : StrFormat("quantized rows of at most %lld bytes", (long long)PrefetchRowBytes());
     std::printf(
-        "# decode prefetch (defaults for %s, or the GLM_CPU_PREFETCH_* overrides): next tile for "
-        "%s, in-row %lld bytes ahead for fp16 and %lld for quantized (0: off)\n",
+        "# decode tiles (defaults for %s, or the GLM_CPU_PREFETCH_* and GLM_CPU_F16_ROW_STREAMS "
+        "overrides): next-tile prefetch for %s, in-row %lld bytes ahead for fp16 and %lld for "
+        "quantized (0: off), fp16 row streams %s\n",
         DecodePrefetchDefaultsFor(IdentifyCpu()).measured_on, rows.c_str(),
-        (long long)PrefetchAheadBytes(false), (long long)PrefetchAheadBytes(true));
+        (long long)PrefetchAheadBytes(false), (long long)PrefetchAheadBytes(true),
+        F16RowStreams() ? "on" : "off");
   }
   if (Section("gemv")) BenchGemv();
   if (Section("gemm")) BenchGemm();

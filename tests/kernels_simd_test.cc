@@ -607,6 +607,7 @@ TEST(Dispatch, DecodePrefetchDefaultsFollowTheMeasuredCpus) {
   EXPECT_EQ(amd.row_bytes, kPrefetchEveryRow);
   EXPECT_EQ(amd.ahead_f16, 0);
   EXPECT_EQ(amd.ahead_quantized, 0);
+  EXPECT_TRUE(amd.f16_row_streams);
   // Every other CPU, Zen 4 (family 19h) and Intel included, keeps the Ice Lake measurements.
   for (const CpuIdentity& other :
        {CpuIdentity{CpuIdentity::kIntel, 6, 0x6a}, CpuIdentity{CpuIdentity::kAmd, 0x19, 0x11},
@@ -615,6 +616,7 @@ TEST(Dispatch, DecodePrefetchDefaultsFollowTheMeasuredCpus) {
     EXPECT_EQ(d.row_bytes, 3072);
     EXPECT_EQ(d.ahead_f16, 512);
     EXPECT_EQ(d.ahead_quantized, 0);
+    EXPECT_FALSE(d.f16_row_streams);
     EXPECT_STRNE(d.measured_on, amd.measured_on);
   }
 }

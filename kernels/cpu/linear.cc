@@ -70,9 +70,9 @@ int64_t ByteCountFromEnv(const char* name, int64_t unset) {
 
 DecodePrefetchDefaults DecodePrefetchDefaultsFor(const CpuIdentity& cpu) {
   if (cpu.vendor == CpuIdentity::kAmd && cpu.family == 0x1a) {
-    return {"AMD family 1Ah", kPrefetchEveryRow, 0, 0};
+    return {"AMD family 1Ah", kPrefetchEveryRow, 0, 0, true};
   }
-  return {"other CPUs", 3072, 512, 0};
+  return {"other CPUs", 3072, 512, 0, false};
 }
 
 namespace {
@@ -87,6 +87,17 @@ int64_t PrefetchRowBytes() {
   static const int64_t bytes =
       ByteCountFromEnv("GLM_CPU_PREFETCH_ROW_BYTES", DefaultsHere().row_bytes);
   return bytes;
+}
+
+bool F16RowStreams() {
+  static const bool on = [] {
+    const char* env = std::getenv("GLM_CPU_F16_ROW_STREAMS");
+    if (env == nullptr || *env == '\0') return DefaultsHere().f16_row_streams;
+    GLM_CHECK_MSG((env[0] == '0' || env[0] == '1') && env[1] == '\0',
+                  "GLM_CPU_F16_ROW_STREAMS=%s: expected 0 or 1", env);
+    return env[0] == '1';
+  }();
+  return on;
 }
 
 int64_t PrefetchAheadBytes(bool quantized) {

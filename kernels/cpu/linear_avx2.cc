@@ -189,7 +189,7 @@ void DirectTile(const float* x, int64_t K, const LinearWeight& w, int64_t n0, co
                                                                 : 16;
   const NextTilePrefetch<NB * kBlockBytes> next_tile(kPrefetch == TilePrefetch::kNextTile, w, n0,
                                                      NB);
-  const InRowPrefetch<NB, kBlockBytes> in_row(kPrefetch == TilePrefetch::kInRow, w, n0, NB);
+  const InRowPrefetch<NB, kBlockBytes> in_row(kPrefetch == TilePrefetch::kInRow, w, n0, NB, 1);
   DirectSrc<NB, Row> src{};
 #pragma GCC unroll 8
   for (int r = 0; r < NB; ++r) src.rows[r] = Row(w, n0 + r);

@@ -18,7 +18,10 @@
 // accumulator is put back in class order once per output. Group-wise decode tiles build each
 // group's table by the split, from the tile's scales converted to fp32 once (ConvertTileScales).
 //
-// Decode kernel (T <= 4): rows decoded in registers, 8 rows x T tokens (4 rows for T > 2).
+// Decode kernel (T <= 4): rows decoded in registers, 8 rows x T tokens (4 rows for T > 2). With
+// row streams (fp16 where the CPU gains, linear_common.h), a thread's rows are split into R
+// streams of consecutive rows and a tile takes the next row of each: every stream reads on through
+// memory, where a tile of R consecutive short rows would start R new streams of a few KiB.
 // Prefill kernel: rows decoded in order into an fp32 panel (64 rows x 1024 inputs, 256 KiB),
 // the token tile's x converted from fp16 next to it, 6-token x 4-row register tiles (24
 // accumulators, 24 FMAs per 10 loads) run over it, the accumulators kept in a per-thread buffer
@@ -238,7 +241,7 @@ TileScales ConvertTileScales(const LinearWeight& w, int64_t n0, int64_t rows) {
   return {s32, x32, exact == 0xffff && tail_exact};
 }
 
-// ---- Decode kernel: TB <= 4 tokens x R rows (rows n0..n0+R-1, `rows` of them valid) ----
+// ---- Decode kernel: TB <= 4 tokens x R rows (n0 + r·stride, r < R; `rows` of them valid) ----
 
 // kPrefetch (w.prefetch, linear_common.h): kNextTile (quantized rows of at most
 // PrefetchRowBytes()) fetches the next tile's rows (contiguous) into L2 while this tile runs, one
@@ -247,15 +250,17 @@ TileScales ConvertTileScales(const LinearWeight& w, int64_t n0, int64_t rows) {
 // row's line PrefetchAheadBytes ahead into L1. The defaults depend on the CPU (linear_common.h).
 template <int TB, int R, LinearWeight::Format F, bool kSplit, TilePrefetch kPrefetch>
 void DirectTile(const float* x, const float* xp, const LinearWeight& w, int64_t n0, int64_t rows,
-                const Half* bias, Half* out) {
+                int64_t stride, const Half* bias, Half* out) {
   static_assert(kPrefetch != TilePrefetch::kNextTile || F != LinearWeight::kF16);
   const int64_t N = w.N, K = w.K, K16 = K - K % kL;
   Decoder<F, kSplit> row[R];
 #pragma GCC unroll 8
-  for (int r = 0; r < R; ++r) row[r].Init(w, n0 + (r < rows ? r : rows - 1));
+  for (int r = 0; r < R; ++r) row[r].Init(w, n0 + (r < rows ? r : rows - 1) * stride);
   if constexpr (F == LinearWeight::kI4 && kSplit) {
-    const TileScales ts = ConvertTileScales<R>(w, n0, rows);
-    if (!ts.exact) return DirectTile<TB, R, F, false, kPrefetch>(x, xp, w, n0, rows, bias, out);
+    const TileScales ts = ConvertTileScales<R>(w, n0, rows);  // contiguous: stride 1 (DirectRows)
+    if (!ts.exact) {
+      return DirectTile<TB, R, F, false, kPrefetch>(x, xp, w, n0, rows, 1, bias, out);
+    }
     for (int r = 0; r < R; ++r) {
       row[r].scale32 = ts.scale32 + r * w.groups;
       row[r].split32 = ts.split32 + r * w.groups;
@@ -270,7 +275,8 @@ void DirectTile(const float* x, const float* xp, const LinearWeight& w, int64_t 
   // Bytes of a row per 16-input step.
   constexpr int64_t kStepBytes = F == LinearWeight::kF16 ? 32 : F == LinearWeight::kI8 ? 16 : 8;
   const NextTilePrefetch<R * kStepBytes> next_tile(kPrefetch == TilePrefetch::kNextTile, w, n0, R);
-  const InRowPrefetch<R, kStepBytes> in_row(kPrefetch == TilePrefetch::kInRow, w, n0, rows);
+  const InRowPrefetch<R, kStepBytes> in_row(kPrefetch == TilePrefetch::kInRow, w, n0, rows,
+                                            stride);
   // fp16 at T = 1: each row's next kRowBlock steps (256 bytes, four cache lines) back to back, then
   // the next row's, rather than one step of every row in turn: 8-13% faster on Zen 5 while its
   // host gave more than 50 GB/s, equal below (not measured elsewhere;
@@ -320,7 +326,7 @@ void DirectTile(const float* x, const float* xp, const LinearWeight& w, int64_t 
       if constexpr (Decoder<F>::kPermuted) {
         v = _mm512_permutexvar_ps(_mm512_load_si512(kI4Lanes.of_input), v);
       }
-      Finish(Reduce(v), x + t * K, w, n0 + r, bias, out + t * N);
+      Finish(Reduce(v), x + t * K, w, n0 + r * stride, bias, out + t * N);
     }
   }
 }
@@ -335,12 +341,26 @@ void DirectRows(const float* x, const float* xp, const LinearWeight& w, int64_t 
   // int4 takes the split for its group tables only (a row-wise table is built once per tile), and
   // checks the scales as it converts them (DirectTile).
   const bool i4_split = F == LinearWeight::kI4 && w.group_steps > 0;
+  if constexpr (F == LinearWeight::kF16) {
+    // Row streams: R streams of S consecutive rows, tile i = row i of each; the R·S rows first,
+    // the rest (fewer than R) below. On Zen 5, against tiles of consecutive rows: +4-12% at
+    // GLM-130B's shapes, +7-30% for rows of 4 and 11 KiB (bench/results/cpu_kernels.md). Each
+    // row's sum is unchanged.
+    if (const int64_t S = (n1 - n0) / R; w.row_streams && S >= 2) {
+      WithDecodeVariant<false, false>(false, w.prefetch, [&]<bool, TilePrefetch kPrefetch>() {
+        for (int64_t i = 0; i < S; ++i) {
+          DirectTile<TB, R, F, false, kPrefetch>(x, xp, w, n0 + i, R, S, bias, out);
+        }
+      });
+      n0 += R * S;
+    }
+  }
   for (int64_t n = n0; n < n1; n += R) {
     const int64_t rows = n1 - n < R ? n1 - n : R;
     WithDecodeVariant<kQuantized, kQuantized>(
         i4_split || (kInt8 && RowsSplitExact(w, n, rows)), w.prefetch,
         [&]<bool kSplit, TilePrefetch kPrefetch>() {
-          DirectTile<TB, R, F, kSplit, kPrefetch>(x, xp, w, n, rows, bias, out);
+          DirectTile<TB, R, F, kSplit, kPrefetch>(x, xp, w, n, rows, 1, bias, out);
         });
   }
 }

@@ -42,21 +42,29 @@ int64_t PrefetchRowBytes();
 // The distance of kInRow for the other rows; GLM_CPU_PREFETCH_AHEAD=n sets it for all formats
 // (read once; 0 turns it off). The overrides are for measuring other CPUs.
 int64_t PrefetchAheadBytes(bool quantized);
+// Whether fp16 decode tiles take their rows from R streams of consecutive rows (row streams, see
+// the AVX-512 decode kernel) rather than R consecutive rows; GLM_CPU_F16_ROW_STREAMS=0 or 1
+// overrides the CPU's default (read once).
+bool F16RowStreams();
 
 // The defaults of the two, by CPU, as measured (bench/results/cpu_kernels.md):
 // - AMD family 1Ah (Zen 5; a 2-vCPU EPYC VM): kNextTile for every quantized row, and no kInRow.
 //   Against the Ice Lake defaults, at GLM-130B's shapes, int8 read 46% faster, int4-group 37% and
 //   int4-row 5%, and fp16 14–34% faster without its in-row prefetch. (Against in-row 1536 bytes,
-//   int4-row gained 16% in one run and lost 11% in another.)
+//   int4-row gained 16% in one run and lost 11% in another.) fp16 row streams: +4–12% at GLM-130B's
+//   shapes, +7–30% for rows of 4 and 11 KiB; for quantized rows they were slower than tiles of
+//   consecutive rows with kNextTile (up to 23%), so those keep the consecutive rows.
 // - other CPUs (measured on an Ice Lake VM): kNextTile for quantized rows of at most 3072 bytes
 //   (rows of 1.5–3 KiB gained 2–40%, rows of 4 KiB lost 15%), and kInRow 512 bytes ahead for fp16
 //   (4–13% faster GEMVs, about the bandwidth probe's own gain from prefetching) but not for
-//   quantized rows (their decode, which costs more µops per byte, was 2–20% slower with it).
+//   quantized rows (their decode, which costs more µops per byte, was 2–20% slower with it); fp16
+//   row streams not measured there, so off.
 inline constexpr int64_t kPrefetchEveryRow = INT64_MAX;  // row_bytes: every quantized row
 struct DecodePrefetchDefaults {
   const char* measured_on;  // the CPUs they apply to, for reports
   int64_t row_bytes;        // PrefetchRowBytes(), or kPrefetchEveryRow
   int64_t ahead_f16, ahead_quantized;
+  bool f16_row_streams;     // F16RowStreams()
 };
 struct CpuIdentity;  // kernels/cpu/dispatch.h
 DecodePrefetchDefaults DecodePrefetchDefaultsFor(const CpuIdentity& cpu);
@@ -97,6 +105,7 @@ struct LinearWeight {
   bool generic_groups = false;   // group-wise with group_size % lanes != 0: decoded per element
   TilePrefetch prefetch = TilePrefetch::kNone;
   int64_t prefetch_ahead = 0;  // kInRow: bytes ahead of the loads
+  bool row_streams = false;    // fp16: F16RowStreams() (the AVX-512 decode kernel)
 
   static LinearWeight From(const TensorView& w, int lanes) {
     LinearWeight l;
@@ -105,6 +114,7 @@ struct LinearWeight {
     if (w.dtype == DType::kF16) {
       l.f16 = static_cast<const Half*>(w.data);
       l.ChoosePrefetch(false);
+      l.row_streams = F16RowStreams();
       return l;
     }
     l.format = w.dtype == DType::kI8 ? kI8 : kI4;
@@ -202,16 +212,16 @@ struct NextTilePrefetch {
 
 // kInRow: one line of each of the tile's R rows every 64 / kBytesPerStep steps, `ahead` bytes
 // past the step being decoded, taking the rows in turn (R · kBytesPerStep / 64 lines a step).
-// Rows past the tile's last (`rows` of R are valid) repeat the last. Prefetches never fault, so
-// the lines past a row's end need no check.
+// The tile's rows are n0 + r·stride; rows past its last (`rows` of R are valid) repeat the last.
+// Prefetches never fault, so the lines past a row's end need no check.
 template <int R, int64_t kBytesPerStep>
 struct InRowPrefetch {
   static constexpr int kLinesPerStep = R * kBytesPerStep >= 64 ? int(R * kBytesPerStep / 64) : 1;
   const char* row[R] = {};
-  InRowPrefetch(bool on, const LinearWeight& w, int64_t n0, int64_t rows) {
+  InRowPrefetch(bool on, const LinearWeight& w, int64_t n0, int64_t rows, int64_t stride) {
     if (!on) return;
     for (int r = 0; r < R; ++r)
-      row[r] = w.RowBytes(n0 + (r < rows ? r : rows - 1)) + w.prefetch_ahead;
+      row[r] = w.RowBytes(n0 + (r < rows ? r : rows - 1) * stride) + w.prefetch_ahead;
   }
   GLM_PREFETCH_STEP void Step(int64_t step) const {
 #pragma GCC unroll 8
