@@ -275,8 +275,7 @@ void DirectTile(const float* x, const float* xp, const LinearWeight& w, int64_t 
   // Bytes of a row per 16-input step.
   constexpr int64_t kStepBytes = F == LinearWeight::kF16 ? 32 : F == LinearWeight::kI8 ? 16 : 8;
   const NextTilePrefetch<R * kStepBytes> next_tile(kPrefetch == TilePrefetch::kNextTile, w, n0, R);
-  const InRowPrefetch<R, kStepBytes> in_row(kPrefetch == TilePrefetch::kInRow, w, n0, rows,
-                                            stride);
+  const InRowPrefetch<R, kStepBytes> in_row(kPrefetch == TilePrefetch::kInRow, w, n0, rows, stride);
   // fp16 at T = 1: each row's next kRowBlock steps (256 bytes, four cache lines) back to back, then
   // the next row's, rather than one step of every row in turn: 8-13% faster on Zen 5 while its
   // host gave more than 50 GB/s, equal below (not measured elsewhere;

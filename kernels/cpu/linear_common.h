@@ -64,7 +64,7 @@ struct DecodePrefetchDefaults {
   const char* measured_on;  // the CPUs they apply to, for reports
   int64_t row_bytes;        // PrefetchRowBytes(), or kPrefetchEveryRow
   int64_t ahead_f16, ahead_quantized;
-  bool f16_row_streams;     // F16RowStreams()
+  bool f16_row_streams;  // F16RowStreams()
 };
 struct CpuIdentity;  // kernels/cpu/dispatch.h
 DecodePrefetchDefaults DecodePrefetchDefaultsFor(const CpuIdentity& cpu);
