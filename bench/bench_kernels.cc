@@ -30,7 +30,6 @@
 #include <functional>
 #include <memory>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "kernels/cpu/dispatch.h"
