@@ -151,7 +151,7 @@ void Print(const Result& r) {
                   100 * r.ceiling_gbps / g_limits.mem_bw_gbps);
     }
     if (r.paired_probe_gbps > 0) {
-      std::printf(",\"probe_pass_gbps\":%.4g,\"paired_pct_bw\":%.1f,\"x_paired_bound\":%.3f",
+      std::printf(",\"probe_pass_gbps\":%.4g,\"paired_pct_bw\":%.4g,\"x_paired_bound\":%.4g",
                   r.paired_probe_gbps, r.paired_pct_bw, r.paired_x_bound);
     }
     if (!r.note.empty()) std::printf(",\"note\":\"%s\"", r.note.c_str());
