@@ -22,6 +22,7 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <csignal>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -828,6 +829,30 @@ Status CheckModelFlags() {
   return Status::Ok();
 }
 
+// The synthetic model's files while they exist: the .partial being written (GgufWriter), then the
+// finished file until it is mapped. An interrupted run (SIGINT, SIGTERM, SIGHUP) removes them
+// before it dies, since --model_dir defaults to /dev/shm, which would keep them in RAM.
+char g_model_files[2][4096];
+void RemoveModelFilesAndDie(int sig) {
+  for (const char* p : g_model_files) {
+    if (p[0] != '\0') unlink(p);  // async-signal-safe
+  }
+  signal(sig, SIG_DFL);
+  raise(sig);
+}
+void TrackModelFiles(const std::string& path) {
+  const std::string partial = path + ".partial";
+  GLM_CHECK_MSG(partial.size() < sizeof(g_model_files[0]), "--model_dir: path too long: %s",
+                path.c_str());
+  std::memcpy(g_model_files[0], path.c_str(), path.size() + 1);
+  std::memcpy(g_model_files[1], partial.c_str(), partial.size() + 1);
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) signal(sig, RemoveModelFilesAndDie);
+}
+void UntrackModelFiles() {
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) signal(sig, SIG_DFL);
+  g_model_files[0][0] = g_model_files[1][0] = '\0';
+}
+
 // Decode of a synthetic model held in RAM: the weights are read once per token, so the bound is
 // (every layer's bytes + the embedding read by the logits) / bandwidth.
 void BenchModel() {
@@ -836,6 +861,7 @@ void BenchModel() {
   GLM_CHECK_MSG(preset_cfg.ok(), "%s", preset_cfg.status().message().c_str());
   ModelConfig cfg = preset_cfg.value();
   const std::string path = FLAGS_model_dir + StrFormat("/bench-kernels-%d.gguf", int(getpid()));
+  TrackModelFiles(path);
   Status st = WriteSyntheticModel(path, cfg, 42);  // nothing is left behind on failure
   if (!st.ok()) {
     std::fprintf(stderr, "bench-kernels: writing the synthetic model (--model_dir): %s\n",
@@ -843,8 +869,9 @@ void BenchModel() {
     std::exit(1);
   }
   auto opened = MmapStore::Open(path);
+  std::remove(path.c_str());  // a mapping keeps the pages
+  UntrackModelFiles();
   if (!opened.ok()) {
-    std::remove(path.c_str());
     std::fprintf(stderr, "bench-kernels: %s\n", opened.status().message().c_str());
     std::exit(1);
   }
@@ -852,7 +879,6 @@ void BenchModel() {
   std::unique_ptr<QuantizedStore> q8, q4;
   if (!FLAGS_quick) q8 = std::make_unique<QuantizedStore>(*store, DType::kI8);
   q4 = std::make_unique<QuantizedStore>(*store, DType::kI4);
-  std::remove(path.c_str());  // the mapping keeps the pages
 
   struct Variant {
     const char* weights;

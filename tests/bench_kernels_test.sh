@@ -27,6 +27,26 @@ mkdir "$work/models"
 grep -q '"kernel":"model-decode","weights":"int4-row","shape":"tiny"' "$work/model.jsonl" ||
   fail "no int4-row model-decode row for the tiny preset"
 
+# An interrupted run leaves nothing in --model_dir either (its default, /dev/shm, is RAM): SIGTERM
+# as soon as the small preset's file (270 MB, written in about a second) shows up.
+mkdir "$work/killed"
+"$bench" --quick --reps=1 --only=model --model_preset=small --model_dir="$work/killed" \
+  > /dev/null 2> "$work/err.txt" &
+pid=$!
+for _ in $(seq 1 600); do  # up to a minute (the limits are measured first)
+  [ -n "$(ls -A "$work/killed")" ] && break
+  kill -0 "$pid" 2> /dev/null || break
+  sleep 0.1
+done
+seen=$(ls -A "$work/killed")
+kill -TERM "$pid" 2> /dev/null
+wait "$pid"
+rc=$?
+[ -n "$seen" ] || { cat "$work/err.txt"; fail "no model file in --model_dir to interrupt (exit $rc)"; }
+[ $rc -eq 143 ] || fail "bench-kernels, sent SIGTERM while writing $seen, exited $rc (expected 143)"
+[ -z "$(ls -A "$work/killed")" ] ||
+  fail "an interrupted run left $(ls "$work/killed") in --model_dir (it had $seen)"
+
 python3 - "$work/best.jsonl" "$work/scalar.jsonl" "$work/model.jsonl" <<'EOF' || exit 1
 import json, sys
 def fail(msg):
