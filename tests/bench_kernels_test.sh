@@ -33,10 +33,10 @@ mkdir "$work/killed"
 "$bench" --quick --reps=1 --only=model --model_preset=small --model_dir="$work/killed" \
   > /dev/null 2> "$work/err.txt" &
 pid=$!
-for _ in $(seq 1 600); do  # up to a minute (the limits are measured first)
+for _ in $(seq 1 3000); do  # up to a minute (the limits are measured first)
   [ -n "$(ls -A "$work/killed")" ] && break
   kill -0 "$pid" 2> /dev/null || break
-  sleep 0.1
+  sleep 0.02
 done
 seen=$(ls -A "$work/killed")
 kill -TERM "$pid" 2> /dev/null
