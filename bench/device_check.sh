@@ -20,10 +20,10 @@
 #   Optional steps: probe (the linear-layer probe alone), variants (INT4 resident with the other
 #   tensor-core GEMV variants), sass (the GEMV's instruction mix), ncu (Nsight Compute on the INT4
 #   GEMV and on one decode step's kernels), cpu (bench-kernels on the host CPU into cpu.log: the
-#   full run, the AVX2 path, the GEMV on half the cores), cputests (the CPU SIMD and golden tests
-#   on every path of the host CPU), cpuab (CPU kernel settings compared: CPU_AB, see step_cpuab,
-#   into cpuab.log). A run whose steps use no GPU builds only the CPU targets. MMA_STEPS=n passes
-#   --mma_steps to bench-gpu.
+#   full run, the glm130b-L1 model, the AVX2 path, the GEMV on half the cores), cputests (the CPU
+#   SIMD and golden tests on every path of the host CPU), cpuab (CPU kernel settings compared:
+#   CPU_AB, see step_cpuab, into cpuab.log). A run whose steps use no GPU builds only the CPU
+#   targets. MMA_STEPS=n passes --mma_steps to bench-gpu.
 #
 # Files left in $OUT (at most 8, flat): summary.txt, device_check.log, build.log, tests.log,
 # bench_int4.log, bench_int4g.log, bench_int8.log, bench_fp16.log (probe.log, sass.log, ncu.log,
@@ -250,11 +250,13 @@ cpu_id() {
 }
 
 # Optional: the CPU kernels on this machine's host CPU (issue 7's benchmark on a server CPU):
-# the full bench-kernels on every core, the AVX2 path, then the GEMV on half the cores.
+# the full bench-kernels on every core, the whole model at GLM-130B's shapes (one layer and the
+# logits, 7.3 GB), the AVX2 path, then the GEMV on half the cores.
 step_cpu() {
   if [ ! -x "$BUILD/bench-kernels" ]; then log "bench-kernels was not built"; return 1; fi
   cpu_id
   "$BUILD/bench-kernels" || return 1
+  "$BUILD/bench-kernels" --only=model --model_preset=glm130b-L1 || return 1
   "$BUILD/bench-kernels" --path=avx2 --quick --only=gemv,core
   # Half the threads: does the GEMV need every core to reach the bandwidth?
   GLM_THREADS=$(( JOBS / 2 )) "$BUILD/bench-kernels" --quick --only=gemv
@@ -342,7 +344,7 @@ want generate && run generate 60 - step_generate
 want variants && run variants 60 - step_variants
 want sass && run sass 30 sass.log step_sass
 want cputests && run cputests 90 - step_cputests
-want cpu && run cpu 240 cpu.log step_cpu
+want cpu && run cpu 300 cpu.log step_cpu
 want cpuab && run cpuab 240 cpuab.log step_cpuab
 want ncu && run ncu 150 ncu.log step_ncu
 
