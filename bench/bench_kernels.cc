@@ -45,7 +45,12 @@ DEFINE_bool(json, false, "one JSON object per result line");
 DEFINE_bool(quick, false, "smaller set (< 30 s): one GLM-130B shape per format, small model");
 DEFINE_int32(reps, 0, "timed repetitions per case (0: 5, --quick 3)");
 DEFINE_string(path, "", "CPU kernel path: scalar, avx2 or avx512 (default: the best here)");
-DEFINE_string(only, "", "comma-separated sections: gemv,gemm,core,ops,layer,model,blas");
+DEFINE_string(only, "", "comma-separated sections: gemv,gemm,core,ops,layer,model,blas,ab");
+DEFINE_string(ab, "",
+              "decode tile settings to compare call by call in section ab (run only when given): "
+              "';'-separated, each 'default' or space-separated NAME=value of the "
+              "GLM_CPU_PREFETCH_ROW_BYTES, GLM_CPU_PREFETCH_AHEAD and GLM_CPU_F16_ROW_STREAMS "
+              "variables");
 DEFINE_string(blas, "libopenblas.so.0,libdnnl.so.2", "libraries tried for the sgemm comparison");
 DEFINE_string(model_dir, "/dev/shm", "where the synthetic model file is written (RAM-backed)");
 DEFINE_string(model_preset, "",
@@ -124,6 +129,9 @@ struct Result {
   double ceiling_gbps = 0;   // gemv-1core: the pool's threads at this core's rate
   // Memory-bound rows: against a probe pass run just before each timed call (TimePaired).
   double paired_pct_bw = 0, paired_x_bound = 0, paired_probe_gbps = 0;
+  // gemv-ab rows: the setting, and its rate against the first setting's, in percent.
+  std::string variant;
+  double vs_first_pct = 0;
   std::string note;
 };
 
@@ -154,6 +162,9 @@ void Print(const Result& r) {
     if (r.paired_probe_gbps > 0) {
       std::printf(",\"probe_pass_gbps\":%.4g,\"paired_pct_bw\":%.4g,\"x_paired_bound\":%.4g",
                   r.paired_probe_gbps, r.paired_pct_bw, r.paired_x_bound);
+    }
+    if (!r.variant.empty()) {
+      std::printf(",\"variant\":\"%s\",\"vs_first_pct\":%.4g", r.variant.c_str(), r.vs_first_pct);
     }
     if (!r.note.empty()) std::printf(",\"note\":\"%s\"", r.note.c_str());
     std::printf("}\n");
@@ -487,6 +498,65 @@ void BenchGemv() {
   if (!FLAGS_quick) {  // batched decode: 4 sequences share each weight read
     for (const Format& f : kFormats)
       Print(RunLinear("gemv-batch4", f, 36864, 12288, 4, nullptr, 0, true));
+  }
+}
+
+// Decode tile settings compared call by call (--ab). On a shared host the bandwidth drifts
+// within seconds, so runs of one setting after another compare different machines (the server
+// section of bench/results/cpu_kernels.md): here the settings take turns call by call, in an
+// order rotated every round, each call reading its own copy of the weights, and each setting's
+// median rate is compared with the first's.
+using AbVariants = std::vector<std::pair<std::string, DecodeTileSettings>>;
+void BenchAb(const AbVariants& variants) {
+  const DecodeTileSettings saved = CurrentDecodeTileSettings();
+  std::vector<std::pair<int64_t, int64_t>> shapes = {{36864, 12288}};
+  if (!FLAGS_quick) shapes.insert(shapes.end(), {{65536, 12288}, {12288, 32768}, {16384, 2048}});
+  const size_t V = variants.size();
+  const int rounds = FLAGS_reps > 0 ? FLAGS_reps : FLAGS_quick ? 5 : 15;
+  for (const auto& [N, K] : shapes) {
+    for (const Format& f : kFormats) {
+      std::vector<std::unique_ptr<BenchWeight>> own;
+      own.push_back(std::make_unique<BenchWeight>(f, N, K, 21));
+      for (int64_t c = std::max<int64_t>(CopiesFromMemory(own[0]->bytes), 2);
+           int64_t(own.size()) < c;)
+        own.push_back(std::make_unique<BenchWeight>(f, N, K, 21 + own.size()));
+      auto x = RandomActivations(K, 22);
+      std::vector<Half> out(N);
+      std::vector<float> scratch(K);
+      size_t next = 0;
+      const auto call = [&] {
+        Linear(x.data(), 1, own[next++ % own.size()]->view, nullptr, out.data(), scratch.data());
+      };
+      for (const auto& v : variants) {  // untimed: each setting's scratch and first pass
+        SetDecodeTileSettings(v.second);
+        call();
+      }
+      std::vector<std::vector<double>> t(V);
+      for (int r = 0; r < rounds; ++r) {
+        for (size_t i = 0; i < V; ++i) {
+          const size_t v = (i + size_t(r)) % V;
+          SetDecodeTileSettings(variants[v].second);
+          const double t0 = Now();
+          call();
+          t[v].push_back(Now() - t0);
+        }
+      }
+      SetDecodeTileSettings(saved);
+      const double first = Median(t[0]);
+      for (size_t v = 0; v < V; ++v) {
+        Result r{"gemv-ab", f.name, Shape(N, K), 1};
+        r.seconds = Median(t[v]);
+        r.best = *std::min_element(t[v].begin(), t[v].end());
+        r.bytes = own[0]->bytes + 2.0 * (K + N);
+        r.flops = 2.0 * N * K;
+        r.bound_seconds = r.bytes / (g_limits.mem_bw_gbps * 1e9);
+        r.variant = variants[v].first;
+        r.vs_first_pct = 100 * (first / r.seconds - 1);
+        r.note = StrFormat("'%s': %+.1f%% against '%s' (%d rounds, alternated)", r.variant.c_str(),
+                           r.vs_first_pct, variants[0].first.c_str(), rounds);
+        Print(r);
+      }
+    }
   }
 }
 
@@ -1043,7 +1113,7 @@ int main(int argc, char** argv) {
     const size_t e = std::min(FLAGS_only.find(',', b), FLAGS_only.size());
     const std::string name = FLAGS_only.substr(b, e - b);
     static const char* const kSections[] = {"gemv",  "gemm",  "core", "ops",
-                                            "layer", "model", "blas"};
+                                            "layer", "model", "blas", "ab"};
     if (std::find(std::begin(kSections), std::end(kSections), name) == std::end(kSections)) {
       std::string known;
       for (const char* k : kSections) known += (known.empty() ? "" : ", ") + std::string(k);
@@ -1058,6 +1128,22 @@ int main(int argc, char** argv) {
   if (FLAGS_reps < 0) {
     std::fprintf(stderr, "bench-kernels: --reps=%d: expected 0 (the default count) or more\n",
                  FLAGS_reps);
+    return 2;
+  }
+  AbVariants ab;
+  for (size_t b = 0; !FLAGS_ab.empty() && b <= FLAGS_ab.size();) {
+    const size_t e = std::min(FLAGS_ab.find(';', b), FLAGS_ab.size());
+    const std::string spec = FLAGS_ab.substr(b, e - b);
+    auto v = ParseDecodeTileSettings(spec, CurrentDecodeTileSettings());
+    if (!v.ok()) {
+      std::fprintf(stderr, "bench-kernels: --ab: %s\n", v.status().message().c_str());
+      return 2;
+    }
+    ab.emplace_back(spec.empty() ? "default" : spec, *v);
+    b = e + 1;
+  }
+  if (!FLAGS_only.empty() && Section("ab") && ab.empty()) {
+    std::fprintf(stderr, "bench-kernels: --only=ab: give the settings to compare with --ab\n");
     return 2;
   }
   if (Section("model")) {
@@ -1108,9 +1194,10 @@ int main(int argc, char** argv) {
   if (Section("layer")) BenchLayer();
   if (Section("model")) BenchModel();
   if (Section("blas")) BenchBlas();
+  if (Section("ab") && !ab.empty()) BenchAb(ab);
   // This host's bandwidth drifts over minutes: a second probe shows how far the rows' bound may be
   // off (the rows above are against the first).
-  if (Section("gemv") || Section("layer") || Section("model")) {
+  if (Section("gemv") || Section("layer") || Section("model") || (Section("ab") && !ab.empty())) {
     Limits end;
     MeasureBandwidth(end);
     if (FLAGS_json) {

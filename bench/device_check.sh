@@ -21,8 +21,8 @@
 #   tensor-core GEMV variants), sass (the GEMV's instruction mix), ncu (Nsight Compute on the INT4
 #   GEMV and on one decode step's kernels), cpu (bench-kernels on the host CPU into cpu.log: the
 #   full run, the glm130b-L1 model, the AVX2 path, the GEMV on half the cores), cputests (the CPU
-#   SIMD and golden tests on every path of the host CPU), cpuab (CPU kernel settings compared:
-#   CPU_AB, see step_cpuab, into cpuab.log). A run whose steps use no GPU builds only the CPU
+#   SIMD and golden tests on every path of the host CPU), cpuab (CPU kernel settings compared
+#   call by call: CPU_AB, see step_cpuab, into cpuab.log). A run whose steps use no GPU builds only the CPU
 #   targets. MMA_STEPS=n passes --mma_steps to bench-gpu.
 #
 # Files left in $OUT (at most 8, flat): summary.txt, device_check.log, build.log, tests.log,
@@ -262,20 +262,17 @@ step_cpu() {
   GLM_THREADS=$(( JOBS / 2 )) "$BUILD/bench-kernels" --quick --only=gemv
 }
 
-# Optional: bench-kernels sections (CPU_AB_ONLY, default gemv,layer) under each environment
-# setting of CPU_AB (';'-separated, each "VAR=value ..." or "default"), alternated for
-# CPU_AB_ROUNDS rounds (default 2), so that a kernel knob is compared on the host CPU.
+# Optional: decode tile settings compared on the host CPU. CPU_AB is ';'-separated, each entry
+# "default" or space-separated VAR=value of the GLM_CPU_PREFETCH_* and GLM_CPU_F16_ROW_STREAMS
+# variables; bench-kernels --ab alternates them call by call in one process (GLM-130B's GEMV
+# shapes and a short-row one, every format), CPU_AB_ROUNDS rounds (default 15), and is run twice.
 step_cpuab() {
   if [ ! -x "$BUILD/bench-kernels" ]; then log "bench-kernels was not built"; return 1; fi
-  local list v r
-  IFS=';' read -ra list <<< "${CPU_AB:-default}"
-  for (( r = 1; r <= ${CPU_AB_ROUNDS:-2}; r++ )); do
-    for v in "${list[@]}"; do
-      [ "$v" = default ] && v=""
-      log "-- round $r: ${v:-default}"
-      # shellcheck disable=SC2086
-      env $v "$BUILD/bench-kernels" --only="${CPU_AB_ONLY:-gemv,layer}" || return 1
-    done
+  local r
+  for r in 1 2; do
+    log "-- process $r: --ab='${CPU_AB:-default}'"
+    "$BUILD/bench-kernels" --only=ab --ab="${CPU_AB:-default}" --reps="${CPU_AB_ROUNDS:-15}" ||
+      return 1
   done
 }
 
@@ -317,8 +314,7 @@ step_generate() {
 }
 
 # The step functions run in child bashes (under timeout): they see these.
-export ROOT OUT_DIR BUILD DEPS JOBS T_START DEADLINE_S VARIANTS STEPS CPU_AB CPU_AB_ROUNDS \
-  CPU_AB_ONLY
+export ROOT OUT_DIR BUILD DEPS JOBS T_START DEADLINE_S VARIANTS STEPS CPU_AB CPU_AB_ROUNDS
 export -f log want step_env step_deps step_configure step_build step_tests bench step_ncu \
   step_generate step_variants step_sass step_cpu step_cpuab step_cputests cpu_id
 

@@ -621,6 +621,44 @@ TEST(Dispatch, DecodePrefetchDefaultsFollowTheMeasuredCpus) {
   }
 }
 
+TEST(Dispatch, DecodeTileSettingsParseAndApply) {
+  const DecodeTileSettings saved = CurrentDecodeTileSettings();
+  const DecodeTileSettings base{3072, 512, 0, false};
+  auto v = ParseDecodeTileSettings(" GLM_CPU_F16_ROW_STREAMS=1  GLM_CPU_PREFETCH_AHEAD=64 ", base);
+  ASSERT_TRUE(v.ok()) << v.status().message();
+  EXPECT_EQ(v->row_bytes, 3072);
+  EXPECT_EQ(v->ahead_f16, 64);
+  EXPECT_EQ(v->ahead_quantized, 64);
+  EXPECT_TRUE(v->f16_row_streams);
+  auto same = ParseDecodeTileSettings("default", base);
+  ASSERT_TRUE(same.ok());
+  EXPECT_EQ(same->ahead_f16, 512);
+  EXPECT_FALSE(same->f16_row_streams);
+  for (const char* bad : {"GLM_CPU_F16_ROW_STREAMS=2", "GLM_CPU_PREFETCH_ROW_BYTES=-1",
+                          "GLM_CPU_PREFETCH_AHEAD=", "GLM_CPU_PREFETCH_AHEAD", "GLM_OTHER=1"}) {
+    auto r = ParseDecodeTileSettings(bad, base);
+    EXPECT_FALSE(r.ok()) << bad;
+    const std::string name = std::string(bad).substr(0, std::string(bad).find('='));
+    if (!r.ok()) EXPECT_NE(r.status().message().find(name), std::string::npos) << bad;
+  }
+  // The next Linear calls see a setting at once (LinearWeight::From reads it).
+  SetDecodeTileSettings(*v);
+  std::vector<Half> w(64 * 32);
+  TensorView view;
+  view.dtype = DType::kF16;
+  view.ndim = 2;
+  view.shape[0] = 64;
+  view.shape[1] = 32;
+  view.data = w.data();
+  const LinearWeight on = LinearWeight::From(view, kLinearLanes);
+  EXPECT_TRUE(on.row_streams);
+  EXPECT_EQ(on.prefetch_ahead, 64);
+  SetDecodeTileSettings(*same);
+  EXPECT_FALSE(LinearWeight::From(view, kLinearLanes).row_streams);
+  SetDecodeTileSettings(saved);
+  EXPECT_EQ(F16RowStreams(), saved.f16_row_streams);
+}
+
 TEST(ThreadPool, NestedCallsRunInlineAndIndicesAreInRange) {
   ThreadPool pool(3);
   std::vector<int> hits(1000);

@@ -3,7 +3,9 @@
 // weight row is converted once and dotted with every token, so a decode step reads the weights
 // exactly once. This scalar kernel defines the summation order every SIMD path reproduces.
 #include <algorithm>
+#include <cerrno>
 #include <cstdlib>
+#include <string>
 #include <vector>
 
 #include "kernels/cpu/dispatch.h"
@@ -56,15 +58,40 @@ void LinearScalar(const Half* x, int64_t T, const TensorView& w, const Half* bia
 }
 
 namespace {
-// A byte count from `name`, or `unset` when it is not set (read once by the callers).
-int64_t ByteCountFromEnv(const char* name, int64_t unset) {
-  const char* env = std::getenv(name);
-  if (env == nullptr || *env == '\0') return unset;
+// The value of setting `name` ("12x" in "NAME=12x"): a byte count, 0 turning the prefetch off.
+StatusOr<int64_t> ParseByteCount(const char* name, const char* text) {
   char* end = nullptr;
-  const long long v = std::strtoll(env, &end, 10);
-  GLM_CHECK_MSG(*end == '\0' && v >= 0, "%s=%s: expected a byte count (0 turns the prefetch off)",
-                name, env);
+  errno = 0;
+  const long long v = std::strtoll(text, &end, 10);
+  if (*text == '\0' || *end != '\0' || v < 0 || errno != 0) {
+    return Errorf("%s=%s: expected a byte count (0 turns the prefetch off)", name, text);
+  }
   return int64_t(v);
+}
+
+StatusOr<bool> ParseOnOff(const char* name, const char* text) {
+  if ((text[0] != '0' && text[0] != '1') || text[1] != '\0') {
+    return Errorf("%s=%s: expected 0 or 1", name, text);
+  }
+  return text[0] == '1';
+}
+
+// Applies NAME=value (a name of the environment's) to s.
+Status ApplySetting(const std::string& name, const char* value, DecodeTileSettings* s) {
+  if (name == "GLM_CPU_PREFETCH_ROW_BYTES") {
+    ASSIGN_OR_RETURN(s->row_bytes, ParseByteCount(name.c_str(), value));
+  } else if (name == "GLM_CPU_PREFETCH_AHEAD") {
+    ASSIGN_OR_RETURN(s->ahead_f16, ParseByteCount(name.c_str(), value));
+    s->ahead_quantized = s->ahead_f16;
+  } else if (name == "GLM_CPU_F16_ROW_STREAMS") {
+    ASSIGN_OR_RETURN(s->f16_row_streams, ParseOnOff(name.c_str(), value));
+  } else {
+    return Errorf(
+        "%s: not a decode tile setting (GLM_CPU_PREFETCH_ROW_BYTES, "
+        "GLM_CPU_PREFETCH_AHEAD, GLM_CPU_F16_ROW_STREAMS)",
+        name.c_str());
+  }
+  return Status::Ok();
 }
 }  // namespace
 
@@ -76,34 +103,51 @@ DecodePrefetchDefaults DecodePrefetchDefaultsFor(const CpuIdentity& cpu) {
 }
 
 namespace {
-// This CPU's defaults, resolved once: PrefetchAheadBytes runs for every Linear call.
-const DecodePrefetchDefaults& DefaultsHere() {
-  static const DecodePrefetchDefaults d = DecodePrefetchDefaultsFor(IdentifyCpu());
-  return d;
+// This CPU's defaults with the environment's overrides (a malformed one is a fatal error naming
+// the variable), resolved once: LinearWeight::From reads them for every Linear call.
+DecodeTileSettings& Settings() {
+  static DecodeTileSettings s = [] {
+    const DecodePrefetchDefaults d = DecodePrefetchDefaultsFor(IdentifyCpu());
+    DecodeTileSettings v{d.row_bytes, d.ahead_f16, d.ahead_quantized, d.f16_row_streams};
+    for (const char* name :
+         {"GLM_CPU_PREFETCH_ROW_BYTES", "GLM_CPU_PREFETCH_AHEAD", "GLM_CPU_F16_ROW_STREAMS"}) {
+      const char* env = std::getenv(name);
+      if (env == nullptr || *env == '\0') continue;
+      const Status st = ApplySetting(name, env, &v);
+      GLM_CHECK_MSG(st.ok(), "%s", st.message().c_str());
+    }
+    return v;
+  }();
+  return s;
 }
 }  // namespace
 
-int64_t PrefetchRowBytes() {
-  static const int64_t bytes =
-      ByteCountFromEnv("GLM_CPU_PREFETCH_ROW_BYTES", DefaultsHere().row_bytes);
-  return bytes;
-}
-
-bool F16RowStreams() {
-  static const bool on = [] {
-    const char* env = std::getenv("GLM_CPU_F16_ROW_STREAMS");
-    if (env == nullptr || *env == '\0') return DefaultsHere().f16_row_streams;
-    GLM_CHECK_MSG((env[0] == '0' || env[0] == '1') && env[1] == '\0',
-                  "GLM_CPU_F16_ROW_STREAMS=%s: expected 0 or 1", env);
-    return env[0] == '1';
-  }();
-  return on;
-}
-
+int64_t PrefetchRowBytes() { return Settings().row_bytes; }
 int64_t PrefetchAheadBytes(bool quantized) {
-  static const int64_t bytes = ByteCountFromEnv("GLM_CPU_PREFETCH_AHEAD", -1);
-  if (bytes >= 0) return bytes;
-  return quantized ? DefaultsHere().ahead_quantized : DefaultsHere().ahead_f16;
+  return quantized ? Settings().ahead_quantized : Settings().ahead_f16;
+}
+bool F16RowStreams() { return Settings().f16_row_streams; }
+
+DecodeTileSettings CurrentDecodeTileSettings() { return Settings(); }
+void SetDecodeTileSettings(const DecodeTileSettings& s) { Settings() = s; }
+
+StatusOr<DecodeTileSettings> ParseDecodeTileSettings(const std::string& spec,
+                                                     DecodeTileSettings base) {
+  size_t b = spec.find_first_not_of(' ');
+  if (b == std::string::npos || spec.substr(b, spec.find_last_not_of(' ') - b + 1) == "default") {
+    return base;
+  }
+  while (b != std::string::npos) {
+    const size_t e = std::min(spec.find(' ', b), spec.size());
+    const std::string item = spec.substr(b, e - b);
+    const size_t eq = item.find('=');
+    if (eq == std::string::npos) {
+      return Errorf("'%s': expected NAME=value (or 'default')", item.c_str());
+    }
+    RETURN_IF_ERROR(ApplySetting(item.substr(0, eq), item.c_str() + eq + 1, &base));
+    b = spec.find_first_not_of(' ', e);
+  }
+  return base;
 }
 
 }  // namespace glm

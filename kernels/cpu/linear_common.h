@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <string>
 
 #include "quant/format.h"
 #include "runtime/check.h"
@@ -46,6 +47,23 @@ int64_t PrefetchAheadBytes(bool quantized);
 // the AVX-512 decode kernel) rather than R consecutive rows; GLM_CPU_F16_ROW_STREAMS=0 or 1
 // overrides the CPU's default (read once).
 bool F16RowStreams();
+
+// The three settings above together: the CPU's defaults with the environment's overrides, read
+// once; SetDecodeTileSettings replaces them for the Linear calls that follow, for benchmarks that
+// compare settings call by call in one process (bench-kernels --ab). It must not run while a
+// kernel does.
+struct DecodeTileSettings {
+  int64_t row_bytes;                   // PrefetchRowBytes()
+  int64_t ahead_f16, ahead_quantized;  // PrefetchAheadBytes(false / true)
+  bool f16_row_streams;                // F16RowStreams()
+};
+DecodeTileSettings CurrentDecodeTileSettings();
+void SetDecodeTileSettings(const DecodeTileSettings& s);
+// `base` changed by a space-separated list of the environment's settings, written as the
+// variables are ("GLM_CPU_F16_ROW_STREAMS=1 GLM_CPU_PREFETCH_AHEAD=512"); "default" or "" is
+// `base` itself. An unknown name or a bad value is an error naming it.
+StatusOr<DecodeTileSettings> ParseDecodeTileSettings(const std::string& spec,
+                                                     DecodeTileSettings base);
 
 // The defaults of the two, by CPU, as measured (bench/results/cpu_kernels.md):
 // - AMD family 1Ah (Zen 5; a 2-vCPU EPYC VM): kNextTile for every quantized row, and no kInRow.
