@@ -179,20 +179,22 @@ struct PanelSrc {
 
 // ---- Decode kernel ----
 
-// kPrefetch: the weight's TilePrefetch (linear_common.h), as in linear_avx512.cc.
+// kPrefetch: the weight's TilePrefetch (linear_common.h), as in linear_avx512.cc. The tile's rows
+// are n0 + r·stride (stride > 1: row streams, DirectRows).
 template <int TB, int NB, class Row, TilePrefetch kPrefetch = TilePrefetch::kNone>
-void DirectTile(const float* x, int64_t K, const LinearWeight& w, int64_t n0, const Half* bias,
-                Half* out, int64_t N) {
+void DirectTile(const float* x, int64_t K, const LinearWeight& w, int64_t n0, int64_t stride,
+                const Half* bias, Half* out, int64_t N) {
   // Bytes of a row per 16-input block: 8 (int4), 16 (int8) or 32 (fp16).
   constexpr int64_t kBlockBytes = std::is_same_v<Row, I4Row>    ? 8
                                   : std::is_same_v<Row, F16Row> ? 32
                                                                 : 16;
   const NextTilePrefetch<NB * kBlockBytes> next_tile(kPrefetch == TilePrefetch::kNextTile, w, n0,
                                                      NB);
-  const InRowPrefetch<NB, kBlockBytes> in_row(kPrefetch == TilePrefetch::kInRow, w, n0, NB, 1);
+  const InRowPrefetch<NB, kBlockBytes> in_row(kPrefetch == TilePrefetch::kInRow, w, n0, NB,
+                                              stride);
   DirectSrc<NB, Row> src{};
 #pragma GCC unroll 8
-  for (int r = 0; r < NB; ++r) src.rows[r] = Row(w, n0 + r);
+  for (int r = 0; r < NB; ++r) src.rows[r] = Row(w, n0 + r * stride);
   __m256 acc[kBlocks][TB][NB];
 #pragma GCC unroll 4
   for (int q = 0; q < kBlocks; ++q)
@@ -217,7 +219,7 @@ void DirectTile(const float* x, int64_t K, const LinearWeight& w, int64_t n0, co
   for (int t = 0; t < TB; ++t)
 #pragma GCC unroll 8
     for (int r = 0; r < NB; ++r)
-      Finish(acc[0][t][r], acc[1][t][r], x + t * K, w, n0 + r, bias, out + t * N);
+      Finish(acc[0][t][r], acc[1][t][r], x + t * K, w, n0 + r * stride, bias, out + t * N);
 }
 
 // int8 tiles whose scales allow it use the split decoder; the weight's TilePrefetch.
@@ -229,7 +231,7 @@ void DirectTileFor(const float* x, int64_t K, const LinearWeight& w, int64_t n0,
   WithDecodeVariant<kInt8, kQuantized>(
       kInt8 && RowsSplitExact(w, n0, NB), w.prefetch, [&]<bool kSplit, TilePrefetch kPrefetch>() {
         using Decoded = std::conditional_t<kSplit, I8SplitRow, Row>;
-        DirectTile<TB, NB, Decoded, kPrefetch>(x, K, w, n0, bias, out, N);
+        DirectTile<TB, NB, Decoded, kPrefetch>(x, K, w, n0, 1, bias, out, N);
       });
 }
 
@@ -238,6 +240,17 @@ void DirectRows(const float* x, int64_t K, const LinearWeight& w, int64_t n0, in
                 const Half* bias, Half* out, int64_t N) {
   int64_t n = n0;
   constexpr int R = TB == 1 ? kDirectRows : kDirectRows / 2;
+  if constexpr (std::is_same_v<Row, F16Row>) {
+    // Row streams (linear_avx512.cc): R streams of S consecutive rows, tile i = row i of each.
+    if (const int64_t S = (n1 - n0) / R; w.row_streams && S >= 2) {
+      WithDecodeVariant<false, false>(false, w.prefetch, [&]<bool, TilePrefetch kPrefetch>() {
+        for (int64_t i = 0; i < S; ++i) {
+          DirectTile<TB, R, Row, kPrefetch>(x, K, w, n0 + i, S, bias, out, N);
+        }
+      });
+      n += R * S;
+    }
+  }
   for (; n + R <= n1; n += R) DirectTileFor<TB, R, Row>(x, K, w, n, bias, out, N);
   for (; n < n1; ++n) DirectTileFor<TB, 1, Row>(x, K, w, n, bias, out, N);
 }

@@ -44,7 +44,7 @@ int64_t PrefetchRowBytes();
 // (read once; 0 turns it off). The overrides are for measuring other CPUs.
 int64_t PrefetchAheadBytes(bool quantized);
 // Whether fp16 decode tiles take their rows from R streams of consecutive rows (row streams, see
-// the AVX-512 decode kernel) rather than R consecutive rows; GLM_CPU_F16_ROW_STREAMS=0 or 1
+// the decode kernels) rather than R consecutive rows; GLM_CPU_F16_ROW_STREAMS=0 or 1
 // overrides the CPU's default (read once).
 bool F16RowStreams();
 
@@ -123,7 +123,7 @@ struct LinearWeight {
   bool generic_groups = false;   // group-wise with group_size % lanes != 0: decoded per element
   TilePrefetch prefetch = TilePrefetch::kNone;
   int64_t prefetch_ahead = 0;  // kInRow: bytes ahead of the loads
-  bool row_streams = false;    // fp16: F16RowStreams() (the AVX-512 decode kernel)
+  bool row_streams = false;    // fp16: F16RowStreams() (the decode kernels)
 
   static LinearWeight From(const TensorView& w, int lanes) {
     LinearWeight l;
