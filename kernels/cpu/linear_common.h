@@ -69,9 +69,10 @@ StatusOr<DecodeTileSettings> ParseDecodeTileSettings(const std::string& spec,
 // - AMD family 1Ah (Zen 5; a 2-vCPU EPYC VM): kNextTile for every quantized row, and no kInRow.
 //   Against the Ice Lake defaults, at GLM-130B's shapes, int8 read 46% faster, int4-group 37% and
 //   int4-row 5%, and fp16 14–34% faster without its in-row prefetch. (Against in-row 1536 bytes,
-//   int4-row gained 16% in one run and lost 11% in another.) fp16 row streams: +4–12% at GLM-130B's
-//   shapes, +7–30% for rows of 4 and 11 KiB; for quantized rows they were slower than tiles of
-//   consecutive rows with kNextTile (up to 23%), so those keep the consecutive rows.
+//   int4-row gained 16% in one run and lost 11% in another.) fp16 row streams: +4–12% at
+//   GLM-130B's shapes, +7–30% for rows of 4 and 11 KiB (the AVX2 path: +7–20%, and +38% for 4 KiB
+//   rows); for quantized rows they were slower than tiles of consecutive rows with kNextTile (up
+//   to 28%), so those keep the consecutive rows.
 // - other CPUs (measured on an Ice Lake VM): kNextTile for quantized rows of at most 3072 bytes
 //   (rows of 1.5–3 KiB gained 2–40%, rows of 4 KiB lost 15%), and kInRow 512 bytes ahead for fp16
 //   (4–13% faster GEMVs, about the bandwidth probe's own gain from prefetching) but not for
