@@ -65,7 +65,7 @@ void SetDecodeTileSettings(const DecodeTileSettings& s);
 StatusOr<DecodeTileSettings> ParseDecodeTileSettings(const std::string& spec,
                                                      DecodeTileSettings base);
 
-// The defaults of the two, by CPU, as measured (bench/results/cpu_kernels.md):
+// The defaults of the three, by CPU, as measured (bench/results/cpu_kernels.md):
 // - AMD family 1Ah (Zen 5; a 2-vCPU EPYC VM): kNextTile for every quantized row, and no kInRow.
 //   Against the Ice Lake defaults, at GLM-130B's shapes, int8 read 46% faster, int4-group 37% and
 //   int4-row 5%, and fp16 14–34% faster without its in-row prefetch. (Against in-row 1536 bytes,
