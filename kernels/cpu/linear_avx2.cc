@@ -241,15 +241,9 @@ void DirectRows(const float* x, int64_t K, const LinearWeight& w, int64_t n0, in
   int64_t n = n0;
   constexpr int R = TB == 1 ? kDirectRows : kDirectRows / 2;
   if constexpr (std::is_same_v<Row, F16Row>) {
-    // Row streams (linear_avx512.cc): R streams of S consecutive rows, tile i = row i of each.
-    if (const int64_t S = (n1 - n0) / R; w.row_streams && S >= 2) {
-      WithDecodeVariant<false, false>(false, w.prefetch, [&]<bool, TilePrefetch kPrefetch>() {
-        for (int64_t i = 0; i < S; ++i) {
-          DirectTile<TB, R, Row, kPrefetch>(x, K, w, n0 + i, S, bias, out, N);
-        }
-      });
-      n += R * S;
-    }
+    n = RowStreamTiles<R>(w, n0, n1, [&]<TilePrefetch kPrefetch>(int64_t first, int64_t S) {
+      DirectTile<TB, R, Row, kPrefetch>(x, K, w, first, S, bias, out, N);
+    });
   }
   for (; n + R <= n1; n += R) DirectTileFor<TB, R, Row>(x, K, w, n, bias, out, N);
   for (; n < n1; ++n) DirectTileFor<TB, 1, Row>(x, K, w, n, bias, out, N);

@@ -18,10 +18,8 @@
 // accumulator is put back in class order once per output. Group-wise decode tiles build each
 // group's table by the split, from the tile's scales converted to fp32 once (ConvertTileScales).
 //
-// Decode kernel (T <= 4): rows decoded in registers, 8 rows x T tokens (4 rows for T > 2). With
-// row streams (fp16 where the CPU gains, linear_common.h), a thread's rows are split into R
-// streams of consecutive rows and a tile takes the next row of each: every stream reads on through
-// memory, where a tile of R consecutive short rows would start R new streams of a few KiB.
+// Decode kernel (T <= 4): rows decoded in registers, 8 rows x T tokens (4 rows for T > 2); fp16
+// tiles from row streams where the CPU gains (RowStreamTiles, linear_common.h).
 // Prefill kernel: rows decoded in order into an fp32 panel (64 rows x 1024 inputs, 256 KiB),
 // the token tile's x converted from fp16 next to it, 6-token x 4-row register tiles (24
 // accumulators, 24 FMAs per 10 loads) run over it, the accumulators kept in a per-thread buffer
@@ -341,18 +339,9 @@ void DirectRows(const float* x, const float* xp, const LinearWeight& w, int64_t 
   // checks the scales as it converts them (DirectTile).
   const bool i4_split = F == LinearWeight::kI4 && w.group_steps > 0;
   if constexpr (F == LinearWeight::kF16) {
-    // Row streams: R streams of S consecutive rows, tile i = row i of each; the R·S rows first,
-    // the rest (fewer than R) below. On Zen 5, against tiles of consecutive rows: +4-12% at
-    // GLM-130B's shapes, +7-30% for rows of 4 and 11 KiB (bench/results/cpu_kernels.md). Each
-    // row's sum is unchanged.
-    if (const int64_t S = (n1 - n0) / R; w.row_streams && S >= 2) {
-      WithDecodeVariant<false, false>(false, w.prefetch, [&]<bool, TilePrefetch kPrefetch>() {
-        for (int64_t i = 0; i < S; ++i) {
-          DirectTile<TB, R, F, false, kPrefetch>(x, xp, w, n0 + i, R, S, bias, out);
-        }
-      });
-      n0 += R * S;
-    }
+    n0 = RowStreamTiles<R>(w, n0, n1, [&]<TilePrefetch kPrefetch>(int64_t first, int64_t S) {
+      DirectTile<TB, R, F, false, kPrefetch>(x, xp, w, first, R, S, bias, out);
+    });
   }
   for (int64_t n = n0; n < n1; n += R) {
     const int64_t rows = n1 - n < R ? n1 - n : R;
