@@ -22,8 +22,8 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
-#include <csignal>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -446,15 +446,26 @@ int64_t CopiesFromMemory(double bytes) {
   return std::max<int64_t>(1, int64_t(std::min(want, ram / 8 / bytes)));
 }
 
+// Copies of a random [N, K] weight of `f` (seeds seed, seed + 1, ..) that fill FromMemoryBytes(),
+// at least `at_least` of them: a memory-bound benchmark reads the next copy at each call.
+std::vector<std::unique_ptr<BenchWeight>> WeightCopies(const Format& f, int64_t N, int64_t K,
+                                                       uint64_t seed, int64_t at_least) {
+  std::vector<std::unique_ptr<BenchWeight>> w;
+  w.push_back(std::make_unique<BenchWeight>(f, N, K, seed));
+  for (int64_t c = std::max(CopiesFromMemory(w[0]->bytes), at_least); int64_t(w.size()) < c;)
+    w.push_back(std::make_unique<BenchWeight>(f, N, K, seed + w.size()));
+  return w;
+}
+
 // y = x·Wᵀ for T tokens; the report counts weight bytes (+ activations) and 2·T·N·K flops.
 // `memory_bound` (and no `reuse`): each timed call reads its own copy of W (see the top).
 Result RunLinear(const char* kernel, const Format& f, int64_t N, int64_t K, int64_t T,
                  BenchWeight* reuse = nullptr, int reps = 0, bool memory_bound = false) {
   std::vector<std::unique_ptr<BenchWeight>> own;
-  if (!reuse) own.push_back(std::make_unique<BenchWeight>(f, N, K, 7));
   if (!reuse && memory_bound) {
-    for (int64_t c = CopiesFromMemory(own[0]->bytes); int64_t(own.size()) < c;)
-      own.push_back(std::make_unique<BenchWeight>(f, N, K, 7 + own.size()));
+    own = WeightCopies(f, N, K, 7, 1);
+  } else if (!reuse) {
+    own.push_back(std::make_unique<BenchWeight>(f, N, K, 7));
   }
   BenchWeight& w = reuse ? *reuse : *own[0];
   auto x = RandomActivations(T * K, 3);
@@ -515,11 +526,7 @@ void BenchAb(const AbVariants& variants) {
   const int rounds = FLAGS_reps > 0 ? FLAGS_reps : FLAGS_quick ? 5 : 15;
   for (const auto& [N, K] : shapes) {
     for (const Format& f : kFormats) {
-      std::vector<std::unique_ptr<BenchWeight>> own;
-      own.push_back(std::make_unique<BenchWeight>(f, N, K, 21));
-      for (int64_t c = std::max<int64_t>(CopiesFromMemory(own[0]->bytes), 2);
-           int64_t(own.size()) < c;)
-        own.push_back(std::make_unique<BenchWeight>(f, N, K, 21 + own.size()));
+      const auto own = WeightCopies(f, N, K, 21, 2);
       auto x = RandomActivations(K, 22);
       std::vector<Half> out(N);
       std::vector<float> scratch(K);
@@ -1142,6 +1149,7 @@ int main(int argc, char** argv) {
     ab.emplace_back(spec.empty() ? "default" : spec, *v);
     b = e + 1;
   }
+  const bool run_ab = Section("ab") && !ab.empty();
   if (!FLAGS_only.empty() && Section("ab") && ab.empty()) {
     std::fprintf(stderr, "bench-kernels: --only=ab: give the settings to compare with --ab\n");
     return 2;
@@ -1194,10 +1202,10 @@ int main(int argc, char** argv) {
   if (Section("layer")) BenchLayer();
   if (Section("model")) BenchModel();
   if (Section("blas")) BenchBlas();
-  if (Section("ab") && !ab.empty()) BenchAb(ab);
+  if (run_ab) BenchAb(ab);
   // This host's bandwidth drifts over minutes: a second probe shows how far the rows' bound may be
   // off (the rows above are against the first).
-  if (Section("gemv") || Section("layer") || Section("model") || (Section("ab") && !ab.empty())) {
+  if (Section("gemv") || Section("layer") || Section("model") || run_ab) {
     Limits end;
     MeasureBandwidth(end);
     if (FLAGS_json) {
