@@ -22,8 +22,8 @@
 #   GEMV and on one decode step's kernels), cpu (bench-kernels on the host CPU into cpu.log: the
 #   full run, the glm130b-L1 model, the AVX2 path, the GEMV on half the cores), cputests (the CPU
 #   SIMD and golden tests on every path of the host CPU), cpuab (CPU kernel settings compared
-#   call by call: CPU_AB, see step_cpuab, into cpuab.log). A run whose steps use no GPU builds only the CPU
-#   targets. MMA_STEPS=n passes --mma_steps to bench-gpu.
+#   call by call: CPU_AB, see step_cpuab, into cpuab.log). A run whose steps use no GPU builds
+#   only the CPU targets. MMA_STEPS=n passes --mma_steps to bench-gpu.
 #
 # Files left in $OUT (at most 8, flat): summary.txt, device_check.log, build.log, tests.log,
 # bench_int4.log, bench_int4g.log, bench_int8.log, bench_fp16.log (probe.log, sass.log, ncu.log,

@@ -2,8 +2,9 @@
 # The linear kernels' SIMD-equals-scalar tests (tests/kernels_simd_test.cc) with each decode
 # prefetch variant, and fp16 row streams on and off, forced through the environment
 # (kernels/cpu/linear_common.h): by default only short quantized rows take the next-tile prefetch
-# and only fp16 rows the in-row one, so the other template instantiations would go untested. Prefetches never change a result; this checks that
-# every variant decodes the same. Also: a malformed setting is a fatal error naming the variable.
+# and only fp16 rows the in-row one, so the other template instantiations would go untested.
+# Prefetches and row streams never change a result; this checks that every variant decodes the
+# same. Also: a malformed setting is a fatal error naming the variable.
 # Run by CTest as: bash kernels_prefetch_test.sh BUILD SOURCE.
 set -u
 build=${1:?build dir}
