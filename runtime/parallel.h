@@ -1,11 +1,14 @@
-// A fixed pool of worker threads and ParallelFor. Threads are created once; a call hands out
-// index ranges through one atomic counter and wakes the workers through one atomic generation
-// word (spin briefly, then futex), so the decode loop neither allocates nor takes locks per
-// chunk. The callable is passed by reference (no std::function, which may allocate).
+// A fixed pool of worker threads and ParallelFor. Threads are created once; a call gives each
+// thread an equal share of the index range, which it runs front to back in chunks, and a thread
+// whose share is done takes the back half of the largest share left (one atomic word per share).
+// Workers are woken through one atomic generation word (spin briefly, then futex), so the decode
+// loop neither allocates nor takes locks per chunk. The callable is passed by reference (no
+// std::function, which may allocate).
 #pragma once
 
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <type_traits>
@@ -25,9 +28,12 @@ class ThreadPool {
 
   int size() const { return int(workers_.size()) + 1; }  // the caller works too
 
-  // Splits [0, n) into chunks of at least `grain` (shrinking as the work runs out) and calls
-  // fn(begin, end) on every thread, the calling thread included; returns when all chunks are
-  // done. A call from inside fn (any pool) runs fn(0, n) on the calling thread.
+  // Calls fn(begin, end) over chunks covering [0, n) once, on every thread, the calling thread
+  // included; returns when all chunks are done. Chunk bounds are multiples of `grain` (or n), so
+  // every chunk but the one ending at n holds at least `grain` indices. A thread's chunks follow
+  // each other through its share (a decode kernel's prefetch of the next rows runs on into its
+  // next chunk) and shrink to the grain as the share runs out. A call from inside fn (any pool)
+  // runs fn(0, n) on the calling thread.
   template <typename Fn>
   void ParallelFor(int64_t n, int64_t grain, Fn&& fn) {
     using F = std::remove_reference_t<Fn>;
@@ -64,15 +70,21 @@ class ThreadPool {
     void* fn = nullptr;
     void (*call)(void*, int64_t, int64_t) = nullptr;
   };
+  // A share: blocks [front, back) of `grain` indices, packed front << 32 | back. Its thread takes
+  // chunks from the front, others take halves from the back, each by a compare-exchange.
+  struct alignas(64) Share {
+    std::atomic<uint64_t> blocks{0};
+  };
   void Run(int64_t n, int64_t grain, Job job);
   void WorkerLoop(int index);
-  void RunChunks();
+  void RunShares(int self);
+  bool TakeHalfOfLargestShare(int self);
 
   std::vector<std::thread> workers_;
   std::mutex call_mu_;  // one ParallelFor at a time (callers from several threads queue)
   Job job_;
   int64_t n_ = 0, grain_ = 1;
-  std::atomic<int64_t> next_{0};         // next chunk start
+  std::unique_ptr<Share[]> shares_;      // one per thread, index CurrentThreadIndex()
   std::atomic<int> pending_{0};          // workers still inside the current job
   std::atomic<uint32_t> generation_{0};  // bumped to start a job
   std::atomic<bool> stop_{false};

@@ -639,7 +639,9 @@ TEST(Dispatch, DecodeTileSettingsParseAndApply) {
     auto r = ParseDecodeTileSettings(bad, base);
     EXPECT_FALSE(r.ok()) << bad;
     const std::string name = std::string(bad).substr(0, std::string(bad).find('='));
-    if (!r.ok()) EXPECT_NE(r.status().message().find(name), std::string::npos) << bad;
+    if (!r.ok()) {
+      EXPECT_NE(r.status().message().find(name), std::string::npos) << bad;
+    }
   }
   // The next Linear calls see a setting at once (LinearWeight::From reads it).
   SetDecodeTileSettings(*v);

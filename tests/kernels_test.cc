@@ -6,11 +6,14 @@
 #include <sched.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <mutex>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "runtime/parallel.h"
@@ -353,8 +356,8 @@ TEST(ThreadPool, ThreadCountFromTheEnvironment) {
   }
 }
 
-// Chunks are at least the grain (all but one ending at n), cover [0, n) once, and shrink to the
-// grain as the work runs out, so that the threads finish together.
+// Chunks start at multiples of the grain, are at least the grain (all but one ending at n), cover
+// [0, n) once, and shrink to the grain as the work runs out, so that the threads finish together.
 TEST(ThreadPool, ChunksRespectTheGrainAndShrinkAtTheEnd) {
   ThreadPool pool(5);
   for (int64_t grain : {1, 16, 300}) {
@@ -369,6 +372,7 @@ TEST(ThreadPool, ChunksRespectTheGrainAndShrinkAtTheEnd) {
     int64_t next = 0, smallest = n;
     for (auto [b, e] : chunks) {
       ASSERT_EQ(b, next) << "grain " << grain;
+      EXPECT_EQ(b % grain, 0) << "grain " << grain;
       ASSERT_GT(e, b);
       if (e != n) {
         EXPECT_GE(e - b, grain) << "grain " << grain;
@@ -378,6 +382,85 @@ TEST(ThreadPool, ChunksRespectTheGrainAndShrinkAtTheEnd) {
     }
     EXPECT_EQ(next, n);
     EXPECT_LE(smallest, 2 * grain) << "grain " << grain;
+  }
+}
+
+// Each thread starts at the front of its share (blocks · t / size() blocks in) and runs on from
+// where its last chunk ended, except after taking over part of another share. A barrier in
+// every thread's first chunk keeps all of them in the job, so no share is taken before its
+// thread starts. Chunks from one shared counter interleave between the threads instead.
+TEST(ThreadPool, EachThreadRunsItsShareFrontToBack) {
+  ThreadPool pool(4);
+  const int64_t n = 1000, grain = 5, blocks = n / grain;
+  for (int rep = 0; rep < 50; ++rep) {
+    std::vector<std::vector<std::pair<int64_t, int64_t>>> chunks(pool.size());
+    std::vector<int> hits(n);
+    std::atomic<int> arrived{0};
+    std::atomic<bool> guard_expired{false};
+    pool.ParallelFor(n, grain, [&](int64_t b, int64_t e) {
+      auto& mine = chunks[ThreadPool::CurrentThreadIndex()];  // one vector per thread
+      if (mine.empty()) {
+        arrived++;
+        const auto guard = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+        while (arrived.load() < pool.size() && !guard_expired.load()) {
+          if (std::chrono::steady_clock::now() > guard) guard_expired = true;
+          std::this_thread::yield();
+        }
+      }
+      mine.emplace_back(b, e);
+      for (int64_t i = b; i < e; ++i) hits[i]++;
+    });
+    ASSERT_FALSE(guard_expired.load()) << "rep " << rep;
+    for (int64_t i = 0; i < n; ++i) ASSERT_EQ(hits[i], 1) << "rep " << rep << " i=" << i;
+    int64_t followed = 0, total = 0;
+    for (int t = 0; t < pool.size(); ++t) {
+      ASSERT_FALSE(chunks[t].empty());
+      EXPECT_EQ(chunks[t][0].first, blocks * t / pool.size() * grain)
+          << "rep " << rep << ": thread " << t;
+      for (size_t c = 1; c < chunks[t].size(); ++c) {
+        followed += chunks[t][c].first == chunks[t][c - 1].second;
+      }
+      total += int64_t(chunks[t].size()) - 1;
+    }
+    // Only taking over part of another share breaks a thread's line: a few times per call.
+    EXPECT_GE(4 * followed, 3 * total) << "rep " << rep << ": " << followed << " of " << total;
+  }
+}
+
+// A thread held up in its first chunk does not hold up the rest of its share: the other thread
+// takes it over (without that, this test waits for a 60 s guard and fails). Thread 0 starts only
+// once thread 1 is held.
+TEST(ThreadPool, TheOthersTakeOverTheShareOfAHeldUpThread) {
+  ThreadPool pool(2);
+  const int64_t n = 64;
+  for (int rep = 0; rep < 20; ++rep) {
+    std::atomic<int64_t> done{0};
+    std::atomic<bool> held{false}, guard_expired{false};
+    std::vector<int> ran_on(n, -1);
+    const auto wait_until = [&](auto pred) {
+      const auto guard = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+      while (!pred() && !guard_expired.load()) {
+        if (std::chrono::steady_clock::now() > guard) guard_expired = true;
+        std::this_thread::yield();
+      }
+    };
+    pool.ParallelFor(n, 1, [&](int64_t b, int64_t e) {
+      const int self = ThreadPool::CurrentThreadIndex();
+      for (int64_t i = b; i < e; ++i) ran_on[i] = self;
+      if (self == 1 && !held.exchange(true)) {
+        wait_until([&] { return done.load() == n - (e - b); });
+      } else if (self == 0) {
+        wait_until([&] { return held.load(); });
+      }
+      done += e - b;
+    });
+    ASSERT_FALSE(guard_expired.load()) << "rep " << rep;
+    ASSERT_EQ(done.load(), n);
+    for (int64_t i = 0; i < n; ++i) ASSERT_GE(ran_on[i], 0) << i;
+    // Thread 1's share is [32, 64): it ran the front chunk and thread 0 the rest of it.
+    EXPECT_EQ(ran_on[32], 1) << "rep " << rep;
+    EXPECT_EQ(ran_on[n - 1], 0) << "rep " << rep;
+    EXPECT_LT(std::count(ran_on.begin(), ran_on.end(), 1), 32) << "rep " << rep;
   }
 }
 
