@@ -30,7 +30,9 @@
 #include <fstream>
 #include <functional>
 #include <memory>
+#include <sstream>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "kernels/cpu/dispatch.h"
@@ -47,10 +49,10 @@ DEFINE_int32(reps, 0, "timed repetitions per case (0: 5, --quick 3)");
 DEFINE_string(path, "", "CPU kernel path: scalar, avx2 or avx512 (default: the best here)");
 DEFINE_string(only, "", "comma-separated sections: gemv,gemm,core,ops,layer,model,blas,ab");
 DEFINE_string(ab, "",
-              "decode tile settings to compare call by call in section ab (run only when given): "
+              "decode settings to compare call by call in section ab (run only when given): "
               "';'-separated, each 'default' or space-separated NAME=value of the "
-              "GLM_CPU_PREFETCH_ROW_BYTES, GLM_CPU_PREFETCH_AHEAD and GLM_CPU_F16_ROW_STREAMS "
-              "variables");
+              "GLM_CPU_PREFETCH_ROW_BYTES, GLM_CPU_PREFETCH_AHEAD, GLM_CPU_F16_ROW_STREAMS and "
+              "GLM_POOL_CHUNKS variables");
 DEFINE_string(blas, "libopenblas.so.0,libdnnl.so.2", "libraries tried for the sgemm comparison");
 DEFINE_string(model_dir, "/dev/shm", "where the synthetic model file is written (RAM-backed)");
 DEFINE_string(model_preset, "",
@@ -517,11 +519,47 @@ void BenchGemv() {
 // section of bench/results/cpu_kernels.md): here the settings take turns call by call, in an
 // order rotated every round, each call reading its own copy of the weights, and each setting's
 // median rate is compared with the first's.
-using AbVariants = std::vector<std::pair<std::string, DecodeTileSettings>>;
+struct AbVariant {
+  std::string name;
+  DecodeTileSettings tiles;
+  ThreadPool::Chunking chunking;
+  void Apply() const {
+    SetDecodeTileSettings(tiles);
+    ThreadPool::SetChunking(chunking);
+  }
+};
+using AbVariants = std::vector<AbVariant>;
+
+// One --ab setting: GLM_POOL_CHUNKS=… for the pool, the rest for the decode tiles (both as the
+// environment would set them), on top of the current ones.
+StatusOr<AbVariant> ParseAbVariant(const std::string& spec) {
+  AbVariant v{spec.empty() ? "default" : spec, {}, ThreadPool::CurrentChunking()};
+  std::string tiles;
+  std::istringstream words(spec);
+  for (std::string word; words >> word;) {
+    constexpr std::string_view kPool = "GLM_POOL_CHUNKS=";
+    if (word.rfind(kPool, 0) != 0) {
+      tiles += word + " ";
+    } else if (!ThreadPool::ParseChunking(word.c_str() + kPool.size(), &v.chunking)) {
+      return Errorf("%s: expected shares or counter", word.c_str());
+    }
+  }
+  auto parsed = ParseDecodeTileSettings(tiles, CurrentDecodeTileSettings());
+  if (!parsed.ok()) {
+    const std::string& m = parsed.status().message();
+    const bool unknown_name = m.find("not a decode tile setting") != std::string::npos;
+    return Errorf("%s%s", m.c_str(), unknown_name ? " or GLM_POOL_CHUNKS" : "");
+  }
+  v.tiles = *parsed;
+  return v;
+}
+
 void BenchAb(const AbVariants& variants) {
-  const DecodeTileSettings saved = CurrentDecodeTileSettings();
+  const AbVariant saved{"", CurrentDecodeTileSettings(), ThreadPool::CurrentChunking()};
   std::vector<std::pair<int64_t, int64_t>> shapes = {{36864, 12288}};
-  if (!FLAGS_quick) shapes.insert(shapes.end(), {{65536, 12288}, {12288, 32768}, {16384, 2048}});
+  if (!FLAGS_quick) {
+    shapes.insert(shapes.end(), {{65536, 12288}, {12288, 32768}, {16384, 2048}, {6144, 2048}});
+  }
   const size_t V = variants.size();
   const int rounds = FLAGS_reps > 0 ? FLAGS_reps : FLAGS_quick ? 5 : 15;
   for (const auto& [N, K] : shapes) {
@@ -535,20 +573,20 @@ void BenchAb(const AbVariants& variants) {
         Linear(x.data(), 1, own[next++ % own.size()]->view, nullptr, out.data(), scratch.data());
       };
       for (const auto& v : variants) {  // untimed: each setting's scratch and first pass
-        SetDecodeTileSettings(v.second);
+        v.Apply();
         call();
       }
       std::vector<std::vector<double>> t(V);
       for (int r = 0; r < rounds; ++r) {
         for (size_t i = 0; i < V; ++i) {
           const size_t v = (i + size_t(r)) % V;
-          SetDecodeTileSettings(variants[v].second);
+          variants[v].Apply();
           const double t0 = Now();
           call();
           t[v].push_back(Now() - t0);
         }
       }
-      SetDecodeTileSettings(saved);
+      saved.Apply();
       const double first = Median(t[0]);
       for (size_t v = 0; v < V; ++v) {
         Result r{"gemv-ab", f.name, Shape(N, K), 1};
@@ -557,10 +595,10 @@ void BenchAb(const AbVariants& variants) {
         r.bytes = own[0]->bytes + 2.0 * (K + N);
         r.flops = 2.0 * N * K;
         r.bound_seconds = r.bytes / (g_limits.mem_bw_gbps * 1e9);
-        r.variant = variants[v].first;
+        r.variant = variants[v].name;
         r.vs_first_pct = 100 * (first / r.seconds - 1);
         r.note = StrFormat("'%s': %+.1f%% against '%s' (%d rounds, alternated)", r.variant.c_str(),
-                           r.vs_first_pct, variants[0].first.c_str(), rounds);
+                           r.vs_first_pct, variants[0].name.c_str(), rounds);
         Print(r);
       }
     }
@@ -1141,12 +1179,12 @@ int main(int argc, char** argv) {
   for (size_t b = 0; !FLAGS_ab.empty() && b <= FLAGS_ab.size();) {
     const size_t e = std::min(FLAGS_ab.find(';', b), FLAGS_ab.size());
     const std::string spec = FLAGS_ab.substr(b, e - b);
-    auto v = ParseDecodeTileSettings(spec, CurrentDecodeTileSettings());
+    auto v = ParseAbVariant(spec);
     if (!v.ok()) {
       std::fprintf(stderr, "bench-kernels: --ab: %s\n", v.status().message().c_str());
       return 2;
     }
-    ab.emplace_back(spec.empty() ? "default" : spec, *v);
+    ab.push_back(*v);
     b = e + 1;
   }
   const bool run_ab = Section("ab") && !ab.empty();
@@ -1190,10 +1228,12 @@ int main(int argc, char** argv) {
     std::printf(
         "# decode tiles (defaults for %s, or the GLM_CPU_PREFETCH_* and GLM_CPU_F16_ROW_STREAMS "
         "overrides): next-tile prefetch for %s, in-row %lld bytes ahead for fp16 and %lld for "
-        "quantized (0: off), fp16 row streams %s\n",
+        "quantized (0: off), fp16 row streams %s; pool chunks %s (GLM_POOL_CHUNKS)\n",
         DecodePrefetchDefaultsFor(IdentifyCpu()).measured_on, rows.c_str(),
         (long long)PrefetchAheadBytes(false), (long long)PrefetchAheadBytes(true),
-        F16RowStreams() ? "on" : "off");
+        F16RowStreams() ? "on" : "off",
+        ThreadPool::CurrentChunking() == ThreadPool::Chunking::kShares ? "from per-thread shares"
+                                                                       : "from one shared counter");
   }
   if (Section("gemv")) BenchGemv();
   if (Section("gemm")) BenchGemm();

@@ -262,10 +262,11 @@ step_cpu() {
   GLM_THREADS=$(( JOBS / 2 )) "$BUILD/bench-kernels" --quick --only=gemv
 }
 
-# Optional: decode tile settings compared on the host CPU. CPU_AB is ';'-separated, each entry
-# "default" or space-separated VAR=value of the GLM_CPU_PREFETCH_* and GLM_CPU_F16_ROW_STREAMS
-# variables; bench-kernels --ab alternates them call by call in one process (GLM-130B's GEMV
-# shapes and a short-row one, every format), CPU_AB_ROUNDS rounds (default 15), and is run twice.
+# Optional: decode settings compared on the host CPU. CPU_AB is ';'-separated, each entry
+# "default" or space-separated VAR=value of the GLM_CPU_PREFETCH_*, GLM_CPU_F16_ROW_STREAMS and
+# GLM_POOL_CHUNKS variables; bench-kernels --ab alternates them call by call in one process
+# (GLM-130B's GEMV shapes and two short-row ones, every format), CPU_AB_ROUNDS rounds (default
+# 15), and is run twice.
 step_cpuab() {
   if [ ! -x "$BUILD/bench-kernels" ]; then log "bench-kernels was not built"; return 1; fi
   local r

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <string_view>
 
 #include "runtime/check.h"
 
@@ -43,6 +44,31 @@ bool SpinWhile(Pred pred) {
 
 int ThreadPool::CurrentThreadIndex() { return tls_thread_index; }
 
+namespace {
+std::atomic<ThreadPool::Chunking>& ChunkingSetting() {
+  static std::atomic<ThreadPool::Chunking> c = [] {
+    ThreadPool::Chunking v = ThreadPool::Chunking::kShares;
+    if (const char* env = std::getenv("GLM_POOL_CHUNKS"); env != nullptr && *env != '\0') {
+      GLM_CHECK_MSG(ThreadPool::ParseChunking(env, &v),
+                    "GLM_POOL_CHUNKS=%s: expected shares or counter", env);
+    }
+    return v;
+  }();
+  return c;
+}
+}  // namespace
+
+ThreadPool::Chunking ThreadPool::CurrentChunking() {
+  return ChunkingSetting().load(std::memory_order_relaxed);
+}
+void ThreadPool::SetChunking(Chunking c) { ChunkingSetting().store(c, std::memory_order_relaxed); }
+bool ThreadPool::ParseChunking(const char* text, Chunking* c) {
+  const std::string_view t = text;
+  if (t != "shares" && t != "counter") return false;
+  *c = t == "shares" ? Chunking::kShares : Chunking::kSharedCounter;
+  return true;
+}
+
 ThreadPool::InlineScope::InlineScope() : saved_(tls_in_job) { tls_in_job = true; }
 ThreadPool::InlineScope::~InlineScope() { tls_in_job = saved_; }
 
@@ -64,6 +90,7 @@ ThreadPool::ThreadPool(int num_threads) {
       num_threads = int(v);
     }
   }
+  CurrentChunking();  // a malformed GLM_POOL_CHUNKS stops here, whatever the thread count
   shares_ = std::make_unique<Share[]>(size_t(num_threads));
   for (int i = 1; i < num_threads; ++i) workers_.emplace_back([this, i] { WorkerLoop(i); });
 }
@@ -127,6 +154,22 @@ bool ThreadPool::TakeHalfOfLargestShare(int self) {
   }
 }
 
+// Chunking::kSharedCounter: each chunk 1/(8·threads) of what is left (at least the grain), the
+// first ones an eighth of a thread's share and the last ones small (the default before the shares;
+// kept for measuring them against it).
+void ThreadPool::RunSharedCounter() {
+  tls_in_job = true;
+  const int64_t split = int64_t(size()) * 8;
+  int64_t begin = next_.load(std::memory_order_relaxed);
+  while (begin < n_) {
+    const int64_t len = std::max(grain_, (n_ - begin) / split);
+    if (!next_.compare_exchange_weak(begin, begin + len, std::memory_order_relaxed)) continue;
+    job_.call(job_.fn, begin, std::min(begin + len, n_));
+    begin = next_.load(std::memory_order_relaxed);
+  }
+  tls_in_job = false;
+}
+
 void ThreadPool::WorkerLoop(int index) {
   tls_thread_index = index;
   uint32_t seen = 0;
@@ -137,7 +180,11 @@ void ThreadPool::WorkerLoop(int index) {
     }
     seen = generation_.load(std::memory_order_acquire);
     if (stop_.load()) return;
-    RunShares(index);
+    if (chunking_ == Chunking::kShares) {
+      RunShares(index);
+    } else {
+      RunSharedCounter();
+    }
     if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) pending_.notify_one();
   }
 }
@@ -153,6 +200,8 @@ void ThreadPool::Run(int64_t n, int64_t grain, Job job) {
   std::lock_guard<std::mutex> call_lock(call_mu_);
   job_ = job;
   n_ = n;
+  chunking_ = CurrentChunking();
+  next_.store(0, std::memory_order_relaxed);
   // Blocks of `grain` (of a multiple of it where the block numbers would not fit a share's word).
   grain_ = grain * (((n - 1) / grain) / kMaxBlocks + 1);
   const int64_t blocks = (n - 1) / grain_ + 1;
@@ -164,7 +213,11 @@ void ThreadPool::Run(int64_t n, int64_t grain, Job job) {
   pending_.store(int(workers_.size()), std::memory_order_relaxed);
   generation_.fetch_add(1, std::memory_order_release);
   generation_.notify_all();
-  RunShares(0);
+  if (chunking_ == Chunking::kShares) {
+    RunShares(0);
+  } else {
+    RunSharedCounter();
+  }
   for (;;) {
     int p = pending_.load(std::memory_order_acquire);
     if (p == 0) break;

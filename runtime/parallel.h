@@ -1,6 +1,7 @@
 // A fixed pool of worker threads and ParallelFor. Threads are created once; a call gives each
 // thread an equal share of the index range, which it runs front to back in chunks, and a thread
-// whose share is done takes the back half of the largest share left (one atomic word per share).
+// whose share is done takes the back half of the largest share left (one atomic word per share;
+// Chunking below).
 // Workers are woken through one atomic generation word (spin briefly, then futex), so the decode
 // loop neither allocates nor takes locks per chunk. The callable is passed by reference (no
 // std::function, which may allocate).
@@ -29,11 +30,11 @@ class ThreadPool {
   int size() const { return int(workers_.size()) + 1; }  // the caller works too
 
   // Calls fn(begin, end) over chunks covering [0, n) once, on every thread, the calling thread
-  // included; returns when all chunks are done. Chunk bounds are multiples of `grain` (or n), so
-  // every chunk but the one ending at n holds at least `grain` indices. A thread's chunks follow
-  // each other through its share (a decode kernel's prefetch of the next rows runs on into its
-  // next chunk) and shrink to the grain as the share runs out. A call from inside fn (any pool)
-  // runs fn(0, n) on the calling thread.
+  // included; returns when all chunks are done. Every chunk but the one ending at n holds at
+  // least `grain` indices. By default (Chunking::kShares) chunk bounds are multiples of `grain`
+  // (or n), and a thread's chunks follow each other through its share (a decode kernel's prefetch
+  // of the next rows runs on into its next chunk), shrinking to the grain as the share runs out.
+  // A call from inside fn (any pool) runs fn(0, n) on the calling thread.
   template <typename Fn>
   void ParallelFor(int64_t n, int64_t grain, Fn&& fn) {
     using F = std::remove_reference_t<Fn>;
@@ -41,6 +42,17 @@ class ThreadPool {
         Job{const_cast<void*>(static_cast<const void*>(&fn)),
             [](void* f, int64_t b, int64_t e) { (*static_cast<F*>(f))(b, e); }});
   }
+
+  // How a call's range is cut into chunks, for every pool: kShares (the default) as above;
+  // kSharedCounter, the chunks of one counter shared by all threads, each 1/(8·threads) of what is
+  // left (at least the grain), so a thread's chunks interleave with the others'. For measuring
+  // (bench-kernels --ab): GLM_POOL_CHUNKS=shares|counter sets it at start (anything else is a
+  // fatal error naming the variable), SetChunking between calls.
+  enum class Chunking { kShares, kSharedCounter };
+  static Chunking CurrentChunking();
+  static void SetChunking(Chunking c);
+  // "shares" or "counter"; false for anything else.
+  static bool ParseChunking(const char* text, Chunking* c);
 
   // 0 on the thread that called ParallelFor, 1..size()-1 on the workers: indexes per-thread
   // scratch that was allocated up front.
@@ -79,12 +91,15 @@ class ThreadPool {
   void WorkerLoop(int index);
   void RunShares(int self);
   bool TakeHalfOfLargestShare(int self);
+  void RunSharedCounter();
 
   std::vector<std::thread> workers_;
   std::mutex call_mu_;  // one ParallelFor at a time (callers from several threads queue)
   Job job_;
   int64_t n_ = 0, grain_ = 1;
-  std::unique_ptr<Share[]> shares_;      // one per thread, index CurrentThreadIndex()
+  Chunking chunking_ = Chunking::kShares;  // the current call's
+  std::unique_ptr<Share[]> shares_;        // kShares: one per thread, index CurrentThreadIndex()
+  std::atomic<int64_t> next_{0};           // kSharedCounter: the next chunk's start
   std::atomic<int> pending_{0};          // workers still inside the current job
   std::atomic<uint32_t> generation_{0};  // bumped to start a job
   std::atomic<bool> stop_{false};

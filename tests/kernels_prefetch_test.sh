@@ -1,10 +1,10 @@
 #!/bin/bash
 # The linear kernels' SIMD-equals-scalar tests (tests/kernels_simd_test.cc) with each decode
-# prefetch variant, and fp16 row streams on and off, forced through the environment
-# (kernels/cpu/linear_common.h): by default only short quantized rows take the next-tile prefetch
-# and only fp16 rows the in-row one, so the other template instantiations would go untested.
-# Prefetches and row streams never change a result; this checks that every variant decodes the
-# same. Also: a malformed setting is a fatal error naming the variable.
+# prefetch variant, fp16 row streams on and off (kernels/cpu/linear_common.h), and both pool
+# chunkings (runtime/parallel.h), forced through the environment: by default only short quantized
+# rows take the next-tile prefetch and only fp16 rows the in-row one, so the other template
+# instantiations would go untested. None of these ever changes a result; this checks that every
+# variant decodes the same. Also: a malformed setting is a fatal error naming the variable.
 # Run by CTest as: bash kernels_prefetch_test.sh BUILD SOURCE.
 set -u
 build=${1:?build dir}
@@ -25,7 +25,10 @@ run "no prefetch" GLM_CPU_PREFETCH_ROW_BYTES=0 GLM_CPU_PREFETCH_AHEAD=0
 # first with the in-row prefetch (the rows' pointers follow the streams).
 run "fp16 row streams, in-row prefetch" GLM_CPU_F16_ROW_STREAMS=1 GLM_CPU_PREFETCH_AHEAD=256
 run "fp16 consecutive rows" GLM_CPU_F16_ROW_STREAMS=0
-for bad in "GLM_CPU_PREFETCH_AHEAD=12x" "GLM_CPU_PREFETCH_ROW_BYTES=-1" "GLM_CPU_F16_ROW_STREAMS=2"; do
+# The pool's other chunking: which thread decodes which rows changes, never a result.
+run "chunks from one shared counter" GLM_POOL_CHUNKS=counter
+for bad in "GLM_CPU_PREFETCH_AHEAD=12x" "GLM_CPU_PREFETCH_ROW_BYTES=-1" "GLM_CPU_F16_ROW_STREAMS=2" \
+  "GLM_POOL_CHUNKS=none"; do
   out=$(env "$bad" "$test_bin" --gtest_filter='*LinearEqualsScalar*' 2>&1)
   rc=$?
   if [ $rc -eq 0 ] || ! grep -q "${bad%%=*}" <<<"$out"; then

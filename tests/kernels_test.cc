@@ -320,15 +320,65 @@ TEST(Kernels, EmbeddingCopiesRowsAndRejectsBadIds) {
   EXPECT_NE(st.message().find("token id 10"), std::string::npos) << st.message();
 }
 
+// Sets a chunking for the scope (SetChunking is process-wide).
+class ChunkingScope {
+ public:
+  explicit ChunkingScope(ThreadPool::Chunking c) : saved_(ThreadPool::CurrentChunking()) {
+    ThreadPool::SetChunking(c);
+  }
+  ~ChunkingScope() { ThreadPool::SetChunking(saved_); }
+
+ private:
+  ThreadPool::Chunking saved_;
+};
+constexpr ThreadPool::Chunking kChunkings[] = {ThreadPool::Chunking::kShares,
+                                               ThreadPool::Chunking::kSharedCounter};
+
 TEST(ThreadPool, CoversEveryIndexOnce) {
   ThreadPool pool(3);
-  for (int64_t n : {1, 2, 7, 1000}) {
-    std::vector<int> hits(n);
-    pool.ParallelFor(n, 1, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) hits[i]++;
-    });
-    for (int64_t i = 0; i < n; ++i) ASSERT_EQ(hits[i], 1) << "n=" << n << " i=" << i;
+  for (ThreadPool::Chunking c : kChunkings) {
+    ChunkingScope scope(c);
+    for (int64_t n : {1, 2, 7, 1000}) {
+      std::vector<int> hits(n);
+      pool.ParallelFor(n, 1, [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) hits[i]++;
+      });
+      for (int64_t i = 0; i < n; ++i) {
+        ASSERT_EQ(hits[i], 1) << "chunking " << int(c) << " n=" << n << " i=" << i;
+      }
+    }
   }
+}
+
+// GLM_POOL_CHUNKS=shares|counter sets the chunking at start; anything else stops with a message
+// naming the variable. Each check runs in a fresh process, which reads the variable anew.
+TEST(ThreadPool, ChunkingFromTheEnvironment) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  const char* saved = std::getenv("GLM_POOL_CHUNKS");
+  const std::string restore = saved ? saved : "";
+  const auto exit_code = [] { std::exit(10 + int(ThreadPool::CurrentChunking())); };
+  ::unsetenv("GLM_POOL_CHUNKS");
+  EXPECT_EXIT(exit_code(), ::testing::ExitedWithCode(10 + int(ThreadPool::Chunking::kShares)), "");
+  ::setenv("GLM_POOL_CHUNKS", "counter", 1);
+  EXPECT_EXIT(exit_code(),
+              ::testing::ExitedWithCode(10 + int(ThreadPool::Chunking::kSharedCounter)), "");
+  for (const char* bad : {"Shares", "count", "1", " shares"}) {
+    ::setenv("GLM_POOL_CHUNKS", bad, 1);
+    EXPECT_DEATH(ThreadPool::CurrentChunking(),
+                 std::string("GLM_POOL_CHUNKS=") + bad + ": expected shares or counter")
+        << bad;
+  }
+  if (saved) {
+    ::setenv("GLM_POOL_CHUNKS", restore.c_str(), 1);
+  } else {
+    ::unsetenv("GLM_POOL_CHUNKS");
+  }
+  ThreadPool::Chunking c = ThreadPool::Chunking::kShares;
+  EXPECT_TRUE(ThreadPool::ParseChunking("counter", &c));
+  EXPECT_EQ(c, ThreadPool::Chunking::kSharedCounter);
+  EXPECT_TRUE(ThreadPool::ParseChunking("shares", &c));
+  EXPECT_EQ(c, ThreadPool::Chunking::kShares);
+  EXPECT_FALSE(ThreadPool::ParseChunking("", &c));
 }
 
 // GLM_THREADS: a count from 1 to kMaxThreads sizes the pool; anything else stops with a message
@@ -356,11 +406,18 @@ TEST(ThreadPool, ThreadCountFromTheEnvironment) {
   }
 }
 
-// Chunks start at multiples of the grain, are at least the grain (all but one ending at n), cover
-// [0, n) once, and shrink to the grain as the work runs out, so that the threads finish together.
+// Chunks are at least the grain (all but one ending at n; with the shares they start at its
+// multiples), cover [0, n) once, and shrink to the grain as the work runs out, so that the threads
+// finish together.
 TEST(ThreadPool, ChunksRespectTheGrainAndShrinkAtTheEnd) {
   ThreadPool pool(5);
-  for (int64_t grain : {1, 16, 300}) {
+  for (auto [c, grain] : {std::pair{kChunkings[0], 1},
+                          {kChunkings[0], 16},
+                          {kChunkings[0], 300},
+                          {kChunkings[1], 1},
+                          {kChunkings[1], 16},
+                          {kChunkings[1], 300}}) {
+    ChunkingScope scope(c);
     const int64_t n = 10007;
     std::mutex mu;
     std::vector<std::pair<int64_t, int64_t>> chunks;
@@ -372,7 +429,9 @@ TEST(ThreadPool, ChunksRespectTheGrainAndShrinkAtTheEnd) {
     int64_t next = 0, smallest = n;
     for (auto [b, e] : chunks) {
       ASSERT_EQ(b, next) << "grain " << grain;
-      EXPECT_EQ(b % grain, 0) << "grain " << grain;
+      if (c == ThreadPool::Chunking::kShares) {
+        EXPECT_EQ(b % grain, 0) << "grain " << grain;
+      }
       ASSERT_GT(e, b);
       if (e != n) {
         EXPECT_GE(e - b, grain) << "grain " << grain;
@@ -390,6 +449,7 @@ TEST(ThreadPool, ChunksRespectTheGrainAndShrinkAtTheEnd) {
 // every thread's first chunk keeps all of them in the job, so no share is taken before its
 // thread starts. Chunks from one shared counter interleave between the threads instead.
 TEST(ThreadPool, EachThreadRunsItsShareFrontToBack) {
+  ChunkingScope scope(ThreadPool::Chunking::kShares);
   ThreadPool pool(4);
   const int64_t n = 1000, grain = 5, blocks = n / grain;
   for (int rep = 0; rep < 50; ++rep) {
@@ -431,6 +491,7 @@ TEST(ThreadPool, EachThreadRunsItsShareFrontToBack) {
 // takes it over (without that, this test waits for a 60 s guard and fails). Thread 0 starts only
 // once thread 1 is held.
 TEST(ThreadPool, TheOthersTakeOverTheShareOfAHeldUpThread) {
+  ChunkingScope scope(ThreadPool::Chunking::kShares);
   ThreadPool pool(2);
   const int64_t n = 64;
   for (int rep = 0; rep < 20; ++rep) {
