@@ -111,10 +111,10 @@ ThreadPool& ThreadPool::Global() {
 // least one block), so consecutive chunks of a thread are consecutive rows: a decode kernel's
 // prefetch of the next tile runs on into the next chunk. Against chunks from one shared counter
 // (each an eighth of the whole remainder per thread, whose starts interleave between the threads
-// and start the prefetch cold), the decode GEMVs of 2-8 MiB weights read 4-16% faster on a
-// 2-vCPU Zen 5, and GLM-130B's shapes as fast (bench/results/cpu_kernels.md). A thread whose
-// share is done takes the back half of the largest share left, so the threads still finish
-// together when one of them is held up.
+// and start the prefetch cold), the quantized decode GEMVs at the `medium` model's shapes (2-8 MiB)
+// read 11-25% faster on a 2-vCPU Zen 5, and GLM-130B's shapes 0-7% (bench/results/cpu_kernels.md,
+// eleventh session). A thread whose share is done takes the back half of the largest share left,
+// so the threads still finish together when one of them is held up.
 void ThreadPool::RunShares(int self) {
   tls_in_job = true;
   std::atomic<uint64_t>& own = shares_[self].blocks;
