@@ -266,13 +266,13 @@ step_cpu() {
 # "default" or space-separated VAR=value of the GLM_CPU_PREFETCH_*, GLM_CPU_F16_ROW_STREAMS and
 # GLM_POOL_CHUNKS variables; bench-kernels --ab alternates them call by call in one process
 # (GLM-130B's GEMV shapes and two short-row ones, every format), CPU_AB_ROUNDS rounds (default
-# 15), and is run twice.
+# 15), and is run twice. Unset, CPU_AB compares the pool's two chunkings.
 step_cpuab() {
   if [ ! -x "$BUILD/bench-kernels" ]; then log "bench-kernels was not built"; return 1; fi
-  local r
+  local r ab=${CPU_AB:-default;GLM_POOL_CHUNKS=counter}
   for r in 1 2; do
-    log "-- process $r: --ab='${CPU_AB:-default}'"
-    "$BUILD/bench-kernels" --only=ab --ab="${CPU_AB:-default}" --reps="${CPU_AB_ROUNDS:-15}" ||
+    log "-- process $r: --ab='$ab'"
+    "$BUILD/bench-kernels" --only=ab --ab="$ab" --reps="${CPU_AB_ROUNDS:-15}" ||
       return 1
   done
 }
