@@ -514,11 +514,12 @@ void BenchGemv() {
   }
 }
 
-// Decode tile settings compared call by call (--ab). On a shared host the bandwidth drifts
-// within seconds, so runs of one setting after another compare different machines (the server
-// section of bench/results/cpu_kernels.md): here the settings take turns call by call, in an
-// order rotated every round, each call reading its own copy of the weights, and each setting's
-// median rate is compared with the first's.
+// Decode settings (the decode tile settings and the pool's chunking) compared call by call
+// (--ab), at GLM-130B's three GEMV shapes, [16384, 2048] and [6144, 2048]. On a shared host the
+// bandwidth drifts within seconds, so runs of one setting after another compare different
+// machines (the server section of bench/results/cpu_kernels.md): here the settings take turns
+// call by call, in an order rotated every round, each call reading its own copy of the weights,
+// and each setting's median rate is compared with the first's.
 struct AbVariant {
   std::string name;
   DecodeTileSettings tiles;
