@@ -520,6 +520,11 @@ void BenchGemv() {
 // machines (the server section of bench/results/cpu_kernels.md): here the settings take turns
 // call by call, in an order rotated every round, each call reading its own copy of the weights,
 // and each setting's median rate is compared with the first's.
+// GLM_POOL_CHUNKS's value for the pool's current chunking.
+const char* PoolChunksName() {
+  return ThreadPool::CurrentChunking() == ThreadPool::Chunking::kShares ? "shares" : "counter";
+}
+
 struct AbVariant {
   std::string name;
   DecodeTileSettings tiles;
@@ -1210,12 +1215,14 @@ int main(int argc, char** argv) {
         "{\"kernel\":\"limits\",\"threads\":%d,\"mem_bw_gbps\":%.4g,\"peak_gflops\":%.4g,"
         "\"llc_bytes\":%zu,\"bw_loads_gbps\":%.4g,\"bw_l1_prefetch_gbps\":%.4g,"
         "\"bw_l2_prefetch_gbps\":%.4g,\"prefetch_row_bytes\":%lld,\"prefetch_ahead_fp16\":%lld,"
-        "\"prefetch_ahead_quantized\":%lld,\"f16_row_streams\":%s,\"prefetch_defaults\":\"%s\"}\n",
+        "\"prefetch_ahead_quantized\":%lld,\"f16_row_streams\":%s,\"prefetch_defaults\":\"%s\","
+        "\"pool_chunks\":\"%s\"}\n",
         ThreadPool::Global().size(), g_limits.mem_bw_gbps, g_limits.peak_gflops, g_llc_bytes,
         g_limits.bw_by_method[0], g_limits.bw_by_method[1], g_limits.bw_by_method[2],
         PrefetchRowBytes() == kPrefetchEveryRow ? -1LL : (long long)PrefetchRowBytes(),
         (long long)PrefetchAheadBytes(false), (long long)PrefetchAheadBytes(true),
-        F16RowStreams() ? "true" : "false", DecodePrefetchDefaultsFor(IdentifyCpu()).measured_on);
+        F16RowStreams() ? "true" : "false", DecodePrefetchDefaultsFor(IdentifyCpu()).measured_on,
+        PoolChunksName());
   } else {
     std::printf(
         "# memory read bandwidth %.2f GB/s (loads %.2f, with L1 prefetch %.2f, with L2 prefetch "

@@ -47,6 +47,12 @@ rc=$?
 [ -z "$(ls -A "$work/killed")" ] ||
   fail "an interrupted run left $(ls "$work/killed") in --model_dir (it had $seen)"
 
+# The pool's chunking from the environment shows in the limits line.
+GLM_POOL_CHUNKS=counter "$bench" --quick --reps=1 --only=ops --json > "$work/counter.jsonl" \
+  2> "$work/err.txt" || { cat "$work/err.txt"; fail "GLM_POOL_CHUNKS=counter exited $?"; }
+grep -q '"pool_chunks":"counter"' "$work/counter.jsonl" ||
+  fail "GLM_POOL_CHUNKS=counter: no \"pool_chunks\":\"counter\" in the limits line"
+
 # Decode settings compared call by call (--ab): one row per format and setting.
 "$bench" --quick --reps=3 --only=ab \
   --ab="default;GLM_CPU_F16_ROW_STREAMS=0 GLM_CPU_PREFETCH_AHEAD=64;GLM_POOL_CHUNKS=counter" \
@@ -74,7 +80,7 @@ print(f"ok: {len(ab)} gemv-ab rows")
 EOF
 
 python3 - "$work/best.jsonl" "$work/scalar.jsonl" "$work/model.jsonl" <<'EOF' || exit 1
-import json, sys
+import json, os, sys
 def fail(msg):
     print("FAIL:", msg)
     sys.exit(1)
@@ -105,6 +111,9 @@ for path, sections in ((sys.argv[1], {"ops", "core", "layer"}), (sys.argv[2], {"
     limits = [r for r in rows if r["kernel"] == "limits"]
     if len(limits) != 1 or limits[0]["mem_bw_gbps"] <= 0 or limits[0]["peak_gflops"] <= 0:
         fail(f"{path}: expected one limits line with a bandwidth and a peak, got {limits}")
+    chunks = os.environ.get("GLM_POOL_CHUNKS") or "shares"  # the default (runtime/parallel.h)
+    if limits[0].get("pool_chunks") != chunks:
+        fail(f"{path}: expected pool_chunks {chunks}, got {limits[0].get('pool_chunks')}")
     results = [r for r in rows if "weights" in r]
     kernels = {r["kernel"] for r in results}
     want = {"ops": {"layernorm", "geglu", "attention"}, "core": {"gemv-1core", "gemm-1core"},
