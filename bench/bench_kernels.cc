@@ -520,11 +520,6 @@ void BenchGemv() {
 // machines (the server section of bench/results/cpu_kernels.md): here the settings take turns
 // call by call, in an order rotated every round, each call reading its own copy of the weights,
 // and each setting's median rate is compared with the first's.
-// GLM_POOL_CHUNKS's value for the pool's current chunking.
-const char* PoolChunksName() {
-  return ThreadPool::CurrentChunking() == ThreadPool::Chunking::kShares ? "shares" : "counter";
-}
-
 struct AbVariant {
   std::string name;
   DecodeTileSettings tiles;
@@ -1222,7 +1217,7 @@ int main(int argc, char** argv) {
         PrefetchRowBytes() == kPrefetchEveryRow ? -1LL : (long long)PrefetchRowBytes(),
         (long long)PrefetchAheadBytes(false), (long long)PrefetchAheadBytes(true),
         F16RowStreams() ? "true" : "false", DecodePrefetchDefaultsFor(IdentifyCpu()).measured_on,
-        PoolChunksName());
+        ThreadPool::ChunkingName(ThreadPool::CurrentChunking()));
   } else {
     std::printf(
         "# memory read bandwidth %.2f GB/s (loads %.2f, with L1 prefetch %.2f, with L2 prefetch "

@@ -62,11 +62,17 @@ ThreadPool::Chunking ThreadPool::CurrentChunking() {
   return ChunkingSetting().load(std::memory_order_relaxed);
 }
 void ThreadPool::SetChunking(Chunking c) { ChunkingSetting().store(c, std::memory_order_relaxed); }
+const char* ThreadPool::ChunkingName(Chunking c) {
+  return c == Chunking::kShares ? "shares" : "counter";
+}
 bool ThreadPool::ParseChunking(const char* text, Chunking* c) {
-  const std::string_view t = text;
-  if (t != "shares" && t != "counter") return false;
-  *c = t == "shares" ? Chunking::kShares : Chunking::kSharedCounter;
-  return true;
+  for (Chunking v : {Chunking::kShares, Chunking::kSharedCounter}) {
+    if (std::string_view(text) == ChunkingName(v)) {
+      *c = v;
+      return true;
+    }
+  }
+  return false;
 }
 
 ThreadPool::InlineScope::InlineScope() : saved_(tls_in_job) { tls_in_job = true; }
@@ -115,8 +121,17 @@ ThreadPool& ThreadPool::Global() {
 // read 2-25% faster on a 2-vCPU Zen 5 (11-15% at [6144, 2048] with the host at 51 GB/s), and
 // GLM-130B's shapes 0-7% (bench/results/cpu_kernels.md, eleventh session). A thread whose share is done takes the back half of the largest share left,
 // so the threads still finish together when one of them is held up.
-void ThreadPool::RunShares(int self) {
+void ThreadPool::RunChunks(int self) {
   tls_in_job = true;
+  if (chunking_ == Chunking::kShares) {
+    RunShares(self);
+  } else {
+    RunSharedCounter();
+  }
+  tls_in_job = false;
+}
+
+void ThreadPool::RunShares(int self) {
   std::atomic<uint64_t>& own = shares_[self].blocks;
   do {
     uint64_t w = own.load(std::memory_order_relaxed);
@@ -127,7 +142,6 @@ void ThreadPool::RunShares(int self) {
       w = own.load(std::memory_order_relaxed);
     }
   } while (TakeHalfOfLargestShare(self));
-  tls_in_job = false;
 }
 
 // Moves the back half (the last block if one is left) of the largest other share into this
@@ -158,7 +172,6 @@ bool ThreadPool::TakeHalfOfLargestShare(int self) {
 // first ones an eighth of a thread's share and the last ones small (the default before the shares;
 // kept for measuring them against it).
 void ThreadPool::RunSharedCounter() {
-  tls_in_job = true;
   const int64_t split = int64_t(size()) * 8;
   int64_t begin = next_.load(std::memory_order_relaxed);
   while (begin < n_) {
@@ -167,7 +180,6 @@ void ThreadPool::RunSharedCounter() {
     job_.call(job_.fn, begin, std::min(begin + len, n_));
     begin = next_.load(std::memory_order_relaxed);
   }
-  tls_in_job = false;
 }
 
 void ThreadPool::WorkerLoop(int index) {
@@ -180,11 +192,7 @@ void ThreadPool::WorkerLoop(int index) {
     }
     seen = generation_.load(std::memory_order_acquire);
     if (stop_.load()) return;
-    if (chunking_ == Chunking::kShares) {
-      RunShares(index);
-    } else {
-      RunSharedCounter();
-    }
+    RunChunks(index);
     if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) pending_.notify_one();
   }
 }
@@ -201,23 +209,22 @@ void ThreadPool::Run(int64_t n, int64_t grain, Job job) {
   job_ = job;
   n_ = n;
   chunking_ = CurrentChunking();
-  next_.store(0, std::memory_order_relaxed);
   // Blocks of `grain` (of a multiple of it where the block numbers would not fit a share's word).
   grain_ = grain * (((n - 1) / grain) / kMaxBlocks + 1);
-  const int64_t blocks = (n - 1) / grain_ + 1;
-  for (int64_t i = 0; i < threads; ++i) {  // published by the generation's release below
-    shares_[i].blocks.store(
-        Pack(uint64_t(blocks * i / threads), uint64_t(blocks * (i + 1) / threads)),
-        std::memory_order_relaxed);
+  if (chunking_ == Chunking::kShares) {
+    const int64_t blocks = (n - 1) / grain_ + 1;
+    for (int64_t i = 0; i < threads; ++i) {  // published by the generation's release below
+      shares_[i].blocks.store(
+          Pack(uint64_t(blocks * i / threads), uint64_t(blocks * (i + 1) / threads)),
+          std::memory_order_relaxed);
+    }
+  } else {
+    next_.store(0, std::memory_order_relaxed);
   }
   pending_.store(int(workers_.size()), std::memory_order_relaxed);
   generation_.fetch_add(1, std::memory_order_release);
   generation_.notify_all();
-  if (chunking_ == Chunking::kShares) {
-    RunShares(0);
-  } else {
-    RunSharedCounter();
-  }
+  RunChunks(0);
   for (;;) {
     int p = pending_.load(std::memory_order_acquire);
     if (p == 0) break;

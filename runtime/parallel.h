@@ -51,8 +51,9 @@ class ThreadPool {
   enum class Chunking { kShares, kSharedCounter };
   static Chunking CurrentChunking();
   static void SetChunking(Chunking c);
-  // "shares" or "counter"; false for anything else.
+  // "shares" or "counter" (GLM_POOL_CHUNKS's values); false for anything else.
   static bool ParseChunking(const char* text, Chunking* c);
+  static const char* ChunkingName(Chunking c);
 
   // 0 on the thread that called ParallelFor, 1..size()-1 on the workers: indexes per-thread
   // scratch that was allocated up front.
@@ -89,6 +90,7 @@ class ThreadPool {
   };
   void Run(int64_t n, int64_t grain, Job job);
   void WorkerLoop(int index);
+  void RunChunks(int self);  // the current call's chunks on thread `self`, by chunking_
   void RunShares(int self);
   bool TakeHalfOfLargestShare(int self);
   void RunSharedCounter();

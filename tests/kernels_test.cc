@@ -350,12 +350,42 @@ TEST(ThreadPool, CoversEveryIndexOnce) {
   }
 }
 
+// Restores an environment variable as it was (set or not) at the end of the scope.
+class EnvRestore {
+ public:
+  explicit EnvRestore(const char* name) : name_(name) {
+    const char* v = std::getenv(name);
+    was_set_ = v != nullptr;
+    if (was_set_) value_ = v;
+  }
+  ~EnvRestore() {
+    if (was_set_) {
+      ::setenv(name_, value_.c_str(), 1);
+    } else {
+      ::unsetenv(name_);
+    }
+  }
+
+ private:
+  const char* name_;
+  bool was_set_ = false;
+  std::string value_;
+};
+
 // GLM_POOL_CHUNKS=shares|counter sets the chunking at start; anything else stops with a message
 // naming the variable. Each check runs in a fresh process, which reads the variable anew.
 TEST(ThreadPool, ChunkingFromTheEnvironment) {
+  ThreadPool::Chunking c = ThreadPool::Chunking::kShares;
+  EXPECT_TRUE(ThreadPool::ParseChunking("counter", &c));
+  EXPECT_EQ(c, ThreadPool::Chunking::kSharedCounter);
+  EXPECT_TRUE(ThreadPool::ParseChunking("shares", &c));
+  EXPECT_EQ(c, ThreadPool::Chunking::kShares);
+  EXPECT_FALSE(ThreadPool::ParseChunking("", &c));
+  EXPECT_STREQ(ThreadPool::ChunkingName(ThreadPool::Chunking::kShares), "shares");
+  EXPECT_STREQ(ThreadPool::ChunkingName(ThreadPool::Chunking::kSharedCounter), "counter");
+
   GTEST_FLAG_SET(death_test_style, "threadsafe");
-  const char* saved = std::getenv("GLM_POOL_CHUNKS");
-  const std::string restore = saved ? saved : "";
+  EnvRestore restore("GLM_POOL_CHUNKS");
   const auto exit_code = [] { std::exit(10 + int(ThreadPool::CurrentChunking())); };
   ::unsetenv("GLM_POOL_CHUNKS");
   EXPECT_EXIT(exit_code(), ::testing::ExitedWithCode(10 + int(ThreadPool::Chunking::kShares)), "");
@@ -368,25 +398,13 @@ TEST(ThreadPool, ChunkingFromTheEnvironment) {
                  std::string("GLM_POOL_CHUNKS=") + bad + ": expected shares or counter")
         << bad;
   }
-  if (saved) {
-    ::setenv("GLM_POOL_CHUNKS", restore.c_str(), 1);
-  } else {
-    ::unsetenv("GLM_POOL_CHUNKS");
-  }
-  ThreadPool::Chunking c = ThreadPool::Chunking::kShares;
-  EXPECT_TRUE(ThreadPool::ParseChunking("counter", &c));
-  EXPECT_EQ(c, ThreadPool::Chunking::kSharedCounter);
-  EXPECT_TRUE(ThreadPool::ParseChunking("shares", &c));
-  EXPECT_EQ(c, ThreadPool::Chunking::kShares);
-  EXPECT_FALSE(ThreadPool::ParseChunking("", &c));
 }
 
 // GLM_THREADS: a count from 1 to kMaxThreads sizes the pool; anything else stops with a message
 // naming the variable instead of silently running on one thread.
 TEST(ThreadPool, ThreadCountFromTheEnvironment) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
-  const char* saved = std::getenv("GLM_THREADS");
-  const std::string restore = saved ? saved : "";
+  EnvRestore restore("GLM_THREADS");
   ::unsetenv("GLM_THREADS");  // unset: one thread per CPU this process may run on
   cpu_set_t set;
   ASSERT_EQ(sched_getaffinity(0, sizeof(set), &set), 0);
@@ -398,11 +416,6 @@ TEST(ThreadPool, ThreadCountFromTheEnvironment) {
     ::setenv("GLM_THREADS", bad, 1);
     EXPECT_DEATH(ThreadPool(), std::string("GLM_THREADS=") + bad + ": expected a thread count")
         << bad;
-  }
-  if (saved) {
-    ::setenv("GLM_THREADS", restore.c_str(), 1);
-  } else {
-    ::unsetenv("GLM_THREADS");
   }
 }
 
