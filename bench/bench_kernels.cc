@@ -51,8 +51,8 @@ DEFINE_string(only, "", "comma-separated sections: gemv,gemm,core,ops,layer,mode
 DEFINE_string(ab, "",
               "decode settings to compare call by call in section ab (run only when given): "
               "';'-separated, each 'default' or space-separated NAME=value of the "
-              "GLM_CPU_PREFETCH_ROW_BYTES, GLM_CPU_PREFETCH_AHEAD, GLM_CPU_F16_ROW_STREAMS and "
-              "GLM_POOL_CHUNKS variables");
+              "GLM_CPU_PREFETCH_ROW_BYTES, GLM_CPU_PREFETCH_AHEAD, GLM_CPU_F16_ROW_STREAMS, "
+              "GLM_CPU_DECODE_X_HALF and GLM_POOL_CHUNKS variables");
 DEFINE_string(blas, "libopenblas.so.0,libdnnl.so.2", "libraries tried for the sgemm comparison");
 DEFINE_string(model_dir, "/dev/shm", "where the synthetic model file is written (RAM-backed)");
 DEFINE_string(model_preset, "",
@@ -1210,13 +1210,14 @@ int main(int argc, char** argv) {
         "{\"kernel\":\"limits\",\"threads\":%d,\"mem_bw_gbps\":%.4g,\"peak_gflops\":%.4g,"
         "\"llc_bytes\":%zu,\"bw_loads_gbps\":%.4g,\"bw_l1_prefetch_gbps\":%.4g,"
         "\"bw_l2_prefetch_gbps\":%.4g,\"prefetch_row_bytes\":%lld,\"prefetch_ahead_fp16\":%lld,"
-        "\"prefetch_ahead_quantized\":%lld,\"f16_row_streams\":%s,\"prefetch_defaults\":\"%s\","
-        "\"pool_chunks\":\"%s\"}\n",
+        "\"prefetch_ahead_quantized\":%lld,\"f16_row_streams\":%s,\"decode_x_half\":%s,"
+        "\"prefetch_defaults\":\"%s\",\"pool_chunks\":\"%s\"}\n",
         ThreadPool::Global().size(), g_limits.mem_bw_gbps, g_limits.peak_gflops, g_llc_bytes,
         g_limits.bw_by_method[0], g_limits.bw_by_method[1], g_limits.bw_by_method[2],
         PrefetchRowBytes() == kPrefetchEveryRow ? -1LL : (long long)PrefetchRowBytes(),
         (long long)PrefetchAheadBytes(false), (long long)PrefetchAheadBytes(true),
-        F16RowStreams() ? "true" : "false", DecodePrefetchDefaultsFor(IdentifyCpu()).measured_on,
+        F16RowStreams() ? "true" : "false", DecodeXHalf() ? "true" : "false",
+        DecodePrefetchDefaultsFor(IdentifyCpu()).measured_on,
         ThreadPool::ChunkingName(ThreadPool::CurrentChunking()));
   } else {
     std::printf(
@@ -1229,12 +1230,13 @@ int main(int argc, char** argv) {
             ? std::string("every quantized row")
             : StrFormat("quantized rows of at most %lld bytes", (long long)PrefetchRowBytes());
     std::printf(
-        "# decode tiles (defaults for %s, or the GLM_CPU_PREFETCH_* and GLM_CPU_F16_ROW_STREAMS "
-        "overrides): next-tile prefetch for %s, in-row %lld bytes ahead for fp16 and %lld for "
-        "quantized (0: off), fp16 row streams %s; pool chunks %s (GLM_POOL_CHUNKS)\n",
+        "# decode tiles (defaults for %s, or the GLM_CPU_PREFETCH_*, GLM_CPU_F16_ROW_STREAMS and "
+        "GLM_CPU_DECODE_X_HALF overrides): next-tile prefetch for %s, in-row %lld bytes ahead "
+        "for fp16 and %lld for quantized (0: off), fp16 row streams %s, x read as %s; pool "
+        "chunks %s (GLM_POOL_CHUNKS)\n",
         DecodePrefetchDefaultsFor(IdentifyCpu()).measured_on, rows.c_str(),
         (long long)PrefetchAheadBytes(false), (long long)PrefetchAheadBytes(true),
-        F16RowStreams() ? "on" : "off",
+        F16RowStreams() ? "on" : "off", DecodeXHalf() ? "fp16" : "fp32",
         ThreadPool::CurrentChunking() == ThreadPool::Chunking::kShares ? "from per-thread shares"
                                                                        : "from one shared counter");
   }

@@ -263,13 +263,14 @@ step_cpu() {
 }
 
 # Optional: decode settings compared on the host CPU. CPU_AB is ';'-separated, each entry
-# "default" or space-separated VAR=value of the GLM_CPU_PREFETCH_*, GLM_CPU_F16_ROW_STREAMS and
-# GLM_POOL_CHUNKS variables; bench-kernels --ab alternates them call by call in one process
-# (GLM-130B's GEMV shapes and two short-row ones, every format), CPU_AB_ROUNDS rounds (default
-# 15), and is run twice. Unset, CPU_AB compares the pool's two chunkings.
+# "default" or space-separated VAR=value of the GLM_CPU_PREFETCH_*, GLM_CPU_F16_ROW_STREAMS,
+# GLM_CPU_DECODE_X_HALF and GLM_POOL_CHUNKS variables; bench-kernels --ab alternates them call by
+# call in one process (GLM-130B's GEMV shapes and two short-row ones, every format),
+# CPU_AB_ROUNDS rounds (default 15), and is run twice. Unset, CPU_AB compares the pool's two
+# chunkings and the decode kernels' x as fp16 against fp32.
 step_cpuab() {
   if [ ! -x "$BUILD/bench-kernels" ]; then log "bench-kernels was not built"; return 1; fi
-  local r ab=${CPU_AB:-default;GLM_POOL_CHUNKS=counter}
+  local r ab=${CPU_AB:-default;GLM_POOL_CHUNKS=counter;GLM_CPU_DECODE_X_HALF=1}
   for r in 1 2; do
     log "-- process $r: --ab='$ab'"
     "$BUILD/bench-kernels" --only=ab --ab="$ab" --reps="${CPU_AB_ROUNDS:-15}" ||

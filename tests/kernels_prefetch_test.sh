@@ -1,7 +1,8 @@
 #!/bin/bash
 # The linear kernels' SIMD-equals-scalar tests (tests/kernels_simd_test.cc) with each decode
-# prefetch variant, fp16 row streams on and off (kernels/cpu/linear_common.h), and both pool
-# chunkings (runtime/parallel.h), forced through the environment: by default only short quantized
+# prefetch variant, fp16 row streams on and off, the decode kernels' x as fp16 and as fp32
+# (kernels/cpu/linear_common.h), and both pool chunkings (runtime/parallel.h), forced through the
+# environment: by default only short quantized
 # rows take the next-tile prefetch and only fp16 rows the in-row one, so the other template
 # instantiations would go untested. None of these ever changes a result; this checks that every
 # variant decodes the same. Also: a malformed setting is a fatal error naming the variable.
@@ -25,10 +26,14 @@ run "no prefetch" GLM_CPU_PREFETCH_ROW_BYTES=0 GLM_CPU_PREFETCH_AHEAD=0
 # first with the in-row prefetch (the rows' pointers follow the streams).
 run "fp16 row streams, in-row prefetch" GLM_CPU_F16_ROW_STREAMS=1 GLM_CPU_PREFETCH_AHEAD=256
 run "fp16 consecutive rows" GLM_CPU_F16_ROW_STREAMS=0
+# The decode kernels' x read as fp16 and as fp32, whatever this CPU's default; the first also with
+# every prefetch variant's tiles (next tile for every quantized row, in-row for fp16).
+run "x as fp16" GLM_CPU_DECODE_X_HALF=1 GLM_CPU_PREFETCH_ROW_BYTES=1048576 GLM_CPU_PREFETCH_AHEAD=128
+run "x as fp32" GLM_CPU_DECODE_X_HALF=0
 # The pool's other chunking: which thread decodes which rows changes, never a result.
 run "chunks from one shared counter" GLM_POOL_CHUNKS=counter
 for bad in "GLM_CPU_PREFETCH_AHEAD=12x" "GLM_CPU_PREFETCH_ROW_BYTES=-1" "GLM_CPU_F16_ROW_STREAMS=2" \
-  "GLM_POOL_CHUNKS=none"; do
+  "GLM_CPU_DECODE_X_HALF=on" "GLM_POOL_CHUNKS=none"; do
   out=$(env "$bad" "$test_bin" --gtest_filter='*LinearEqualsScalar*' 2>&1)
   rc=$?
   if [ $rc -eq 0 ] || ! grep -q "${bad%%=*}" <<<"$out"; then

@@ -608,6 +608,7 @@ TEST(Dispatch, DecodePrefetchDefaultsFollowTheMeasuredCpus) {
   EXPECT_EQ(amd.ahead_f16, 0);
   EXPECT_EQ(amd.ahead_quantized, 0);
   EXPECT_TRUE(amd.f16_row_streams);
+  EXPECT_TRUE(amd.x_half);
   // Every other CPU, Zen 4 (family 19h) and Intel included, keeps the Ice Lake measurements.
   for (const CpuIdentity& other :
        {CpuIdentity{CpuIdentity::kIntel, 6, 0x6a}, CpuIdentity{CpuIdentity::kAmd, 0x19, 0x11},
@@ -617,25 +618,30 @@ TEST(Dispatch, DecodePrefetchDefaultsFollowTheMeasuredCpus) {
     EXPECT_EQ(d.ahead_f16, 512);
     EXPECT_EQ(d.ahead_quantized, 0);
     EXPECT_FALSE(d.f16_row_streams);
+    EXPECT_FALSE(d.x_half);
     EXPECT_STRNE(d.measured_on, amd.measured_on);
   }
 }
 
 TEST(Dispatch, DecodeTileSettingsParseAndApply) {
   const DecodeTileSettings saved = CurrentDecodeTileSettings();
-  const DecodeTileSettings base{3072, 512, 0, false};
-  auto v = ParseDecodeTileSettings(" GLM_CPU_F16_ROW_STREAMS=1  GLM_CPU_PREFETCH_AHEAD=64 ", base);
+  const DecodeTileSettings base{3072, 512, 0, false, false};
+  auto v = ParseDecodeTileSettings(
+      " GLM_CPU_F16_ROW_STREAMS=1  GLM_CPU_PREFETCH_AHEAD=64 GLM_CPU_DECODE_X_HALF=1", base);
   ASSERT_TRUE(v.ok()) << v.status().message();
   EXPECT_EQ(v->row_bytes, 3072);
   EXPECT_EQ(v->ahead_f16, 64);
   EXPECT_EQ(v->ahead_quantized, 64);
   EXPECT_TRUE(v->f16_row_streams);
+  EXPECT_TRUE(v->x_half);
   auto same = ParseDecodeTileSettings("default", base);
   ASSERT_TRUE(same.ok());
   EXPECT_EQ(same->ahead_f16, 512);
   EXPECT_FALSE(same->f16_row_streams);
+  EXPECT_FALSE(same->x_half);
   for (const char* bad : {"GLM_CPU_F16_ROW_STREAMS=2", "GLM_CPU_PREFETCH_ROW_BYTES=-1",
-                          "GLM_CPU_PREFETCH_AHEAD=", "GLM_CPU_PREFETCH_AHEAD", "GLM_OTHER=1"}) {
+                          "GLM_CPU_PREFETCH_AHEAD=", "GLM_CPU_PREFETCH_AHEAD", "GLM_OTHER=1",
+                          "GLM_CPU_DECODE_X_HALF=yes"}) {
     auto r = ParseDecodeTileSettings(bad, base);
     EXPECT_FALSE(r.ok()) << bad;
     const std::string name = std::string(bad).substr(0, std::string(bad).find('='));
@@ -654,11 +660,14 @@ TEST(Dispatch, DecodeTileSettingsParseAndApply) {
   view.data = w.data();
   const LinearWeight on = LinearWeight::From(view, kLinearLanes);
   EXPECT_TRUE(on.row_streams);
+  EXPECT_TRUE(on.x_half);
   EXPECT_EQ(on.prefetch_ahead, 64);
   SetDecodeTileSettings(*same);
   EXPECT_FALSE(LinearWeight::From(view, kLinearLanes).row_streams);
+  EXPECT_FALSE(LinearWeight::From(view, kLinearLanes).x_half);
   SetDecodeTileSettings(saved);
   EXPECT_EQ(F16RowStreams(), saved.f16_row_streams);
+  EXPECT_EQ(DecodeXHalf(), saved.x_half);
 }
 
 TEST(ThreadPool, NestedCallsRunInlineAndIndicesAreInRange) {

@@ -85,10 +85,12 @@ Status ApplySetting(const std::string& name, const char* value, DecodeTileSettin
     s->ahead_quantized = s->ahead_f16;
   } else if (name == "GLM_CPU_F16_ROW_STREAMS") {
     ASSIGN_OR_RETURN(s->f16_row_streams, ParseOnOff(name.c_str(), value));
+  } else if (name == "GLM_CPU_DECODE_X_HALF") {
+    ASSIGN_OR_RETURN(s->x_half, ParseOnOff(name.c_str(), value));
   } else {
     return Errorf(
         "%s: not a decode tile setting (GLM_CPU_PREFETCH_ROW_BYTES, "
-        "GLM_CPU_PREFETCH_AHEAD, GLM_CPU_F16_ROW_STREAMS)",
+        "GLM_CPU_PREFETCH_AHEAD, GLM_CPU_F16_ROW_STREAMS, GLM_CPU_DECODE_X_HALF)",
         name.c_str());
   }
   return Status::Ok();
@@ -97,9 +99,9 @@ Status ApplySetting(const std::string& name, const char* value, DecodeTileSettin
 
 DecodePrefetchDefaults DecodePrefetchDefaultsFor(const CpuIdentity& cpu) {
   if (cpu.vendor == CpuIdentity::kAmd && cpu.family == 0x1a) {
-    return {"AMD family 1Ah", kPrefetchEveryRow, 0, 0, true};
+    return {"AMD family 1Ah", kPrefetchEveryRow, 0, 0, true, true};
   }
-  return {"other CPUs", 3072, 512, 0, false};
+  return {"other CPUs", 3072, 512, 0, false, false};
 }
 
 namespace {
@@ -108,9 +110,10 @@ namespace {
 DecodeTileSettings& Settings() {
   static DecodeTileSettings s = [] {
     const DecodePrefetchDefaults d = DecodePrefetchDefaultsFor(IdentifyCpu());
-    DecodeTileSettings v{d.row_bytes, d.ahead_f16, d.ahead_quantized, d.f16_row_streams};
-    for (const char* name :
-         {"GLM_CPU_PREFETCH_ROW_BYTES", "GLM_CPU_PREFETCH_AHEAD", "GLM_CPU_F16_ROW_STREAMS"}) {
+    DecodeTileSettings v{d.row_bytes, d.ahead_f16, d.ahead_quantized, d.f16_row_streams,
+                         d.x_half};
+    for (const char* name : {"GLM_CPU_PREFETCH_ROW_BYTES", "GLM_CPU_PREFETCH_AHEAD",
+                             "GLM_CPU_F16_ROW_STREAMS", "GLM_CPU_DECODE_X_HALF"}) {
       const char* env = std::getenv(name);
       if (env == nullptr || *env == '\0') continue;
       const Status st = ApplySetting(name, env, &v);
@@ -127,6 +130,7 @@ int64_t PrefetchAheadBytes(bool quantized) {
   return quantized ? Settings().ahead_quantized : Settings().ahead_f16;
 }
 bool F16RowStreams() { return Settings().f16_row_streams; }
+bool DecodeXHalf() { return Settings().x_half; }
 
 DecodeTileSettings CurrentDecodeTileSettings() { return Settings(); }
 void SetDecodeTileSettings(const DecodeTileSettings& s) { Settings() = s; }

@@ -147,9 +147,15 @@ void DequantStepsGeneric(const LinearWeight& w, int64_t n, int64_t s0, int64_t s
   for (int64_t k = s0 * kLanes; k < s1 * kLanes; ++k) *dst++ = DequantElement(w, n, k);
 }
 
+// 8 values of x from i: fp32, or fp16 as given (the decode kernel with w.x_half): the same values.
+inline __m256 LoadX(const float* x, int64_t i) { return _mm256_loadu_ps(x + i); }
+inline __m256 LoadX(const Half* x, int64_t i) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + i)));
+}
+
 // acc[t][r] += x[t, step s] * w[row r, step s] for s = s0, s0 + stride, .. < s1.
-template <int TB, int NB, class Src>
-__attribute__((always_inline)) inline void Steps(const float* x, int64_t ldx, const Src& src,
+template <int TB, int NB, class Src, class X>
+__attribute__((always_inline)) inline void Steps(const X* x, int64_t ldx, const Src& src,
                                                  int64_t s0, int64_t s1, int64_t stride,
                                                  __m256 (&acc)[TB][NB]) {
   for (int64_t s = s0; s < s1; s += stride) {
@@ -158,7 +164,7 @@ __attribute__((always_inline)) inline void Steps(const float* x, int64_t ldx, co
     for (int r = 0; r < NB; ++r) wv[r] = src.Load(r, s);
 #pragma GCC unroll 8
     for (int t = 0; t < TB; ++t) {
-      const __m256 xv = _mm256_loadu_ps(x + t * ldx + s * kLanes);
+      const __m256 xv = LoadX(x, t * ldx + s * kLanes);
 #pragma GCC unroll 8
       for (int r = 0; r < NB; ++r) acc[t][r] = _mm256_fmadd_ps(xv, wv[r], acc[t][r]);
     }
@@ -180,9 +186,10 @@ struct PanelSrc {
 // ---- Decode kernel ----
 
 // kPrefetch: the weight's TilePrefetch (linear_common.h), as in linear_avx512.cc. The tile's rows
-// are n0 + r·stride (stride > 1: row streams, DirectRows).
-template <int TB, int NB, class Row, TilePrefetch kPrefetch = TilePrefetch::kNone>
-void DirectTile(const float* x, int64_t K, const LinearWeight& w, int64_t n0, int64_t stride,
+// are n0 + r·stride (stride > 1: row streams, DirectRows). x: the tokens' rows converted to fp32,
+// or as given in fp16 (w.x_half, linear_common.h).
+template <int TB, int NB, class Row, TilePrefetch kPrefetch, class X>
+void DirectTile(const X* x, int64_t K, const LinearWeight& w, int64_t n0, int64_t stride,
                 const Half* bias, Half* out, int64_t N) {
   // Bytes of a row per 16-input block: 8 (int4), 16 (int8) or 32 (fp16).
   constexpr int64_t kBlockBytes = std::is_same_v<Row, I4Row>    ? 8
@@ -223,8 +230,8 @@ void DirectTile(const float* x, int64_t K, const LinearWeight& w, int64_t n0, in
 }
 
 // int8 tiles whose scales allow it use the split decoder; the weight's TilePrefetch.
-template <int TB, int NB, class Row>
-void DirectTileFor(const float* x, int64_t K, const LinearWeight& w, int64_t n0, const Half* bias,
+template <int TB, int NB, class Row, class X>
+void DirectTileFor(const X* x, int64_t K, const LinearWeight& w, int64_t n0, const Half* bias,
                    Half* out, int64_t N) {
   constexpr bool kInt8 = std::is_same_v<Row, I8RoundRow>;
   constexpr bool kQuantized = !std::is_same_v<Row, F16Row>;
@@ -235,8 +242,8 @@ void DirectTileFor(const float* x, int64_t K, const LinearWeight& w, int64_t n0,
       });
 }
 
-template <int TB, class Row>
-void DirectRows(const float* x, int64_t K, const LinearWeight& w, int64_t n0, int64_t n1,
+template <int TB, class Row, class X>
+void DirectRows(const X* x, int64_t K, const LinearWeight& w, int64_t n0, int64_t n1,
                 const Half* bias, Half* out, int64_t N) {
   int64_t n = n0;
   constexpr int R = TB == 1 ? kDirectRows : kDirectRows / 2;
@@ -378,25 +385,30 @@ void PanelRange(const Half* x, int64_t T, int64_t K, const LinearWeight& w, int6
   }
 }
 
-// The decode kernel takes x converted to fp32 in `scratch`; the panel kernel converts its own
-// tiles (PanelRange).
+template <class Row, class X>
+void RunDirect(const X* x, int64_t T, const LinearWeight& w, const Half* bias, Half* out) {
+  const int64_t N = w.N, K = w.K;
+  constexpr int64_t R = kDirectRows;
+  ThreadPool::Global().ParallelFor((N + R - 1) / R, 8, [&](int64_t b, int64_t e) {
+    const int64_t n1 = e * R < N ? e * R : N;
+    if (T == 1) {
+      DirectRows<1, Row>(x, K, w, b * R, n1, bias, out, N);
+    } else {
+      DirectRows<2, Row>(x, K, w, b * R, n1, bias, out, N);
+    }
+  });
+}
+
+// The decode kernel takes x converted to fp32 in `scratch`, or as given (w.x_half); the panel
+// kernel converts its own tiles (PanelRange).
 template <class Row>
 void Run(const Half* xh, int64_t T, const LinearWeight& w, const Half* bias, Half* out,
          float* scratch) {
   const int64_t N = w.N, K = w.K;
   if (T <= kDirectMaxT && !w.generic_groups) {
+    if (w.x_half) return RunDirect<Row>(xh, T, w, bias, out);
     HalfRowToFloat(xh, T * K, scratch);
-    const float* x = scratch;
-    constexpr int64_t R = kDirectRows;
-    ThreadPool::Global().ParallelFor((N + R - 1) / R, 8, [&](int64_t b, int64_t e) {
-      const int64_t n1 = e * R < N ? e * R : N;
-      if (T == 1) {
-        DirectRows<1, Row>(x, K, w, b * R, n1, bias, out, N);
-      } else {
-        DirectRows<2, Row>(x, K, w, b * R, n1, bias, out, N);
-      }
-    });
-    return;
+    return RunDirect<Row>(static_cast<const float*>(scratch), T, w, bias, out);
   }
   ThreadPool::Global().ParallelFor((N + kPanelRows - 1) / kPanelRows, 1, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {

@@ -30,6 +30,7 @@
 #include <array>
 #include <cstdint>
 #include <cstdlib>
+#include <type_traits>
 #include <utility>
 
 #include "kernels/cpu/linear_common.h"
@@ -184,22 +185,32 @@ struct Decoder {
   }
 };
 
-// x of T tokens for the decode kernel: [T][K16] floats, K16 = K - K mod 16, in the decoder's
-// order.
-void PrepareX(bool permuted, const float* x, int64_t T, int64_t K, float* dst) {
+// x of T tokens for the decode kernel: [T][K16] values, K16 = K - K mod 16, in the decoder's
+// order, as fp32 or as fp16 (w.x_half; exact: x came as fp16).
+template <class XP>
+void PrepareX(bool permuted, const float* x, int64_t T, int64_t K, XP* dst) {
   const int64_t K16 = K - K % kL;
+  const __m512i order = _mm512_load_si512(kI4Lanes.element);
   for (int64_t t = 0; t < T; ++t) {
     const float* xt = x + t * K;
-    float* d = dst + t * K16;
-    if (!permuted) {
-      for (int64_t k = 0; k < K16; ++k) d[k] = xt[k];
-      continue;
-    }
-    const __m512i order = _mm512_load_si512(kI4Lanes.element);
+    XP* d = dst + t * K16;
     for (int64_t k = 0; k < K16; k += kL) {
-      _mm512_store_ps(d + k, _mm512_permutexvar_ps(order, _mm512_loadu_ps(xt + k)));
+      __m512 v = _mm512_loadu_ps(xt + k);
+      if (permuted) v = _mm512_permutexvar_ps(order, v);
+      if constexpr (std::is_same_v<XP, Half>) {
+        _mm256_store_si256(reinterpret_cast<__m256i*>(d + k),
+                           _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+      } else {
+        _mm512_store_ps(d + k, v);
+      }
     }
   }
+}
+
+// 16 values of the decode kernel's x (PrepareX) from i, a multiple of 16.
+inline __m512 LoadX(const float* xp, int64_t i) { return _mm512_load_ps(xp + i); }
+inline __m512 LoadX(const Half* xp, int64_t i) {
+  return _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(xp + i)));
 }
 
 // The scales of a tile's R rows in fp32 and · kSplitFactor, [R][groups] each, in a buffer of
@@ -246,8 +257,8 @@ TileScales ConvertTileScales(const LinearWeight& w, int64_t n0, int64_t rows) {
 // step's share a step: rows of a few KiB end before the hardware prefetcher has ramped up on them
 // (K = 2048 int4: 1 KiB). kInRow (fp16 rows, by default where the CPU gains from it) fetches each
 // row's line PrefetchAheadBytes ahead into L1. The defaults depend on the CPU (linear_common.h).
-template <int TB, int R, LinearWeight::Format F, bool kSplit, TilePrefetch kPrefetch>
-void DirectTile(const float* x, const float* xp, const LinearWeight& w, int64_t n0, int64_t rows,
+template <int TB, int R, LinearWeight::Format F, bool kSplit, TilePrefetch kPrefetch, class XP>
+void DirectTile(const float* x, const XP* xp, const LinearWeight& w, int64_t n0, int64_t rows,
                 int64_t stride, const Half* bias, Half* out) {
   static_assert(kPrefetch != TilePrefetch::kNextTile || F != LinearWeight::kF16);
   const int64_t N = w.N, K = w.K, K16 = K - K % kL;
@@ -295,8 +306,8 @@ void DirectTile(const float* x, const float* xp, const LinearWeight& w, int64_t 
         for (int r = 0; r < R; ++r) {
 #pragma GCC unroll 8
           for (int j = 0; j < kRowBlock; ++j) {
-            acc[0][r] = _mm512_fmadd_ps(_mm512_load_ps(xp + k + j * kL), row[r].Load16(k + j * kL),
-                                        acc[0][r]);
+            acc[0][r] =
+                _mm512_fmadd_ps(LoadX(xp, k + j * kL), row[r].Load16(k + j * kL), acc[0][r]);
           }
         }
       }
@@ -309,7 +320,7 @@ void DirectTile(const float* x, const float* xp, const LinearWeight& w, int64_t 
         const __m512 wv = row[r].Load16(k);
 #pragma GCC unroll 4
         for (int t = 0; t < TB; ++t) {
-          acc[t][r] = _mm512_fmadd_ps(_mm512_load_ps(xp + t * K16 + k), wv, acc[t][r]);
+          acc[t][r] = _mm512_fmadd_ps(LoadX(xp, t * K16 + k), wv, acc[t][r]);
         }
       }
     }
@@ -330,8 +341,8 @@ void DirectTile(const float* x, const float* xp, const LinearWeight& w, int64_t 
 
 constexpr int DirectRowsFor(int TB) { return TB <= 2 ? 8 : 4; }
 
-template <int TB, LinearWeight::Format F>
-void DirectRows(const float* x, const float* xp, const LinearWeight& w, int64_t n0, int64_t n1,
+template <int TB, LinearWeight::Format F, class XP>
+void DirectRows(const float* x, const XP* xp, const LinearWeight& w, int64_t n0, int64_t n1,
                 const Half* bias, Half* out) {
   constexpr int R = DirectRowsFor(TB);
   constexpr bool kInt8 = F == LinearWeight::kI8, kQuantized = F != LinearWeight::kF16;
@@ -353,13 +364,10 @@ void DirectRows(const float* x, const float* xp, const LinearWeight& w, int64_t 
   }
 }
 
-template <LinearWeight::Format F>
-void RunDirect(const float* x, int64_t T, const LinearWeight& w, const Half* bias, Half* out) {
-  const int64_t N = w.N, K = w.K, K16 = K - K % kL;
-  // x in the decoder's order.
-  thread_local ThreadFloats xb;
-  float* xp = xb.Get(T * K16 + 16);
-  PrepareX(Decoder<F>::kPermuted, x, T, K, xp);
+template <LinearWeight::Format F, class XP>
+void RunDirectWith(const float* x, const XP* xp, int64_t T, const LinearWeight& w, const Half* bias,
+                   Half* out) {
+  const int64_t N = w.N;
   constexpr int64_t R = 8;  // rows per work item: a multiple of every tile's rows
   ThreadPool::Global().ParallelFor((N + R - 1) / R, 4, [&](int64_t b, int64_t e) {
     const int64_t n0 = b * R, n1 = e * R < N ? e * R : N;
@@ -374,6 +382,21 @@ void RunDirect(const float* x, int64_t T, const LinearWeight& w, const Half* bia
         return DirectRows<4, F>(x, xp, w, n0, n1, bias, out);
     }
   });
+}
+
+template <LinearWeight::Format F>
+void RunDirect(const float* x, int64_t T, const LinearWeight& w, const Half* bias, Half* out) {
+  const int64_t K = w.K, K16 = K - K % kL;
+  // x in the decoder's order, as fp32 or fp16 (w.x_half).
+  thread_local ThreadFloats xb;
+  float* buf = xb.Get(T * K16 + 16);
+  if (w.x_half) {
+    Half* xp = reinterpret_cast<Half*>(buf);
+    PrepareX(Decoder<F>::kPermuted, x, T, K, xp);
+    return RunDirectWith<F>(x, static_cast<const Half*>(xp), T, w, bias, out);
+  }
+  PrepareX(Decoder<F>::kPermuted, x, T, K, buf);
+  RunDirectWith<F>(x, static_cast<const float*>(buf), T, w, bias, out);
 }
 
 // ---- Prefill kernel ----

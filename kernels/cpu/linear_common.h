@@ -47,8 +47,13 @@ int64_t PrefetchAheadBytes(bool quantized);
 // the decode kernels) rather than R consecutive rows; GLM_CPU_F16_ROW_STREAMS=0 or 1
 // overrides the CPU's default (read once).
 bool F16RowStreams();
+// Whether the decode kernels read the tokens' x as fp16 (converted at each step) rather than as
+// fp32: half the bytes of x through L1 for every weight byte, for one conversion per step shared
+// by the tile's rows (x half). GLM_CPU_DECODE_X_HALF=0 or 1 overrides the CPU's default (read
+// once). The values, and so the outputs, are the same.
+bool DecodeXHalf();
 
-// The three settings above together: the CPU's defaults with the environment's overrides, read
+// The four settings above together: the CPU's defaults with the environment's overrides, read
 // once; SetDecodeTileSettings replaces them for the Linear calls that follow, for benchmarks that
 // compare settings call by call in one process (bench-kernels --ab). It must not run while a
 // kernel does.
@@ -56,6 +61,7 @@ struct DecodeTileSettings {
   int64_t row_bytes;                   // PrefetchRowBytes()
   int64_t ahead_f16, ahead_quantized;  // PrefetchAheadBytes(false / true)
   bool f16_row_streams;                // F16RowStreams()
+  bool x_half;                         // DecodeXHalf()
 };
 DecodeTileSettings CurrentDecodeTileSettings();
 void SetDecodeTileSettings(const DecodeTileSettings& s);
@@ -65,25 +71,32 @@ void SetDecodeTileSettings(const DecodeTileSettings& s);
 StatusOr<DecodeTileSettings> ParseDecodeTileSettings(const std::string& spec,
                                                      DecodeTileSettings base);
 
-// The defaults of the three, by CPU, as measured (bench/results/cpu_kernels.md):
+// The defaults of the four, by CPU, as measured (bench/results/cpu_kernels.md):
 // - AMD family 1Ah (Zen 5; a 2-vCPU EPYC VM): kNextTile for every quantized row, and no kInRow.
 //   Against the Ice Lake defaults, at GLM-130B's shapes, int8 read 46% faster, int4-group 37% and
 //   int4-row 5%, and fp16 14–34% faster without its in-row prefetch. (Against in-row 1536 bytes,
 //   int4-row gained 16% in one run and lost 11% in another.) fp16 row streams: +4–12% at
 //   GLM-130B's shapes, +7–30% for rows of 4 and 11 KiB (the AVX2 path: +7–20%, and +38% for 4 KiB
 //   rows); for quantized rows they were slower than tiles of consecutive rows with kNextTile (up
-//   to 28%), so those keep the consecutive rows.
+//   to 28%), so those keep the consecutive rows. x half: at GLM-130B's shapes, while the host
+//   gave about 52 GB/s, int4 +3–7% (int4-row from 86–88% of the bandwidth to 91–92%), int8 0–3%,
+//   fp16 ±1%; while it gave about 70 GB/s, where the int4 and int8 decode are bound by their
+//   instructions on the VM's two cores (one more conversion per step), int4 −1 to −7% and int8
+//   −2 to −4%. On by default: a decode bound by memory, as on servers with many cores per
+//   memory channel, is the case it serves. (The AVX2 path, not the default here: int4 −3%, fp16
+//   +2%.)
 // - other CPUs (measured on an Ice Lake VM): kNextTile for quantized rows of at most 3072 bytes
 //   (rows of 1.5–3 KiB gained 2–40%, rows of 4 KiB lost 15%), and kInRow 512 bytes ahead for fp16
 //   (4–13% faster GEMVs, about the bandwidth probe's own gain from prefetching) but not for
 //   quantized rows (their decode, which costs more µops per byte, was 2–20% slower with it); fp16
-//   row streams not measured there, so off.
+//   row streams and x half not measured there, so off.
 inline constexpr int64_t kPrefetchEveryRow = INT64_MAX;  // row_bytes: every quantized row
 struct DecodePrefetchDefaults {
   const char* measured_on;  // the CPUs they apply to, for reports
   int64_t row_bytes;        // PrefetchRowBytes(), or kPrefetchEveryRow
   int64_t ahead_f16, ahead_quantized;
   bool f16_row_streams;  // F16RowStreams()
+  bool x_half;           // DecodeXHalf()
 };
 struct CpuIdentity;  // kernels/cpu/dispatch.h
 DecodePrefetchDefaults DecodePrefetchDefaultsFor(const CpuIdentity& cpu);
@@ -125,11 +138,13 @@ struct LinearWeight {
   TilePrefetch prefetch = TilePrefetch::kNone;
   int64_t prefetch_ahead = 0;  // kInRow: bytes ahead of the loads
   bool row_streams = false;    // fp16: F16RowStreams() (the decode kernels)
+  bool x_half = false;         // DecodeXHalf() (the decode kernels)
 
   static LinearWeight From(const TensorView& w, int lanes) {
     LinearWeight l;
     l.N = w.rows();
     l.K = w.cols();
+    l.x_half = DecodeXHalf();
     if (w.dtype == DType::kF16) {
       l.f16 = static_cast<const Half*>(w.data);
       l.ChoosePrefetch(false);
