@@ -1,6 +1,6 @@
 // Throughput of the int4 decode step's instructions together on one core, 8 independent rows, no
 // loads (twelfth session, ../cpu_kernels.md): permute + FMA, with the shift, the "magic float"
-// variant (a logic op in place of the permute). Cycles at 4.1 GHz (tp.cc's clock). Not part of
+// variant (a logic op in place of the permute). Cycles at 4.1 GHz (a dependent scalar-add loop's clock here). Not part of
 // the build.
 #include <immintrin.h>
 #include <chrono>
