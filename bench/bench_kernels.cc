@@ -1210,13 +1210,13 @@ int main(int argc, char** argv) {
         "{\"kernel\":\"limits\",\"threads\":%d,\"mem_bw_gbps\":%.4g,\"peak_gflops\":%.4g,"
         "\"llc_bytes\":%zu,\"bw_loads_gbps\":%.4g,\"bw_l1_prefetch_gbps\":%.4g,"
         "\"bw_l2_prefetch_gbps\":%.4g,\"prefetch_row_bytes\":%lld,\"prefetch_ahead_fp16\":%lld,"
-        "\"prefetch_ahead_quantized\":%lld,\"f16_row_streams\":%s,\"decode_x_half\":%s,"
+        "\"prefetch_ahead_quantized\":%lld,\"f16_row_streams\":%s,\"decode_x_half\":\"%s\","
         "\"prefetch_defaults\":\"%s\",\"pool_chunks\":\"%s\"}\n",
         ThreadPool::Global().size(), g_limits.mem_bw_gbps, g_limits.peak_gflops, g_llc_bytes,
         g_limits.bw_by_method[0], g_limits.bw_by_method[1], g_limits.bw_by_method[2],
         PrefetchRowBytes() == kPrefetchEveryRow ? -1LL : (long long)PrefetchRowBytes(),
         (long long)PrefetchAheadBytes(false), (long long)PrefetchAheadBytes(true),
-        F16RowStreams() ? "true" : "false", DecodeXHalf() ? "true" : "false",
+        F16RowStreams() ? "true" : "false", XHalfName(DecodeXHalf()),
         DecodePrefetchDefaultsFor(IdentifyCpu()).measured_on,
         ThreadPool::ChunkingName(ThreadPool::CurrentChunking()));
   } else {
@@ -1232,11 +1232,14 @@ int main(int argc, char** argv) {
     std::printf(
         "# decode tiles (defaults for %s, or the GLM_CPU_PREFETCH_*, GLM_CPU_F16_ROW_STREAMS and "
         "GLM_CPU_DECODE_X_HALF overrides): next-tile prefetch for %s, in-row %lld bytes ahead "
-        "for fp16 and %lld for quantized (0: off), fp16 row streams %s, x read as %s; pool "
+        "for fp16 and %lld for quantized (0: off), fp16 row streams %s, x as fp16 %s; pool "
         "chunks %s (GLM_POOL_CHUNKS)\n",
         DecodePrefetchDefaultsFor(IdentifyCpu()).measured_on, rows.c_str(),
         (long long)PrefetchAheadBytes(false), (long long)PrefetchAheadBytes(true),
-        F16RowStreams() ? "on" : "off", DecodeXHalf() ? "fp16" : "fp32",
+        F16RowStreams() ? "on" : "off",
+        DecodeXHalf() == XHalf::kAuto ? "when faster (auto)"
+        : DecodeXHalf() == XHalf::kOn ? "on"
+                                      : "off",
         ThreadPool::CurrentChunking() == ThreadPool::Chunking::kShares ? "from per-thread shares"
                                                                        : "from one shared counter");
   }

@@ -53,12 +53,11 @@ GLM_POOL_CHUNKS=counter "$bench" --quick --reps=1 --only=ops --json > "$work/cou
 grep -q '"pool_chunks":"counter"' "$work/counter.jsonl" ||
   fail "GLM_POOL_CHUNKS=counter: no \"pool_chunks\":\"counter\" in the limits line"
 # So does the decode kernels' x setting, both ways.
-for v in 0 1; do
-  want=$([ $v = 1 ] && echo true || echo false)
+for v in 0 1 auto; do
   GLM_CPU_DECODE_X_HALF=$v "$bench" --quick --reps=1 --only=ops --json > "$work/xhalf.jsonl" \
     2> "$work/err.txt" || { cat "$work/err.txt"; fail "GLM_CPU_DECODE_X_HALF=$v exited $?"; }
-  grep -q "\"decode_x_half\":$want" "$work/xhalf.jsonl" ||
-    fail "GLM_CPU_DECODE_X_HALF=$v: no \"decode_x_half\":$want in the limits line"
+  grep -q "\"decode_x_half\":\"$v\"" "$work/xhalf.jsonl" ||
+    fail "GLM_CPU_DECODE_X_HALF=$v: no \"decode_x_half\":\"$v\" in the limits line"
 done
 
 # Decode settings compared call by call (--ab): one row per format and setting.

@@ -30,6 +30,7 @@ run "fp16 consecutive rows" GLM_CPU_F16_ROW_STREAMS=0
 # every prefetch variant's tiles (next tile for every quantized row, in-row for fp16).
 run "x as fp16" GLM_CPU_DECODE_X_HALF=1 GLM_CPU_PREFETCH_ROW_BYTES=1048576 GLM_CPU_PREFETCH_AHEAD=128
 run "x as fp32" GLM_CPU_DECODE_X_HALF=0
+run "x chosen by timing" GLM_CPU_DECODE_X_HALF=auto
 # The pool's other chunking: which thread decodes which rows changes, never a result.
 run "chunks from one shared counter" GLM_POOL_CHUNKS=counter
 for bad in "GLM_CPU_PREFETCH_AHEAD=12x" "GLM_CPU_PREFETCH_ROW_BYTES=-1" "GLM_CPU_F16_ROW_STREAMS=2" \

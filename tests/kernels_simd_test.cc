@@ -608,7 +608,7 @@ TEST(Dispatch, DecodePrefetchDefaultsFollowTheMeasuredCpus) {
   EXPECT_EQ(amd.ahead_f16, 0);
   EXPECT_EQ(amd.ahead_quantized, 0);
   EXPECT_TRUE(amd.f16_row_streams);
-  EXPECT_TRUE(amd.x_half);
+  EXPECT_EQ(amd.x_half, XHalf::kAuto);
   // Every other CPU, Zen 4 (family 19h) and Intel included, keeps the Ice Lake measurements.
   for (const CpuIdentity& other :
        {CpuIdentity{CpuIdentity::kIntel, 6, 0x6a}, CpuIdentity{CpuIdentity::kAmd, 0x19, 0x11},
@@ -618,14 +618,14 @@ TEST(Dispatch, DecodePrefetchDefaultsFollowTheMeasuredCpus) {
     EXPECT_EQ(d.ahead_f16, 512);
     EXPECT_EQ(d.ahead_quantized, 0);
     EXPECT_FALSE(d.f16_row_streams);
-    EXPECT_FALSE(d.x_half);
+    EXPECT_EQ(d.x_half, XHalf::kAuto);  // it measures where it runs
     EXPECT_STRNE(d.measured_on, amd.measured_on);
   }
 }
 
 TEST(Dispatch, DecodeTileSettingsParseAndApply) {
   const DecodeTileSettings saved = CurrentDecodeTileSettings();
-  const DecodeTileSettings base{3072, 512, 0, false, false};
+  const DecodeTileSettings base{3072, 512, 0, false, XHalf::kOff};
   auto v = ParseDecodeTileSettings(
       " GLM_CPU_F16_ROW_STREAMS=1  GLM_CPU_PREFETCH_AHEAD=64 GLM_CPU_DECODE_X_HALF=1", base);
   ASSERT_TRUE(v.ok()) << v.status().message();
@@ -633,15 +633,18 @@ TEST(Dispatch, DecodeTileSettingsParseAndApply) {
   EXPECT_EQ(v->ahead_f16, 64);
   EXPECT_EQ(v->ahead_quantized, 64);
   EXPECT_TRUE(v->f16_row_streams);
-  EXPECT_TRUE(v->x_half);
+  EXPECT_EQ(v->x_half, XHalf::kOn);
+  auto automatic = ParseDecodeTileSettings("GLM_CPU_DECODE_X_HALF=auto", base);
+  ASSERT_TRUE(automatic.ok()) << automatic.status().message();
+  EXPECT_EQ(automatic->x_half, XHalf::kAuto);
   auto same = ParseDecodeTileSettings("default", base);
   ASSERT_TRUE(same.ok());
   EXPECT_EQ(same->ahead_f16, 512);
   EXPECT_FALSE(same->f16_row_streams);
-  EXPECT_FALSE(same->x_half);
+  EXPECT_EQ(same->x_half, XHalf::kOff);
   for (const char* bad : {"GLM_CPU_F16_ROW_STREAMS=2", "GLM_CPU_PREFETCH_ROW_BYTES=-1",
                           "GLM_CPU_PREFETCH_AHEAD=", "GLM_CPU_PREFETCH_AHEAD", "GLM_OTHER=1",
-                          "GLM_CPU_DECODE_X_HALF=yes"}) {
+                          "GLM_CPU_DECODE_X_HALF=yes", "GLM_CPU_DECODE_X_HALF=2"}) {
     auto r = ParseDecodeTileSettings(bad, base);
     EXPECT_FALSE(r.ok()) << bad;
     const std::string name = std::string(bad).substr(0, std::string(bad).find('='));
@@ -660,14 +663,57 @@ TEST(Dispatch, DecodeTileSettingsParseAndApply) {
   view.data = w.data();
   const LinearWeight on = LinearWeight::From(view, kLinearLanes);
   EXPECT_TRUE(on.row_streams);
-  EXPECT_TRUE(on.x_half);
+  EXPECT_EQ(on.x_half, XHalf::kOn);
   EXPECT_EQ(on.prefetch_ahead, 64);
   SetDecodeTileSettings(*same);
   EXPECT_FALSE(LinearWeight::From(view, kLinearLanes).row_streams);
-  EXPECT_FALSE(LinearWeight::From(view, kLinearLanes).x_half);
+  EXPECT_EQ(LinearWeight::From(view, kLinearLanes).x_half, XHalf::kOff);
   SetDecodeTileSettings(saved);
   EXPECT_EQ(F16RowStreams(), saved.f16_row_streams);
   EXPECT_EQ(DecodeXHalf(), saved.x_half);
+}
+
+// XHalfChooser with made-up times: it tries both, takes the faster, keeps trying the other every
+// kExplore-th call, and follows a change of which is faster.
+TEST(Dispatch, XHalfChooserTakesTheFasterAndFollowsAChange) {
+  XHalfChooser c;
+  const uint64_t kind = 12345;
+  double fp32_time = 1.0, fp16_time = 0.9;  // fp16 faster first
+  int halves = 0;
+  auto run = [&](int calls) {
+    halves = 0;
+    for (int i = 0; i < calls; ++i) {
+      const bool half = c.Choose(kind);
+      halves += half;
+      c.Record(kind, half, half ? fp16_time : fp32_time);
+    }
+  };
+  run(2 * XHalfChooser::kWarmup);
+  EXPECT_EQ(halves, XHalfChooser::kWarmup);  // the warm-up alternates
+  run(160);
+  EXPECT_EQ(halves, 160 - 160 / int(XHalfChooser::kExplore));  // all but the explorations
+  double a32, a16;
+  c.Averages(kind, &a32, &a16);
+  EXPECT_DOUBLE_EQ(a32, 1.0);
+  EXPECT_DOUBLE_EQ(a16, 0.9);
+  // The host moves: fp32 becomes the faster. Within a few explorations the choice follows.
+  fp16_time = 1.2;
+  run(160);
+  EXPECT_LT(halves, 160 / 4);
+  run(160);
+  EXPECT_EQ(halves, 160 / int(XHalfChooser::kExplore));
+  // A preempted call (100x) moves an average by at most kAlpha of itself, not 25x.
+  c.Record(kind, false, 100.0);
+  c.Averages(kind, &a32, &a16);
+  EXPECT_LE(a32, 1.0 * (1 + XHalfChooser::kAlpha) + 1e-9);
+  // Another kind starts its own warm-up; a kind taking the slot over restarts it.
+  const uint64_t other = kind + XHalfChooser::kSlots;
+  c.Choose(other);
+  c.Averages(kind, &a32, &a16);
+  EXPECT_EQ(a32, 0.0);
+  c.Reset();
+  c.Averages(other, &a32, &a16);
+  EXPECT_EQ(a32 + a16, 0.0);
 }
 
 TEST(ThreadPool, NestedCallsRunInlineAndIndicesAreInRange) {

@@ -4,7 +4,9 @@
 // exactly once. This scalar kernel defines the summation order every SIMD path reproduces.
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -76,6 +78,13 @@ StatusOr<bool> ParseOnOff(const char* name, const char* text) {
   return text[0] == '1';
 }
 
+StatusOr<XHalf> ParseXHalf(const char* name, const char* text) {
+  for (XHalf x : {XHalf::kOff, XHalf::kOn, XHalf::kAuto}) {
+    if (std::strcmp(text, XHalfName(x)) == 0) return x;
+  }
+  return Errorf("%s=%s: expected 0, 1 or auto", name, text);
+}
+
 // Applies NAME=value (a name of the environment's) to s.
 Status ApplySetting(const std::string& name, const char* value, DecodeTileSettings* s) {
   if (name == "GLM_CPU_PREFETCH_ROW_BYTES") {
@@ -86,7 +95,7 @@ Status ApplySetting(const std::string& name, const char* value, DecodeTileSettin
   } else if (name == "GLM_CPU_F16_ROW_STREAMS") {
     ASSIGN_OR_RETURN(s->f16_row_streams, ParseOnOff(name.c_str(), value));
   } else if (name == "GLM_CPU_DECODE_X_HALF") {
-    ASSIGN_OR_RETURN(s->x_half, ParseOnOff(name.c_str(), value));
+    ASSIGN_OR_RETURN(s->x_half, ParseXHalf(name.c_str(), value));
   } else {
     return Errorf(
         "%s: not a decode tile setting (GLM_CPU_PREFETCH_ROW_BYTES, "
@@ -99,9 +108,9 @@ Status ApplySetting(const std::string& name, const char* value, DecodeTileSettin
 
 DecodePrefetchDefaults DecodePrefetchDefaultsFor(const CpuIdentity& cpu) {
   if (cpu.vendor == CpuIdentity::kAmd && cpu.family == 0x1a) {
-    return {"AMD family 1Ah", kPrefetchEveryRow, 0, 0, true, true};
+    return {"AMD family 1Ah", kPrefetchEveryRow, 0, 0, true, XHalf::kAuto};
   }
-  return {"other CPUs", 3072, 512, 0, false, false};
+  return {"other CPUs", 3072, 512, 0, false, XHalf::kAuto};
 }
 
 namespace {
@@ -130,7 +139,107 @@ int64_t PrefetchAheadBytes(bool quantized) {
   return quantized ? Settings().ahead_quantized : Settings().ahead_f16;
 }
 bool F16RowStreams() { return Settings().f16_row_streams; }
-bool DecodeXHalf() { return Settings().x_half; }
+XHalf DecodeXHalf() { return Settings().x_half; }
+
+const char* XHalfName(XHalf x) {
+  switch (x) {
+    case XHalf::kOff:
+      return "0";
+    case XHalf::kOn:
+      return "1";
+    case XHalf::kAuto:
+      return "auto";
+  }
+  return "?";
+}
+
+XHalfChooser::Slot& XHalfChooser::SlotOf(uint64_t kind) {
+  Slot& s = slots_[kind % kSlots];
+  if (s.kind != kind || s.calls == 0) {
+    s = Slot{};
+    s.kind = kind;
+  }
+  return s;
+}
+
+bool XHalfChooser::Choose(uint64_t kind) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Slot& s = SlotOf(kind);
+  const uint32_t call = s.calls++;
+  if (s.samples[0] < kWarmup || s.samples[1] < kWarmup) {
+    // The variant with fewer times (in turn while they are even; a time is recorded after its
+    // call, so calls in flight count as their variant's).
+    if (s.samples[0] != s.samples[1]) return s.samples[1] < s.samples[0];
+    return call % 2 == 1;
+  }
+  const bool best = s.mean[1] < s.mean[0];
+  return call % kExplore == 0 ? !best : best;
+}
+
+void XHalfChooser::Record(uint64_t kind, bool half, double seconds) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Slot& s = slots_[kind % kSlots];
+  if (s.kind != kind) return;  // the slot went to another kind meanwhile
+  double& m = s.mean[half];
+  int& n = s.samples[half];
+  if (n == 0) {
+    m = seconds;
+  } else {
+    m += kAlpha * (std::min(seconds, 2 * m) - m);
+  }
+  ++n;
+}
+
+void XHalfChooser::Averages(uint64_t kind, double* fp32, double* fp16) {
+  std::lock_guard<std::mutex> lock(mu_);
+  const Slot& s = slots_[kind % kSlots];
+  const bool mine = s.kind == kind;
+  *fp32 = mine ? s.mean[0] : 0;
+  *fp16 = mine ? s.mean[1] : 0;
+}
+
+void XHalfChooser::Reset() {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (Slot& s : slots_) s = Slot{};
+}
+
+XHalfChooser& GlobalXHalfChooser() {
+  static XHalfChooser* c = new XHalfChooser;  // never destroyed: kernels may run at exit
+  return *c;
+}
+
+namespace {
+int64_t NowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// The kind of a decode call: its path, its weight's format and geometry, its tokens.
+uint64_t DecodeKind(const LinearWeight& w, int path, int64_t T) {
+  uint64_t h = 1469598103934665603ull;  // FNV-1a over the fields
+  for (uint64_t v : {uint64_t(path), uint64_t(w.format), uint64_t(w.N), uint64_t(w.K),
+                     uint64_t(w.groups), uint64_t(T)}) {
+    h = (h ^ v) * 1099511628211ull;
+  }
+  return h;
+}
+}  // namespace
+
+XHalfCall::XHalfCall(const LinearWeight& w, int path, int64_t T) {
+  if (w.x_half != XHalf::kAuto) {
+    half = w.x_half == XHalf::kOn;
+    return;
+  }
+  kind_ = DecodeKind(w, path, T);
+  half = GlobalXHalfChooser().Choose(kind_);
+  start_ns_ = NowNs();
+}
+
+XHalfCall::~XHalfCall() {
+  if (start_ns_ < 0) return;
+  GlobalXHalfChooser().Record(kind_, half, double(NowNs() - start_ns_) * 1e-9);
+}
 
 DecodeTileSettings CurrentDecodeTileSettings() { return Settings(); }
 void SetDecodeTileSettings(const DecodeTileSettings& s) { Settings() = s; }

@@ -147,7 +147,7 @@ void DequantStepsGeneric(const LinearWeight& w, int64_t n, int64_t s0, int64_t s
   for (int64_t k = s0 * kLanes; k < s1 * kLanes; ++k) *dst++ = DequantElement(w, n, k);
 }
 
-// 8 values of x from i: fp32, or fp16 as given (the decode kernel with w.x_half): the same values.
+// 8 values of x from i: fp32, or fp16 as given (the decode kernel with x half): the same values.
 inline __m256 LoadX(const float* x, int64_t i) { return _mm256_loadu_ps(x + i); }
 inline __m256 LoadX(const Half* x, int64_t i) {
   return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + i)));
@@ -187,7 +187,7 @@ struct PanelSrc {
 
 // kPrefetch: the weight's TilePrefetch (linear_common.h), as in linear_avx512.cc. The tile's rows
 // are n0 + r·stride (stride > 1: row streams, DirectRows). x: the tokens' rows converted to fp32,
-// or as given in fp16 (w.x_half, linear_common.h).
+// or as given in fp16 (x half, linear_common.h).
 template <int TB, int NB, class Row, TilePrefetch kPrefetch, class X>
 void DirectTile(const X* x, int64_t K, const LinearWeight& w, int64_t n0, int64_t stride,
                 const Half* bias, Half* out, int64_t N) {
@@ -399,14 +399,15 @@ void RunDirect(const X* x, int64_t T, const LinearWeight& w, const Half* bias, H
   });
 }
 
-// The decode kernel takes x converted to fp32 in `scratch`, or as given (w.x_half); the panel
+// The decode kernel takes x converted to fp32 in `scratch`, or as given (x half); the panel
 // kernel converts its own tiles (PanelRange).
 template <class Row>
 void Run(const Half* xh, int64_t T, const LinearWeight& w, const Half* bias, Half* out,
          float* scratch) {
   const int64_t N = w.N, K = w.K;
   if (T <= kDirectMaxT && !w.generic_groups) {
-    if (w.x_half) return RunDirect<Row>(xh, T, w, bias, out);
+    const XHalfCall x_half(w, /*path=*/1, T);
+    if (x_half.half) return RunDirect<Row>(xh, T, w, bias, out);
     HalfRowToFloat(xh, T * K, scratch);
     return RunDirect<Row>(static_cast<const float*>(scratch), T, w, bias, out);
   }

@@ -186,7 +186,7 @@ struct Decoder {
 };
 
 // x of T tokens for the decode kernel: [T][K16] values, K16 = K - K mod 16, in the decoder's
-// order, as fp32 or as fp16 (w.x_half; exact: x came as fp16).
+// order, as fp32 or as fp16 (x half, linear_common.h; exact: x came as fp16).
 template <class XP>
 void PrepareX(bool permuted, const float* x, int64_t T, int64_t K, XP* dst) {
   const int64_t K16 = K - K % kL;
@@ -387,10 +387,11 @@ void RunDirectWith(const float* x, const XP* xp, int64_t T, const LinearWeight& 
 template <LinearWeight::Format F>
 void RunDirect(const float* x, int64_t T, const LinearWeight& w, const Half* bias, Half* out) {
   const int64_t K = w.K, K16 = K - K % kL;
-  // x in the decoder's order, as fp32 or fp16 (w.x_half).
+  // x in the decoder's order, as fp32 or fp16 (x half: w.x_half, or timed and chosen).
+  const XHalfCall x_half(w, /*path=*/2, T);
   thread_local ThreadFloats xb;
   float* buf = xb.Get(T * K16 + 16);
-  if (w.x_half) {
+  if (x_half.half) {
     Half* xp = reinterpret_cast<Half*>(buf);
     PrepareX(Decoder<F>::kPermuted, x, T, K, xp);
     return RunDirectWith<F>(x, static_cast<const Half*>(xp), T, w, bias, out);

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <mutex>
 #include <string>
 
 #include "quant/format.h"
@@ -48,10 +49,15 @@ int64_t PrefetchAheadBytes(bool quantized);
 // overrides the CPU's default (read once).
 bool F16RowStreams();
 // Whether the decode kernels read the tokens' x as fp16 (converted at each step) rather than as
-// fp32: half the bytes of x through L1 for every weight byte, for one conversion per step shared
-// by the tile's rows (x half). GLM_CPU_DECODE_X_HALF=0 or 1 overrides the CPU's default (read
-// once). The values, and so the outputs, are the same.
-bool DecodeXHalf();
+// fp32 (x half): half the bytes of x through L1 for every weight byte, for one conversion per step
+// shared by the tile's rows. That pays while the decode waits for memory and costs while it is
+// bound by its own instructions, which on one host can change within seconds
+// (bench/results/cpu_kernels.md). kAuto times the calls and takes the faster (XHalfChooser).
+// GLM_CPU_DECODE_X_HALF=0, 1 or auto overrides the CPU's default (read once). The values, and
+// so the outputs, are the same either way.
+enum class XHalf : uint8_t { kOff, kOn, kAuto };
+const char* XHalfName(XHalf x);  // "0", "1", "auto": the setting's values
+XHalf DecodeXHalf();
 
 // The four settings above together: the CPU's defaults with the environment's overrides, read
 // once; SetDecodeTileSettings replaces them for the Linear calls that follow, for benchmarks that
@@ -61,7 +67,7 @@ struct DecodeTileSettings {
   int64_t row_bytes;                   // PrefetchRowBytes()
   int64_t ahead_f16, ahead_quantized;  // PrefetchAheadBytes(false / true)
   bool f16_row_streams;                // F16RowStreams()
-  bool x_half;                         // DecodeXHalf()
+  XHalf x_half;                        // DecodeXHalf()
 };
 DecodeTileSettings CurrentDecodeTileSettings();
 void SetDecodeTileSettings(const DecodeTileSettings& s);
@@ -82,21 +88,20 @@ StatusOr<DecodeTileSettings> ParseDecodeTileSettings(const std::string& spec,
 //   gave about 52 GB/s, int4 +3–7% (int4-row from 86–88% of the bandwidth to 91–92%), int8 0–3%,
 //   fp16 ±1%; while it gave about 70 GB/s, where the int4 and int8 decode are bound by their
 //   instructions on the VM's two cores (one more conversion per step), int4 −1 to −7% and int8
-//   −2 to −4%. On by default: a decode bound by memory, as on servers with many cores per
-//   memory channel, is the case it serves. (The AVX2 path, not the default here: int4 −3%, fp16
-//   +2%.)
+//   −2 to −4%. The host moves between the two within seconds, so kAuto, which was within 1% of
+//   the faster fixed choice at 70 GB/s. (The AVX2 path: int4 −3%, fp16 +2% at 70 GB/s.)
 // - other CPUs (measured on an Ice Lake VM): kNextTile for quantized rows of at most 3072 bytes
 //   (rows of 1.5–3 KiB gained 2–40%, rows of 4 KiB lost 15%), and kInRow 512 bytes ahead for fp16
 //   (4–13% faster GEMVs, about the bandwidth probe's own gain from prefetching) but not for
 //   quantized rows (their decode, which costs more µops per byte, was 2–20% slower with it); fp16
-//   row streams and x half not measured there, so off.
+//   row streams not measured there, so off; x half kAuto (it measures where it runs).
 inline constexpr int64_t kPrefetchEveryRow = INT64_MAX;  // row_bytes: every quantized row
 struct DecodePrefetchDefaults {
   const char* measured_on;  // the CPUs they apply to, for reports
   int64_t row_bytes;        // PrefetchRowBytes(), or kPrefetchEveryRow
   int64_t ahead_f16, ahead_quantized;
   bool f16_row_streams;  // F16RowStreams()
-  bool x_half;           // DecodeXHalf()
+  XHalf x_half;          // DecodeXHalf()
 };
 struct CpuIdentity;  // kernels/cpu/dispatch.h
 DecodePrefetchDefaults DecodePrefetchDefaultsFor(const CpuIdentity& cpu);
@@ -138,7 +143,7 @@ struct LinearWeight {
   TilePrefetch prefetch = TilePrefetch::kNone;
   int64_t prefetch_ahead = 0;  // kInRow: bytes ahead of the loads
   bool row_streams = false;    // fp16: F16RowStreams() (the decode kernels)
-  bool x_half = false;         // DecodeXHalf() (the decode kernels)
+  XHalf x_half = XHalf::kOff;  // DecodeXHalf() (the decode kernels, through XHalfCall)
 
   static LinearWeight From(const TensorView& w, int lanes) {
     LinearWeight l;
@@ -179,6 +184,53 @@ struct LinearWeight {
     return format == kF16 ? reinterpret_cast<const char*>(f16 + n * K)
                           : reinterpret_cast<const char*>(q + n * row_bytes);
   }
+};
+
+// kAuto's choice: for each kind of decode call (kernel path, weight format and shape, tokens),
+// the calls so far are timed with x as fp32 and as fp16, and the faster is taken. Each variant
+// keeps a moving average of its times (a new time weighs kAlpha; one above twice the average
+// counts as twice the average: a preempted call does not swing it). The first 2·kWarmup calls
+// alternate; after that every kExplore-th call takes the other variant, so that the choice follows
+// the host when its balance of memory and compute moves. Kinds share kSlots slots by hash (a
+// collision restarts the slot). Thread-safe.
+class XHalfChooser {
+ public:
+  static constexpr int kSlots = 64;
+  static constexpr int kWarmup = 3;
+  static constexpr uint32_t kExplore = 16;
+  static constexpr double kAlpha = 0.25;
+  bool Choose(uint64_t kind);  // true: x as fp16
+  void Record(uint64_t kind, bool half, double seconds);
+  // The averages of `kind` (fp32, fp16), 0 without a time; for tests and reports.
+  void Averages(uint64_t kind, double* fp32, double* fp16);
+  void Reset();
+
+ private:
+  struct Slot {
+    uint64_t kind = 0;
+    double mean[2] = {0, 0};
+    int samples[2] = {0, 0};
+    uint32_t calls = 0;
+  };
+  Slot& SlotOf(uint64_t kind);  // under mu_
+  std::mutex mu_;
+  Slot slots_[kSlots];
+};
+XHalfChooser& GlobalXHalfChooser();
+
+// The x-half decision of one decode call: w.x_half fixed, or the chooser's (kAuto), whose call is
+// then timed until this object's end. `path` names the kernel path in the kind.
+class XHalfCall {
+ public:
+  XHalfCall(const LinearWeight& w, int path, int64_t T);
+  ~XHalfCall();
+  XHalfCall(const XHalfCall&) = delete;
+  XHalfCall& operator=(const XHalfCall&) = delete;
+  bool half = false;
+
+ private:
+  uint64_t kind_ = 0;
+  int64_t start_ns_ = -1;  // timed calls only
 };
 
 // Element k of a token's x, given as fp32 (converted) or as fp16 (the caller's): the same value.
