@@ -7,7 +7,7 @@
 // for the prefill GEMM.
 //
 // Shapes are weight shapes [N, K]: N output rows, K inputs (row-major, as stored). Times are the
-// median of --reps runs after one warm-up. --json prints one JSON object per line.
+// median of --reps runs after a warm-up (WarmUp). --json prints one JSON object per line.
 //
 // Memory-bound rows (GEMV, a layer's decode) read their weights from memory, not from the cache:
 // where one copy is smaller than 4x the last-level cache (server parts have 100-300+ MiB), the
@@ -78,9 +78,19 @@ double Median(std::vector<double> v) {
 
 double g_last_best = 0;  // fastest run of the last Time() call
 
-// Median seconds of fn over Reps() runs after one warm-up (the fastest in g_last_best).
-double Time(const std::function<void()>& fn, int reps = 0) {
+// The untimed calls before a timed series: one, and with x half chosen by timing (auto, the
+// default) as many more as its warm-up takes, so that the series measures the choice a decode
+// loop settles on after its first steps rather than the warm-up's alternation
+// (kernels/cpu/linear_common.h).
+void WarmUp(const std::function<void()>& fn) {
   fn();
+  if (DecodeXHalf() != XHalf::kAuto) return;
+  for (int i = 0; i < 2 * XHalfChooser::kWarmup; ++i) fn();
+}
+
+// Median seconds of fn over Reps() runs after the warm-up (the fastest in g_last_best).
+double Time(const std::function<void()>& fn, int reps = 0) {
+  WarmUp(fn);
   std::vector<double> t;
   for (int i = 0; i < (reps ? reps : Reps()); ++i) {
     const double t0 = Now();
@@ -347,7 +357,7 @@ void MeasureBandwidth(Limits& l) {
 // Time() for a memory-bound call reading `bytes`, each timed call preceded by a ProbePass(); the
 // paired figures go into r.
 double TimePaired(const std::function<void()>& fn, double bytes, Result& r, int reps = 0) {
-  fn();
+  WarmUp(fn);
   std::vector<double> t, pct, x, bw;
   for (int i = 0; i < (reps ? reps : Reps()); ++i) {
     const double b = ProbePass(g_limits.best_method);
@@ -575,7 +585,7 @@ void BenchAb(const AbVariants& variants) {
       };
       for (const auto& v : variants) {  // untimed: each setting's scratch and first pass
         v.Apply();
-        call();
+        WarmUp(call);
       }
       std::vector<std::vector<double>> t(V);
       for (int r = 0; r < rounds; ++r) {
