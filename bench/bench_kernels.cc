@@ -82,10 +82,9 @@ double g_last_best = 0;  // fastest run of the last Time() call
 // default) as many more as its warm-up takes, so that the series measures the choice a decode
 // loop settles on after its first steps rather than the warm-up's alternation
 // (kernels/cpu/linear_common.h).
+int WarmUpCalls() { return DecodeXHalf() == XHalf::kAuto ? 1 + 2 * XHalfChooser::kWarmup : 1; }
 void WarmUp(const std::function<void()>& fn) {
-  fn();
-  if (DecodeXHalf() != XHalf::kAuto) return;
-  for (int i = 0; i < 2 * XHalfChooser::kWarmup; ++i) fn();
+  for (int i = 0; i < WarmUpCalls(); ++i) fn();
 }
 
 // Median seconds of fn over Reps() runs after the warm-up (the fastest in g_last_best).
@@ -1026,10 +1025,12 @@ void BenchModel() {
     }
     const double bytes = layer_bytes + TensorBytes(store->globals());
     const int split_steps = 3;  // extra steps timed op by op (below)
-    KvCache kv = KvCache::Allocate(cfg, prompt + steps + split_steps + 1);
-    Activations act = Activations::Allocate(cfg, prompt, prompt + steps + split_steps + 1);
+    // Positions for the warm-up's steps, the timed ones and the split's.
+    const int positions = prompt + WarmUpCalls() + steps + split_steps;
+    KvCache kv = KvCache::Allocate(cfg, positions);
+    Activations act = Activations::Allocate(cfg, prompt, positions);
     std::vector<Half> logits(cfg.vocab);
-    std::vector<int32_t> ids(prompt), pos(prompt + steps + split_steps + 1);
+    std::vector<int32_t> ids(prompt), pos(positions);
     for (int i = 0; i < prompt; ++i) ids[i] = (i * 7919) % (cfg.vocab - 16);
     for (size_t i = 0; i < pos.size(); ++i) pos[i] = int32_t(i);
     ForwardArgs pre{
@@ -1045,7 +1046,7 @@ void BenchModel() {
       GLM_CHECK(Forward(*v.s, rope, kv, act, step, logits.data()).ok());
       ++s;
     };
-    // The first decode step (page-in, scratch warm-up) is TimePaired's untimed one.
+    // The first decode steps (page-in, scratch, the x-half choice) are TimePaired's untimed ones.
     r.seconds = TimePaired(decode_step, bytes, r, steps - 1);
     r.best = g_last_best;
     r.bytes = bytes;
@@ -1056,7 +1057,7 @@ void BenchModel() {
       r.note += StrFormat("; under 4x the %zu MiB cache: partly served from it", g_llc_bytes >> 20);
     }
     Print(r);
-    BenchModelSplit(*v.s, rope, kv, act, pos, prompt, prompt + steps, split_steps, v.weights,
+    BenchModelSplit(*v.s, rope, kv, act, pos, prompt, prompt + s, split_steps, v.weights,
                     preset, layer_bytes, double(store->globals().embedding.bytes()), cfg.vocab);
   }
 }
