@@ -1057,8 +1057,8 @@ void BenchModel() {
       r.note += StrFormat("; under 4x the %zu MiB cache: partly served from it", g_llc_bytes >> 20);
     }
     Print(r);
-    BenchModelSplit(*v.s, rope, kv, act, pos, prompt, prompt + s, split_steps, v.weights,
-                    preset, layer_bytes, double(store->globals().embedding.bytes()), cfg.vocab);
+    BenchModelSplit(*v.s, rope, kv, act, pos, prompt, prompt + s, split_steps, v.weights, preset,
+                    layer_bytes, double(store->globals().embedding.bytes()), cfg.vocab);
   }
 }
 

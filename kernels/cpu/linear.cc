@@ -119,8 +119,7 @@ namespace {
 DecodeTileSettings& Settings() {
   static DecodeTileSettings s = [] {
     const DecodePrefetchDefaults d = DecodePrefetchDefaultsFor(IdentifyCpu());
-    DecodeTileSettings v{d.row_bytes, d.ahead_f16, d.ahead_quantized, d.f16_row_streams,
-                         d.x_half};
+    DecodeTileSettings v{d.row_bytes, d.ahead_f16, d.ahead_quantized, d.f16_row_streams, d.x_half};
     for (const char* name : {"GLM_CPU_PREFETCH_ROW_BYTES", "GLM_CPU_PREFETCH_AHEAD",
                              "GLM_CPU_F16_ROW_STREAMS", "GLM_CPU_DECODE_X_HALF"}) {
       const char* env = std::getenv(name);
