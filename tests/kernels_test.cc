@@ -16,6 +16,7 @@
 #include <thread>
 #include <vector>
 
+#include "kernels/cpu/linear_common.h"
 #include "runtime/parallel.h"
 #include "tests/test_util.h"
 
@@ -539,4 +540,28 @@ TEST(ThreadPool, TheOthersTakeOverTheShareOfAHeldUpThread) {
 }
 
 }  // namespace
+// The x-half chooser (kernels/cpu/linear_common.h) is shared by every Linear call in the process,
+// whichever thread makes it: four threads choosing and recording for a few kinds at once (run
+// under ThreadSanitizer by scripts/tsan.sh). Each kind ends with both variants timed.
+TEST(Kernels, XHalfChooserTakesCallsFromManyThreads) {
+  XHalfChooser c;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&c, t] {
+      for (int i = 0; i < 2000; ++i) {
+        const uint64_t kind = uint64_t(i % 3);
+        const bool half = c.Choose(kind);
+        c.Record(kind, half, half ? 1e-3 * (1 + t) : 2e-3);
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  for (uint64_t kind = 0; kind < 3; ++kind) {
+    double fp32 = 0, fp16 = 0;
+    c.Averages(kind, &fp32, &fp16);
+    EXPECT_GT(fp32, 0) << kind;
+    EXPECT_GT(fp16, 0) << kind;
+  }
+}
+
 }  // namespace glm
