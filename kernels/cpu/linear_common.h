@@ -88,8 +88,9 @@ StatusOr<DecodeTileSettings> ParseDecodeTileSettings(const std::string& spec,
 //   gave about 52 GB/s, int4 +3–7% (int4-row from 86–88% of the bandwidth to 91–92%), int8 0–3%,
 //   fp16 ±1%; while it gave about 70 GB/s, where the int4 and int8 decode are bound by their
 //   instructions on the VM's two cores (one more conversion per step), int4 −1 to −7% and int8
-//   −2 to −4%. The host moves between the two within seconds, so kAuto, which was within 1% of
-//   the faster fixed choice at 70 GB/s. (The AVX2 path: int4 −3%, fp16 +2% at 70 GB/s.)
+//   −2 to −4%. The host moves between the two within seconds, so kAuto: alternated call by call
+//   it came within 0–4% of the faster fixed choice at either rate, where the other fixed choice
+//   lost up to 6%. (The AVX2 path: int4 −3%, fp16 +2% at 70 GB/s.)
 // - other CPUs (measured on an Ice Lake VM): kNextTile for quantized rows of at most 3072 bytes
 //   (rows of 1.5–3 KiB gained 2–40%, rows of 4 KiB lost 15%), and kInRow 512 bytes ahead for fp16
 //   (4–13% faster GEMVs, about the bandwidth probe's own gain from prefetching) but not for
