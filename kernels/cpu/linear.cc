@@ -166,8 +166,9 @@ bool XHalfChooser::Choose(uint64_t kind) {
   Slot& s = SlotOf(kind);
   const uint32_t call = s.calls++;
   if (s.samples[0] < kWarmup || s.samples[1] < kWarmup) {
-    // The variant with fewer times (in turn while they are even; a time is recorded after its
-    // call, so calls in flight count as their variant's).
+    // The variant with fewer times, in turn while they are even. (A time is recorded when its
+    // call ends: calls made meanwhile from other threads may take the same variant, which only
+    // lengthens the warm-up.)
     if (s.samples[0] != s.samples[1]) return s.samples[1] < s.samples[0];
     return call % 2 == 1;
   }
