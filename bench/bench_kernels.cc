@@ -15,6 +15,7 @@
 #include <dlfcn.h>
 #include <gflags/gflags.h>
 #include <immintrin.h>
+#include <sys/mman.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -54,6 +55,9 @@ DEFINE_string(ab, "",
               "GLM_CPU_PREFETCH_ROW_BYTES, GLM_CPU_PREFETCH_AHEAD, GLM_CPU_F16_ROW_STREAMS, "
               "GLM_CPU_DECODE_X_HALF and GLM_POOL_CHUNKS variables");
 DEFINE_string(blas, "libopenblas.so.0,libdnnl.so.2", "libraries tried for the sgemm comparison");
+DEFINE_bool(huge_pages, false,
+            "the weights and the bandwidth probe's buffer on transparent huge pages "
+            "(MADV_HUGEPAGE; the run prints how much the kernel granted), not 4 KiB pages");
 DEFINE_string(model_dir, "/dev/shm", "where the synthetic model file is written (RAM-backed)");
 DEFINE_string(model_preset, "",
               "synthetic model of the model section (default: medium, --quick small; "
@@ -296,16 +300,46 @@ void FillRandom(uint8_t* p, size_t n, uint64_t seed) {
   });
 }
 
+// Weights and the probe's buffer: 4 KiB pages, or with --huge_pages a 2 MiB-aligned mapping
+// advised MADV_HUGEPAGE before it is first touched (the kernel may still grant fewer).
 struct Buffer {
   uint8_t* p = nullptr;
   size_t n = 0;
+  void* map = nullptr;  // --huge_pages: the mapping, map_bytes long
+  size_t map_bytes = 0;
   explicit Buffer(size_t bytes) : n(bytes) {
+    if (FLAGS_huge_pages) {
+      constexpr size_t kHuge = size_t(2) << 20;
+      map_bytes = (bytes + kHuge - 1) / kHuge * kHuge + kHuge;
+      map = mmap(nullptr, map_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      GLM_CHECK_MSG(map != MAP_FAILED, "out of memory mapping %zu bytes", map_bytes);
+      p = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(map) + kHuge - 1) & ~(kHuge - 1));
+      (void)madvise(p, map_bytes - kHuge, MADV_HUGEPAGE);  // advice: failure leaves 4 KiB pages
+      return;
+    }
     p = static_cast<uint8_t*>(std::aligned_alloc(4096, (bytes + 4095) / 4096 * 4096));
     GLM_CHECK_MSG(p != nullptr, "out of memory allocating %zu bytes", bytes);
   }
-  ~Buffer() { std::free(p); }
+  ~Buffer() {
+    if (map) {
+      munmap(map, map_bytes);
+    } else {
+      std::free(p);
+    }
+  }
   Buffer(const Buffer&) = delete;
 };
+
+// The process's anonymous memory on transparent huge pages, in MiB (-1 if unknown).
+long AnonHugePagesMiB() {
+  std::ifstream in("/proc/self/smaps_rollup");
+  std::string key;
+  long kb = 0;
+  while (in >> key) {
+    if (key == "AnonHugePages:" && in >> kb) return kb >> 10;
+  }
+  return -1;
+}
 
 // The probe's buffer (past 4x the last-level cache, 2 GiB at least, 1 GiB with --quick), filled
 // once and kept for the run: the start and end probes and every paired pass read it.
@@ -1222,20 +1256,27 @@ int main(int argc, char** argv) {
         "\"llc_bytes\":%zu,\"bw_loads_gbps\":%.4g,\"bw_l1_prefetch_gbps\":%.4g,"
         "\"bw_l2_prefetch_gbps\":%.4g,\"prefetch_row_bytes\":%lld,\"prefetch_ahead_fp16\":%lld,"
         "\"prefetch_ahead_quantized\":%lld,\"f16_row_streams\":%s,\"decode_x_half\":\"%s\","
-        "\"prefetch_defaults\":\"%s\",\"pool_chunks\":\"%s\"}\n",
+        "\"prefetch_defaults\":\"%s\",\"pool_chunks\":\"%s\",\"huge_pages\":%s,"
+        "\"anon_huge_pages_mib\":%ld}\n",
         ThreadPool::Global().size(), g_limits.mem_bw_gbps, g_limits.peak_gflops, g_llc_bytes,
         g_limits.bw_by_method[0], g_limits.bw_by_method[1], g_limits.bw_by_method[2],
         PrefetchRowBytes() == kPrefetchEveryRow ? -1LL : (long long)PrefetchRowBytes(),
         (long long)PrefetchAheadBytes(false), (long long)PrefetchAheadBytes(true),
         F16RowStreams() ? "true" : "false", XHalfName(DecodeXHalf()),
         DecodePrefetchDefaultsFor(IdentifyCpu()).measured_on,
-        ThreadPool::ChunkingName(ThreadPool::CurrentChunking()));
+        ThreadPool::ChunkingName(ThreadPool::CurrentChunking()),
+        FLAGS_huge_pages ? "true" : "false", AnonHugePagesMiB());
   } else {
     std::printf(
         "# memory read bandwidth %.2f GB/s (loads %.2f, with L1 prefetch %.2f, with L2 prefetch "
         "%.2f), peak FMA %.1f GFLOP/s (%d threads)\n",
         g_limits.mem_bw_gbps, g_limits.bw_by_method[0], g_limits.bw_by_method[1],
         g_limits.bw_by_method[2], g_limits.peak_gflops, ThreadPool::Global().size());
+    if (FLAGS_huge_pages) {
+      std::printf("# --huge_pages: weights and probe on transparent huge pages (%ld MiB granted so "
+                  "far, the probe's buffer)\n",
+                  AnonHugePagesMiB());
+    }
     const std::string rows =
         PrefetchRowBytes() == kPrefetchEveryRow
             ? std::string("every quantized row")
