@@ -1,5 +1,7 @@
-// int4 [36864, 12288] GEMV right after a 2 GiB read by two other threads, and back to back, with
-// the weights on 4 KiB pages and on transparent huge pages: the four cases alternated in one process.
+// The int4 or int8 [36864, 12288] GEMV (argument: int4, int8) on weights on 4 KiB pages and on
+// transparent huge pages, each back to back and right after a 2 GiB read by two other threads,
+// the four cases alternated in one process. Twelfth session, ../cpu_kernels.md. Not part of the
+// build; links libglmstream.a.
 #include <immintrin.h>
 #include <sys/mman.h>
 #include <algorithm>
