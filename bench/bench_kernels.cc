@@ -1273,9 +1273,10 @@ int main(int argc, char** argv) {
         g_limits.mem_bw_gbps, g_limits.bw_by_method[0], g_limits.bw_by_method[1],
         g_limits.bw_by_method[2], g_limits.peak_gflops, ThreadPool::Global().size());
     if (FLAGS_huge_pages) {
-      std::printf("# --huge_pages: weights and probe on transparent huge pages (%ld MiB granted so "
-                  "far, the probe's buffer)\n",
-                  AnonHugePagesMiB());
+      std::printf(
+          "# --huge_pages: weights and probe on transparent huge pages (%ld MiB granted so "
+          "far, the probe's buffer)\n",
+          AnonHugePagesMiB());
     }
     const std::string rows =
         PrefetchRowBytes() == kPrefetchEveryRow
