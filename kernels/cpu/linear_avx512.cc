@@ -185,17 +185,17 @@ struct Decoder {
   }
 };
 
-// x of T tokens for the decode kernel: [T][K16] values, K16 = K - K mod 16, in the decoder's
-// order, as fp32 or as fp16 (x half, linear_common.h; exact: x came as fp16).
+// x of T tokens (as given, fp16) for the decode kernel: [T][K16] values, K16 = K - K mod 16, in
+// the decoder's order, as fp32 or as fp16 (x half, linear_common.h). Exact either way.
 template <class XP>
-void PrepareX(bool permuted, const float* x, int64_t T, int64_t K, XP* dst) {
+void PrepareX(bool permuted, const Half* x, int64_t T, int64_t K, XP* dst) {
   const int64_t K16 = K - K % kL;
   const __m512i order = _mm512_load_si512(kI4Lanes.element);
   for (int64_t t = 0; t < T; ++t) {
-    const float* xt = x + t * K;
+    const Half* xt = x + t * K;
     XP* d = dst + t * K16;
     for (int64_t k = 0; k < K16; k += kL) {
-      __m512 v = _mm512_loadu_ps(xt + k);
+      __m512 v = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xt + k)));
       if (permuted) v = _mm512_permutexvar_ps(order, v);
       if constexpr (std::is_same_v<XP, Half>) {
         _mm256_store_si256(reinterpret_cast<__m256i*>(d + k),
@@ -258,7 +258,7 @@ TileScales ConvertTileScales(const LinearWeight& w, int64_t n0, int64_t rows) {
 // (K = 2048 int4: 1 KiB). kInRow (fp16 rows, by default where the CPU gains from it) fetches each
 // row's line PrefetchAheadBytes ahead into L1. The defaults depend on the CPU (linear_common.h).
 template <int TB, int R, LinearWeight::Format F, bool kSplit, TilePrefetch kPrefetch, class XP>
-void DirectTile(const float* x, const XP* xp, const LinearWeight& w, int64_t n0, int64_t rows,
+void DirectTile(const Half* x, const XP* xp, const LinearWeight& w, int64_t n0, int64_t rows,
                 int64_t stride, const Half* bias, Half* out) {
   static_assert(kPrefetch != TilePrefetch::kNextTile || F != LinearWeight::kF16);
   const int64_t N = w.N, K = w.K, K16 = K - K % kL;
@@ -342,7 +342,7 @@ void DirectTile(const float* x, const XP* xp, const LinearWeight& w, int64_t n0,
 constexpr int DirectRowsFor(int TB) { return TB <= 2 ? 8 : 4; }
 
 template <int TB, LinearWeight::Format F, class XP>
-void DirectRows(const float* x, const XP* xp, const LinearWeight& w, int64_t n0, int64_t n1,
+void DirectRows(const Half* x, const XP* xp, const LinearWeight& w, int64_t n0, int64_t n1,
                 const Half* bias, Half* out) {
   constexpr int R = DirectRowsFor(TB);
   constexpr bool kInt8 = F == LinearWeight::kI8, kQuantized = F != LinearWeight::kF16;
@@ -365,7 +365,7 @@ void DirectRows(const float* x, const XP* xp, const LinearWeight& w, int64_t n0,
 }
 
 template <LinearWeight::Format F, class XP>
-void RunDirectWith(const float* x, const XP* xp, int64_t T, const LinearWeight& w, const Half* bias,
+void RunDirectWith(const Half* x, const XP* xp, int64_t T, const LinearWeight& w, const Half* bias,
                    Half* out) {
   const int64_t N = w.N;
   constexpr int64_t R = 8;  // rows per work item: a multiple of every tile's rows
@@ -385,7 +385,7 @@ void RunDirectWith(const float* x, const XP* xp, int64_t T, const LinearWeight& 
 }
 
 template <LinearWeight::Format F>
-void RunDirect(const float* x, int64_t T, const LinearWeight& w, const Half* bias, Half* out) {
+void RunDirect(const Half* x, int64_t T, const LinearWeight& w, const Half* bias, Half* out) {
   const int64_t K = w.K, K16 = K - K % kL;
   // x in the decoder's order, as fp32 or fp16 (x half: w.x_half, or timed and chosen).
   const XHalfCall x_half(w, /*path=*/2, T);
@@ -574,14 +574,14 @@ void RunPanel(const Half* x, int64_t T, const LinearWeight& w, const Half* bias,
   });
 }
 
-// The decode kernel takes x converted to fp32 in `scratch`; the panel kernel converts its own
-// tiles (PanelRange).
+// Both kernels convert x themselves: the decode kernel once per call into its order
+// (PrepareX), the panel kernel per token tile (PanelRange); `scratch` is unused here.
 template <LinearWeight::Format F>
 void Run(const Half* x, int64_t T, const LinearWeight& w, const Half* bias, Half* out,
          float* scratch) {
+  (void)scratch;
   if (T > kDirectMaxT || w.generic_groups) return RunPanel<F>(x, T, w, bias, out);
-  HalfRowToFloat(x, T * w.K, scratch);
-  RunDirect<F>(scratch, T, w, bias, out);
+  RunDirect<F>(x, T, w, bias, out);
 }
 
 }  // namespace
