@@ -15,7 +15,6 @@
 #include <dlfcn.h>
 #include <gflags/gflags.h>
 #include <immintrin.h>
-#include <sys/mman.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -38,6 +37,7 @@
 
 #include "kernels/cpu/dispatch.h"
 #include "kernels/cpu/linear_common.h"
+#include "offload/host_buffer.h"
 #include "offload/model_file.h"
 #include "quant/format.h"
 #include "quant/synthetic.h"
@@ -300,32 +300,25 @@ void FillRandom(uint8_t* p, size_t n, uint64_t seed) {
   });
 }
 
-// Weights and the probe's buffer: 4 KiB pages, or with --huge_pages a 2 MiB-aligned mapping
-// advised MADV_HUGEPAGE before it is first touched (the kernel may still grant fewer).
+// Weights and the probe's buffer: 4 KiB pages, or with --huge_pages a HostBuffer advised
+// MADV_HUGEPAGE before it is first touched (the kernel may still grant fewer).
 struct Buffer {
   uint8_t* p = nullptr;
   size_t n = 0;
-  void* map = nullptr;  // --huge_pages: the mapping, map_bytes long
-  size_t map_bytes = 0;
+  HostBuffer huge;  // --huge_pages
   explicit Buffer(size_t bytes) : n(bytes) {
     if (FLAGS_huge_pages) {
-      constexpr size_t kHuge = size_t(2) << 20;
-      map_bytes = (bytes + kHuge - 1) / kHuge * kHuge + kHuge;
-      map = mmap(nullptr, map_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-      GLM_CHECK_MSG(map != MAP_FAILED, "out of memory mapping %zu bytes", map_bytes);
-      p = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(map) + kHuge - 1) & ~(kHuge - 1));
-      (void)madvise(p, map_bytes - kHuge, MADV_HUGEPAGE);  // advice: failure leaves 4 KiB pages
+      auto b = HostBuffer::Allocate(bytes, nullptr, "bench-kernels buffer", /*huge_pages=*/true);
+      GLM_CHECK_MSG(b.ok(), "%s", b.status().message().c_str());
+      huge = std::move(b.value());
+      p = reinterpret_cast<uint8_t*>(huge.data());
       return;
     }
     p = static_cast<uint8_t*>(std::aligned_alloc(4096, (bytes + 4095) / 4096 * 4096));
     GLM_CHECK_MSG(p != nullptr, "out of memory allocating %zu bytes", bytes);
   }
   ~Buffer() {
-    if (map) {
-      munmap(map, map_bytes);
-    } else {
-      std::free(p);
-    }
+    if (huge.data() == nullptr) std::free(p);
   }
   Buffer(const Buffer&) = delete;
 };
