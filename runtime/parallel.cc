@@ -117,10 +117,11 @@ ThreadPool& ThreadPool::Global() {
 // least one block), so consecutive chunks of a thread are consecutive rows: a decode kernel's
 // prefetch of the next tile runs on into the next chunk. Against chunks from one shared counter
 // (each an eighth of the whole remainder per thread, whose starts interleave between the threads
-// and start the prefetch cold), the quantized decode GEMVs at the `medium` model's shapes (2-8 MiB)
-// read 2-25% faster on a 2-vCPU Zen 5 (11-15% at [6144, 2048] with the host at 51 GB/s), and
-// GLM-130B's shapes 0-7% (bench/results/cpu_kernels.md, eleventh session). A thread whose share is done takes the back half of the largest share left,
-// so the threads still finish together when one of them is held up.
+// and start the prefetch cold), the quantized decode GEMVs at the `medium` model's shapes
+// (2-8 MiB) read 2-25% faster on a 2-vCPU Zen 5 (11-15% at [6144, 2048] with the host at
+// 51 GB/s), and GLM-130B's shapes 0-7% (bench/results/cpu_kernels.md, eleventh session). A
+// thread whose share is done takes the back half of the largest share left, so the threads still
+// finish together when one of them is held up.
 void ThreadPool::RunChunks(int self) {
   tls_in_job = true;
   if (chunking_ == Chunking::kShares) {

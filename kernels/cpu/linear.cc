@@ -216,7 +216,7 @@ int64_t NowNs() {
 }
 
 // The kind of a decode call: its path, its weight's format and geometry, its tokens.
-uint64_t DecodeKind(const LinearWeight& w, int path, int64_t T) {
+uint64_t DecodeKind(const LinearWeight& w, CpuPath path, int64_t T) {
   uint64_t h = 1469598103934665603ull;  // FNV-1a over the fields
   for (uint64_t v : {uint64_t(path), uint64_t(w.format), uint64_t(w.N), uint64_t(w.K),
                      uint64_t(w.groups), uint64_t(T)}) {
@@ -226,7 +226,7 @@ uint64_t DecodeKind(const LinearWeight& w, int path, int64_t T) {
 }
 }  // namespace
 
-XHalfCall::XHalfCall(const LinearWeight& w, int path, int64_t T) {
+XHalfCall::XHalfCall(const LinearWeight& w, CpuPath path, int64_t T) {
   if (w.x_half != XHalf::kAuto) {
     half = w.x_half == XHalf::kOn;
     return;

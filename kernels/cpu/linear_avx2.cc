@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <type_traits>
 
+#include "kernels/cpu/dispatch.h"
 #include "kernels/cpu/linear_common.h"
 #include "kernels/cpu/simd.h"
 #include "quant/format.h"
@@ -406,7 +407,7 @@ void Run(const Half* xh, int64_t T, const LinearWeight& w, const Half* bias, Hal
          float* scratch) {
   const int64_t N = w.N, K = w.K;
   if (T <= kDirectMaxT && !w.generic_groups) {
-    const XHalfCall x_half(w, /*path=*/1, T);
+    const XHalfCall x_half(w, CpuPath::kAvx2, T);
     if (x_half.half) return RunDirect<Row>(xh, T, w, bias, out);
     HalfRowToFloat(xh, T * K, scratch);
     return RunDirect<Row>(static_cast<const float*>(scratch), T, w, bias, out);

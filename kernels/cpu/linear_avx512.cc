@@ -33,6 +33,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "kernels/cpu/dispatch.h"
 #include "kernels/cpu/linear_common.h"
 #include "kernels/cpu/simd.h"
 #include "quant/format.h"
@@ -388,7 +389,7 @@ template <LinearWeight::Format F>
 void RunDirect(const Half* x, int64_t T, const LinearWeight& w, const Half* bias, Half* out) {
   const int64_t K = w.K, K16 = K - K % kL;
   // x in the decoder's order, as fp32 or fp16 (x half: w.x_half, or timed and chosen).
-  const XHalfCall x_half(w, /*path=*/2, T);
+  const XHalfCall x_half(w, CpuPath::kAvx512, T);
   thread_local ThreadFloats xb;
   float* buf = xb.Get(T * K16 + 16);
   if (x_half.half) {

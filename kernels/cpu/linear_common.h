@@ -220,10 +220,11 @@ class XHalfChooser {
 XHalfChooser& GlobalXHalfChooser();
 
 // The x-half decision of one decode call: w.x_half fixed, or the chooser's (kAuto), whose call is
-// then timed until this object's end. `path` names the kernel path in the kind.
+// then timed until this object's end. `path`, the calling kernel's, is part of the kind.
+enum class CpuPath : int;  // kernels/cpu/dispatch.h
 class XHalfCall {
  public:
-  XHalfCall(const LinearWeight& w, int path, int64_t T);
+  XHalfCall(const LinearWeight& w, CpuPath path, int64_t T);
   ~XHalfCall();
   XHalfCall(const XHalfCall&) = delete;
   XHalfCall& operator=(const XHalfCall&) = delete;
