@@ -9,6 +9,7 @@
 #include <cctype>
 #include <cerrno>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -118,9 +119,10 @@ StatusOr<HostBuffer> HostBuffer::Allocate(uint64_t bytes, MemoryAccount* account
                   std::strerror(err));
   }
   // MADV_HUGEPAGE only where asked. With THP defrag "madvise" (a common default) every fault of
-  // such a region may compact memory synchronously. Measured on the development VM: loading 6 GiB
-  // of resident layers took 14-24 s instead of 5-6 s, and decode times showed no clear gain.
-  // The staging slots are another matter: O_DIRECT reads land in them at every step, and a
+  // such a region may compact memory synchronously, so loading is slower where free memory is
+  // fragmented. For resident weights it is an option (StreamingOptions::huge_pages): on the
+  // development VM the decode gained 0-4% (bench-kernels --only=pages). The staging slots are
+  // another matter: O_DIRECT reads land in them at every step, and a
   // read's pages become one device segment per physically contiguous run. On 4 KiB pages a
   // 4 MiB block is split into several requests (virtio-blk: at most 254 segments each) as the
   // buffer's fragmentation dictates; on 2 MiB pages it is two segments
@@ -169,6 +171,48 @@ uint64_t StatusFieldBytes(const char* key) {
 }
 
 }  // namespace
+
+HugePageUse HugePagesOf(const void* p, uint64_t bytes) {
+  HugePageUse use;
+  std::ifstream in("/proc/self/smaps");
+  const uintptr_t lo = reinterpret_cast<uintptr_t>(p), hi = lo + bytes;
+  std::string line;
+  bool inside = false;  // the mapping whose fields follow overlaps the range
+  use.advised = true;
+  while (std::getline(in, line)) {
+    unsigned long long a = 0, b = 0;
+    if (std::sscanf(line.c_str(), "%llx-%llx ", &a, &b) == 2 && line.find(':') > line.find('-')) {
+      inside = a < hi && lo < b;  // a mapping's first line: "7f00-7f80 rw-p ..."
+      use.known |= inside;
+    } else if (inside && line.rfind("AnonHugePages:", 0) == 0) {
+      use.huge_bytes += std::strtoull(line.c_str() + 14, nullptr, 10) * 1024;
+    } else if (inside && line.rfind("VmFlags:", 0) == 0) {
+      use.advised &= (line + " ").find(" hg ") != std::string::npos;
+    }
+  }
+  use.advised &= use.known;
+  return use;
+}
+
+uint64_t AnonHugePageBytes() {
+  std::ifstream in("/proc/self/smaps_rollup");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("AnonHugePages:", 0) == 0) {
+      return std::strtoull(line.c_str() + 14, nullptr, 10) * 1024;
+    }
+  }
+  return 0;
+}
+
+std::string TransparentHugePageMode() {
+  std::ifstream in("/sys/kernel/mm/transparent_hugepage/enabled");
+  std::string line;
+  if (!std::getline(in, line)) return "";
+  const size_t a = line.find('['), b = line.find(']');
+  return a == std::string::npos || b == std::string::npos || b < a ? ""
+                                                                   : line.substr(a + 1, b - a - 1);
+}
 
 uint64_t CurrentRssBytes() { return StatusFieldBytes("VmRSS"); }
 uint64_t PeakRssBytes() { return StatusFieldBytes("VmHWM"); }

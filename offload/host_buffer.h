@@ -84,6 +84,21 @@ class HostBuffer {
   std::string what_;
 };
 
+// What /proc/self/smaps says of the mappings that overlap [p, p + bytes). The kernel merges
+// adjacent anonymous mappings with the same flags, so a mapping may be larger than the range.
+struct HugePageUse {
+  bool known = false;       // smaps was readable and names a mapping in the range
+  bool advised = false;     // every such mapping has MADV_HUGEPAGE ("hg" in VmFlags)
+  uint64_t huge_bytes = 0;  // their AnonHugePages: bytes on 2 MiB pages
+};
+HugePageUse HugePagesOf(const void* p, uint64_t bytes);
+// The process's anonymous memory on transparent huge pages (/proc/self/smaps_rollup
+// AnonHugePages), in bytes; 0 if unavailable.
+uint64_t AnonHugePageBytes();
+// /sys/kernel/mm/transparent_hugepage/enabled: "always", "madvise" or "never" (the bracketed
+// choice); "" where the kernel has no transparent huge pages.
+std::string TransparentHugePageMode();
+
 // Resident set size of this process now and its high-water mark (/proc/self/status VmRSS,
 // VmHWM), in bytes; 0 if unavailable.
 uint64_t CurrentRssBytes();

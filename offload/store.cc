@@ -15,6 +15,25 @@ StatusOr<std::unique_ptr<WeightStore>> OpenWeightStore(const std::string& path,
   if (opts.gpu_mem_bytes != 0) {
     return Errorf("--gpu-mem: this build has no GPU tier");
   }
+  if (opts.host_mem_bytes == 0 && opts.huge_pages) {  // every layer resident, no budget
+    int L = 0;
+    {
+      ASSIGN_OR_RETURN(std::unique_ptr<GgufFile> f, GgufFile::Open(path));
+      ASSIGN_OR_RETURN(HostFootprint layout, ReadHostFootprint(*f));
+      L = layout.cfg.num_layers;
+    }
+    if (opts.verbose) {
+      std::fprintf(stderr, "plan: the whole model read into memory on huge pages, no budget\n");
+    }
+    const StreamingOptions so{.reader = opts.reader,
+                              .resident = std::vector<bool>(size_t(L), true),
+                              .staging_slots = 0,
+                              .verify_checksums = opts.verify_checksums,
+                              .verbose = opts.verbose,
+                              .huge_pages = true};
+    ASSIGN_OR_RETURN(std::unique_ptr<StreamingStore> s, StreamingStore::Open(path, so));
+    return std::unique_ptr<WeightStore>(std::move(s));
+  }
   if (opts.host_mem_bytes == 0) {
     if (opts.verify_checksums) {  // the mapped pages are read as the model runs: check them first
       ASSIGN_OR_RETURN(std::unique_ptr<GgufFile> f, GgufFile::Open(path));
@@ -46,7 +65,8 @@ StatusOr<std::unique_ptr<WeightStore>> OpenWeightStore(const std::string& path,
                             .prefetch_depth = plan.prefetch_depth,
                             .on_demand = plan.on_demand,
                             .verify_checksums = opts.verify_checksums,
-                            .verbose = opts.verbose};
+                            .verbose = opts.verbose,
+                            .huge_pages = opts.huge_pages};
   ASSIGN_OR_RETURN(std::unique_ptr<StreamingStore> s, StreamingStore::Open(path, so));
   return std::unique_ptr<WeightStore>(std::move(s));
 }

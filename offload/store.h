@@ -30,6 +30,10 @@ struct StoreOptions {
   // XXH64 of every extent: as each is read when streaming; all of them before mapping the file
   // when the whole model is resident (a full read of the file first).
   bool verify_checksums = false;
+  // Weights held in RAM on transparent huge pages (StreamingOptions::huge_pages). With a host
+  // budget: the globals and resident layers. Without one: the whole file is read into memory
+  // at open, instead of being mapped (a mapped file's page cache stays on 4 KiB pages).
+  bool huge_pages = false;
 };
 
 StatusOr<std::unique_ptr<WeightStore>> OpenWeightStore(const std::string& path,

@@ -5,6 +5,7 @@
 #include <xxhash.h>
 
 #include <algorithm>
+#include <cstdio>
 
 #include "offload/model_file.h"
 
@@ -91,15 +92,15 @@ StatusOr<std::unique_ptr<StreamingStore>> StreamingStore::Open(const std::string
 
   const GgufFile& f = *s->file_;
   for (int l = 0; l < L; ++l) s->reads_.push_back(AlignExtent(f, LayerExtent(l)));
-  ASSIGN_OR_RETURN(s->globals_buf_,
-                   HostBuffer::Allocate(layout.globals_bytes, &s->account_, "model-level tensors"));
+  ASSIGN_OR_RETURN(s->globals_buf_, HostBuffer::Allocate(layout.globals_bytes, &s->account_,
+                                                         "model-level tensors", o.huge_pages));
   s->resident_bufs_.resize(size_t(L));
   uint64_t slot_bytes = 0;
   for (int l = 0; l < L; ++l) {
     if (o.resident[size_t(l)]) {
       ASSIGN_OR_RETURN(s->resident_bufs_[size_t(l)],
                        HostBuffer::Allocate(layout.layer_bytes[size_t(l)], &s->account_,
-                                            StrFormat("resident layer %d", l)));
+                                            StrFormat("resident layer %d", l), o.huge_pages));
     } else {
       slot_bytes = std::max(slot_bytes, layout.layer_bytes[size_t(l)]);
     }
@@ -159,10 +160,25 @@ Status StreamingStore::LoadResident() {
                                .dst = resident_bufs_[size_t(l)].data(),
                                .tag = uint64_t(l + 1)});
   }
+  const uint64_t huge_before = AnonHugePageBytes();
   const auto start = Clock::now();
   RETURN_IF_ERROR(reader_->ReadAll(reqs));
   stats_.open_load_s = Secs(Clock::now() - start);
+  const uint64_t huge_after = AnonHugePageBytes();
+  stats_.open_huge_bytes = huge_after > huge_before ? huge_after - huge_before : 0;
   for (const ReadRequest& r : reqs) stats_.open_load_bytes += r.bytes;
+  if (opts_.verbose) {
+    std::string huge;
+    if (opts_.huge_pages) {
+      const std::string mode = TransparentHugePageMode();
+      huge = StrFormat(", %s of it on 2 MiB pages (transparent huge pages: %s)",
+                       FormatBytes(stats_.open_huge_bytes).c_str(),
+                       mode.empty() ? "not in this kernel" : mode.c_str());
+    }
+    std::fprintf(stderr, "streaming store: loaded %s in %.2f s (%.2f GB/s)%s\n",
+                 FormatBytes(stats_.open_load_bytes).c_str(), stats_.open_load_s,
+                 stats_.open_load_bytes / std::max(stats_.open_load_s, 1e-9) / 1e9, huge.c_str());
+  }
   if (opts_.verify_checksums) {
     for (const ReadRequest& r : reqs) {
       const int e = int(r.tag);  // tag 0 = globals = extent 0; tag l+1 = layer l = extent l+1
@@ -443,15 +459,16 @@ void StreamingStore::IoLoop() {
 // ---- ComputeOnlyStore ----------------------------------------------------------------------
 
 StatusOr<std::unique_ptr<ComputeOnlyStore>> ComputeOnlyStore::Open(const std::string& path,
-                                                                   const ReaderOptions& ropts) {
+                                                                   const ReaderOptions& ropts,
+                                                                   bool huge_pages) {
   std::unique_ptr<ComputeOnlyStore> s(new ComputeOnlyStore());
   ASSIGN_OR_RETURN(std::unique_ptr<GgufFile> f, GgufFile::Open(path));
   ASSIGN_OR_RETURN(HostFootprint layout, ReadHostFootprint(*f));
   s->cfg_ = layout.cfg;
   ASSIGN_OR_RETURN(std::unique_ptr<FileReader> reader, FileReader::Open(path, ropts));
   const AlignedExtent g = AlignExtent(*f, kGlobalExtent), l0 = AlignExtent(*f, LayerExtent(0));
-  ASSIGN_OR_RETURN(s->globals_buf_, HostBuffer::Allocate(g.bytes, nullptr, "globals"));
-  ASSIGN_OR_RETURN(s->layer_buf_, HostBuffer::Allocate(l0.bytes, nullptr, "layer 0"));
+  ASSIGN_OR_RETURN(s->globals_buf_, HostBuffer::Allocate(g.bytes, nullptr, "globals", huge_pages));
+  ASSIGN_OR_RETURN(s->layer_buf_, HostBuffer::Allocate(l0.bytes, nullptr, "layer 0", huge_pages));
   const ReadRequest reqs[] = {
       {.offset = g.offset, .bytes = g.bytes, .dst = s->globals_buf_.data()},
       {.offset = l0.offset, .bytes = l0.bytes, .dst = s->layer_buf_.data()}};

@@ -67,6 +67,10 @@ struct StreamingOptions {
   bool on_demand = false;         // a read starts only when Acquire asks (no prefetch: baseline)
   bool verify_checksums = false;  // XXH64 of every extent read, on the I/O thread
   bool verbose = false;           // log every allocation at Open
+  // The globals and resident layers on transparent huge pages (HostBuffer::Allocate's
+  // huge_pages, advised before the load reads into them). The CPU's GEMVs read weights on 2 MiB
+  // pages faster than on 4 KiB ones (bench/results/cpu_kernels.md). Staging slots always ask.
+  bool huge_pages = false;
 };
 
 struct LayerTiming {
@@ -83,6 +87,7 @@ struct StreamingStats {
   int64_t resyncs = 0;              // out-of-order Acquires
   double open_load_s = 0;           // reading globals and resident layers at Open
   uint64_t open_load_bytes = 0;
+  uint64_t open_huge_bytes = 0;  // the process's AnonHugePages grew by this much in that load
   ReaderStats reader;  // the reader's counters (cumulative)
 };
 
@@ -162,11 +167,13 @@ class StreamingStore : public WeightStore {
 
 // Times compute alone: serves every layer from one in-memory copy of layer 0 (same shapes, no
 // I/O), so a forward step costs exactly its compute. The logits are meaningless; glm-bench uses
-// it to measure the compute side of the bound on models larger than memory.
+// it to measure the compute side of the bound on models larger than memory. `huge_pages` as in
+// StreamingOptions (the compute then reads its weights as a store with it would).
 class ComputeOnlyStore : public WeightStore {
  public:
   static StatusOr<std::unique_ptr<ComputeOnlyStore>> Open(const std::string& path,
-                                                          const ReaderOptions& reader);
+                                                          const ReaderOptions& reader,
+                                                          bool huge_pages = false);
   const ModelConfig& config() const override { return cfg_; }
   const GlobalWeights& globals() const override { return globals_; }
   StatusOr<const LayerWeights*> Acquire(int layer) override;

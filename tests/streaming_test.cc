@@ -286,6 +286,53 @@ TEST_F(StreamingTest, OpenWeightStorePlansUnderTheBudget) {
   EXPECT_NE(small.status().message().find("minimum"), std::string::npos);
 }
 
+// huge_pages without a host budget reads the whole file into memory (every layer resident, no
+// staging slot) instead of mapping it, with the same logits; its buffers carry MADV_HUGEPAGE
+// and the mapped store's and the 4 KiB store's do not. With a budget, only the globals and the
+// resident layers ask for huge pages (the staging slots always do). Whether the kernel grants
+// 2 MiB pages depends on its free memory, so the test checks the advice, not the grant.
+TEST_F(StreamingTest, HugePagesReadTheModelIntoAdvisedMemory) {
+  auto store = OpenWeightStore(*path_, StoreOptions{.huge_pages = true});
+  ASSERT_TRUE(store.ok()) << store.status().message();
+  auto* ss = dynamic_cast<StreamingStore*>(store->get());
+  ASSERT_NE(ss, nullptr) << "huge_pages without a budget should read the file, not map it";
+  EXPECT_EQ(ss->Describe().find("6 of 6 layers resident") != std::string::npos, true)
+      << ss->Describe();
+  EXPECT_GT(ss->stats().open_load_bytes, 0u);
+  ExpectBitIdentical(Run(**store), "huge pages, no budget");
+
+  auto mapped = OpenWeightStore(*path_, StoreOptions{});
+  ASSERT_TRUE(mapped.ok());
+  ASSERT_EQ(dynamic_cast<StreamingStore*>(mapped->get()), nullptr);
+  auto plain =
+      OpenOrDie(StreamingOptions{.resident = Resident({0, 1, 2, 3, 4, 5}), .staging_slots = 0});
+  if (TransparentHugePageMode().empty()) {
+    GTEST_SKIP() << "this kernel has no transparent huge pages: the advice cannot be checked";
+  }
+  auto advised = [](WeightStore& s, int layer) {
+    const LayerWeights* w = s.Acquire(layer).value();
+    const HugePageUse use = HugePagesOf(w->up.data, uint64_t(w->up.bytes()));
+    s.Release(layer);
+    EXPECT_TRUE(use.known);
+    return use.advised;
+  };
+  for (int l = 0; l < 6; ++l) {
+    EXPECT_TRUE(advised(**store, l)) << "layer " << l;
+    EXPECT_FALSE(advised(**mapped, l)) << "layer " << l;
+    EXPECT_FALSE(advised(*plain, l)) << "layer " << l;
+  }
+  const Half* emb = (*store)->globals().embedding.f16();
+  EXPECT_TRUE(HugePagesOf(emb, 4096).advised);
+
+  // With a budget: layers 0-2 resident on huge pages, the rest streamed.
+  auto budgeted = OpenOrDie(StreamingOptions{.resident = Resident({0, 1, 2}),
+                                             .staging_slots = 2,
+                                             .prefetch_depth = 1,
+                                             .huge_pages = true});
+  ExpectBitIdentical(Run(*budgeted), "huge pages, layers 0-2 resident");
+  EXPECT_TRUE(advised(*budgeted, 1));
+}
+
 // A byte flipped inside layer 3: with verify_checksums, the resident (mapped) store refuses the
 // file at open and the streaming store fails the Acquire of that layer, each naming it; without,
 // the mapped store opens (the checksums are not read).
