@@ -148,6 +148,9 @@ TEST_F(Cli, BatchesEqualSingleRunsAndSeedsReproduce) {
   EXPECT_EQ(single, run("b3", "--batch-size 3 --seed 5 --quiet"));
   EXPECT_EQ(single, run("b5", "--batch-size 5 --seed 5"));
   EXPECT_NE(single, run("s6", "--batch-size 3 --seed 6"));
+  // The weights read into memory on huge pages, not mapped: the same answers.
+  EXPECT_EQ(single, run("hp", "--batch-size 3 --seed 5 --huge-pages"));
+  EXPECT_EQ(single, run("hp_budget", "--batch-size 2 --seed 5 --huge-pages --host-mem 1G"));
   EXPECT_EQ(std::count(single.begin(), single.end(), '\n'), 5);
 }
 
@@ -204,6 +207,8 @@ TEST_F(Cli, BadInputIsAClearErrorAndExitStatusOne) {
        "unknown --sampling-strategy"},
       {"bad size", Base() + " --host-mem 12Q --input-source " + good + out, "--host-mem"},
       {"bad GPU size", Base() + " --gpu-mem 12Q --input-source " + good + out, "--gpu-mem"},
+      {"huge pages on the GPU", Base() + " --gpu-mem 1G --huge-pages --input-source " + good + out,
+       "--huge-pages applies to weights the CPU reads"},
       {"bad GPU layer count", Base() + " --gpu-layers -2 --input-source " + good + out,
        "--gpu-layers must be >= -1"},
       {"zero temperature", Base() + " --temperature 0 --input-source " + good + out,

@@ -69,6 +69,9 @@ DEFINE_bool(baseline, true, "also time the plain loop: buffered pread, no prefet
 DEFINE_bool(drop_system_caches, false,
             "also write 3 to /proc/sys/vm/drop_caches before the "
             "bandwidth probe and each baseline step (root; affects the whole machine)");
+DEFINE_bool(huge_pages, false,
+            "the globals and resident layers (and the compute calibration's copy) on 2 MiB "
+            "transparent huge pages, as glm-generate --huge-pages holds them");
 DEFINE_bool(verify, false, "verify every extent's checksum as it is read");
 DEFINE_bool(json, false, "one JSON object per configuration on stdout (the table goes to stderr)");
 DEFINE_bool(quiet, false, "no progress display");
@@ -172,7 +175,7 @@ struct Bench {
   const Calibration& Calibrate(int batch) {
     auto it = calibrations.find(batch);
     if (it != calibrations.end() && !FLAGS_calibrate_each) return it->second;
-    auto cstore = ComputeOnlyStore::Open(path, reader);
+    auto cstore = ComputeOnlyStore::Open(path, reader, FLAGS_huge_pages);
     if (!cstore.ok()) Die(kTool, cstore.status());
     auto warm = RunSteps(**cstore, batch, FLAGS_prompt, 1, nullptr, nullptr);
     if (!warm.ok()) Die(kTool, warm.status());
@@ -318,7 +321,8 @@ struct Bench {
                                                       .prefetch_depth = plan->prefetch_depth,
                                                       .on_demand = plan->on_demand,
                                                       .verify_checksums = FLAGS_verify,
-                                                      .verbose = FLAGS_verbose});
+                                                      .verbose = FLAGS_verbose,
+                                                      .huge_pages = FLAGS_huge_pages});
       if (!store.ok()) {
         r.error = store.status().message();
         Tick("failed", 1 + FLAGS_baseline + FLAGS_paired_probe);
@@ -326,6 +330,8 @@ struct Bench {
       }
       r.open_s = std::chrono::duration<double>(Clock::now() - t0).count();
       StreamingStore& s = **store;
+      r.huge_pages = FLAGS_huge_pages;
+      r.open_huge_bytes = s.stats().open_huge_bytes;
       ReaderStats reader0;
       const int steps = FLAGS_decode_steps;
       auto run = RunSteps(

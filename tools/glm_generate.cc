@@ -32,6 +32,10 @@ DEFINE_string(tokenizer, "",
 DEFINE_string(host_mem, "0",
               "host memory budget for the weights, e.g. 64G (0: no budget); with --gpu-mem, the "
               "pinned host memory for the layers the GPU streams");
+DEFINE_bool(huge_pages, false,
+            "CPU: read the weights into memory on 2 MiB transparent huge pages (the decode's "
+            "GEMVs read them faster); without --host-mem the whole file is read at start "
+            "instead of being mapped");
 DEFINE_string(gpu_mem, "0",
               "run on the GPU under this device memory budget (context, KV cache and activations "
               "included), e.g. 40G; 'all' for the whole device; 0: on the CPU");
@@ -341,9 +345,13 @@ int Main(std::vector<std::string> args) {
   auto gpu = gpu_all ? StatusOr<uint64_t>(uint64_t(0)) : ParseBytes(FLAGS_gpu_mem);
   if (!gpu.ok()) Die(kTool, gpu.status().WithContext("--gpu-mem"));
   const bool on_gpu = gpu_all || gpu.value() != 0;
+  if (on_gpu && FLAGS_huge_pages) {
+    Die(kTool, Errorf("--huge-pages applies to weights the CPU reads; drop it with --gpu-mem"));
+  }
   store_opts.host_mem_bytes = host.value();
   store_opts.verbose = FLAGS_verbose;
   store_opts.verify_checksums = FLAGS_verify;
+  store_opts.huge_pages = FLAGS_huge_pages;
 #if !GLM_HAVE_CUDA
   // The GPU mode is glm-generate-gpu: this program, linked with the CUDA libraries, which a CPU
   // run does not load (about 150 MiB of RSS and 80 ms at start). It takes over this process

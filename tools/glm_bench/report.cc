@@ -115,8 +115,10 @@ std::string JsonLine(const Result& r) {
        ",\"speedup_over_baseline\":" +
        num(r.baseline_ms_step > 0 ? r.baseline_ms_step / r.decode_ms_step : 0);
   s += StrFormat(
+      ",\"open_s\":%.4f,\"huge_pages\":%s,\"open_huge_bytes\":%llu"
       ",\"peak_rss_bytes\":%llu,\"rss_limit_bytes\":%llu,\"kv_bytes\":%llu,"
       "\"activation_bytes\":%llu}",
+      r.open_s, r.huge_pages ? "true" : "false", (unsigned long long)r.open_huge_bytes,
       (unsigned long long)r.peak_rss, (unsigned long long)r.rss_limit,
       (unsigned long long)r.kv_bytes, (unsigned long long)r.act_bytes);
   return s;

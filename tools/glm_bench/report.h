@@ -17,6 +17,9 @@ struct Result {
   double prefill_ms_tok = 0, decode_ms_step = 0, wait_ms_step = 0, read_gbps = 0, disk_gbps = 0;
   double bound_ms_step = 0, predicted_ms_step = 0, compute_ms_step = 0, prefill_bound_ms_tok = 0;
   double baseline_ms_step = 0, open_s = 0;
+  // --huge_pages: asked for, and the bytes of the open's load the kernel put on 2 MiB pages.
+  bool huge_pages = false;
+  uint64_t open_huge_bytes = 0;
   // The disk's busy time per step (the reader had a streamed layer in flight) and the rate it
   // delivered while busy: they separate the executor's own overhead (the disk left idle) from
   // the disk's speed during the run, which on shared or virtual disks drifts from the probe.
