@@ -39,6 +39,8 @@
 #include "kernels/cpu/linear_common.h"
 #include "offload/host_buffer.h"
 #include "offload/model_file.h"
+#include "offload/store.h"
+#include "offload/streaming_store.h"
 #include "quant/format.h"
 #include "quant/synthetic.h"
 #include "runtime/model.h"
@@ -48,7 +50,7 @@ DEFINE_bool(json, false, "one JSON object per result line");
 DEFINE_bool(quick, false, "smaller set (< 30 s): one GLM-130B shape per format, small model");
 DEFINE_int32(reps, 0, "timed repetitions per case (0: 5, --quick 3)");
 DEFINE_string(path, "", "CPU kernel path: scalar, avx2 or avx512 (default: the best here)");
-DEFINE_string(only, "", "comma-separated sections: gemv,gemm,core,ops,layer,model,blas,ab");
+DEFINE_string(only, "", "comma-separated sections: gemv,gemm,core,ops,layer,model,blas,ab,pages");
 DEFINE_string(ab, "",
               "decode settings to compare call by call in section ab (run only when given): "
               "';'-separated, each 'default' or space-separated NAME=value of the "
@@ -58,6 +60,12 @@ DEFINE_string(blas, "libopenblas.so.0,libdnnl.so.2", "libraries tried for the sg
 DEFINE_bool(huge_pages, false,
             "the weights and the bandwidth probe's buffer on transparent huge pages "
             "(MADV_HUGEPAGE; the run prints how much the kernel granted), not 4 KiB pages");
+DEFINE_string(pages_model, "",
+              "pages section (runs only with this): a model file on a disk, decoded with the "
+              "file mapped, read into memory on 4 KiB pages and read onto huge pages, one step "
+              "of each in turn");
+DEFINE_string(pages_variants, "map,read,huge", "pages section: which of map, read and huge");
+DEFINE_int32(pages_rounds, 15, "pages section: timed rounds (one decode step of each variant)");
 DEFINE_string(model_dir, "/dev/shm", "where the synthetic model file is written (RAM-backed)");
 DEFINE_string(model_preset, "",
               "synthetic model of the model section (default: medium, --quick small; "
@@ -1089,6 +1097,181 @@ void BenchModel() {
   }
 }
 
+// ---- Weight pages: one model file mapped, read onto 4 KiB pages, read onto huge pages ----
+
+// The pages section's variants, checked before anything runs.
+StatusOr<std::vector<std::string>> PagesVariants() {
+  std::vector<std::string> out;
+  std::stringstream in(FLAGS_pages_variants);
+  for (std::string v; std::getline(in, v, ',');) {
+    if (v != "map" && v != "read" && v != "huge") {
+      return Errorf("--pages_variants: unknown variant '%s' (expected map, read or huge)",
+                    v.c_str());
+    }
+    if (std::find(out.begin(), out.end(), v) != out.end()) {
+      return Errorf("--pages_variants: '%s' given twice", v.c_str());
+    }
+    out.push_back(v);
+  }
+  if (out.empty()) return Errorf("--pages_variants: give at least one of map, read and huge");
+  return out;
+}
+
+// The decode of a model file, its weights held three ways, one step of each variant in turn
+// (the order rotating by round) so that all see the same host: the file mapped (MmapStore, the
+// page cache's 4 KiB pages: glm-generate without --host-mem), read into anonymous memory on
+// 4 KiB pages, and read onto transparent huge pages (StoreOptions::huge_pages: glm-generate
+// --huge-pages). Each step is paired with a probe pass just before it.
+void BenchPages() {
+  const std::string& path = FLAGS_pages_model;
+  HostFootprint fp;
+  {
+    auto f = GgufFile::Open(path);
+    if (!f.ok()) {
+      std::fprintf(stderr, "bench-kernels: --pages_model: %s\n", f.status().message().c_str());
+      std::exit(1);
+    }
+    auto got = ReadHostFootprint(**f);
+    if (!got.ok()) {
+      std::fprintf(stderr, "bench-kernels: --pages_model: %s\n", got.status().message().c_str());
+      std::exit(1);
+    }
+    fp = std::move(got).value();
+  }
+  // A step's parts (ForwardBatch's taps, runtime/model.h): the layers from the "embed" tap to
+  // the "final_norm" one, then the logits (the tied embedding's GEMV, most of the globals).
+  enum Part { kStep, kLayers, kLogits, kParts };
+  static const char* const kPartNames[kParts] = {"pages-decode", "pages-layers", "pages-logits"};
+  double part_bytes[kParts] = {double(fp.globals_bytes), 0, double(fp.globals_bytes)};
+  for (uint64_t b : fp.layer_bytes) {
+    part_bytes[kStep] += double(b);
+    part_bytes[kLayers] += double(b);
+  }
+  const ModelConfig& cfg = fp.cfg;
+  const int prompt = 8, rounds = FLAGS_pages_rounds;
+  const int positions = prompt + WarmUpCalls() + rounds;
+  struct Variant {
+    std::string name;
+    std::unique_ptr<WeightStore> store;
+    double open_s = 0;
+    uint64_t huge_bytes = 0;  // AnonHugePages gained while opening and paging in
+    KvCache kv;
+    Activations act;
+    int step = 0;
+    std::vector<double> t[kParts], bw;
+  };
+  std::vector<Variant> vs;
+  std::vector<int32_t> ids(prompt), pos(positions);
+  for (int i = 0; i < prompt; ++i) ids[i] = (i * 7919) % (cfg.vocab - 16);
+  for (int i = 0; i < positions; ++i) pos[i] = i;
+  std::vector<Half> logits(cfg.vocab);
+  RotaryTable rope = RotaryTable::Build(cfg.head_dim, cfg.max_seq);
+  double t_embed = 0, t_final = 0;
+  const TapFn tap = [&](const std::string& name, const Half*, int64_t) {
+    if (name == "embed") t_embed = Now();
+    if (name == "final_norm") t_final = Now();
+  };
+  // One decode step; its parts' seconds into dt.
+  const auto decode_step = [&](Variant& v, double* dt) {
+    const int32_t id = (v.step * 31) % 1000;
+    ForwardArgs a{.ids = std::span(&id, 1),
+                  .positions = std::span(pos).subspan(prompt + v.step, 1),
+                  .prefix_len = prompt,
+                  .tap = &tap};
+    const double t0 = Now();
+    GLM_CHECK(Forward(*v.store, rope, v.kv, v.act, a, logits.data()).ok());
+    const double t1 = Now();
+    dt[kStep] = t1 - t0;
+    dt[kLayers] = t_final - t_embed;
+    dt[kLogits] = t1 - t_final;
+    ++v.step;
+  };
+  const std::vector<std::string> names = PagesVariants().value();  // checked in main
+  for (const std::string& name : names) {
+    Variant v;
+    v.name = name;
+    const uint64_t huge0 = AnonHugePageBytes();
+    const double t0 = Now();
+    StatusOr<std::unique_ptr<WeightStore>> s = Errorf("unset");
+    if (name == "read") {  // every layer resident, no budget, 4 KiB pages
+      auto st = StreamingStore::Open(
+          path, StreamingOptions{.resident = std::vector<bool>(size_t(cfg.num_layers), true),
+                                 .staging_slots = 0});
+      if (st.ok()) {
+        s = std::unique_ptr<WeightStore>(std::move(st).value());
+      } else {
+        s = st.status();
+      }
+    } else {
+      s = OpenWeightStore(path, StoreOptions{.huge_pages = name == "huge"});
+    }
+    if (!s.ok()) {
+      std::fprintf(stderr, "bench-kernels: --pages_model (%s): %s\n", name.c_str(),
+                   s.status().message().c_str());
+      std::exit(1);
+    }
+    v.store = std::move(s).value();
+    v.kv = KvCache::Allocate(cfg, positions);
+    v.act = Activations::Allocate(cfg, prompt, positions);
+    ForwardArgs pre{
+        .ids = ids, .positions = std::span(pos).subspan(0, prompt), .prefix_len = prompt};
+    GLM_CHECK(Forward(*v.store, rope, v.kv, v.act, pre, logits.data()).ok());
+    v.open_s = Now() - t0;  // a mapped file is paged in by its first forward pass
+    const uint64_t huge1 = AnonHugePageBytes();
+    v.huge_bytes = huge1 > huge0 ? huge1 - huge0 : 0;
+    double dt[kParts];
+    for (int i = 0; i < WarmUpCalls(); ++i) decode_step(v, dt);
+    vs.push_back(std::move(v));
+  }
+  const size_t n = vs.size();
+  for (int r = 0; r < rounds; ++r) {
+    for (size_t i = 0; i < n; ++i) {
+      Variant& v = vs[(size_t(r) + i) % n];
+      v.bw.push_back(ProbePass(g_limits.best_method));
+      double dt[kParts];
+      decode_step(v, dt);
+      for (int p = 0; p < kParts; ++p) v.t[p].push_back(dt[p]);
+    }
+  }
+  // The format's name as the other sections print it, from the first layer's qkv weight.
+  std::string weights;
+  {
+    const TensorView& w = vs[0].store->Acquire(0).value()->qkv;
+    weights = w.dtype == DType::kF16 ? "fp16"
+                                     : StrFormat("%s-%s", w.dtype == DType::kI8 ? "int8" : "int4",
+                                                 w.group_size ? "group" : "row");
+    vs[0].store->Release(0);
+  }
+  for (int p = 0; p < kParts; ++p) {
+    for (Variant& v : vs) {
+      Result res{kPartNames[p], weights, StrFormat("L%d", cfg.num_layers), 1};
+      res.variant = v.name;
+      res.seconds = Median(v.t[p]);
+      res.best = *std::min_element(v.t[p].begin(), v.t[p].end());
+      res.bytes = part_bytes[p];
+      res.bound_seconds = part_bytes[p] / (g_limits.mem_bw_gbps * 1e9);
+      std::vector<double> pct, x, ratio;  // ratio: the first variant's time over this one's
+      for (int r = 0; r < rounds; ++r) {
+        const double t = v.t[p][size_t(r)], b = v.bw[size_t(r)];
+        pct.push_back(100 * part_bytes[p] / t / 1e9 / b);
+        x.push_back(t * b * 1e9 / part_bytes[p]);
+        ratio.push_back(vs[0].t[p][size_t(r)] / t);
+      }
+      res.paired_pct_bw = Median(pct);
+      res.paired_x_bound = Median(x);
+      res.paired_probe_gbps = Median(v.bw);
+      res.vs_first_pct = 100 * (Median(ratio) - 1);
+      res.note = StrFormat("%s: %+.1f%% rate vs %s (median of the rounds' ratios)", v.name.c_str(),
+                           res.vs_first_pct, vs[0].name.c_str());
+      if (p == kStep) {
+        res.note += StrFormat("; opened and paged in in %.2f s, %s on huge pages", v.open_s,
+                              FormatBytes(v.huge_bytes).c_str());
+      }
+      Print(res);
+    }
+  }
+}
+
 // ---- Library sgemm (dlopen: no build dependency) ----
 
 using CblasSgemm = void (*)(int, int, int, int, int, int, float, const float*, int, const float*,
@@ -1196,8 +1379,8 @@ int main(int argc, char** argv) {
   for (size_t b = 0; !FLAGS_only.empty() && b <= FLAGS_only.size();) {
     const size_t e = std::min(FLAGS_only.find(',', b), FLAGS_only.size());
     const std::string name = FLAGS_only.substr(b, e - b);
-    static const char* const kSections[] = {"gemv",  "gemm",  "core", "ops",
-                                            "layer", "model", "blas", "ab"};
+    static const char* const kSections[] = {"gemv",  "gemm", "core", "ops",  "layer",
+                                            "model", "blas", "ab",   "pages"};
     if (std::find(std::begin(kSections), std::end(kSections), name) == std::end(kSections)) {
       std::string known;
       for (const char* k : kSections) known += (known.empty() ? "" : ", ") + std::string(k);
@@ -1230,6 +1413,26 @@ int main(int argc, char** argv) {
   if (!FLAGS_only.empty() && Section("ab") && ab.empty()) {
     std::fprintf(stderr, "bench-kernels: --only=ab: give the settings to compare with --ab\n");
     return 2;
+  }
+  const bool run_pages = Section("pages") && !FLAGS_pages_model.empty();
+  if (!FLAGS_only.empty() && Section("pages") && !run_pages) {
+    std::fprintf(stderr, "bench-kernels: --only=pages: give the model file with --pages_model\n");
+    return 2;
+  }
+  if (run_pages) {
+    if (auto v = PagesVariants(); !v.ok()) {
+      std::fprintf(stderr, "bench-kernels: %s\n", v.status().message().c_str());
+      return 2;
+    }
+    if (auto f = GgufFile::Open(FLAGS_pages_model); !f.ok()) {
+      std::fprintf(stderr, "bench-kernels: --pages_model: %s\n", f.status().message().c_str());
+      return 2;
+    }
+    if (FLAGS_pages_rounds < 1) {
+      std::fprintf(stderr, "bench-kernels: --pages_rounds=%d: expected 1 or more\n",
+                   FLAGS_pages_rounds);
+      return 2;
+    }
   }
   if (Section("model")) {
     if (Status st = CheckModelFlags(); !st.ok()) {
@@ -1297,9 +1500,10 @@ int main(int argc, char** argv) {
   if (Section("model")) BenchModel();
   if (Section("blas")) BenchBlas();
   if (run_ab) BenchAb(ab);
+  if (run_pages) BenchPages();
   // This host's bandwidth drifts over minutes: a second probe shows how far the rows' bound may be
   // off (the rows above are against the first).
-  if (Section("gemv") || Section("layer") || Section("model") || run_ab) {
+  if (Section("gemv") || Section("layer") || Section("model") || run_ab || run_pages) {
     Limits end;
     MeasureBandwidth(end);
     if (FLAGS_json) {

@@ -27,6 +27,41 @@ mkdir "$work/models"
 grep -q '"kernel":"model-decode","weights":"int4-row","shape":"tiny"' "$work/model.jsonl" ||
   fail "no int4-row model-decode row for the tiny preset"
 
+# The pages section: a model file (glm-synth's tiny preset) decoded mapped, read into memory and
+# read onto huge pages, one step of each in turn: three parts of a step for each variant.
+"$build/glm-synth" --preset tiny --output "$work/pages.gguf" > /dev/null 2>&1 ||
+  fail "glm-synth could not write the pages section's model"
+"$bench" --quick --only=pages --pages_model="$work/pages.gguf" --pages_rounds=3 --json \
+  > "$work/pages.jsonl" 2> "$work/err.txt" || { cat "$work/err.txt"; fail "--only=pages exited $?"; }
+python3 - "$work/pages.jsonl" <<'EOF' || exit 1
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+pages = [r for r in rows if r["kernel"].startswith("pages-")]
+want = {(k, v) for k in ("pages-decode", "pages-layers", "pages-logits")
+        for v in ("map", "read", "huge")}
+got = {(r["kernel"], r["variant"]) for r in pages}
+if got != want or len(pages) != len(want):
+    print(f"FAIL: pages rows {sorted(got)}, expected {sorted(want)}")
+    sys.exit(1)
+for r in pages:
+    if r["weights"] != "fp16" or r["shape"] != "L2" or not r["gbps"] > 0:
+        print(f"FAIL: pages row out of sense: {r}")
+        sys.exit(1)
+    if abs(r["paired_pct_bw"] * r["x_paired_bound"] / 100 - 1) > 0.01:
+        print(f"FAIL: pages row's paired figures are not reciprocal: {r}")
+        sys.exit(1)
+    if r["variant"] == "map" and r["vs_first_pct"] != 0:
+        print(f"FAIL: the first variant against itself: {r}")
+        sys.exit(1)
+for v in ("map", "read", "huge"):
+    part = {r["kernel"]: r for r in pages if r["variant"] == v}
+    step = part["pages-decode"]["seconds"]
+    if not (part["pages-layers"]["seconds"] < step and part["pages-logits"]["seconds"] < step):
+        print(f"FAIL: a part of the step took longer than the step: {part}")
+        sys.exit(1)
+print(f"ok: {len(pages)} pages rows")
+EOF
+
 # An interrupted run leaves nothing in --model_dir either (its default, /dev/shm, is RAM): SIGTERM
 # as soon as the small preset's file (270 MB, written in about a second) shows up.
 mkdir "$work/killed"
@@ -165,7 +200,10 @@ EOF
 for bad in "--path=avx9" "--only=nonsense" "--only=ops,,core" "--reps=-1" \
   "--only=model --model_preset=bogus" "--only=model --model_dir=$work/missing" "--only=ab" \
   "--ab=default;GLM_CPU_F16_ROW_STREAMS=2" "--ab=GLM_CPU_PREFETCH_AHEAD=12x" "--ab=GLM_NOPE=1" \
-  "--ab=GLM_POOL_CHUNKS=shared"; do
+  "--ab=GLM_POOL_CHUNKS=shared" "--only=pages" \
+  "--pages_model=$work/pages.gguf --pages_variants=map,mmap" \
+  "--pages_model=$work/pages.gguf --pages_variants=map,map" \
+  "--pages_model=$work/pages.gguf --pages_rounds=0" "--pages_model=$work/none.gguf"; do
   # shellcheck disable=SC2086  # $bad holds one or two flags
   "$bench" --quick $bad > "$work/out.txt" 2> "$work/err.txt"
   rc=$?
