@@ -272,7 +272,8 @@ void FileReader::Abandon() {
   finished_.clear();
 }
 
-Status FileReader::ReadAll(std::span<const ReadRequest> reqs) {
+Status FileReader::ReadAll(std::span<const ReadRequest> reqs,
+                           const std::function<void(uint64_t tag)>& finished) {
   for (const ReadRequest& r : reqs) Enqueue(r);
   std::vector<ReadCompletion> done;
   Status first;
@@ -281,6 +282,7 @@ Status FileReader::ReadAll(std::span<const ReadRequest> reqs) {
     Poll(true, &done);
     for (ReadCompletion& c : done) {
       if (!c.status.ok() && first.ok()) first = c.status;
+      if (finished) finished(c.tag);
     }
   }
   return first;

@@ -18,6 +18,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <random>
@@ -120,7 +121,9 @@ class FileReader {
   // Requests queued or in flight.
   int pending() const { return active_requests_; }
   // Reads all of `reqs` and returns the first error (each error names file and offset).
-  Status ReadAll(std::span<const ReadRequest> reqs);
+  // `finished`, if given, is called with each request's tag as it completes (progress).
+  Status ReadAll(std::span<const ReadRequest> reqs,
+                 const std::function<void(uint64_t tag)>& finished = {});
 
   const std::string& path() const { return path_; }
   uint64_t file_size() const { return file_size_; }

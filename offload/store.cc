@@ -30,7 +30,8 @@ StatusOr<std::unique_ptr<WeightStore>> OpenWeightStore(const std::string& path,
                               .staging_slots = 0,
                               .verify_checksums = opts.verify_checksums,
                               .verbose = opts.verbose,
-                              .huge_pages = true};
+                              .huge_pages = true,
+                              .load_progress = opts.load_progress};
     ASSIGN_OR_RETURN(std::unique_ptr<StreamingStore> s, StreamingStore::Open(path, so));
     return std::unique_ptr<WeightStore>(std::move(s));
   }
@@ -66,7 +67,8 @@ StatusOr<std::unique_ptr<WeightStore>> OpenWeightStore(const std::string& path,
                             .on_demand = plan.on_demand,
                             .verify_checksums = opts.verify_checksums,
                             .verbose = opts.verbose,
-                            .huge_pages = opts.huge_pages};
+                            .huge_pages = opts.huge_pages,
+                            .load_progress = opts.load_progress};
   ASSIGN_OR_RETURN(std::unique_ptr<StreamingStore> s, StreamingStore::Open(path, so));
   return std::unique_ptr<WeightStore>(std::move(s));
 }

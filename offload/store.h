@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -34,6 +35,9 @@ struct StoreOptions {
   // budget: the globals and resident layers. Without one: the whole file is read into memory
   // at open, instead of being mapped (a mapped file's page cache stays on 4 KiB pages).
   bool huge_pages = false;
+  // Progress of the load at open where the weights are read rather than mapped
+  // (StreamingOptions::load_progress).
+  std::function<void(uint64_t done, uint64_t total)> load_progress;
 };
 
 StatusOr<std::unique_ptr<WeightStore>> OpenWeightStore(const std::string& path,

@@ -162,7 +162,16 @@ Status StreamingStore::LoadResident() {
   }
   const uint64_t huge_before = AnonHugePageBytes();
   const auto start = Clock::now();
-  RETURN_IF_ERROR(reader_->ReadAll(reqs));
+  uint64_t total = 0, done = 0;
+  for (const ReadRequest& r : reqs) total += r.bytes;
+  std::function<void(uint64_t)> finished;
+  if (opts_.load_progress && reqs.size() > 1) {
+    finished = [&](uint64_t tag) {
+      for (const ReadRequest& r : reqs) done += r.tag == tag ? r.bytes : 0;
+      opts_.load_progress(done, total);
+    };
+  }
+  RETURN_IF_ERROR(reader_->ReadAll(reqs, finished));
   stats_.open_load_s = Secs(Clock::now() - start);
   const uint64_t huge_after = AnonHugePageBytes();
   stats_.open_huge_bytes = huge_after > huge_before ? huge_after - huge_before : 0;

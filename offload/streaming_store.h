@@ -25,6 +25,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -71,6 +72,9 @@ struct StreamingOptions {
   // huge_pages, advised before the load reads into them). The CPU's GEMVs read weights on 2 MiB
   // pages faster than on 4 KiB ones (bench/results/cpu_kernels.md). Staging slots always ask.
   bool huge_pages = false;
+  // Called at Open as the globals and each resident layer land: bytes read so far, and of all
+  // (progress for loads of many GB). Not called when nothing is resident but the globals.
+  std::function<void(uint64_t done, uint64_t total)> load_progress;
 };
 
 struct LayerTiming {

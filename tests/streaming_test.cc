@@ -296,10 +296,25 @@ TEST_F(StreamingTest, HugePagesReadTheModelIntoAdvisedMemory) {
   ASSERT_TRUE(store.ok()) << store.status().message();
   auto* ss = dynamic_cast<StreamingStore*>(store->get());
   ASSERT_NE(ss, nullptr) << "huge_pages without a budget should read the file, not map it";
-  EXPECT_EQ(ss->Describe().find("6 of 6 layers resident") != std::string::npos, true)
-      << ss->Describe();
+  EXPECT_NE(ss->Describe().find("6 of 6 layers resident"), std::string::npos) << ss->Describe();
   EXPECT_GT(ss->stats().open_load_bytes, 0u);
   ExpectBitIdentical(Run(**store), "huge pages, no budget");
+
+  // The load's progress: each extent as it lands, up to the whole of it.
+  std::vector<std::pair<uint64_t, uint64_t>> calls;
+  auto with_progress = OpenWeightStore(
+      *path_, StoreOptions{.huge_pages = true, .load_progress = [&](uint64_t done, uint64_t total) {
+                             calls.emplace_back(done, total);
+                           }});
+  ASSERT_TRUE(with_progress.ok()) << with_progress.status().message();
+  const uint64_t loaded =
+      dynamic_cast<StreamingStore*>(with_progress->get())->stats().open_load_bytes;
+  ASSERT_EQ(calls.size(), 7u) << "the globals and six layers";
+  for (size_t i = 0; i < calls.size(); ++i) {
+    EXPECT_EQ(calls[i].second, loaded);
+    if (i > 0) EXPECT_GT(calls[i].first, calls[i - 1].first);
+  }
+  EXPECT_EQ(calls.back().first, loaded);
 
   auto mapped = OpenWeightStore(*path_, StoreOptions{});
   ASSERT_TRUE(mapped.ok());

@@ -424,7 +424,16 @@ int Main(std::vector<std::string> args) {
 #endif
   ModelConfig cfg;
   if (!on_gpu) {
+    // Reading many GB (--huge-pages, or resident layers under --host-mem) takes a while.
+    Progress progress(FLAGS_quiet);
+    bool loading = false;
+    store_opts.load_progress = [&](uint64_t done, uint64_t total) {
+      loading = true;
+      progress.Update(double(done) / double(total),
+                      StrFormat("loading the weights: %.2f of %.2f GB", done / 1e9, total / 1e9));
+    };
     auto s = OpenWeightStore(FLAGS_model, store_opts);
+    if (loading) progress.Done();
     if (!s.ok()) Die(kTool, s.status().WithContext("--model"), kModelHint);
     store = std::move(s).value();
     cfg = store->config();
