@@ -22,12 +22,13 @@
 #   GEMV and on one decode step's kernels), cpu (bench-kernels on the host CPU into cpu.log: the
 #   full run, the glm130b-L1 model, the AVX2 path, the GEMV on half the cores), cputests (the CPU
 #   SIMD and golden tests on every path of the host CPU), cpuab (CPU kernel settings compared
-#   call by call: CPU_AB, see step_cpuab, into cpuab.log). A run whose steps use no GPU builds
+#   call by call: CPU_AB, see step_cpuab, into cpuab.log), cpupages (a model's weights mapped,
+#   read, and on huge pages: bench-kernels --only=pages, into cpupages.log). A run whose steps use no GPU builds
 #   only the CPU targets. MMA_STEPS=n passes --mma_steps to bench-gpu.
 #
 # Files left in $OUT (at most 8, flat): summary.txt, device_check.log, build.log, tests.log,
 # bench_int4.log, bench_int4g.log, bench_int8.log, bench_fp16.log (probe.log, sass.log, ncu.log,
-# cpu.log, cpuab.log when asked for; with them, run a subset: at most 8 files come back from the
+# cpu.log, cpuab.log, cpupages.log when asked for; with them, run a subset: at most 8 files come back from the
 # device tool).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -170,6 +171,7 @@ step_build() {
     want $s && targets=(bench-gpu glm-bench glm-generate glm-generate-gpu glm-synth) && break
   done
   { want cpu || want cpuab; } && targets+=(bench-kernels)
+  want cpupages && targets+=(bench-kernels glm-synth glm-quantize)
   want cputests && targets+=(kernels_simd_test golden_test glm-logits)
   if want tests && [ -e "$BUILD/tests_built" ]; then
     targets+=(cuda_plan_test cuda_kernels_test cuda_model_test cuda_generate_test)
@@ -279,6 +281,22 @@ step_cpuab() {
   done
 }
 
+# Optional: a model's weights on the host CPU mapped, read into memory and on huge pages
+# (glm-generate --huge-pages), a decode step of each in turn (bench-kernels --only=pages): two
+# layers of GLM-130B's shapes and the fp16 logits, int4-row (about 5.5 GB), written to $BUILD.
+step_cpupages() {
+  local f16="$BUILD/pages-f16.gguf" i4="$BUILD/pages-i4.gguf"
+  "$BUILD/glm-synth" --preset glm130b-L2 --output "$f16" || return 1
+  "$BUILD/glm-quantize" --input "$f16" --output "$i4" --bits 4 --quiet --force || return 1
+  rm -f "$f16"
+  local rc=0 r
+  for r in 1 2; do
+    "$BUILD/bench-kernels" --only=pages --pages_model="$i4" --pages_rounds=15 || rc=1
+  done
+  rm -f "$i4"
+  return $rc
+}
+
 # The CPU kernels' SIMD tests and the golden model test on every dispatch path of the host CPU.
 step_cputests() {
   cpu_id
@@ -319,7 +337,7 @@ step_generate() {
 # The step functions run in child bashes (under timeout): they see these.
 export ROOT OUT_DIR BUILD DEPS JOBS T_START DEADLINE_S VARIANTS STEPS CPU_AB CPU_AB_ROUNDS
 export -f log want step_env step_deps step_configure step_build step_tests bench step_ncu \
-  step_generate step_variants step_sass step_cpu step_cpuab step_cputests cpu_id
+  step_generate step_variants step_sass step_cpu step_cpuab step_cpupages step_cputests cpu_id
 
 log "device check: steps '$STEPS', build $BUILD, output $OUT_DIR"
 want env && run env 30 - step_env
@@ -345,6 +363,7 @@ want sass && run sass 30 sass.log step_sass
 want cputests && run cputests 90 - step_cputests
 want cpu && run cpu 300 cpu.log step_cpu
 want cpuab && run cpuab 240 cpuab.log step_cpuab
+want cpupages && run cpupages 240 cpupages.log step_cpupages
 want ncu && run ncu 150 ncu.log step_ncu
 
 {
