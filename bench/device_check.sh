@@ -286,7 +286,7 @@ step_cpuab() {
 # layers of GLM-130B's shapes and the fp16 logits, int4-row (about 5.5 GB), written to $BUILD.
 step_cpupages() {
   local f16="$BUILD/pages-f16.gguf" i4="$BUILD/pages-i4.gguf"
-  "$BUILD/glm-synth" --preset glm130b-L2 --output "$f16" || return 1
+  "$BUILD/glm-synth" --preset glm130b-L2 --output "$f16" --quiet || return 1
   "$BUILD/glm-quantize" --input "$f16" --output "$i4" --bits 4 --quiet --force || return 1
   rm -f "$f16"
   local rc=0 r
