@@ -121,12 +121,11 @@ StatusOr<HostBuffer> HostBuffer::Allocate(uint64_t bytes, MemoryAccount* account
   // MADV_HUGEPAGE only where asked. With THP defrag "madvise" (a common default) every fault of
   // such a region may compact memory synchronously, so loading is slower where free memory is
   // fragmented. For resident weights it is an option (StreamingOptions::huge_pages): on the
-  // development VM the decode gained 0-4% (bench-kernels --only=pages). The staging slots are
-  // another matter: O_DIRECT reads land in them at every step, and a
-  // read's pages become one device segment per physically contiguous run. On 4 KiB pages a
-  // 4 MiB block is split into several requests (virtio-blk: at most 254 segments each) as the
-  // buffer's fragmentation dictates; on 2 MiB pages it is two segments
-  // (offload/streaming_store.cc).
+  // development VM the decode gained 0-4% (bench-kernels --only=pages). The staging slots always
+  // ask: O_DIRECT reads land in them at every step, and a read's pages become one device segment
+  // per physically contiguous run. On 4 KiB pages a 4 MiB block is split into several requests
+  // (virtio-blk: at most 254 segments each) as the buffer's fragmentation dictates; on 2 MiB
+  // pages it is two segments (offload/streaming_store.cc).
   if (huge_pages) (void)madvise(p, rounded, MADV_HUGEPAGE);  // advice: failure is harmless
   HostBuffer b;
   b.data_ = static_cast<char*>(p);

@@ -33,9 +33,9 @@ DEFINE_string(host_mem, "0",
               "host memory budget for the weights, e.g. 64G (0: no budget); with --gpu-mem, the "
               "pinned host memory for the layers the GPU streams");
 DEFINE_bool(huge_pages, false,
-            "CPU: read the weights into memory on 2 MiB transparent huge pages (the decode's "
-            "GEMVs read them faster); without --host-mem the whole file is read at start "
-            "instead of being mapped");
+            "CPU: read the weights into memory on 2 MiB transparent huge pages (0-4% faster "
+            "decode on the development VM; bench-kernels --only=pages measures a machine); "
+            "without --host-mem the whole file is read at start instead of being mapped");
 DEFINE_string(gpu_mem, "0",
               "run on the GPU under this device memory budget (context, KV cache and activations "
               "included), e.g. 40G; 'all' for the whole device; 0: on the CPU");
