@@ -22,7 +22,7 @@ struct StoreOptions {
 
   // Streaming (host_mem_bytes != 0): how the file is read, and the planner's measurements
   // (0 = unknown; the planner then takes 3 staging slots). glm-bench measures them.
-  ReaderOptions reader;
+  ReaderOptions reader = {};
   double disk_bytes_per_s = 0;    // sequential read bandwidth
   double layer_compute_s = 0;     // one layer, one step
   double globals_compute_s = 0;   // embedding + final LayerNorm + logits, one step
@@ -37,7 +37,7 @@ struct StoreOptions {
   bool huge_pages = false;
   // Progress of the load at open where the weights are read rather than mapped
   // (StreamingOptions::load_progress).
-  std::function<void(uint64_t done, uint64_t total)> load_progress;
+  std::function<void(uint64_t done, uint64_t total)> load_progress = nullptr;
 };
 
 StatusOr<std::unique_ptr<WeightStore>> OpenWeightStore(const std::string& path,

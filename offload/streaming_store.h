@@ -60,7 +60,7 @@ struct AlignedExtent {
 AlignedExtent AlignExtent(const GgufFile& f, int e);
 
 struct StreamingOptions {
-  ReaderOptions reader;
+  ReaderOptions reader = {};
   uint64_t budget_bytes = 0;      // MemoryAccount budget for every allocation below (0: unlimited)
   std::vector<bool> resident;     // [L] layers read once and kept (the planner's choice)
   int staging_slots = 2;          // >= 1 when any layer is streamed
@@ -74,7 +74,7 @@ struct StreamingOptions {
   bool huge_pages = false;
   // Called at Open as the globals and each resident layer land: bytes read so far, and of all
   // (progress for loads of many GB). Not called when nothing is resident but the globals.
-  std::function<void(uint64_t done, uint64_t total)> load_progress;
+  std::function<void(uint64_t done, uint64_t total)> load_progress = nullptr;
 };
 
 struct LayerTiming {

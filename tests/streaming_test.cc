@@ -312,7 +312,9 @@ TEST_F(StreamingTest, HugePagesReadTheModelIntoAdvisedMemory) {
   ASSERT_EQ(calls.size(), 7u) << "the globals and six layers";
   for (size_t i = 0; i < calls.size(); ++i) {
     EXPECT_EQ(calls[i].second, loaded);
-    if (i > 0) EXPECT_GT(calls[i].first, calls[i - 1].first);
+    if (i > 0) {
+      EXPECT_GT(calls[i].first, calls[i - 1].first);
+    }
   }
   EXPECT_EQ(calls.back().first, loaded);
 
