@@ -52,8 +52,9 @@ DEFINE_int32(reps, 0, "timed repetitions per case (0: 5, --quick 3)");
 DEFINE_string(path, "", "CPU kernel path: scalar, avx2 or avx512 (default: the best here)");
 DEFINE_string(only, "", "comma-separated sections: gemv,gemm,core,ops,layer,model,blas,ab,pages");
 DEFINE_string(ab, "",
-              "decode settings to compare call by call in section ab (run only when given): "
-              "';'-separated, each 'default' or space-separated NAME=value of the "
+              "decode settings to compare call by call in section ab (run only when given), and "
+              "step by step on a whole model in section pages (each store variant under each "
+              "setting): ';'-separated, each 'default' or space-separated NAME=value of the "
               "GLM_CPU_PREFETCH_ROW_BYTES, GLM_CPU_PREFETCH_AHEAD, GLM_CPU_F16_ROW_STREAMS, "
               "GLM_CPU_DECODE_X_HALF and GLM_POOL_CHUNKS variables");
 DEFINE_string(blas, "libopenblas.so.0,libdnnl.so.2", "libraries tried for the sgemm comparison");
@@ -1121,8 +1122,10 @@ StatusOr<std::vector<std::string>> PagesVariants() {
 // (the order rotating by round) so that all see the same host: the file mapped (MmapStore, the
 // page cache's 4 KiB pages: glm-generate without --host-mem), read into anonymous memory on
 // 4 KiB pages, and read onto transparent huge pages (StoreOptions::huge_pages: glm-generate
-// --huge-pages). Each step is paired with a probe pass just before it.
-void BenchPages() {
+// --huge-pages). Each step is paired with a probe pass just before it. With --ab settings, every
+// store variant runs once under each setting (applied before each of its steps), so settings are
+// compared on a whole model's decode.
+void BenchPages(const AbVariants& ab) {
   const std::string& path = FLAGS_pages_model;
   HostFootprint fp;
   {
@@ -1152,6 +1155,7 @@ void BenchPages() {
   const int positions = prompt + WarmUpCalls() + rounds;
   struct Variant {
     std::string name;
+    const AbVariant* setting = nullptr;  // --ab: applied before each step
     std::unique_ptr<WeightStore> store;
     double open_s = 0;
     uint64_t huge_bytes = 0;  // AnonHugePages gained while opening and paging in
@@ -1179,6 +1183,7 @@ void BenchPages() {
                   .prefix_len = prompt,
                   .tap = &tap};
     const double t0 = Now();
+    if (v.setting) v.setting->Apply();
     GLM_CHECK(Forward(*v.store, rope, v.kv, v.act, a, logits.data()).ok());
     const double t1 = Now();
     dt[kStep] = t1 - t0;
@@ -1186,10 +1191,17 @@ void BenchPages() {
     dt[kLogits] = t1 - t_final;
     ++v.step;
   };
+  const AbVariant saved{"", CurrentDecodeTileSettings(), ThreadPool::CurrentChunking()};
+  std::vector<std::pair<std::string, const AbVariant*>> kinds;     // store variant x setting
   const std::vector<std::string> names = PagesVariants().value();  // checked in main
   for (const std::string& name : names) {
+    if (ab.empty()) kinds.emplace_back(name, nullptr);
+    for (const AbVariant& a : ab) kinds.emplace_back(name, &a);
+  }
+  for (const auto& [name, setting] : kinds) {
     Variant v;
-    v.name = name;
+    v.name = setting ? name + " " + setting->name : name;
+    v.setting = setting;
     const uint64_t huge0 = AnonHugePageBytes();
     const double t0 = Now();
     StatusOr<std::unique_ptr<WeightStore>> s = Errorf("unset");
@@ -1215,6 +1227,7 @@ void BenchPages() {
     v.act = Activations::Allocate(cfg, prompt, positions);
     ForwardArgs pre{
         .ids = ids, .positions = std::span(pos).subspan(0, prompt), .prefix_len = prompt};
+    if (v.setting) v.setting->Apply();
     GLM_CHECK(Forward(*v.store, rope, v.kv, v.act, pre, logits.data()).ok());
     v.open_s = Now() - t0;  // a mapped file is paged in by its first forward pass
     const uint64_t huge1 = AnonHugePageBytes();
@@ -1233,6 +1246,7 @@ void BenchPages() {
       for (int p = 0; p < kParts; ++p) v.t[p].push_back(dt[p]);
     }
   }
+  saved.Apply();
   // The format's name as the other sections print it, from the first layer's qkv weight.
   std::string weights;
   {
@@ -1500,7 +1514,7 @@ int main(int argc, char** argv) {
   if (Section("model")) BenchModel();
   if (Section("blas")) BenchBlas();
   if (run_ab) BenchAb(ab);
-  if (run_pages) BenchPages();
+  if (run_pages) BenchPages(ab);
   // This host's bandwidth drifts over minutes: a second probe shows how far the rows' bound may be
   // off (the rows above are against the first).
   if (Section("gemv") || Section("layer") || Section("model") || run_ab || run_pages) {

@@ -61,6 +61,21 @@ for v in ("map", "read", "huge"):
         sys.exit(1)
 print(f"ok: {len(pages)} pages rows")
 EOF
+# With --ab, each store variant runs under each setting (the GEMV section ab does not run).
+"$bench" --quick --only=pages --pages_model="$work/pages.gguf" --pages_variants=map \
+  --ab="default;GLM_POOL_CHUNKS=counter" --pages_rounds=3 --json > "$work/pages_ab.jsonl" \
+  2> "$work/err.txt" || { cat "$work/err.txt"; fail "--only=pages --ab exited $?"; }
+python3 - "$work/pages_ab.jsonl" <<'EOF' || exit 1
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+got = sorted((r["kernel"], r["variant"]) for r in rows if r["kernel"] not in ("limits", "limits-end"))
+want = sorted((k, v) for k in ("pages-decode", "pages-layers", "pages-logits")
+              for v in ("map default", "map GLM_POOL_CHUNKS=counter"))
+if got != want:
+    print(f"FAIL: pages --ab rows {got}, expected {want}")
+    sys.exit(1)
+print(f"ok: {len(got)} pages --ab rows")
+EOF
 
 # An interrupted run leaves nothing in --model_dir either (its default, /dev/shm, is RAM): SIGTERM
 # as soon as the small preset's file (270 MB, written in about a second) shows up.
