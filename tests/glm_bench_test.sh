@@ -61,8 +61,17 @@ for r in rows:
 budgets = sorted({r["budget"] for r in rows})
 if budgets != ["0", "50%", "full"]:
     fail(f"budgets {budgets}")
+for r in rows:  # (open_huge_bytes may be > 0 where transparent huge pages are "always")
+    if r.get("huge_pages") is not False or not r.get("open_huge_bytes", -1) >= 0:
+        fail(f"without --huge_pages: {r.get('huge_pages')}, {r.get('open_huge_bytes')} bytes")
 print("json: ok")
 EOF
+
+# --huge_pages: the resident layers asked for huge pages, and the JSON says so.
+"$build/glm-bench" --synthetic tiny --layers 4 --workdir "$work" --host-mem full --huge_pages \
+  --decode_steps 2 --prompt 4 --bw_bytes 64M --baseline=false --json --quiet \
+  > "$work/huge.jsonl" 2> "$work/err.txt" || { cat "$work/err.txt"; fail "--huge_pages exited $?"; }
+grep -q '"huge_pages":true' "$work/huge.jsonl" || fail "--huge_pages: no \"huge_pages\":true"
 
 # Bad input: exit 1 with a message naming the problem.
 expect_error() {  # expect_error "what" "message part" args...
