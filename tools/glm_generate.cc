@@ -16,6 +16,7 @@
 
 #include "offload/gguf.h"
 #include "offload/store.h"
+#include "offload/streaming_store.h"
 #include "runtime/generation.h"
 #include "runtime/tokenizer.h"
 #include "tools/tool_util.h"
@@ -436,6 +437,28 @@ int Main(std::vector<std::string> args) {
     if (loading) progress.Done();
     if (!s.ok()) Die(kTool, s.status().WithContext("--model"), kModelHint);
     store = std::move(s).value();
+    if (const auto* ss = dynamic_cast<const StreamingStore*>(store.get());
+        ss != nullptr && FLAGS_huge_pages && !FLAGS_quiet &&
+        ss->stats().open_load_bytes >= (uint64_t(64) << 20)) {
+      // Advice only: say when the kernel did not follow it (small models aside: a 2 MiB page
+      // needs 2 MiB of aligned buffer).
+      const StreamingStats st = ss->stats();
+      const std::string mode = TransparentHugePageMode();
+      if (mode.empty() || mode == "never") {
+        std::fprintf(stderr,
+                     "%s: note: --huge-pages: transparent huge pages are %s on this machine, so "
+                     "the weights stay on 4 KiB pages (/sys/kernel/mm/transparent_hugepage/"
+                     "enabled)\n",
+                     kTool, mode.empty() ? "not available" : "disabled ('never')");
+      } else if (st.open_huge_bytes < st.open_load_bytes / 2) {
+        std::fprintf(stderr,
+                     "%s: note: --huge-pages: the kernel put %s of the %s loaded on huge pages "
+                     "(free memory fragmented, or its defrag setting: "
+                     "/sys/kernel/mm/transparent_hugepage/defrag)\n",
+                     kTool, FormatBytes(st.open_huge_bytes).c_str(),
+                     FormatBytes(st.open_load_bytes).c_str());
+      }
+    }
     cfg = store->config();
   } else {
 #if GLM_HAVE_CUDA
