@@ -19,8 +19,12 @@ StatusOr<std::unique_ptr<WeightStore>> OpenWeightStore(const std::string& path,
     int L = 0;
     {
       ASSIGN_OR_RETURN(std::unique_ptr<GgufFile> f, GgufFile::Open(path));
-      ASSIGN_OR_RETURN(HostFootprint layout, ReadHostFootprint(*f));
-      L = layout.cfg.num_layers;
+      StatusOr<HostFootprint> layout = ReadHostFootprint(*f);
+      if (!layout.ok()) {  // a file only the mapped store runs (compressed, TP > 1)
+        return Errorf("--huge-pages: %s; without --huge-pages the file is mapped",
+                      layout.status().message().c_str());
+      }
+      L = layout->cfg.num_layers;
     }
     if (opts.verbose) {
       std::fprintf(stderr, "plan: the whole model read into memory on huge pages, no budget\n");

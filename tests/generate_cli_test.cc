@@ -177,7 +177,18 @@ TEST_F(Cli, BadInputIsAClearErrorAndExitStatusOne) {
     io.seekp(-100, std::ios::end);
     io.write(&c, 1);
   }
+  // A TP=2 conversion: only the mapped store runs it, so --huge-pages (a read into memory) is
+  // refused, saying so.
+  const std::string tp2 = dir_->File("tp2.gguf");
+  const ToolRun q = test::RunTool(
+      std::string(GLM_BINARY_DIR) + "/glm-quantize",
+      "--input " + Quote(Model()) + " --output " + Quote(tp2) + " --tp 2 --quiet --force");
+  ASSERT_TRUE(q.exited(0)) << q.out;
   const std::vector<BadCase> cases = {
+      {"huge pages on a TP=2 file",
+       "--model " + Quote(tp2) + " --tokenizer " + kTokenizer + " --huge-pages --input-source " +
+           good + out,
+       "without --huge-pages the file is mapped"},
       {"no model flag", "--tokenizer " + kTokenizer + " --input-source " + good,
        "--model is required"},
       {"missing model",
