@@ -109,6 +109,14 @@ for v in 0 1 auto; do
   grep -q "\"decode_x_half\":\"$v\"" "$work/xhalf.jsonl" ||
     fail "GLM_CPU_DECODE_X_HALF=$v: no \"decode_x_half\":\"$v\" in the limits line"
 done
+# And where the next-tile prefetch goes.
+for v in 0 1; do
+  GLM_CPU_PREFETCH_NEXT_L1=$v "$bench" --quick --reps=1 --only=ops --json > "$work/l1.jsonl" \
+    2> "$work/err.txt" || { cat "$work/err.txt"; fail "GLM_CPU_PREFETCH_NEXT_L1=$v exited $?"; }
+  want=$([ $v = 1 ] && echo true || echo false)
+  grep -q "\"prefetch_next_l1\":$want" "$work/l1.jsonl" ||
+    fail "GLM_CPU_PREFETCH_NEXT_L1=$v: no \"prefetch_next_l1\":$want in the limits line"
+done
 
 # Decode settings compared call by call (--ab): one row per format and setting.
 "$bench" --quick --reps=3 --only=ab \

@@ -22,6 +22,9 @@ run() {  # name, then VAR=value settings
 run "in-row everywhere" GLM_CPU_PREFETCH_ROW_BYTES=0 GLM_CPU_PREFETCH_AHEAD=192
 run "next tile for every quantized row" GLM_CPU_PREFETCH_ROW_BYTES=1048576 GLM_CPU_PREFETCH_AHEAD=0
 run "no prefetch" GLM_CPU_PREFETCH_ROW_BYTES=0 GLM_CPU_PREFETCH_AHEAD=0
+# The next tile into L1 and into L2, whatever this CPU's default.
+run "next tile into L1" GLM_CPU_PREFETCH_ROW_BYTES=1048576 GLM_CPU_PREFETCH_NEXT_L1=1
+run "next tile into L2" GLM_CPU_PREFETCH_ROW_BYTES=1048576 GLM_CPU_PREFETCH_NEXT_L1=0
 # fp16 decode tiles from row streams, and from consecutive rows, whatever this CPU's default; the
 # first with the in-row prefetch (the rows' pointers follow the streams).
 run "fp16 row streams, in-row prefetch" GLM_CPU_F16_ROW_STREAMS=1 GLM_CPU_PREFETCH_AHEAD=256
@@ -34,7 +37,7 @@ run "x chosen by timing" GLM_CPU_DECODE_X_HALF=auto
 # The pool's other chunking: which thread decodes which rows changes, never a result.
 run "chunks from one shared counter" GLM_POOL_CHUNKS=counter
 for bad in "GLM_CPU_PREFETCH_AHEAD=12x" "GLM_CPU_PREFETCH_ROW_BYTES=-1" "GLM_CPU_F16_ROW_STREAMS=2" \
-  "GLM_CPU_DECODE_X_HALF=on" "GLM_POOL_CHUNKS=none"; do
+  "GLM_CPU_DECODE_X_HALF=on" "GLM_POOL_CHUNKS=none" "GLM_CPU_PREFETCH_NEXT_L1=2"; do
   out=$(env "$bad" "$test_bin" --gtest_filter='*LinearEqualsScalar*' 2>&1)
   rc=$?
   if [ $rc -eq 0 ] || ! grep -q "${bad%%=*}" <<<"$out"; then

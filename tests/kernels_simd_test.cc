@@ -609,6 +609,7 @@ TEST(Dispatch, DecodePrefetchDefaultsFollowTheMeasuredCpus) {
   EXPECT_EQ(amd.ahead_quantized, 0);
   EXPECT_TRUE(amd.f16_row_streams);
   EXPECT_EQ(amd.x_half, XHalf::kAuto);
+  EXPECT_TRUE(amd.next_tile_l1);
   // Every other CPU, Zen 4 (family 19h) and Intel included, keeps the Ice Lake measurements.
   for (const CpuIdentity& other :
        {CpuIdentity{CpuIdentity::kIntel, 6, 0x6a}, CpuIdentity{CpuIdentity::kAmd, 0x19, 0x11},
@@ -619,6 +620,7 @@ TEST(Dispatch, DecodePrefetchDefaultsFollowTheMeasuredCpus) {
     EXPECT_EQ(d.ahead_quantized, 0);
     EXPECT_FALSE(d.f16_row_streams);
     EXPECT_EQ(d.x_half, XHalf::kAuto);  // it measures where it runs
+    EXPECT_FALSE(d.next_tile_l1);
     EXPECT_STRNE(d.measured_on, amd.measured_on);
   }
 }
@@ -627,13 +629,16 @@ TEST(Dispatch, DecodeTileSettingsParseAndApply) {
   const DecodeTileSettings saved = CurrentDecodeTileSettings();
   const DecodeTileSettings base{3072, 512, 0, false, XHalf::kOff};
   auto v = ParseDecodeTileSettings(
-      " GLM_CPU_F16_ROW_STREAMS=1  GLM_CPU_PREFETCH_AHEAD=64 GLM_CPU_DECODE_X_HALF=1", base);
+      " GLM_CPU_F16_ROW_STREAMS=1  GLM_CPU_PREFETCH_AHEAD=64 GLM_CPU_DECODE_X_HALF=1"
+      " GLM_CPU_PREFETCH_NEXT_L1=1",
+      base);
   ASSERT_TRUE(v.ok()) << v.status().message();
   EXPECT_EQ(v->row_bytes, 3072);
   EXPECT_EQ(v->ahead_f16, 64);
   EXPECT_EQ(v->ahead_quantized, 64);
   EXPECT_TRUE(v->f16_row_streams);
   EXPECT_EQ(v->x_half, XHalf::kOn);
+  EXPECT_TRUE(v->next_tile_l1);
   auto automatic = ParseDecodeTileSettings("GLM_CPU_DECODE_X_HALF=auto", base);
   ASSERT_TRUE(automatic.ok()) << automatic.status().message();
   EXPECT_EQ(automatic->x_half, XHalf::kAuto);
@@ -642,9 +647,11 @@ TEST(Dispatch, DecodeTileSettingsParseAndApply) {
   EXPECT_EQ(same->ahead_f16, 512);
   EXPECT_FALSE(same->f16_row_streams);
   EXPECT_EQ(same->x_half, XHalf::kOff);
-  for (const char* bad : {"GLM_CPU_F16_ROW_STREAMS=2", "GLM_CPU_PREFETCH_ROW_BYTES=-1",
-                          "GLM_CPU_PREFETCH_AHEAD=", "GLM_CPU_PREFETCH_AHEAD", "GLM_OTHER=1",
-                          "GLM_CPU_DECODE_X_HALF=yes", "GLM_CPU_DECODE_X_HALF=2"}) {
+  EXPECT_FALSE(same->next_tile_l1);
+  for (const char* bad :
+       {"GLM_CPU_PREFETCH_NEXT_L1=2", "GLM_CPU_PREFETCH_NEXT_L1=yes", "GLM_CPU_F16_ROW_STREAMS=2",
+        "GLM_CPU_PREFETCH_ROW_BYTES=-1", "GLM_CPU_PREFETCH_AHEAD=", "GLM_CPU_PREFETCH_AHEAD",
+        "GLM_OTHER=1", "GLM_CPU_DECODE_X_HALF=yes", "GLM_CPU_DECODE_X_HALF=2"}) {
     auto r = ParseDecodeTileSettings(bad, base);
     EXPECT_FALSE(r.ok()) << bad;
     const std::string name = std::string(bad).substr(0, std::string(bad).find('='));
@@ -665,12 +672,15 @@ TEST(Dispatch, DecodeTileSettingsParseAndApply) {
   EXPECT_TRUE(on.row_streams);
   EXPECT_EQ(on.x_half, XHalf::kOn);
   EXPECT_EQ(on.prefetch_ahead, 64);
+  EXPECT_TRUE(on.next_tile_l1);
   SetDecodeTileSettings(*same);
+  EXPECT_FALSE(LinearWeight::From(view, kLinearLanes).next_tile_l1);
   EXPECT_FALSE(LinearWeight::From(view, kLinearLanes).row_streams);
   EXPECT_EQ(LinearWeight::From(view, kLinearLanes).x_half, XHalf::kOff);
   SetDecodeTileSettings(saved);
   EXPECT_EQ(F16RowStreams(), saved.f16_row_streams);
   EXPECT_EQ(DecodeXHalf(), saved.x_half);
+  EXPECT_EQ(PrefetchNextL1(), saved.next_tile_l1);
 }
 
 // XHalfChooser with made-up times: it tries both, takes the faster, keeps trying the other every

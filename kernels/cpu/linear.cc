@@ -96,10 +96,13 @@ Status ApplySetting(const std::string& name, const char* value, DecodeTileSettin
     ASSIGN_OR_RETURN(s->f16_row_streams, ParseOnOff(name.c_str(), value));
   } else if (name == "GLM_CPU_DECODE_X_HALF") {
     ASSIGN_OR_RETURN(s->x_half, ParseXHalf(name.c_str(), value));
+  } else if (name == "GLM_CPU_PREFETCH_NEXT_L1") {
+    ASSIGN_OR_RETURN(s->next_tile_l1, ParseOnOff(name.c_str(), value));
   } else {
     return Errorf(
         "%s: not a decode tile setting (GLM_CPU_PREFETCH_ROW_BYTES, "
-        "GLM_CPU_PREFETCH_AHEAD, GLM_CPU_F16_ROW_STREAMS, GLM_CPU_DECODE_X_HALF)",
+        "GLM_CPU_PREFETCH_AHEAD, GLM_CPU_PREFETCH_NEXT_L1, GLM_CPU_F16_ROW_STREAMS, "
+        "GLM_CPU_DECODE_X_HALF)",
         name.c_str());
   }
   return Status::Ok();
@@ -108,9 +111,9 @@ Status ApplySetting(const std::string& name, const char* value, DecodeTileSettin
 
 DecodePrefetchDefaults DecodePrefetchDefaultsFor(const CpuIdentity& cpu) {
   if (cpu.vendor == CpuIdentity::kAmd && cpu.family == 0x1a) {
-    return {"AMD family 1Ah", kPrefetchEveryRow, 0, 0, true, XHalf::kAuto};
+    return {"AMD family 1Ah", kPrefetchEveryRow, 0, 0, true, XHalf::kAuto, true};
   }
-  return {"other CPUs", 3072, 512, 0, false, XHalf::kAuto};
+  return {"other CPUs", 3072, 512, 0, false, XHalf::kAuto, false};
 }
 
 namespace {
@@ -119,9 +122,11 @@ namespace {
 DecodeTileSettings& Settings() {
   static DecodeTileSettings s = [] {
     const DecodePrefetchDefaults d = DecodePrefetchDefaultsFor(IdentifyCpu());
-    DecodeTileSettings v{d.row_bytes, d.ahead_f16, d.ahead_quantized, d.f16_row_streams, d.x_half};
-    for (const char* name : {"GLM_CPU_PREFETCH_ROW_BYTES", "GLM_CPU_PREFETCH_AHEAD",
-                             "GLM_CPU_F16_ROW_STREAMS", "GLM_CPU_DECODE_X_HALF"}) {
+    DecodeTileSettings v{d.row_bytes,       d.ahead_f16, d.ahead_quantized,
+                         d.f16_row_streams, d.x_half,    d.next_tile_l1};
+    for (const char* name :
+         {"GLM_CPU_PREFETCH_ROW_BYTES", "GLM_CPU_PREFETCH_AHEAD", "GLM_CPU_PREFETCH_NEXT_L1",
+          "GLM_CPU_F16_ROW_STREAMS", "GLM_CPU_DECODE_X_HALF"}) {
       const char* env = std::getenv(name);
       if (env == nullptr || *env == '\0') continue;
       const Status st = ApplySetting(name, env, &v);
@@ -139,6 +144,7 @@ int64_t PrefetchAheadBytes(bool quantized) {
 }
 bool F16RowStreams() { return Settings().f16_row_streams; }
 XHalf DecodeXHalf() { return Settings().x_half; }
+bool PrefetchNextL1() { return Settings().next_tile_l1; }
 
 const char* XHalfName(XHalf x) {
   switch (x) {

@@ -31,9 +31,10 @@ inline float ReduceLanes(const float* lane) {
 
 // How a decode tile prefetches its weights beyond what the hardware prefetcher does (measured in
 // bench/results/cpu_kernels.md):
-// - kNextTile: the next tile's rows into L2 while this tile runs (NextTilePrefetch), for quantized
-//   rows: short ones end before the hardware prefetcher has ramped up on them, and on some CPUs
-//   one contiguous stream ahead beats the tile's row streams for long rows too;
+// - kNextTile: the next tile's rows into L2 (or L1: PrefetchNextL1) while this tile runs
+//   (NextTilePrefetch), for quantized rows: short ones end before the hardware prefetcher has
+//   ramped up on them, and on some CPUs one contiguous stream ahead beats the tile's row streams
+//   for long rows too;
 // - kInRow: each row of the tile into L1, PrefetchAheadBytes ahead of the loads (InRowPrefetch),
 //   for long rows: more lines in flight per core than its loads alone keep.
 enum class TilePrefetch { kNone, kNextTile, kInRow };
@@ -44,6 +45,9 @@ int64_t PrefetchRowBytes();
 // The distance of kInRow for the other rows; GLM_CPU_PREFETCH_AHEAD=n sets it for all formats
 // (read once; 0 turns it off). The overrides are for measuring other CPUs.
 int64_t PrefetchAheadBytes(bool quantized);
+// Whether kNextTile asks for L1 (PREFETCHT0) rather than L2 (PREFETCHT1);
+// GLM_CPU_PREFETCH_NEXT_L1=0 or 1 overrides the CPU's default (read once).
+bool PrefetchNextL1();
 // Whether fp16 decode tiles take their rows from R streams of consecutive rows (row streams, see
 // the decode kernels) rather than R consecutive rows; GLM_CPU_F16_ROW_STREAMS=0 or 1
 // overrides the CPU's default (read once).
@@ -68,6 +72,7 @@ struct DecodeTileSettings {
   int64_t ahead_f16, ahead_quantized;  // PrefetchAheadBytes(false / true)
   bool f16_row_streams;                // F16RowStreams()
   XHalf x_half;                        // DecodeXHalf()
+  bool next_tile_l1 = false;           // PrefetchNextL1()
 };
 DecodeTileSettings CurrentDecodeTileSettings();
 void SetDecodeTileSettings(const DecodeTileSettings& s);
@@ -77,7 +82,7 @@ void SetDecodeTileSettings(const DecodeTileSettings& s);
 StatusOr<DecodeTileSettings> ParseDecodeTileSettings(const std::string& spec,
                                                      DecodeTileSettings base);
 
-// The defaults of the four, by CPU, as measured (bench/results/cpu_kernels.md):
+// The defaults, by CPU, as measured (bench/results/cpu_kernels.md):
 // - AMD family 1Ah (Zen 5; a 2-vCPU EPYC VM): kNextTile for every quantized row, and no kInRow.
 //   Against the Ice Lake defaults, at GLM-130B's shapes, int8 read 46% faster, int4-group 37% and
 //   int4-row 5%, and fp16 14–34% faster without its in-row prefetch. (Against in-row 1536 bytes,
@@ -90,12 +95,16 @@ StatusOr<DecodeTileSettings> ParseDecodeTileSettings(const std::string& spec,
 //   instructions on the VM's two cores (one more conversion per step), int4 −1 to −7% and int8
 //   −2 to −4%. The host moves between the two within seconds, so kAuto: alternated call by call
 //   it came within 0–4% of the faster fixed choice at either rate, where the other fixed choice
-//   lost up to 6%. (The AVX2 path: int4 −3%, fp16 +2% at 70 GB/s.)
+//   lost up to 6%. (The AVX2 path: int4 −3%, fp16 +2% at 70 GB/s.) The next tile into L1: the
+//   layers of a whole model's decode (bench-kernels --only=pages --ab) +1.4 to +3.8% for int4-row,
+//   −0.3 to +3.7% for int8, +0.4 to +2.0% for int4-group while the host gave about 50 GB/s; the
+//   GEMVs at GLM-130B's shapes −1.8 to +4.8%.
 // - other CPUs (measured on an Ice Lake VM): kNextTile for quantized rows of at most 3072 bytes
 //   (rows of 1.5–3 KiB gained 2–40%, rows of 4 KiB lost 15%), and kInRow 512 bytes ahead for fp16
 //   (4–13% faster GEMVs, about the bandwidth probe's own gain from prefetching) but not for
 //   quantized rows (their decode, which costs more µops per byte, was 2–20% slower with it); fp16
-//   row streams not measured there, so off; x half kAuto (it measures where it runs).
+//   row streams not measured there, so off; x half kAuto (it measures where it runs); the next
+//   tile into L2, as measured there.
 inline constexpr int64_t kPrefetchEveryRow = INT64_MAX;  // row_bytes: every quantized row
 struct DecodePrefetchDefaults {
   const char* measured_on;  // the CPUs they apply to, for reports
@@ -103,6 +112,7 @@ struct DecodePrefetchDefaults {
   int64_t ahead_f16, ahead_quantized;
   bool f16_row_streams;  // F16RowStreams()
   XHalf x_half;          // DecodeXHalf()
+  bool next_tile_l1;     // PrefetchNextL1()
 };
 struct CpuIdentity;  // kernels/cpu/dispatch.h
 DecodePrefetchDefaults DecodePrefetchDefaultsFor(const CpuIdentity& cpu);
@@ -143,6 +153,7 @@ struct LinearWeight {
   bool generic_groups = false;   // group-wise with group_size % lanes != 0: decoded per element
   TilePrefetch prefetch = TilePrefetch::kNone;
   int64_t prefetch_ahead = 0;  // kInRow: bytes ahead of the loads
+  bool next_tile_l1 = false;   // kNextTile: into L1 rather than L2 (PrefetchNextL1())
   bool row_streams = false;    // fp16: F16RowStreams() (the decode kernels)
   XHalf x_half = XHalf::kOff;  // DecodeXHalf() (the decode kernels, through XHalfCall)
 
@@ -176,6 +187,7 @@ struct LinearWeight {
 
   void ChoosePrefetch(bool next_tile) {
     prefetch_ahead = PrefetchAheadBytes(format != kF16);
+    next_tile_l1 = PrefetchNextL1();
     prefetch = next_tile            ? TilePrefetch::kNextTile
                : prefetch_ahead > 0 ? TilePrefetch::kInRow
                                     : TilePrefetch::kNone;
@@ -284,7 +296,8 @@ inline bool RowsSplitExact(const LinearWeight& w, int64_t n0, int64_t rows) {
 template <int64_t kBytesPerStep>
 struct NextTilePrefetch {
   const char* next = nullptr;
-  NextTilePrefetch(bool on, const LinearWeight& w, int64_t n0, int64_t rows) {
+  bool l1 = false;  // PREFETCHT0 rather than PREFETCHT1 (LinearWeight::next_tile_l1)
+  NextTilePrefetch(bool on, const LinearWeight& w, int64_t n0, int64_t rows) : l1(w.next_tile_l1) {
     if (on && n0 + 2 * rows <= w.N) {
       next = reinterpret_cast<const char*>(w.q + (n0 + rows) * w.row_bytes);
     }
@@ -293,7 +306,12 @@ struct NextTilePrefetch {
     if (next == nullptr) return;
 #pragma GCC unroll 8
     for (int64_t b = 0; b < kBytesPerStep; b += 64) {
-      __builtin_prefetch(next + step * kBytesPerStep + b, 0, 2);  // PREFETCHT1
+      const char* p = next + step * kBytesPerStep + b;
+      if (l1) {
+        __builtin_prefetch(p, 0, 3);  // PREFETCHT0
+      } else {
+        __builtin_prefetch(p, 0, 2);  // PREFETCHT1
+      }
     }
   }
 };
