@@ -158,18 +158,50 @@ const char* XHalfName(XHalf x) {
   return "?";
 }
 
-XHalfChooser::Slot& XHalfChooser::SlotOf(uint64_t kind) {
-  Slot& s = slots_[kind % kSlots];
-  if (s.kind != kind || s.calls == 0) {
-    s = Slot{};
-    s.kind = kind;
+namespace {
+// The first slot a kind may take: its hash mixed (the splitmix64 finalizer), since a kind's low
+// bits alone would put shapes that are multiples of a power of two in one slot.
+int FirstSlot(uint64_t kind) {
+  kind ^= kind >> 30;
+  kind *= 0xbf58476d1ce4e5b9ull;
+  kind ^= kind >> 27;
+  kind *= 0x94d049bb133111ebull;
+  kind ^= kind >> 31;
+  return int(kind % XHalfChooser::kSlots);
+}
+}  // namespace
+
+XHalfChooser::Slot* XHalfChooser::Find(uint64_t kind) {
+  const int first = FirstSlot(kind);
+  for (int w = 0; w < kWays; ++w) {
+    Slot& s = slots_[(first + w) % kSlots];
+    if (s.used && s.kind == kind) return &s;
   }
-  return s;
+  return nullptr;
+}
+
+XHalfChooser::Slot& XHalfChooser::SlotOf(uint64_t kind) {
+  if (Slot* s = Find(kind)) return *s;
+  const int first = FirstSlot(kind);
+  Slot* take = &slots_[first];  // a free slot, else the least recently used
+  for (int w = 0; w < kWays; ++w) {
+    Slot& s = slots_[(first + w) % kSlots];
+    if (!s.used) {
+      take = &s;
+      break;
+    }
+    if (s.last_use < take->last_use) take = &s;
+  }
+  *take = Slot{};
+  take->kind = kind;
+  take->used = true;
+  return *take;
 }
 
 bool XHalfChooser::Choose(uint64_t kind) {
   std::lock_guard<std::mutex> lock(mu_);
   Slot& s = SlotOf(kind);
+  s.last_use = ++clock_;
   const uint32_t call = s.calls++;
   if (s.samples[0] < kWarmup || s.samples[1] < kWarmup) {
     // The variant with fewer times, in turn while they are even. (A time is recorded when its
@@ -184,10 +216,10 @@ bool XHalfChooser::Choose(uint64_t kind) {
 
 void XHalfChooser::Record(uint64_t kind, bool half, double seconds) {
   std::lock_guard<std::mutex> lock(mu_);
-  Slot& s = slots_[kind % kSlots];
-  if (s.kind != kind) return;  // the slot went to another kind meanwhile
-  double& m = s.mean[half];
-  int& n = s.samples[half];
+  Slot* s = Find(kind);
+  if (s == nullptr) return;  // the slot went to another kind meanwhile
+  double& m = s->mean[half];
+  int& n = s->samples[half];
   if (n == 0) {
     m = seconds;
   } else {
@@ -198,15 +230,15 @@ void XHalfChooser::Record(uint64_t kind, bool half, double seconds) {
 
 void XHalfChooser::Averages(uint64_t kind, double* fp32, double* fp16) {
   std::lock_guard<std::mutex> lock(mu_);
-  const Slot& s = slots_[kind % kSlots];
-  const bool mine = s.kind == kind;
-  *fp32 = mine ? s.mean[0] : 0;
-  *fp16 = mine ? s.mean[1] : 0;
+  const Slot* s = Find(kind);
+  *fp32 = s ? s->mean[0] : 0;
+  *fp16 = s ? s->mean[1] : 0;
 }
 
 void XHalfChooser::Reset() {
   std::lock_guard<std::mutex> lock(mu_);
   for (Slot& s : slots_) s = Slot{};
+  clock_ = 0;
 }
 
 XHalfChooser& GlobalXHalfChooser() {

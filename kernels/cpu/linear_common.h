@@ -204,11 +204,16 @@ struct LinearWeight {
 // keeps a moving average of its times (a new time weighs kAlpha; one above twice the average
 // counts as twice the average: a preempted call does not swing it). The first 2·kWarmup calls
 // alternate; after that every kExplore-th call takes the other variant, so that the choice follows
-// the host when its balance of memory and compute moves. Kinds share kSlots slots by hash (a
-// collision restarts the slot). Thread-safe.
+// the host when its balance of memory and compute moves. A kind keeps a slot of kSlots: one of
+// kWays after the slot its mixed hash names, the least recently used of them taken over (and
+// restarted) when all hold other kinds. A model's decode interleaves its kinds call by call, so
+// they must not evict each other: GLM-130B's shapes, all multiples of 4096, once shared one slot
+// (the hash's low bits) and restarted it at every call, which took x as fp32 throughout.
+// Thread-safe.
 class XHalfChooser {
  public:
   static constexpr int kSlots = 64;
+  static constexpr int kWays = 8;
   static constexpr int kWarmup = 3;
   static constexpr uint32_t kExplore = 16;
   static constexpr double kAlpha = 0.25;
@@ -221,12 +226,16 @@ class XHalfChooser {
  private:
   struct Slot {
     uint64_t kind = 0;
+    bool used = false;
     double mean[2] = {0, 0};
     int samples[2] = {0, 0};
     uint32_t calls = 0;
+    uint64_t last_use = 0;
   };
-  Slot& SlotOf(uint64_t kind);  // under mu_
+  Slot* Find(uint64_t kind);     // the kind's slot, or null (under mu_)
+  Slot& SlotOf(uint64_t kind);  // the kind's slot, taken over if need be (under mu_)
   std::mutex mu_;
+  uint64_t clock_ = 0;  // Choose calls so far: the slots' last use
   Slot slots_[kSlots];
 };
 XHalfChooser& GlobalXHalfChooser();
