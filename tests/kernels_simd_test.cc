@@ -730,6 +730,32 @@ TEST(Dispatch, XHalfChooserTakesTheFasterAndFollowsAChange) {
   EXPECT_EQ(a32 + a16, 0.0);
 }
 
+// The other variant's time at an exploration stands for it (its older times came before the host
+// moved): the choice follows a change at the first exploration after it, not several later.
+TEST(Dispatch, XHalfChooserFollowsTheHostAtTheFirstExploration) {
+  XHalfChooser c;
+  const uint64_t kind = 777;
+  double fp32_time = 1.0, fp16_time = 1.2;  // fp32 faster first
+  int halves = 0;
+  auto run = [&](int calls) {
+    halves = 0;
+    for (int i = 0; i < calls; ++i) {
+      const bool half = c.Choose(kind);
+      halves += half;
+      c.Record(kind, half, half ? fp16_time : fp32_time);
+    }
+  };
+  run(2 * XHalfChooser::kWarmup + 160);
+  EXPECT_EQ(halves, XHalfChooser::kWarmup + 160 / int(XHalfChooser::kExplore));
+  fp16_time = 0.8;                   // the host moves: fp16 becomes the faster
+  run(int(XHalfChooser::kExplore));  // holds one exploration
+  run(100);
+  EXPECT_GE(halves, 100 - 100 / int(XHalfChooser::kExplore) - 1);
+  double a32, a16;
+  c.Averages(kind, &a32, &a16);
+  EXPECT_DOUBLE_EQ(a16, 0.8);
+}
+
 // A model's decode interleaves its kinds call by call (qkv, dense, up, down, then the next
 // layer). They must keep their slots: each takes x as fp16, the faster here, on all but its
 // explorations. Kinds that differ only above their low 12 bits (GLM-130B's shapes are multiples

@@ -220,8 +220,15 @@ void XHalfChooser::Record(uint64_t kind, bool half, double seconds) {
   if (s == nullptr) return;  // the slot went to another kind meanwhile
   double& m = s->mean[half];
   int& n = s->samples[half];
+  const bool warm = s->samples[0] >= kWarmup && s->samples[1] >= kWarmup;
+  const bool explored = warm && half != (s->mean[1] < s->mean[0]);
   if (n == 0) {
     m = seconds;
+  } else if (explored) {
+    // The other variant's time, taken every kExplore-th call: it stands for that variant now.
+    // Its older times came before the host last moved, while the chosen variant's average has
+    // followed every call; weighing them in, the choice lagged the host by seconds.
+    m = std::min(seconds, 2 * m);
   } else {
     m += kAlpha * (std::min(seconds, 2 * m) - m);
   }

@@ -200,11 +200,12 @@ struct LinearWeight {
 };
 
 // kAuto's choice: for each kind of decode call (kernel path, weight format and shape, tokens),
-// the calls so far are timed with x as fp32 and as fp16, and the faster is taken. Each variant
-// keeps a moving average of its times (a new time weighs kAlpha; one above twice the average
-// counts as twice the average: a preempted call does not swing it). The first 2·kWarmup calls
-// alternate; after that every kExplore-th call takes the other variant, so that the choice follows
-// the host when its balance of memory and compute moves. A kind keeps a slot of kSlots: one of
+// the calls so far are timed with x as fp32 and as fp16, and the faster is taken. The chosen
+// variant keeps a moving average of its times (a new time weighs kAlpha; one above twice the
+// average counts as twice the average: a preempted call does not swing it). The first 2·kWarmup
+// calls alternate; after that every kExplore-th call takes the other variant, whose time then
+// replaces its average (clamped the same way), so that the choice follows the host within an
+// exploration when its balance of memory and compute moves. A kind keeps a slot of kSlots: one of
 // kWays after the slot its mixed hash names, the least recently used of them taken over (and
 // restarted) when all hold other kinds. A model's decode interleaves its kinds call by call, so
 // they must not evict each other: GLM-130B's shapes, all multiples of 4096, once shared one slot
