@@ -683,21 +683,32 @@ TEST(Dispatch, DecodeTileSettingsParseAndApply) {
   EXPECT_EQ(PrefetchNextL1(), saved.next_tile_l1);
 }
 
-// XHalfChooser with made-up times: it tries both, takes the faster, keeps trying the other every
-// kExplore-th call, and follows a change of which is faster.
-TEST(Dispatch, XHalfChooserTakesTheFasterAndFollowsAChange) {
-  XHalfChooser c;
-  const uint64_t kind = 12345;
-  double fp32_time = 1.0, fp16_time = 0.9;  // fp16 faster first
+// One kind's calls through an XHalfChooser with made-up times: Run(n) makes n calls, each taking
+// the chosen variant's time, and counts in `halves` those that took x as fp16.
+struct ChooserCalls {
+  XHalfChooser& c;
+  uint64_t kind;
+  double fp32_time, fp16_time;
   int halves = 0;
-  auto run = [&](int calls) {
+  void Run(int calls) {
     halves = 0;
     for (int i = 0; i < calls; ++i) {
       const bool half = c.Choose(kind);
       halves += half;
       c.Record(kind, half, half ? fp16_time : fp32_time);
     }
-  };
+  }
+};
+
+// XHalfChooser with made-up times: it tries both, takes the faster, keeps trying the other every
+// kExplore-th call, and follows a change of which is faster.
+TEST(Dispatch, XHalfChooserTakesTheFasterAndFollowsAChange) {
+  XHalfChooser c;
+  const uint64_t kind = 12345;
+  ChooserCalls calls{c, kind, 1.0, 0.9};  // fp16 faster first
+  double& fp16_time = calls.fp16_time;
+  const int& halves = calls.halves;
+  auto run = [&](int n) { calls.Run(n); };
   run(2 * XHalfChooser::kWarmup);
   EXPECT_EQ(halves, XHalfChooser::kWarmup);  // the warm-up alternates
   run(160);
@@ -735,16 +746,10 @@ TEST(Dispatch, XHalfChooserTakesTheFasterAndFollowsAChange) {
 TEST(Dispatch, XHalfChooserFollowsTheHostAtTheFirstExploration) {
   XHalfChooser c;
   const uint64_t kind = 777;
-  double fp32_time = 1.0, fp16_time = 1.2;  // fp32 faster first
-  int halves = 0;
-  auto run = [&](int calls) {
-    halves = 0;
-    for (int i = 0; i < calls; ++i) {
-      const bool half = c.Choose(kind);
-      halves += half;
-      c.Record(kind, half, half ? fp16_time : fp32_time);
-    }
-  };
+  ChooserCalls calls{c, kind, 1.0, 1.2};  // fp32 faster first
+  double& fp16_time = calls.fp16_time;
+  const int& halves = calls.halves;
+  auto run = [&](int n) { calls.Run(n); };
   run(2 * XHalfChooser::kWarmup + 160);
   EXPECT_EQ(halves, XHalfChooser::kWarmup + 160 / int(XHalfChooser::kExplore));
   fp16_time = 0.8;                   // the host moves: fp16 becomes the faster
