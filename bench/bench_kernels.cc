@@ -332,17 +332,6 @@ struct Buffer {
   Buffer(const Buffer&) = delete;
 };
 
-// The process's anonymous memory on transparent huge pages, in MiB (-1 if unknown).
-long AnonHugePagesMiB() {
-  std::ifstream in("/proc/self/smaps_rollup");
-  std::string key;
-  long kb = 0;
-  while (in >> key) {
-    if (key == "AnonHugePages:" && in >> kb) return kb >> 10;
-  }
-  return -1;
-}
-
 // The probe's buffer (past 4x the last-level cache, 2 GiB at least, 1 GiB with --quick), filled
 // once and kept for the run: the start and end probes and every paired pass read it.
 const Buffer& ProbeBuffer() {
@@ -1125,22 +1114,9 @@ StatusOr<std::vector<std::string>> PagesVariants() {
 // --huge-pages). Each step is paired with a probe pass just before it. With --ab settings, every
 // store variant runs once under each setting (applied before each of its steps), so settings are
 // compared on a whole model's decode.
-void BenchPages(const AbVariants& ab) {
+// `fp`: the file's footprint, read by main's checks.
+void BenchPages(const HostFootprint& fp, const AbVariants& ab) {
   const std::string& path = FLAGS_pages_model;
-  HostFootprint fp;
-  {
-    auto f = GgufFile::Open(path);
-    if (!f.ok()) {
-      std::fprintf(stderr, "bench-kernels: --pages_model: %s\n", f.status().message().c_str());
-      std::exit(1);
-    }
-    auto got = ReadHostFootprint(**f);
-    if (!got.ok()) {
-      std::fprintf(stderr, "bench-kernels: --pages_model: %s\n", got.status().message().c_str());
-      std::exit(1);
-    }
-    fp = std::move(got).value();
-  }
   // A step's parts (ForwardBatch's taps, runtime/model.h): the layers from the "embed" tap to
   // the "final_norm" one, then the logits (the tied embedding's GEMV, most of the globals).
   enum Part { kStep, kLayers, kLogits, kParts };
@@ -1429,6 +1405,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   const bool run_pages = Section("pages") && !FLAGS_pages_model.empty();
+  HostFootprint pages_fp;  // the pages section's model file
   if (!FLAGS_only.empty() && Section("pages") && !run_pages) {
     std::fprintf(stderr, "bench-kernels: --only=pages: give the model file with --pages_model\n");
     return 2;
@@ -1438,10 +1415,13 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "bench-kernels: %s\n", v.status().message().c_str());
       return 2;
     }
-    if (auto f = GgufFile::Open(FLAGS_pages_model); !f.ok()) {
-      std::fprintf(stderr, "bench-kernels: --pages_model: %s\n", f.status().message().c_str());
+    auto f = GgufFile::Open(FLAGS_pages_model);
+    StatusOr<HostFootprint> got = f.ok() ? ReadHostFootprint(**f) : f.status();
+    if (!got.ok()) {
+      std::fprintf(stderr, "bench-kernels: --pages_model: %s\n", got.status().message().c_str());
       return 2;
     }
+    pages_fp = std::move(got).value();
     if (FLAGS_pages_rounds < 1) {
       std::fprintf(stderr, "bench-kernels: --pages_rounds=%d: expected 1 or more\n",
                    FLAGS_pages_rounds);
@@ -1476,7 +1456,7 @@ int main(int argc, char** argv) {
         PrefetchNextL1() ? "true" : "false", F16RowStreams() ? "true" : "false",
         XHalfName(DecodeXHalf()), DecodePrefetchDefaultsFor(IdentifyCpu()).measured_on,
         ThreadPool::ChunkingName(ThreadPool::CurrentChunking()),
-        FLAGS_huge_pages ? "true" : "false", AnonHugePagesMiB());
+        FLAGS_huge_pages ? "true" : "false", long(AnonHugePageBytes() >> 20));
   } else {
     std::printf(
         "# memory read bandwidth %.2f GB/s (loads %.2f, with L1 prefetch %.2f, with L2 prefetch "
@@ -1487,7 +1467,7 @@ int main(int argc, char** argv) {
       std::printf(
           "# --huge_pages: weights and probe on transparent huge pages (%ld MiB granted so "
           "far, the probe's buffer)\n",
-          AnonHugePagesMiB());
+          long(AnonHugePageBytes() >> 20));
     }
     const std::string rows =
         PrefetchRowBytes() == kPrefetchEveryRow
@@ -1515,7 +1495,7 @@ int main(int argc, char** argv) {
   if (Section("model")) BenchModel();
   if (Section("blas")) BenchBlas();
   if (run_ab) BenchAb(ab);
-  if (run_pages) BenchPages(ab);
+  if (run_pages) BenchPages(pages_fp, ab);
   // This host's bandwidth drifts over minutes: a second probe shows how far the rows' bound may be
   // off (the rows above are against the first).
   if (Section("gemv") || Section("layer") || Section("model") || run_ab || run_pages) {

@@ -121,11 +121,11 @@ StatusOr<HostBuffer> HostBuffer::Allocate(uint64_t bytes, MemoryAccount* account
   // MADV_HUGEPAGE only where asked. With THP defrag "madvise" (a common default) every fault of
   // such a region may compact memory synchronously, so loading is slower where free memory is
   // fragmented. For resident weights it is an option (StreamingOptions::huge_pages): on the
-  // development VM the decode gained 0-4% (bench-kernels --only=pages). The staging slots always
-  // ask: O_DIRECT reads land in them at every step, and a read's pages become one device segment
-  // per physically contiguous run. On 4 KiB pages a 4 MiB block is split into several requests
-  // (virtio-blk: at most 254 segments each) as the buffer's fragmentation dictates; on 2 MiB
-  // pages it is two segments (offload/streaming_store.cc).
+  // development VM the decode moved by -2 to +5% (bench-kernels --only=pages). The staging slots
+  // always ask: O_DIRECT reads land in them at every step, and a read's pages become one device
+  // segment per physically contiguous run. On 4 KiB pages a 4 MiB block is split into several
+  // requests (virtio-blk: at most 254 segments each) as the buffer's fragmentation dictates; on
+  // 2 MiB pages it is two segments (offload/streaming_store.cc).
   if (huge_pages) (void)madvise(p, rounded, MADV_HUGEPAGE);  // advice: failure is harmless
   HostBuffer b;
   b.data_ = static_cast<char*>(p);
@@ -183,8 +183,6 @@ HugePageUse HugePagesOf(const void* p, uint64_t bytes) {
     if (std::sscanf(line.c_str(), "%llx-%llx ", &a, &b) == 2 && line.find(':') > line.find('-')) {
       inside = a < hi && lo < b;  // a mapping's first line: "7f00-7f80 rw-p ..."
       use.known |= inside;
-    } else if (inside && line.rfind("AnonHugePages:", 0) == 0) {
-      use.huge_bytes += std::strtoull(line.c_str() + 14, nullptr, 10) * 1024;
     } else if (inside && line.rfind("VmFlags:", 0) == 0) {
       use.advised &= (line + " ").find(" hg ") != std::string::npos;
     }

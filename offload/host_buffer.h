@@ -87,9 +87,8 @@ class HostBuffer {
 // What /proc/self/smaps says of the mappings that overlap [p, p + bytes). The kernel merges
 // adjacent anonymous mappings with the same flags, so a mapping may be larger than the range.
 struct HugePageUse {
-  bool known = false;       // smaps was readable and names a mapping in the range
-  bool advised = false;     // every such mapping has MADV_HUGEPAGE ("hg" in VmFlags)
-  uint64_t huge_bytes = 0;  // their AnonHugePages: bytes on 2 MiB pages
+  bool known = false;    // smaps was readable and names a mapping in the range
+  bool advised = false;  // every such mapping has MADV_HUGEPAGE ("hg" in VmFlags)
 };
 HugePageUse HugePagesOf(const void* p, uint64_t bytes);
 // The process's anonymous memory on transparent huge pages (/proc/self/smaps_rollup
