@@ -120,8 +120,7 @@ struct Decoder {
   const Half* scales = nullptr;
   __m512 scale, table;             // int8: the group's scale; int4: its 16 values fp16(q·scale)
   __m512 scale_split;              // int8 with kSplit: scale · kSplitFactor
-  const float* scale32 = nullptr;  // int4 with kSplit: the row's scales in fp32 (TileScales),
-  const float* split32 = nullptr;  // and the same · kSplitFactor
+  const float* scale32 = nullptr;  // int4 with kSplit: the row's scales in fp32 (TileScales)
 
   void Init(const LinearWeight& lw, int64_t row) {
     if constexpr (F == LinearWeight::kF16) {
@@ -139,11 +138,15 @@ struct Decoder {
     if constexpr (F == LinearWeight::kI4) {
       const __m512 iota = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, -8, -7, -6, -5, -4, -3, -2, -1);
       if constexpr (kSplit) {
-        // Two broadcasts by the load port and three vector µops, against a scalar conversion,
-        // a broadcast, a multiply and the round trip through fp16.
-        __m512 c = _mm512_mul_ps(iota, _mm512_set1_ps(split32[g]));
+        // One broadcast by the load port and three vector µops, against a scalar conversion,
+        // a broadcast, a multiply and the round trip through fp16. c is the split's
+        // q·(s·8193) as (q·8193)·s: both products in brackets are exact in fp32 (s·8193 is s
+        // plus s·2^13, whose 11-bit significands do not overlap), so c rounds the same real.
+        const __m512 iota_split = _mm512_mul_ps(iota, _mm512_set1_ps(kSplitFactor));  // exact
+        const __m512 s = _mm512_set1_ps(scale32[g]);
+        __m512 c = _mm512_mul_ps(iota_split, s);
         __asm__("" : "+v"(c));  // c is rounded (no contraction into c - d)
-        table = _mm512_sub_ps(c, _mm512_fnmadd_ps(iota, _mm512_set1_ps(scale32[g]), c));
+        table = _mm512_sub_ps(c, _mm512_fnmadd_ps(iota, s, c));
       } else {
         table = RoundToHalf(_mm512_mul_ps(iota, _mm512_set1_ps(HalfF(scales[g]))));
       }
@@ -214,41 +217,39 @@ inline __m512 LoadX(const Half* xp, int64_t i) {
   return _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(xp + i)));
 }
 
-// The scales of a tile's R rows in fp32 and · kSplitFactor, [R][groups] each, in a buffer of
-// the calling thread (group-wise int4 with the split: Decoder::Group reads them by broadcast).
+// The scales of a tile's R rows in fp32, [R][groups], in a buffer of the calling thread
+// (group-wise int4 with the split: Decoder::Group reads them by broadcast).
 struct TileScales {
   const float* scale32;
-  const float* split32;
   bool exact;  // every scale allows the split (SplitExact: |s| < 512)
 };
 template <int R>
 TileScales ConvertTileScales(const LinearWeight& w, int64_t n0, int64_t rows) {
   thread_local ThreadFloats buf;
   const int64_t G = w.groups;
-  float* s32 = buf.Get(2 * R * G);
-  float* x32 = s32 + R * G;
-  const __m512 factor = _mm512_set1_ps(kSplitFactor), bound = _mm512_set1_ps(512.f);
-  __mmask16 exact = 0xffff;
+  float* s32 = buf.Get(R * G);
+  // SplitExact on the largest magnitude, compared once after the loop: a compare per block of
+  // 16, chained through its mask, made a serial chain of 48 compares per tile at K = 12288 and
+  // cost the tile 5-10% in cache on Zen 5 (bench/results/cpu_kernels.md).
+  const __m256i magnitude = _mm256_set1_epi16(0x7fff);
+  __m256i largest = _mm256_setzero_si256();
   bool tail_exact = true;
   for (int r = 0; r < R; ++r) {
     const Half* src = w.scales + (n0 + (r < rows ? r : rows - 1)) * G;
     float* d = s32 + r * G;
-    float* dx = x32 + r * G;
     int64_t g = 0;
     for (; g + kL <= G; g += kL) {
-      const __m512 v =
-          _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + g)));
-      _mm512_storeu_ps(d + g, v);
-      _mm512_storeu_ps(dx + g, _mm512_mul_ps(v, factor));
-      exact &= _mm512_cmp_ps_mask(_mm512_abs_ps(v), bound, _CMP_LT_OQ);  // false for NaN
+      const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + g));
+      _mm512_storeu_ps(d + g, _mm512_cvtph_ps(h));
+      largest = _mm256_max_epu16(largest, _mm256_and_si256(h, magnitude));
     }
     for (; g < G; ++g) {
       d[g] = HalfF(src[g]);
-      dx[g] = d[g] * kSplitFactor;
       tail_exact = tail_exact && SplitExact(src[g]);
     }
   }
-  return {s32, x32, exact == 0xffff && tail_exact};
+  const bool blocks_exact = _mm256_cmpge_epu16_mask(largest, _mm256_set1_epi16(0x6000)) == 0;
+  return {s32, blocks_exact && tail_exact};
 }
 
 // ---- Decode kernel: TB <= 4 tokens x R rows (n0 + r·stride, r < R; `rows` of them valid) ----
@@ -271,10 +272,7 @@ void DirectTile(const Half* x, const XP* xp, const LinearWeight& w, int64_t n0, 
     if (!ts.exact) {
       return DirectTile<TB, R, F, false, kPrefetch>(x, xp, w, n0, rows, 1, bias, out);
     }
-    for (int r = 0; r < R; ++r) {
-      row[r].scale32 = ts.scale32 + r * w.groups;
-      row[r].split32 = ts.split32 + r * w.groups;
-    }
+    for (int r = 0; r < R; ++r) row[r].scale32 = ts.scale32 + r * w.groups;
   }
   __m512 acc[TB][R];
 #pragma GCC unroll 4
@@ -292,9 +290,33 @@ void DirectTile(const Half* x, const XP* xp, const LinearWeight& w, int64_t n0, 
   // bench/results/cpu_kernels.md). Each row sums the same products in the same order.
   constexpr bool kRowBlocks = F == LinearWeight::kF16 && TB == 1;
   constexpr int kRowBlock = 8;
-  for (int64_t g = 0, k0 = 0; k0 < K16; ++g, k0 += per_group) {
+  // int4 at T = 1 builds each group's tables one group ahead, during the previous group's steps:
+  // +3-7% in cache on Zen 5 (bench/results/cpu_kernels.md). More tokens hold more accumulators
+  // and leave no registers for the tables ahead.
+  constexpr bool kAhead = F == LinearWeight::kI4 && kSplit && TB == 1;
+  [[maybe_unused]] __m512 ahead[R];
+  if constexpr (kAhead) {
 #pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) row[r].Group(g);
+    for (int r = 0; r < R; ++r) {
+      row[r].Group(0);
+      ahead[r] = row[r].table;
+    }
+  }
+  const int64_t last_group = (K16 - 1) / per_group;
+  for (int64_t g = 0, k0 = 0; k0 < K16; ++g, k0 += per_group) {
+    if constexpr (kAhead) {
+      const int64_t gn = g < last_group ? g + 1 : g;
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) {
+        const __m512 cur = ahead[r];
+        row[r].Group(gn);
+        ahead[r] = row[r].table;
+        row[r].table = cur;
+      }
+    } else {
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) row[r].Group(g);
+    }
     const int64_t k1 = k0 + per_group < K16 ? k0 + per_group : K16;
     int64_t k = k0;
     if constexpr (kRowBlocks) {
