@@ -818,11 +818,12 @@ void BenchLayer() {
   }
 }
 
-// Per-row absmax quantization of a synthetic model's four linear weights (spec §3), held in RAM:
-// the whole-model decode for int8/int4 weights.
+// Absmax quantization of a synthetic model's four linear weights, per row (spec §3) or per group
+// of `group_size` inputs, held in RAM: the whole-model decode for int8/int4 weights.
 class QuantizedStore : public WeightStore {
  public:
-  QuantizedStore(WeightStore& base, DType dtype) : base_(base) {
+  QuantizedStore(WeightStore& base, DType dtype, int group_size = 0)
+      : base_(base), group_size_(group_size) {
     const ModelConfig& cfg = base.config();
     layers_.resize(cfg.num_layers);
     for (int l = 0; l < cfg.num_layers; ++l) {
@@ -843,7 +844,7 @@ class QuantizedStore : public WeightStore {
     double b = 0;
     for (const LayerWeights& w : layers_) {
       for (const TensorView* t : {&w.qkv, &w.dense, &w.up, &w.down})
-        b += t->bytes() + t->rows() * 2;
+        b += t->bytes() + t->rows() * Groups(t->cols()) * 2;
       for (const TensorView* t : {&w.attn_norm_w, &w.attn_norm_b, &w.qkv_b, &w.dense_b,
                                   &w.ffn_norm_w, &w.ffn_norm_b, &w.up_b, &w.down_b}) {
         b += t->bytes();
@@ -853,20 +854,34 @@ class QuantizedStore : public WeightStore {
   }
 
  private:
+  // The group size for K inputs (the format needs K % size == 0): group_size_, or for the small
+  // presets' narrower weights the largest power of two below it that divides K; K if per row.
+  int64_t GroupSize(int64_t K) const {
+    if (group_size_ == 0) return K;
+    int64_t size = group_size_;
+    while (K % size != 0) size /= 2;
+    return size;
+  }
+  int64_t Groups(int64_t K) const { return K / GroupSize(K); }
+
   TensorView Quantize(const TensorView& w, DType dtype) {
-    const int64_t N = w.rows(), K = w.cols();
+    const int64_t N = w.rows(), K = w.cols(), G = Groups(K), size = GroupSize(K);
     auto& data = data_.emplace_back(DTypeBytes(dtype, N * K));
-    auto& scales = scales_.emplace_back(N);
+    auto& scales = scales_.emplace_back(N * G);
     const float qmax = dtype == DType::kI8 ? 127.f : 7.f;
     int8_t* q = reinterpret_cast<int8_t*>(data.data());
     ThreadPool::Global().ParallelFor(N, 16, [&](int64_t b, int64_t e) {
       for (int64_t n = b; n < e; ++n) {
         const Half* row = w.f16() + n * K;
-        float amax = 0;
-        for (int64_t k = 0; k < K; ++k) amax = std::max(amax, std::fabs(HalfToFloat(row[k])));
-        scales[n] = FloatToHalf(amax * (1.0f / qmax));
-        const float s = std::max(HalfToFloat(scales[n]), 1e-8f);
+        for (int64_t g = 0; g < G; ++g) {
+          float amax = 0;
+          for (int64_t k = g * size; k < (g + 1) * size; ++k) {
+            amax = std::max(amax, std::fabs(HalfToFloat(row[k])));
+          }
+          scales[n * G + g] = FloatToHalf(amax * (1.0f / qmax));
+        }
         for (int64_t k = 0; k < K; ++k) {
+          const float s = std::max(HalfToFloat(scales[n * G + k / size]), 1e-8f);
           const int v = int(std::nearbyint(RoundHalf(HalfToFloat(row[k]) / s)));
           if (dtype == DType::kI8) {
             q[n * K + k] = int8_t(v);
@@ -881,11 +896,12 @@ class QuantizedStore : public WeightStore {
     v.dtype = dtype;
     v.data = data.data();
     v.scales = scales.data();
-    v.group_size = 0;
+    v.group_size = group_size_ ? int(size) : 0;
     return v;
   }
 
   WeightStore& base_;
+  int group_size_;
   std::vector<LayerWeights> layers_;
   std::vector<std::vector<uint8_t>> data_;
   std::vector<std::vector<Half>> scales_;
@@ -903,8 +919,8 @@ double TensorBytes(const GlobalWeights& g) {
 // residuals, the embedding lookup), and the final LayerNorm + logits (with the embedding's bytes).
 void BenchModelSplit(WeightStore& s, const RotaryTable& rope, KvCache& kv, Activations& act,
                      const std::vector<int32_t>& pos, int prefix_len, int first, int n,
-                     const char* weights, const std::string& preset, double layer_bytes,
-                     double logits_bytes, int64_t vocab) {
+                     const char* weights, double bytes_per_weight, const std::string& preset,
+                     double layer_bytes, double logits_bytes, int64_t vocab) {
   double last = 0;
   double linear = 0, attention = 0, other = 0, final_norm = 0;
   const TapFn tap = [&](const std::string& name, const Half*, int64_t) {
@@ -938,7 +954,7 @@ void BenchModelSplit(WeightStore& s, const RotaryTable& rope, KvCache& kv, Activ
   Result a{"model-linear", weights, preset, 1};
   a.seconds = Median(lin);
   a.bytes = layer_bytes;
-  a.flops = 2.0 * layer_bytes;
+  a.flops = 2.0 * layer_bytes / bytes_per_weight;
   a.bound_seconds = layer_bytes / (g_limits.mem_bw_gbps * 1e9);
   a.note = "the layers' linear ops in a decode step; bytes = the layers' bytes";
   Print(a);
@@ -1026,17 +1042,20 @@ void BenchModel() {
     std::exit(1);
   }
   std::unique_ptr<MmapStore> store = std::move(opened).value();
-  std::unique_ptr<QuantizedStore> q8, q4;
+  std::unique_ptr<QuantizedStore> q8, q4, q4g;
   if (!FLAGS_quick) q8 = std::make_unique<QuantizedStore>(*store, DType::kI8);
   q4 = std::make_unique<QuantizedStore>(*store, DType::kI4);
+  q4g = std::make_unique<QuantizedStore>(*store, DType::kI4, 128);  // glm-quantize's default
 
   struct Variant {
     const char* weights;
     WeightStore* s;
+    double bytes_per_weight;  // of the layers' linear weights
   };
-  std::vector<Variant> variants = {{"fp16", store.get()}};
-  if (q8) variants.push_back({"int8-row", q8.get()});
-  variants.push_back({"int4-row", q4.get()});
+  std::vector<Variant> variants = {{"fp16", store.get(), 2}};
+  if (q8) variants.push_back({"int8-row", q8.get(), 1});
+  variants.push_back({"int4-row", q4.get(), 0.5});
+  variants.push_back({"int4-group", q4g.get(), 0.5});
   RotaryTable rope = RotaryTable::Build(cfg.head_dim, cfg.max_seq);
   const int prompt = 8, steps = FLAGS_quick ? 4 : 8;
   for (const Variant& v : variants) {
@@ -1075,15 +1094,17 @@ void BenchModel() {
     r.seconds = TimePaired(decode_step, bytes, r, steps - 1);
     r.best = g_last_best;
     r.bytes = bytes;
-    r.flops = 2.0 * bytes / (v.s == store.get() ? 2.0 : 1.0);  // ~2 flops per weight
+    // 2 flops per weight: the layers' in v's format, the logits' in fp16.
+    r.flops = 2.0 * layer_bytes / v.bytes_per_weight + TensorBytes(store->globals());
     r.bound_seconds = bytes / (g_limits.mem_bw_gbps * 1e9);
     r.note = "bound = model bytes / bw";
     if (bytes < double(FromMemoryBytes())) {
       r.note += StrFormat("; under 4x the %zu MiB cache: partly served from it", g_llc_bytes >> 20);
     }
     Print(r);
-    BenchModelSplit(*v.s, rope, kv, act, pos, prompt, prompt + s, split_steps, v.weights, preset,
-                    layer_bytes, double(store->globals().embedding.bytes()), cfg.vocab);
+    BenchModelSplit(*v.s, rope, kv, act, pos, prompt, prompt + s, split_steps, v.weights,
+                    v.bytes_per_weight, preset, layer_bytes,
+                    double(store->globals().embedding.bytes()), cfg.vocab);
   }
 }
 

@@ -24,8 +24,10 @@ mkdir "$work/models"
 "$bench" --quick --reps=1 --only=model --model_preset=tiny --model_dir="$work/models" --json \
   > "$work/model.jsonl" 2> "$work/err.txt" || { cat "$work/err.txt"; fail "--only=model exited $?"; }
 [ -z "$(ls -A "$work/models")" ] || fail "the synthetic model was left in --model_dir: $(ls "$work/models")"
-grep -q '"kernel":"model-decode","weights":"int4-row","shape":"tiny"' "$work/model.jsonl" ||
-  fail "no int4-row model-decode row for the tiny preset"
+for weights in int4-row int4-group; do
+  grep -q "\"kernel\":\"model-decode\",\"weights\":\"$weights\",\"shape\":\"tiny\"" \
+    "$work/model.jsonl" || fail "no $weights model-decode row for the tiny preset"
+done
 
 # The pages section: a model file (glm-synth's tiny preset) decoded mapped, read into memory and
 # read onto huge pages, one step of each in turn: three parts of a step for each variant.

@@ -302,7 +302,7 @@ void DirectTile(const Half* x, const XP* xp, const LinearWeight& w, int64_t n0, 
       ahead[r] = row[r].table;
     }
   }
-  const int64_t last_group = (K16 - 1) / per_group;
+  [[maybe_unused]] const int64_t last_group = kAhead ? (K16 - 1) / per_group : 0;
   for (int64_t g = 0, k0 = 0; k0 < K16; ++g, k0 += per_group) {
     if constexpr (kAhead) {
       const int64_t gn = g < last_group ? g + 1 : g;
