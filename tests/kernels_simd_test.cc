@@ -344,14 +344,22 @@ TEST_P(SimdPath, QuantizedRowsWithLargeScalesRoundThroughHalf) {
   // No tail (it takes the reference rounding on every path); rows of 64 bytes and of over 3 KiB
   // (the decode kernels with and without the next-tile prefetch).
   // int4 (groups of 16, and a row scale): q = ±7 with scale 16384 overflows fp16 too. With 17
-  // groups a row only the last group's scale is large: the AVX-512 decode checks the scales in
-  // blocks of 16 and the rest one by one.
-  for (int64_t K : {64, 4112, -256, -272, -8224}) {
-    const bool i4 = K < 0;
-    K = i4 ? -K : K;
-    const int64_t N = 21;
-    const int64_t groups = i4 && K < 1024 ? K / 16 : 1;
-    Weight w = Weight::Make(i4 ? DType::kI4 : DType::kI8, N, K, groups > 1 ? 16 : 0, 12);
+  // groups a row only the last group's scale is large: the AVX-512 decode checks group-wise
+  // scales in blocks of 16 and the rest one by one (int8 and int4 alike; 273 groups: 17 blocks
+  // and one more).
+  struct Case {
+    DType dtype;
+    int64_t K;
+    bool grouped;  // groups of 16
+  };
+  for (const Case c :
+       {Case{DType::kI8, 64, false}, Case{DType::kI8, 4112, false}, Case{DType::kI8, 256, true},
+        Case{DType::kI8, 272, true}, Case{DType::kI8, 4368, true}, Case{DType::kI4, 256, true},
+        Case{DType::kI4, 272, true}, Case{DType::kI4, 8224, false}}) {
+    const bool i4 = c.dtype == DType::kI4;
+    const int64_t K = c.K, N = 21;
+    const int64_t groups = c.grouped ? K / 16 : 1;
+    Weight w = Weight::Make(c.dtype, N, K, c.grouped ? 16 : 0, 12);
     std::vector<bool> large_row(N);
     for (int64_t n = 0; n < N; ++n) {
       const bool large = n % 3 == 0 || (n >= 8 && n < 16);  // mixed tiles and a whole large one

@@ -112,6 +112,7 @@ constexpr I4Lanes kI4Lanes;
 
 // kSplit: dequantize by the split of linear_common.h, for rows whose scales allow it: int8
 // weights as they are decoded, int4 group tables from the tile's scales in fp32 (TileScales).
+// Group-wise int8 with the split reads its scales from TileScales too.
 template <LinearWeight::Format F, bool kSplit = false>
 struct Decoder {
   static_assert(!kSplit || F != LinearWeight::kF16);
@@ -121,7 +122,8 @@ struct Decoder {
   const Half* scales = nullptr;
   __m512 scale, table;             // int8: the group's scale; int4: its 16 values fp16(q·scale)
   __m512 scale_split;              // int8 with kSplit: scale · kSplitFactor
-  const float* scale32 = nullptr;  // int4 with kSplit: the row's scales in fp32 (TileScales)
+  const float* scale32 = nullptr;  // group-wise with kSplit: the row's scales in fp32
+  const float* split32 = nullptr;  // (TileScales), and for int8 the same · kSplitFactor
 
   void Init(const LinearWeight& lw, int64_t row) {
     if constexpr (F == LinearWeight::kF16) {
@@ -133,8 +135,13 @@ struct Decoder {
   }
   void Group(int64_t g) {
     if constexpr (F == LinearWeight::kI8) {
-      scale = _mm512_set1_ps(HalfF(scales[g]));
-      if constexpr (kSplit) scale_split = _mm512_set1_ps(HalfF(scales[g]) * kSplitFactor);
+      if (kSplit && scale32 != nullptr) {  // two broadcasts by the load port
+        scale = _mm512_set1_ps(scale32[g]);
+        scale_split = _mm512_set1_ps(split32[g]);
+      } else {
+        scale = _mm512_set1_ps(HalfF(scales[g]));
+        if constexpr (kSplit) scale_split = _mm512_set1_ps(HalfF(scales[g]) * kSplitFactor);
+      }
     }
     if constexpr (F == LinearWeight::kI4) {
       const __m512 iota = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, -8, -7, -6, -5, -4, -3, -2, -1);
@@ -218,17 +225,20 @@ inline __m512 LoadX(const Half* xp, int64_t i) {
   return _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(xp + i)));
 }
 
-// The scales of a tile's R rows in fp32, [R][groups], in a buffer of the calling thread
-// (group-wise int4 with the split: Decoder::Group reads them by broadcast).
+// The scales of a tile's R rows in fp32, [R][groups], and with kWithSplit the same · kSplitFactor,
+// in a buffer of the calling thread (group-wise weights with the split: Decoder::Group reads them
+// by broadcast).
 struct TileScales {
   const float* scale32;
-  bool exact;  // every scale allows the split (SplitExact: |s| < 512)
+  const float* split32;  // kWithSplit only
+  bool exact;            // every scale allows the split (SplitExact: |s| < 512)
 };
-template <int R>
+template <int R, bool kWithSplit>
 TileScales ConvertTileScales(const LinearWeight& w, int64_t n0, int64_t rows) {
   thread_local ThreadFloats buf;
   const int64_t G = w.groups;
-  float* s32 = buf.Get(R * G);
+  float* s32 = buf.Get((kWithSplit ? 2 : 1) * R * G);
+  float* x32 = s32 + R * G;
   // SplitExact on the largest magnitude, compared once after the loop: a compare per block of
   // 16, chained through its mask, made a serial chain of 48 compares per tile at K = 12288 and
   // cost the tile 5-10% in cache on Zen 5 (bench/results/cpu_kernels.md).
@@ -238,19 +248,24 @@ TileScales ConvertTileScales(const LinearWeight& w, int64_t n0, int64_t rows) {
   for (int r = 0; r < R; ++r) {
     const Half* src = w.scales + (n0 + (r < rows ? r : rows - 1)) * G;
     float* d = s32 + r * G;
+    float* dx = x32 + r * G;
     int64_t g = 0;
     for (; g + kL <= G; g += kL) {
       const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + g));
-      _mm512_storeu_ps(d + g, _mm512_cvtph_ps(h));
+      const __m512 v = _mm512_cvtph_ps(h);
+      _mm512_storeu_ps(d + g, v);
+      if constexpr (kWithSplit)
+        _mm512_storeu_ps(dx + g, _mm512_mul_ps(v, _mm512_set1_ps(kSplitFactor)));
       largest = _mm256_max_epu16(largest, _mm256_and_si256(h, magnitude));
     }
     for (; g < G; ++g) {
       d[g] = HalfF(src[g]);
+      if constexpr (kWithSplit) dx[g] = d[g] * kSplitFactor;
       tail_exact = tail_exact && SplitExact(src[g]);
     }
   }
   const bool blocks_exact = _mm256_cmpge_epu16_mask(largest, _mm256_set1_epi16(0x6000)) == 0;
-  return {s32, blocks_exact && tail_exact};
+  return {s32, x32, blocks_exact && tail_exact};
 }
 
 // ---- Decode kernel: TB <= 4 tokens x R rows (n0 + r·stride, r < R; `rows` of them valid) ----
@@ -268,8 +283,10 @@ void DirectTile(const Half* x, const XP* xp, const LinearWeight& w, int64_t n0, 
   Decoder<F, kSplit> row[R];
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r) row[r].Init(w, n0 + (r < rows ? r : rows - 1) * stride);
-  if constexpr (F == LinearWeight::kI4 && kSplit) {
-    if constexpr (kPrefetch == TilePrefetch::kNextTile) {
+  // Group-wise weights with the split (int4 takes it for group-wise weights only) convert their
+  // scales per tile; row-wise int8 reads its one scale per row as it goes.
+  if (kSplit && w.group_steps > 0) {
+    if constexpr (kSplit && kPrefetch == TilePrefetch::kNextTile) {
       // The next tile's scales into L2 with its rows: read all at once at its start, 24 lines
       // at K = 12288, they stalled it on their misses. +2 to +5% on a whole model's int4-group
       // layers on Zen 5 in four of six runs (bench/results/cpu_kernels.md).
@@ -281,11 +298,15 @@ void DirectTile(const Half* x, const XP* xp, const LinearWeight& w, int64_t n0, 
         }
       }
     }
-    const TileScales ts = ConvertTileScales<R>(w, n0, rows);  // contiguous: stride 1 (DirectRows)
+    // Contiguous rows: stride 1 (DirectRows).
+    const TileScales ts = ConvertTileScales<R, F == LinearWeight::kI8>(w, n0, rows);
     if (!ts.exact) {
       return DirectTile<TB, R, F, false, kPrefetch>(x, xp, w, n0, rows, 1, bias, out);
     }
-    for (int r = 0; r < R; ++r) row[r].scale32 = ts.scale32 + r * w.groups;
+    for (int r = 0; r < R; ++r) {
+      row[r].scale32 = ts.scale32 + r * w.groups;
+      row[r].split32 = ts.split32 + r * w.groups;
+    }
   }
   __m512 acc[TB][R];
 #pragma GCC unroll 4
@@ -382,9 +403,10 @@ void DirectRows(const Half* x, const XP* xp, const LinearWeight& w, int64_t n0, 
                 const Half* bias, Half* out) {
   constexpr int R = DirectRowsFor(TB);
   constexpr bool kInt8 = F == LinearWeight::kI8, kQuantized = F != LinearWeight::kF16;
-  // int4 takes the split for its group tables only (a row-wise table is built once per tile), and
-  // checks the scales as it converts them (DirectTile).
-  const bool i4_split = F == LinearWeight::kI4 && w.group_steps > 0;
+  // Group-wise weights take the split and the tile checks their scales as it converts them
+  // (DirectTile); int4 takes it for its group tables only (a row-wise table is built once per
+  // tile); row-wise int8 checks its tile's scales here.
+  const bool group_split = kQuantized && w.group_steps > 0;
   if constexpr (F == LinearWeight::kF16) {
     n0 = RowStreamTiles<R>(w, n0, n1, [&]<TilePrefetch kPrefetch>(int64_t first, int64_t S) {
       DirectTile<TB, R, F, false, kPrefetch>(x, xp, w, first, R, S, bias, out);
@@ -393,7 +415,7 @@ void DirectRows(const Half* x, const XP* xp, const LinearWeight& w, int64_t n0, 
   for (int64_t n = n0; n < n1; n += R) {
     const int64_t rows = n1 - n < R ? n1 - n : R;
     WithDecodeVariant<kQuantized, kQuantized>(
-        i4_split || (kInt8 && RowsSplitExact(w, n, rows)), w.prefetch,
+        group_split || (kInt8 && RowsSplitExact(w, n, rows)), w.prefetch,
         [&]<bool kSplit, TilePrefetch kPrefetch>() {
           DirectTile<TB, R, F, kSplit, kPrefetch>(x, xp, w, n, rows, 1, bias, out);
         });
