@@ -135,12 +135,16 @@ struct Decoder {
   }
   void Group(int64_t g) {
     if constexpr (F == LinearWeight::kI8) {
-      if (kSplit && scale32 != nullptr) {  // two broadcasts by the load port
-        scale = _mm512_set1_ps(scale32[g]);
-        scale_split = _mm512_set1_ps(split32[g]);
+      if constexpr (kSplit) {
+        if (scale32 != nullptr) {  // group-wise: two broadcasts by the load port
+          scale = _mm512_set1_ps(scale32[g]);
+          scale_split = _mm512_set1_ps(split32[g]);
+        } else {
+          scale = _mm512_set1_ps(HalfF(scales[g]));
+          scale_split = _mm512_set1_ps(HalfF(scales[g]) * kSplitFactor);
+        }
       } else {
         scale = _mm512_set1_ps(HalfF(scales[g]));
-        if constexpr (kSplit) scale_split = _mm512_set1_ps(HalfF(scales[g]) * kSplitFactor);
       }
     }
     if constexpr (F == LinearWeight::kI4) {
@@ -285,27 +289,29 @@ void DirectTile(const Half* x, const XP* xp, const LinearWeight& w, int64_t n0, 
   for (int r = 0; r < R; ++r) row[r].Init(w, n0 + (r < rows ? r : rows - 1) * stride);
   // Group-wise weights with the split (int4 takes it for group-wise weights only) convert their
   // scales per tile; row-wise int8 reads its one scale per row as it goes.
-  if (kSplit && w.group_steps > 0) {
-    if constexpr (kSplit && kPrefetch == TilePrefetch::kNextTile) {
-      // The next tile's scales into L2 with its rows: read all at once at its start, 24 lines
-      // at K = 12288, they stalled it on their misses. +2 to +5% on a whole model's int4-group
-      // layers on Zen 5 in four of six runs (bench/results/cpu_kernels.md).
-      const int64_t next_rows = std::min<int64_t>(R, N - (n0 + R));
-      if (next_rows > 0) {
-        const char* p = reinterpret_cast<const char*>(w.scales + (n0 + R) * w.groups);
-        for (int64_t b = 0; b < next_rows * w.groups * int64_t(sizeof(Half)); b += 64) {
-          __builtin_prefetch(p + b, 0, 2);  // PREFETCHT1
+  if constexpr (kSplit) {
+    if (w.group_steps > 0) {
+      if constexpr (kPrefetch == TilePrefetch::kNextTile) {
+        // The next tile's scales into L2 along with its rows: a tile reads all of its scales at
+        // its start (24 lines at K = 12288), where their misses stalled it. +2 to +5% on a whole
+        // model's int4-group layers on Zen 5 in four of six runs (bench/results/cpu_kernels.md).
+        const int64_t next_rows = std::min<int64_t>(R, N - (n0 + R));
+        if (next_rows > 0) {
+          const char* p = reinterpret_cast<const char*>(w.scales + (n0 + R) * w.groups);
+          for (int64_t b = 0; b < next_rows * w.groups * int64_t(sizeof(Half)); b += 64) {
+            __builtin_prefetch(p + b, 0, 2);  // PREFETCHT1
+          }
         }
       }
-    }
-    // Contiguous rows: stride 1 (DirectRows).
-    const TileScales ts = ConvertTileScales<R, F == LinearWeight::kI8>(w, n0, rows);
-    if (!ts.exact) {
-      return DirectTile<TB, R, F, false, kPrefetch>(x, xp, w, n0, rows, 1, bias, out);
-    }
-    for (int r = 0; r < R; ++r) {
-      row[r].scale32 = ts.scale32 + r * w.groups;
-      row[r].split32 = ts.split32 + r * w.groups;
+      // Contiguous rows: stride 1 (DirectRows).
+      const TileScales ts = ConvertTileScales<R, F == LinearWeight::kI8>(w, n0, rows);
+      if (!ts.exact) {
+        return DirectTile<TB, R, F, false, kPrefetch>(x, xp, w, n0, rows, 1, bias, out);
+      }
+      for (int r = 0; r < R; ++r) {
+        row[r].scale32 = ts.scale32 + r * w.groups;
+        row[r].split32 = ts.split32 + r * w.groups;
+      }
     }
   }
   __m512 acc[TB][R];
