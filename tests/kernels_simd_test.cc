@@ -241,9 +241,9 @@ TEST_P(SimdPath, LinearFollowsTheReferenceOrder) {
       for (const Half& h : want) nonzero += HalfToFloat(h) != 0.f;
       ASSERT_GT(nonzero, int(want.size()) / 2) << "the roundings vanished: the test tests nothing";
       simd().linear(x.data(), T, w.view, nullptr, got.data(), scratch.data());
-      ASSERT_TRUE(BitEqual(got.data(), want.data(), got.size(),
-                           StrFormat("%s K=%lld T=%lld", DTypeName(dtype), (long long)K,
-                                     (long long)T)));
+      ASSERT_TRUE(
+          BitEqual(got.data(), want.data(), got.size(),
+                   StrFormat("%s K=%lld T=%lld", DTypeName(dtype), (long long)K, (long long)T)));
     }
   }
 }
@@ -410,7 +410,7 @@ TEST_P(SimdPath, LayerNormEqualsScalar) {
 TEST_P(SimdPath, ElementwiseOpsEqualScalar) {
   for (int64_t n : {1, 7, 8, 37, 4096 + 5}) {
     auto u = RandomHalf(2 * 3 * n + 1, 3.0f, uint32_t(n));
-    u[5] = Half{0x7c00};  // inf and nan inputs behave the same
+    u[5] = Half{0x7c00};                    // inf and nan inputs behave the same
     if (u.size() > 9) u[9] = Half{0x7e00};  // (n = 1 has 7 elements)
     std::vector<Half> want(3 * n), got(3 * n);
     ref().geglu(u.data() + 1, 3, n, want.data());
@@ -466,6 +466,41 @@ TEST_P(SimdPath, AttentionEqualsScalar) {
                                    vc.data() + 1, c.S, c.prefix, layer,
                                    StrFormat("attention H=%d D=%d start=%lld T=%lld layer %d", c.H,
                                              c.D, (long long)c.start, (long long)c.T, layer)));
+    }
+  }
+}
+
+// The softmax's edges (its max and division run 8 keys at a time on the SIMD paths): every score
+// zero (a zero query), every key alike (ties), and one key whose score dwarfs the rest (their
+// exps underflow to zero), in the middle, first or last; key counts on both sides of multiples
+// of 8.
+TEST_P(SimdPath, AttentionSoftmaxEdgesEqualScalar) {
+  const int H = 3, D = 64;
+  for (int64_t S : {7, 8, 9, 16, 61}) {
+    for (int edge = 0; edge < 5; ++edge) {
+      auto kc = RandomHalf(KvLayerHalves(S, H, D), 1.0f, 41);
+      auto vc = RandomHalf(KvLayerHalves(S, H, D), 1.0f, 42);
+      auto qkv = RandomHalf(3 * H * D, 2.0f, 43);
+      if (edge == 0) {
+        for (int h = 0; h < H; ++h) std::fill_n(qkv.begin() + h * 3 * D, D, FloatToHalf(0.f));
+      }
+      for (int h = 0; h < H; ++h) {
+        for (int64_t j = 0; j < S; ++j) {
+          for (int d = 0; d < D; ++d) {
+            Half& k = kc[KvKeyIndex(S, D, h, j, d)];
+            if (edge == 1) k = kc[KvKeyIndex(S, D, h, 0, d)];  // all alike
+            const int64_t large = edge == 2 ? S / 2 : edge == 3 ? 0 : S - 1;
+            if (edge >= 2) k = FloatToHalf(j == large ? 60.f * (d % 2 ? 1 : -1) : 0.01f);
+          }
+        }
+      }
+      if (edge >= 2) {  // the query along the one large key
+        for (int h = 0; h < H; ++h) {
+          for (int d = 0; d < D; ++d) qkv[h * 3 * D + d] = FloatToHalf(d % 2 ? 1.f : -1.f);
+        }
+      }
+      ASSERT_TRUE(AttentionMatches(qkv.data(), 1, S - 1, H, D, kc.data(), vc.data(), S, 0, 3,
+                                   StrFormat("softmax edge %d, %lld keys", edge, (long long)S)));
     }
   }
 }

@@ -8,6 +8,9 @@
 // exp, the sum and the division are the scalar kernel's. Each (row, head) depends only on its own
 // query and keys 0..nk-1, never on T or on the other heads. Lanes of keys past nk in the last
 // block are computed and dropped.
+//
+// Prefetch, as in attention_avx512.cc: the score pass fetches the next four key blocks, the
+// softmax the head's values, the value pass the thread's next head's keys, each into L2.
 #include <immintrin.h>
 
 #include <cstdint>
@@ -36,10 +39,18 @@ template <int NB>
 inline void ScoreBlocks(const float* qs, int D, const Half* kh, int64_t b0, __m256 coeff,
                         float* scores) {
   const Half* k = kh + b0 * kKvKeyBlock * D;
+  // The next NB blocks, NB·32 bytes a step (past the head's last block: the next head's, or
+  // lines never read; prefetches do not fault).
+  const char* ahead = reinterpret_cast<const char*>(k + NB * kKvKeyBlock * D);
   __m256 a[NB][2];
 #pragma GCC unroll 4
   for (int u = 0; u < NB; ++u) a[u][0] = a[u][1] = _mm256_setzero_ps();
   for (int d = 0; d < D; ++d) {
+    if constexpr (NB == 4) {
+      for (int64_t b = 0; b < NB * 2 * kKvKeyBlock; b += 64) {
+        __builtin_prefetch(ahead + d * NB * 2 * kKvKeyBlock + b, 0, 2);  // PREFETCHT1
+      }
+    }
     const __m256 qd = _mm256_broadcast_ss(qs + d);
 #pragma GCC unroll 4
     for (int u = 0; u < NB; ++u) {
@@ -66,7 +77,7 @@ void OneHead(const AttentionHead& a, int D) {
   int64_t kb = 0;
   for (; kb + 4 <= blocks; kb += 4) ScoreBlocks<4>(a.query, D, a.k, kb, cv, a.scores);
   for (; kb < blocks; ++kb) ScoreBlocks<1>(a.query, D, a.k, kb, cv, a.scores);
-  AttentionSoftmax(a.scores, a.nk);
+  AttentionSoftmax(a.scores, a.nk, reinterpret_cast<const char*>(a.v), 2 * D);
   // Σ_j p_j·v_j, 64 outputs at a time over the head's value rows.
   for (int d0 = 0; d0 < D; d0 += 64) {
     const int n8 = (D - d0 < 64 ? D - d0 : 64) / 8;
@@ -74,7 +85,12 @@ void OneHead(const AttentionHead& a, int D) {
 #pragma GCC unroll 8
     for (int u = 0; u < 8; ++u) acc[u] = _mm256_setzero_ps();
     if (n8 == 8) {
+      // The next head's keys, as many bytes a key as its values (2·D), in the first pass.
+      const char* next = d0 == 0 ? reinterpret_cast<const char*>(a.next_k) : nullptr;
       for (int64_t j = 0; j < a.nk; ++j) {
+        if (next != nullptr) {
+          for (int b = 0; b < 2 * D; b += 64) __builtin_prefetch(next + j * 2 * D + b, 0, 2);
+        }
         const __m256 pj = _mm256_broadcast_ss(a.scores + j);
         const Half* vj = a.v + j * D + d0;
 #pragma GCC unroll 8

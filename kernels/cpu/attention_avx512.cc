@@ -3,6 +3,12 @@
 // 16-wide load per d, a key per lane summing over d in order, eight blocks at a time (eight
 // independent FMA chains). Σ_j p_j·v_j: 128 outputs at a time, j in order. Head dims that are not
 // a multiple of 16 take the AVX2 kernel.
+//
+// Prefetch. A head's keys and values are two sequential reads of nk·D halves each, and a thread
+// decodes one head at a time: one stream, which here reads at about two thirds of the memory's
+// bandwidth, with the scalar softmax between the two passes leaving the memory idle. So the score
+// pass fetches the next eight key blocks, the softmax fetches the head's values, and the
+// value pass fetches the thread's next head's keys, each into L2 (bench/results/cpu_kernels.md).
 #include <immintrin.h>
 
 #include <cstdint>
@@ -34,10 +40,18 @@ template <int NB>
 inline void ScoreBlocks(const float* qs, int D, const Half* kh, int64_t b0, __m512 coeff,
                         float* scores) {
   const Half* k = kh + b0 * kKvKeyBlock * D;
+  // The next NB blocks, NB·32 bytes a step (past the head's last block: the next head's, or
+  // lines never read; prefetches do not fault).
+  const char* ahead = reinterpret_cast<const char*>(k + NB * kKvKeyBlock * D);
   __m512 a[NB];
 #pragma GCC unroll 8
   for (int u = 0; u < NB; ++u) a[u] = _mm512_setzero_ps();
   for (int d = 0; d < D; ++d) {
+    if constexpr (NB == 8) {
+      for (int64_t b = 0; b < NB * 2 * kKvKeyBlock; b += 64) {
+        __builtin_prefetch(ahead + d * NB * 2 * kKvKeyBlock + b, 0, 2);  // PREFETCHT1
+      }
+    }
     const __m512 qd = _mm512_set1_ps(qs[d]);
 #pragma GCC unroll 8
     for (int u = 0; u < NB; ++u) {
@@ -61,7 +75,7 @@ void OneHead(const AttentionHead& a, int D) {
   for (; kb + 8 <= blocks; kb += 8) ScoreBlocks<8>(a.query, D, a.k, kb, cv, a.scores);
   for (; kb + 2 <= blocks; kb += 2) ScoreBlocks<2>(a.query, D, a.k, kb, cv, a.scores);
   for (; kb < blocks; ++kb) ScoreBlocks<1>(a.query, D, a.k, kb, cv, a.scores);
-  AttentionSoftmax(a.scores, a.nk);
+  AttentionSoftmax(a.scores, a.nk, reinterpret_cast<const char*>(a.v), 2 * D);
   // Σ_j p_j·v_j, 128 outputs at a time over the head's value rows.
   for (int d0 = 0; d0 < D; d0 += 128) {
     const int n16 = (D - d0 < 128 ? D - d0 : 128) / 16;
@@ -69,7 +83,13 @@ void OneHead(const AttentionHead& a, int D) {
 #pragma GCC unroll 8
     for (int u = 0; u < 8; ++u) acc[u] = _mm512_setzero_ps();
     if (n16 == 8) {
+      // The next head's keys, as many bytes a key as its values (2·D), in the first 128 outputs'
+      // pass.
+      const char* next = d0 == 0 ? reinterpret_cast<const char*>(a.next_k) : nullptr;
       for (int64_t j = 0; j < a.nk; ++j) {
+        if (next != nullptr) {
+          for (int b = 0; b < 2 * D; b += 64) __builtin_prefetch(next + j * 2 * D + b, 0, 2);
+        }
         const __m512 pj = _mm512_set1_ps(a.scores[j]);
         const Half* vj = a.v + j * D + d0;
 #pragma GCC unroll 8

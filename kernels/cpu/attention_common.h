@@ -16,16 +16,42 @@ namespace glm {
 
 // AttentionScalar's softmax over scores[0..nk): max as std::max (in key order), exp(s - max)
 // summed in key order, then p = fp16(e / sum). Static: each file compiles its own copy for its
-// own target options.
-static inline void AttentionSoftmax(float* scores, int64_t nk) {
-  float mx = -INFINITY;
-  for (int64_t j = 0; j < nk; ++j) mx = mx < scores[j] ? scores[j] : mx;
+// own target options (AVX2 at least). With `prefetch`, the exp loop also fetches
+// prefetch[0 .. nk·bytes_per_key) into L2, bytes_per_key (a multiple of 64) a key: the head's
+// values, while the scalar exps leave the memory idle.
+//
+// The max and the division run 8 keys at a time with the same results. std::max(mx, s) keeps mx
+// when s is NaN, as VMAXPS(s, m) does (it returns its second operand); the max's other freedom,
+// the sign of a zero maximum, does not reach exp(s - max), which is 1 for either zero. The
+// division and the rounding through fp16 are the same IEEE operations in vector form. The exps
+// and their sum stay scalar and in key order.
+static inline void AttentionSoftmax(float* scores, int64_t nk, const char* prefetch = nullptr,
+                                    int64_t bytes_per_key = 0) {
+  __m256 m8 = _mm256_set1_ps(-INFINITY);
+  int64_t j8 = 0;
+  for (; j8 + 8 <= nk; j8 += 8) m8 = _mm256_max_ps(_mm256_loadu_ps(scores + j8), m8);
+  __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m8), _mm256_extractf128_ps(m8, 1));
+  m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+  m4 = _mm_max_ps(m4, _mm_movehdup_ps(m4));
+  float mx = _mm_cvtss_f32(m4);
+  for (int64_t j = j8; j < nk; ++j) mx = mx < scores[j] ? scores[j] : mx;
   float sum = 0.f;
   for (int64_t j = 0; j < nk; ++j) {
+    if (prefetch != nullptr) {
+      for (int64_t b = 0; b < bytes_per_key; b += 64) {
+        __builtin_prefetch(prefetch + j * bytes_per_key + b, 0, 2);  // PREFETCHT1
+      }
+    }
     scores[j] = std::exp(scores[j] - mx);
     sum += scores[j];
   }
-  for (int64_t j = 0; j < nk; ++j) {
+  const __m256 sum8 = _mm256_set1_ps(sum);
+  int64_t j = 0;
+  for (; j + 8 <= nk; j += 8) {
+    const __m256 p = _mm256_div_ps(_mm256_loadu_ps(scores + j), sum8);
+    _mm256_storeu_ps(scores + j, _mm256_cvtph_ps(_mm256_cvtps_ph(p, _MM_FROUND_TO_NEAREST_INT)));
+  }
+  for (; j < nk; ++j) {
     scores[j] = _cvtsh_ss(_cvtss_sh(scores[j] / sum, _MM_FROUND_TO_NEAREST_INT));
   }
 }
@@ -40,6 +66,7 @@ struct AttentionHead {
   float* scores;   // the thread's scores, whole key blocks
   float* query;    // the thread's D floats for the scaled query, 64-byte aligned
   float r, coeff;  // q'' = fp16(q·r); s·coeff before the softmax
+  const Half* next_k;  // the key blocks of the thread's next job, or null if it has none
 };
 
 // Checks the arguments and runs job(const AttentionHead&) for every (row, head) on the thread
@@ -61,11 +88,12 @@ static inline void ForEachAttentionHead(const Half* qkv, int64_t T, int64_t star
         (reinterpret_cast<uintptr_t>(scores + KvPaddedTokens(total)) + 63) & ~uintptr_t(63));
     for (int64_t n = b; n < e; ++n) {
       const int64_t i = n / H;
-      const int h = int(n % H);
+      const int h = int(n % H), next_h = int((n + 1) % H);
       job(AttentionHead{
           prefix_len > start + i + 1 ? prefix_len : start + i + 1,  // keys 0..nk-1 are visible
           qkv + (i * H + h) * int64_t(3 * D), k_cache + h * head, v_cache + h * head,
-          ctx + i * HD + int64_t(h) * D, scores, query, r, coeff});
+          ctx + i * HD + int64_t(h) * D, scores, query, r, coeff,
+          n + 1 < e ? k_cache + next_h * head : nullptr});
     }
   });
 }
