@@ -41,15 +41,17 @@ inline void ScoreBlocks(const float* qs, int D, const Half* kh, int64_t b0, __m5
                         float* scores) {
   const Half* k = kh + b0 * kKvKeyBlock * D;
   // The next NB blocks, NB·32 bytes a step (past the head's last block: the next head's, or
-  // lines never read; prefetches do not fault).
-  const char* ahead = reinterpret_cast<const char*>(k + NB * kKvKeyBlock * D);
+  // lines never read; prefetches do not fault). An address, not a pointer into the cache: it may
+  // lie past the cache's end.
+  const uintptr_t ahead = reinterpret_cast<uintptr_t>(k) + NB * kKvKeyBlock * D * sizeof(Half);
   __m512 a[NB];
 #pragma GCC unroll 8
   for (int u = 0; u < NB; ++u) a[u] = _mm512_setzero_ps();
   for (int d = 0; d < D; ++d) {
     if constexpr (NB == 8) {
       for (int64_t b = 0; b < NB * 2 * kKvKeyBlock; b += 64) {
-        __builtin_prefetch(ahead + d * NB * 2 * kKvKeyBlock + b, 0, 2);  // PREFETCHT1
+        __builtin_prefetch(reinterpret_cast<const void*>(ahead + d * NB * 2 * kKvKeyBlock + b), 0,
+                           2);  // PREFETCHT1
       }
     }
     const __m512 qd = _mm512_set1_ps(qs[d]);
