@@ -2,6 +2,7 @@
 //   q'' = fp16(q · r),  r = fp32(1 / (√D · (l+1)))      query_key_layer_scaling
 //   s_j = fp16(q''·k_j)                                  baddbmm, fp32 accumulate
 //   p   = fp16(softmax_fp32(float(s) · (l+1)))           over visible keys; masked keys get 0
+//                                                        (its exp: SoftmaxExp, softmax_exp.h)
 //   ctx = fp16(Σ_j p_j · v_j)                            bmm, fp32 accumulate
 // Row i (absolute) sees key j iff j < prefix_len or j <= i. The cache layout is kernels.h's.
 #include <algorithm>
@@ -10,6 +11,7 @@
 #include "kernels/cpu/half_table.h"
 #include "kernels/cpu/kernels.h"
 #include "kernels/cpu/simd.h"
+#include "kernels/cpu/softmax_exp.h"
 #include "runtime/parallel.h"
 
 namespace glm {
@@ -77,7 +79,7 @@ void AttentionScalar(const Half* qkv, int64_t T, int64_t start, int H, int D, co
       }
       float sum = 0.f;
       for (int64_t j = 0; j < nk; ++j) {
-        scores[j] = std::exp(scores[j] - mx);
+        scores[j] = SoftmaxExp(scores[j] - mx);
         sum += scores[j];
       }
       for (int d = 0; d < D; ++d) acc[d] = 0.f;

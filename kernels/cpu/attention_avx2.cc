@@ -9,8 +9,8 @@
 // query and keys 0..nk-1, never on T or on the other heads. Lanes of keys past nk in the last
 // block are computed and dropped.
 //
-// Prefetch, as in attention_avx512.cc: the score pass fetches the next four key blocks, the
-// softmax the head's values, the value pass the thread's next head's keys, each into L2.
+// Prefetch, as in attention_avx512.cc: the score pass fetches the next four key blocks and the
+// value pass the thread's next head's keys, each into L2.
 #include <immintrin.h>
 
 #include <cstdint>
@@ -79,7 +79,7 @@ void OneHead(const AttentionHead& a, int D) {
   int64_t kb = 0;
   for (; kb + 4 <= blocks; kb += 4) ScoreBlocks<4>(a.query, D, a.k, kb, cv, a.scores);
   for (; kb < blocks; ++kb) ScoreBlocks<1>(a.query, D, a.k, kb, cv, a.scores);
-  AttentionSoftmax(a.scores, a.nk, reinterpret_cast<const char*>(a.v), 2 * D);
+  AttentionSoftmax(a.scores, a.nk);
   // Σ_j p_j·v_j, 64 outputs at a time over the head's value rows.
   for (int d0 = 0; d0 < D; d0 += 64) {
     const int n8 = (D - d0 < 64 ? D - d0 : 64) / 8;

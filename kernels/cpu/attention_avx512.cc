@@ -6,9 +6,9 @@
 //
 // Prefetch. A head's keys and values are two sequential reads of nk·D halves each, and a thread
 // decodes one head at a time: one stream, which here reads at about two thirds of the memory's
-// bandwidth, with the scalar softmax between the two passes leaving the memory idle. So the score
-// pass fetches the next eight key blocks, the softmax fetches the head's values, and the
-// value pass fetches the thread's next head's keys, each into L2 (bench/results/cpu_kernels.md).
+// bandwidth. So the score pass fetches the next eight key blocks and the value pass the thread's
+// next head's keys, each into L2 (bench/results/cpu_kernels.md). (With the softmax's exps in
+// vectors, fetching the head's values during the softmax made it slower.)
 #include <immintrin.h>
 
 #include <cstdint>
@@ -77,7 +77,7 @@ void OneHead(const AttentionHead& a, int D) {
   for (; kb + 8 <= blocks; kb += 8) ScoreBlocks<8>(a.query, D, a.k, kb, cv, a.scores);
   for (; kb + 2 <= blocks; kb += 2) ScoreBlocks<2>(a.query, D, a.k, kb, cv, a.scores);
   for (; kb < blocks; ++kb) ScoreBlocks<1>(a.query, D, a.k, kb, cv, a.scores);
-  AttentionSoftmax(a.scores, a.nk, reinterpret_cast<const char*>(a.v), 2 * D);
+  AttentionSoftmax(a.scores, a.nk);
   // Σ_j p_j·v_j, 128 outputs at a time over the head's value rows.
   for (int d0 = 0; d0 < D; d0 += 128) {
     const int n16 = (D - d0 < 128 ? D - d0 : 128) / 16;
