@@ -135,33 +135,32 @@ struct Decoder {
   }
   void Group(int64_t g) {
     if constexpr (F == LinearWeight::kI8) {
-      if constexpr (kSplit) {
-        if (scale32 != nullptr) {  // group-wise: two broadcasts by the load port
-          scale = _mm512_set1_ps(scale32[g]);
-          scale_split = _mm512_set1_ps(split32[g]);
-        } else {
-          scale = _mm512_set1_ps(HalfF(scales[g]));
-          scale_split = _mm512_set1_ps(HalfF(scales[g]) * kSplitFactor);
-        }
-      } else {
-        scale = _mm512_set1_ps(HalfF(scales[g]));
+      if (kSplit && scale32 != nullptr) {  // group-wise: two broadcasts by the load port
+        scale = _mm512_set1_ps(scale32[g]);
+        scale_split = _mm512_set1_ps(split32[g]);
+        return;
       }
+      scale = _mm512_set1_ps(HalfF(scales[g]));
+      if constexpr (kSplit) scale_split = _mm512_set1_ps(HalfF(scales[g]) * kSplitFactor);
     }
-    if constexpr (F == LinearWeight::kI4) {
-      const __m512 iota = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, -8, -7, -6, -5, -4, -3, -2, -1);
-      if constexpr (kSplit) {
-        // One broadcast by the load port and three vector µops, against a scalar conversion,
-        // a broadcast, a multiply and the round trip through fp16. c is the split's
-        // q·(s·8193) as (q·8193)·s: both products in brackets are exact in fp32 (s·8193 is s
-        // plus s·2^13, whose 11-bit significands do not overlap), so c rounds the same real.
-        const __m512 iota_split = _mm512_mul_ps(iota, _mm512_set1_ps(kSplitFactor));  // exact
-        const __m512 s = _mm512_set1_ps(scale32[g]);
-        __m512 c = _mm512_mul_ps(iota_split, s);
-        __asm__("" : "+v"(c));  // c is rounded (no contraction into c - d)
-        table = _mm512_sub_ps(c, _mm512_fnmadd_ps(iota, s, c));
-      } else {
-        table = RoundToHalf(_mm512_mul_ps(iota, _mm512_set1_ps(HalfF(scales[g]))));
-      }
+    if constexpr (F == LinearWeight::kI4) table = Table(g);
+  }
+  // int4: group g's 16 values fp16(q·scale), in VPERMPS order.
+  __m512 Table(int64_t g) const {
+    static_assert(F == LinearWeight::kI4);
+    const __m512 iota = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, -8, -7, -6, -5, -4, -3, -2, -1);
+    if constexpr (kSplit) {
+      // One broadcast by the load port and three vector µops, against a scalar conversion, a
+      // broadcast, a multiply and the round trip through fp16. c is the split's q·(s·8193) as
+      // (q·8193)·s: both products in brackets are exact in fp32 (s·8193 is s plus s·2^13, whose
+      // 11-bit significands do not overlap), so c rounds the same real.
+      const __m512 iota_split = _mm512_mul_ps(iota, _mm512_set1_ps(kSplitFactor));  // exact
+      const __m512 s = _mm512_set1_ps(scale32[g]);
+      __m512 c = _mm512_mul_ps(iota_split, s);
+      __asm__("" : "+v"(c));  // c is rounded (no contraction into c - d)
+      return _mm512_sub_ps(c, _mm512_fnmadd_ps(iota, s, c));
+    } else {
+      return RoundToHalf(_mm512_mul_ps(iota, _mm512_set1_ps(HalfF(scales[g]))));
     }
   }
   // The decode kernel's order (kPermuted: I4Element).
@@ -337,10 +336,7 @@ void DirectTile(const Half* x, const XP* xp, const LinearWeight& w, int64_t n0, 
   [[maybe_unused]] __m512 ahead[R];
   if constexpr (kAhead) {
 #pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) {
-      row[r].Group(0);
-      ahead[r] = row[r].table;
-    }
+    for (int r = 0; r < R; ++r) ahead[r] = row[r].Table(0);
   }
   [[maybe_unused]] const int64_t last_group = kAhead ? (K16 - 1) / per_group : 0;
   for (int64_t g = 0, k0 = 0; k0 < K16; ++g, k0 += per_group) {
@@ -348,10 +344,8 @@ void DirectTile(const Half* x, const XP* xp, const LinearWeight& w, int64_t n0, 
       const int64_t gn = g < last_group ? g + 1 : g;
 #pragma GCC unroll 8
       for (int r = 0; r < R; ++r) {
-        const __m512 cur = ahead[r];
-        row[r].Group(gn);
-        ahead[r] = row[r].table;
-        row[r].table = cur;
+        row[r].table = ahead[r];
+        ahead[r] = row[r].Table(gn);
       }
     } else {
 #pragma GCC unroll 8
