@@ -749,23 +749,20 @@ TEST(Dispatch, XHalfChooserTakesTheFasterAndFollowsAChange) {
   XHalfChooser c;
   const uint64_t kind = 12345;
   ChooserCalls calls{c, kind, 1.0, 0.9};  // fp16 faster first
-  double& fp16_time = calls.fp16_time;
-  const int& halves = calls.halves;
-  auto run = [&](int n) { calls.Run(n); };
-  run(2 * XHalfChooser::kWarmup);
-  EXPECT_EQ(halves, XHalfChooser::kWarmup);  // the warm-up alternates
-  run(160);
-  EXPECT_EQ(halves, 160 - 160 / int(XHalfChooser::kExplore));  // all but the explorations
+  calls.Run(2 * XHalfChooser::kWarmup);
+  EXPECT_EQ(calls.halves, XHalfChooser::kWarmup);  // the warm-up alternates
+  calls.Run(160);
+  EXPECT_EQ(calls.halves, 160 - 160 / int(XHalfChooser::kExplore));  // all but the explorations
   double a32, a16;
   c.Averages(kind, &a32, &a16);
   EXPECT_DOUBLE_EQ(a32, 1.0);
   EXPECT_DOUBLE_EQ(a16, 0.9);
   // The host moves: fp32 becomes the faster. Within a few explorations the choice follows.
-  fp16_time = 1.2;
-  run(160);
-  EXPECT_LT(halves, 160 / 4);
-  run(160);
-  EXPECT_EQ(halves, 160 / int(XHalfChooser::kExplore));
+  calls.fp16_time = 1.2;
+  calls.Run(160);
+  EXPECT_LT(calls.halves, 160 / 4);
+  calls.Run(160);
+  EXPECT_EQ(calls.halves, 160 / int(XHalfChooser::kExplore));
   // A preempted call (100x) moves an average by at most kAlpha of itself, not 25x.
   c.Record(kind, false, 100.0);
   c.Averages(kind, &a32, &a16);
@@ -790,15 +787,12 @@ TEST(Dispatch, XHalfChooserFollowsTheHostAtTheFirstExploration) {
   XHalfChooser c;
   const uint64_t kind = 777;
   ChooserCalls calls{c, kind, 1.0, 1.2};  // fp32 faster first
-  double& fp16_time = calls.fp16_time;
-  const int& halves = calls.halves;
-  auto run = [&](int n) { calls.Run(n); };
-  run(2 * XHalfChooser::kWarmup + 160);
-  EXPECT_EQ(halves, XHalfChooser::kWarmup + 160 / int(XHalfChooser::kExplore));
-  fp16_time = 0.8;                   // the host moves: fp16 becomes the faster
-  run(int(XHalfChooser::kExplore));  // holds one exploration
-  run(100);
-  EXPECT_GE(halves, 100 - 100 / int(XHalfChooser::kExplore) - 1);
+  calls.Run(2 * XHalfChooser::kWarmup + 160);
+  EXPECT_EQ(calls.halves, XHalfChooser::kWarmup + 160 / int(XHalfChooser::kExplore));
+  calls.fp16_time = 0.8;                   // the host moves: fp16 becomes the faster
+  calls.Run(int(XHalfChooser::kExplore));  // holds one exploration
+  calls.Run(100);
+  EXPECT_GE(calls.halves, 100 - 100 / int(XHalfChooser::kExplore) - 1);
   double a32, a16;
   c.Averages(kind, &a32, &a16);
   EXPECT_DOUBLE_EQ(a16, 0.8);
