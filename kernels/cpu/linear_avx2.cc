@@ -4,8 +4,9 @@
 // in-order tail. Decode kernel: T <= 2 tokens x 4 or 2 rows decoded in registers (2 blocks
 // each); prefill kernel: fp32 panel, each 3-token tile's x converted from fp16 next to it, and
 // 3-token x 3-row register tiles, run once per block over every other step, the blocks kept in
-// the accumulator buffer. int8 rows whose scales allow it
-// are dequantized by the split of linear_common.h.
+// the accumulator buffer. int8 rows whose scales allow it are dequantized by the split of
+// linear_common.h. Row-wise int4 at T = 1 decodes two rows per ymm by byte tables, with its own
+// class layout (the pair decoder, below).
 #include <immintrin.h>
 
 #include <cstdint>
@@ -128,6 +129,229 @@ struct I4Row {
     return _mm256_blendv_ps(a, b, _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28)));
   }
 };
+
+// ---- int4 decode by byte tables (T = 1, per-row scales): two rows per ymm ----
+//
+// The VPERMPS decoder above costs two permutes, a shift and a blend per 8 weights, and the
+// permutes bound it. This one looks the weights up with VPSHUFB, whose 16-entry byte tables take a
+// nibble as it is: an fp16 value widened to fp32 has a zero low byte, so its bytes 1..3 are three
+// tables (I4ByteTables), and two rounds of byte and word unpacks put them together into fp32.
+// A ymm holds 16 bytes (32 weights) of each of two rows, row a in its low lane and row b in its
+// high lane; the in-lane unpacks give each row 4 lanes of every vector: weights 2j (high nibbles)
+// and 2j+1 (low nibbles) for j in [4d, 4d + 4), d = 0..3. Classes k mod 16 then fall into 4
+// accumulators per pair (even classes 0..6 and 8..14, odd 1..7 and 9..15), each class in one lane
+// and in increasing k: the reference order, so the outputs are the scalar kernel's bits. x is
+// permuted to match once per call (PrepareXPairs), 4 values per vector, broadcast to both lanes.
+
+// fp16(q·s) for the values q and scales s of each lane, exact in fp32. kSplit: by the split of
+// linear_common.h (scales that allow it), three vector µops against a multiply and the round trip
+// through fp16.
+template <bool kSplit>
+inline __m256 I4Values(__m256 q, __m256 s) {
+  if constexpr (kSplit) {
+    __m256 c = _mm256_mul_ps(q, _mm256_mul_ps(s, _mm256_set1_ps(kSplitFactor)));
+    __asm__("" : "+x"(c));  // c is rounded (no contraction into c - d)
+    return _mm256_sub_ps(c, _mm256_fnmadd_ps(q, s, c));
+  } else {
+    return RoundToHalf(_mm256_mul_ps(q, s));
+  }
+}
+
+// The three byte tables of a row pair (row a's in the low lanes, row b's in the high lanes):
+// bytes 1, 2 and 3 of the 16 values fp16(q·s) in fp32, in nibble order (nibble n holds q = n for
+// n < 8, n - 16 above). Each lane computes its row's values 4 at a time and moves their bytes
+// into place within the lane (a 4 x 4 transpose of the dwords the byte picks gather).
+struct I4PairTables {
+  __m256i b1, b2, b3;
+  template <bool kSplit>
+  static I4PairTables Make(float sa, float sb) {
+    const __m256 s =
+        _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_set1_ps(sa)), _mm_set1_ps(sb), 1);
+    // Each lane's 4 values: bytes 1 of all four, then bytes 2, then bytes 3, then zeros.
+    const __m256i pick = _mm256_setr_epi8(1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15, -1, -1, -1, -1,
+                                          1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15, -1, -1, -1, -1);
+    auto picked = [&](float q0) {  // nibbles of q0 .. q0 + 3, [B1 B2 B3 0] dwords in each lane
+      const __m256 q = _mm256_setr_ps(q0, q0 + 1, q0 + 2, q0 + 3, q0, q0 + 1, q0 + 2, q0 + 3);
+      return _mm256_shuffle_epi8(_mm256_castps_si256(I4Values<kSplit>(q, s)), pick);
+    };
+    const __m256i p0 = picked(0), p1 = picked(4), p2 = picked(-8), p3 = picked(-4);
+    const __m256i l01 = _mm256_unpacklo_epi32(p0, p1), l23 = _mm256_unpacklo_epi32(p2, p3);
+    const __m256i h01 = _mm256_unpackhi_epi32(p0, p1), h23 = _mm256_unpackhi_epi32(p2, p3);
+    return {_mm256_unpacklo_epi64(l01, l23), _mm256_unpackhi_epi64(l01, l23),
+            _mm256_unpacklo_epi64(h01, h23)};
+  }
+  // The 8 weights of each row (4 lanes each) for the nibbles in idx: vectors d = 0..3 hold bytes
+  // j in [4d, 4d + 4) of each lane's 16 (kVectors = 2: bytes 0..7 only).
+  template <int kVectors>
+  void Decode(__m256i idx, __m256 (&d)[4]) const {
+    const __m256i zero = _mm256_setzero_si256();
+    const __m256i v1 = _mm256_shuffle_epi8(b1, idx), v2 = _mm256_shuffle_epi8(b2, idx),
+                  v3 = _mm256_shuffle_epi8(b3, idx);
+    const __m256i lo01 = _mm256_unpacklo_epi8(zero, v1), lo23 = _mm256_unpacklo_epi8(v2, v3);
+    d[0] = _mm256_castsi256_ps(_mm256_unpacklo_epi16(lo01, lo23));
+    d[1] = _mm256_castsi256_ps(_mm256_unpackhi_epi16(lo01, lo23));
+    if constexpr (kVectors == 4) {
+      const __m256i hi01 = _mm256_unpackhi_epi8(zero, v1), hi23 = _mm256_unpackhi_epi8(v2, v3);
+      d[2] = _mm256_castsi256_ps(_mm256_unpacklo_epi16(hi01, hi23));
+      d[3] = _mm256_castsi256_ps(_mm256_unpackhi_epi16(hi01, hi23));
+    }
+  }
+};
+
+// Whether the pair decoder takes w: int4 per row, one token (T = 1). Group-wise int4 keeps the
+// VPERMPS decoder: the byte tables cost too much to build per group (in cache on Zen 5, group 128
+// decoded at 16.4 G weights/s against 17.0, and at 21.5 with the tables' building left out), and
+// so do two tokens (a pair per tile: 13-15 against 14-15; bench/results/cpu_kernels.md).
+inline bool PairDecodes(const LinearWeight& w) {
+  return w.format == LinearWeight::kI4 && w.group_steps == 0 && !w.generic_groups;
+}
+
+// x of T tokens in the pair decoder's order, fp32, K16 values a token: each 32-input block from k
+// holds x[k + 2i] (i < 16, the even inputs), then x[k + 2i + 1] (the odd ones), the vector of 4
+// for d = 0..3 holding inputs k + 8d + 2i (+ 1), i < 4; a last block of 16 inputs (K16 mod 32 =
+// 16) holds its 8 even inputs, then its 8 odd ones.
+void PrepareXPairs(const Half* x, int64_t T, int64_t K, float* dst) {
+  const int64_t K16 = K - K % kLinearLanes;
+  const __m256i even_odd = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+  for (int64_t t = 0; t < T; ++t) {
+    const Half* xt = x + t * K;
+    float* d = dst + t * K16;
+    for (int64_t k = 0; k < K16; k += 32) {
+      const int64_t chunks = K16 - k >= 32 ? 4 : 2;  // 8-input chunks in this block
+      for (int64_t c = 0; c < chunks; ++c) {
+        const __m256 v = _mm256_permutevar8x32_ps(
+            _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(xt + k + 8 * c))),
+            even_odd);
+        _mm_storeu_ps(d + k + 4 * c, _mm256_castps256_ps128(v));
+        _mm_storeu_ps(d + k + 4 * chunks + 4 * c, _mm256_extractf128_ps(v, 1));
+      }
+    }
+  }
+}
+
+// NP row pairs from n0 (rows n0 .. n0 + 2·NP - 1, `rows` of them valid: a pair past the last row
+// repeats it and is not written), one token. xp: PrepareXPairs; x: the token as given (the K mod
+// 16 tail).
+template <int NP, bool kSplit, TilePrefetch kPrefetch>
+void I4PairTile(const float* xp, const Half* x, int64_t K, const LinearWeight& w, int64_t n0,
+                int64_t rows, const Half* bias, Half* out) {
+  constexpr int NB = 2 * NP;
+  const int64_t K16 = K - K % kLinearLanes;
+  const NextTilePrefetch<NB * 8> next_tile(kPrefetch == TilePrefetch::kNextTile, w, n0, NB);
+  const InRowPrefetch<NB, 8> in_row(kPrefetch == TilePrefetch::kInRow, w, n0, rows, 1);
+  const int8_t* q[NB];
+  float scale[NB];  // per row: one scale a row
+#pragma GCC unroll 4
+  for (int r = 0; r < NB; ++r) {
+    const int64_t n = n0 + (r < rows ? r : rows - 1);
+    q[r] = w.q + n * w.row_bytes;
+    scale[r] = _cvtsh_ss(w.scales[n].bits);
+  }
+  I4PairTables tables[NP];
+#pragma GCC unroll 2
+  for (int p = 0; p < NP; ++p)
+    tables[p] = I4PairTables::Make<kSplit>(scale[2 * p], scale[2 * p + 1]);
+  __m256 acc[NP][4];
+#pragma GCC unroll 2
+  for (int p = 0; p < NP; ++p)
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) acc[p][j] = _mm256_setzero_ps();
+  const __m256i nibble = _mm256_set1_epi8(0x0f);
+  int64_t k = 0;
+  for (; k + 32 <= K16; k += 32) {
+    if constexpr (kPrefetch == TilePrefetch::kNextTile) {
+      next_tile.Step(k / kLinearLanes);
+      next_tile.Step(k / kLinearLanes + 1);
+    }
+    if constexpr (kPrefetch == TilePrefetch::kInRow) {
+      in_row.Step(k / kLinearLanes);
+      in_row.Step(k / kLinearLanes + 1);
+    }
+#pragma GCC unroll 2
+    for (int p = 0; p < NP; ++p) {
+      const __m256i v = _mm256_inserti128_si256(
+          _mm256_castsi128_si256(
+              _mm_loadu_si128(reinterpret_cast<const __m128i*>(q[2 * p] + k / 2))),
+          _mm_loadu_si128(reinterpret_cast<const __m128i*>(q[2 * p + 1] + k / 2)), 1);
+      // h = 0: the high nibbles (even inputs), h = 1: the low ones.
+      const __m256i idx[2] = {_mm256_and_si256(_mm256_srli_epi16(v, 4), nibble),
+                              _mm256_and_si256(v, nibble)};
+#pragma GCC unroll 2
+      for (int h = 0; h < 2; ++h) {
+        __m256 d[4];
+        tables[p].template Decode<4>(idx[h], d);
+        const float* xv = xp + k + 16 * h;
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; ++j) {
+          acc[p][2 * h + j % 2] =
+              _mm256_fmadd_ps(_mm256_broadcast_ps(reinterpret_cast<const __m128*>(xv + 4 * j)),
+                              d[j], acc[p][2 * h + j % 2]);
+        }
+      }
+    }
+  }
+  if (k < K16) {  // a last block of 16 inputs (8 bytes a row)
+    if constexpr (kPrefetch == TilePrefetch::kNextTile) next_tile.Step(k / kLinearLanes);
+    if constexpr (kPrefetch == TilePrefetch::kInRow) in_row.Step(k / kLinearLanes);
+#pragma GCC unroll 2
+    for (int p = 0; p < NP; ++p) {
+      const __m256i v = _mm256_inserti128_si256(
+          _mm256_castsi128_si256(
+              _mm_loadl_epi64(reinterpret_cast<const __m128i*>(q[2 * p] + k / 2))),
+          _mm_loadl_epi64(reinterpret_cast<const __m128i*>(q[2 * p + 1] + k / 2)), 1);
+      const __m256i idx[2] = {_mm256_and_si256(_mm256_srli_epi16(v, 4), nibble),
+                              _mm256_and_si256(v, nibble)};
+#pragma GCC unroll 2
+      for (int h = 0; h < 2; ++h) {
+        __m256 d[4];
+        tables[p].template Decode<2>(idx[h], d);
+        const float* xv = xp + k + 8 * h;
+#pragma GCC unroll 2
+        for (int j = 0; j < 2; ++j) {
+          acc[p][2 * h + j] =
+              _mm256_fmadd_ps(_mm256_broadcast_ps(reinterpret_cast<const __m128*>(xv + 4 * j)),
+                              d[j], acc[p][2 * h + j]);
+        }
+      }
+    }
+  }
+  // Back to class order: accumulator j, lane 4·half + i (half 0: row a, 1: row b) holds class
+  // 2i (j = 0), 8 + 2i (1), 2i + 1 (2) or 9 + 2i (3).
+  for (int p = 0; p < NP; ++p) {
+    alignas(32) float a[4][8];
+    for (int j = 0; j < 4; ++j) _mm256_store_ps(a[j], acc[p][j]);
+    for (int half = 0; half < 2; ++half) {
+      const int r = 2 * p + half;
+      if (r >= rows) break;
+      alignas(32) float classes[kLinearLanes];
+      for (int i = 0; i < 4; ++i) {
+        classes[2 * i] = a[0][4 * half + i];
+        classes[8 + 2 * i] = a[1][4 * half + i];
+        classes[2 * i + 1] = a[2][4 * half + i];
+        classes[9 + 2 * i] = a[3][4 * half + i];
+      }
+      Finish(_mm256_load_ps(classes), _mm256_load_ps(classes + 8), x, w, n0 + r, bias, out);
+    }
+  }
+}
+
+// The pair decoder's rows [n0, n1) for one token: tiles of two pairs (four rows: one pair alone
+// was 30% slower in cache on Zen 5, three pairs 2% slower), then pairs for what is left (a last
+// odd row paired with itself).
+void PairRows(const float* xp, const Half* x, int64_t K, const LinearWeight& w, int64_t n0,
+              int64_t n1, const Half* bias, Half* out) {
+  for (int64_t n = n0; n < n1; n += 4) {
+    const int64_t rows = n1 - n < 4 ? n1 - n : 4;
+    WithDecodeVariant<true, true>(
+        RowsSplitExact(w, n, rows), w.prefetch, [&]<bool kSplit, TilePrefetch kPrefetch>() {
+          if (rows == 4) return I4PairTile<2, kSplit, kPrefetch>(xp, x, K, w, n, 4, bias, out);
+          for (int64_t m = n; m < n + rows; m += 2) {
+            const int64_t left = n + rows - m < 2 ? n + rows - m : 2;
+            I4PairTile<1, kSplit, kPrefetch>(xp, x, K, w, m, left, bias, out);
+          }
+        });
+  }
+}
 
 template <class Row>
 void DequantSteps(Row& row, const LinearWeight& w, int64_t s0, int64_t s1, float* dst) {
@@ -406,6 +630,15 @@ template <class Row>
 void Run(const Half* xh, int64_t T, const LinearWeight& w, const Half* bias, Half* out,
          float* scratch) {
   const int64_t N = w.N, K = w.K;
+  if (T == 1 && PairDecodes(w)) {
+    PrepareXPairs(xh, T, K, scratch);
+    const float* xp = scratch;
+    constexpr int64_t R = kDirectRows;
+    ThreadPool::Global().ParallelFor((N + R - 1) / R, 8, [&](int64_t b, int64_t e) {
+      PairRows(xp, xh, K, w, b * R, e * R < N ? e * R : N, bias, out);
+    });
+    return;
+  }
   if (T <= kDirectMaxT && !w.generic_groups) {
     const XHalfCall x_half(w, CpuPath::kAvx2, T);
     if (x_half.half) return RunDirect<Row>(xh, T, w, bias, out);
