@@ -141,7 +141,7 @@ struct I4Row {
 // and 2j+1 (low nibbles) for j in [4d, 4d + 4), d = 0..3. Classes k mod 16 then fall into 4
 // accumulators per pair (even classes 0..6 and 8..14, odd 1..7 and 9..15), each class in one lane
 // and in increasing k: the reference order, so the outputs are the scalar kernel's bits. x is
-// permuted to match once per call (PrepareXPairs), 4 values per vector, broadcast to both lanes.
+// permuted to match once per call (PrepareXPairs), each 4 values twice, one copy per lane.
 
 // fp16(q·s) for the values q and scales s of each lane, exact in fp32. kSplit: by the split of
 // linear_common.h (scales that allow it), three vector µops against a multiply and the round trip
@@ -206,27 +206,29 @@ inline bool PairDecodes(const LinearWeight& w) {
   return w.format == LinearWeight::kI4 && w.group_steps == 0 && !w.generic_groups;
 }
 
-// x of T tokens in the pair decoder's order, fp32, K16 values a token: each 32-input block from k
-// holds x[k + 2i] (i < 16, the even inputs), then x[k + 2i + 1] (the odd ones), the vector of 4
-// for d = 0..3 holding inputs k + 8d + 2i (+ 1), i < 4; a last block of 16 inputs (K16 mod 32 =
-// 16) holds its 8 even inputs, then its 8 odd ones.
-void PrepareXPairs(const Half* x, int64_t T, int64_t K, float* dst) {
+// x of one token in the pair decoder's order, fp32, 2·K16 values (K16 = K - K mod 16), in a
+// buffer of the calling thread: each 32-input block from k holds 8 vectors for x[k + 2i] (i < 16,
+// the even inputs), then 8 for x[k + 2i + 1] (the odd ones), vector d = 0..3 holding inputs
+// k + 8d + 2i (+ 1), i < 4, in both lanes; a last block of 16 inputs (K16 mod 32 = 16) holds its
+// 8 even inputs, then its 8 odd ones, the same way. Duplicated rather than broadcast by the loads:
+// 2-5% faster in cache on Zen 5 (bench/results/cpu_kernels.md).
+const float* PrepareXPairs(const Half* x, int64_t K) {
+  thread_local ThreadFloats buf;
   const int64_t K16 = K - K % kLinearLanes;
+  float* d = buf.Get(2 * K16);
   const __m256i even_odd = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
-  for (int64_t t = 0; t < T; ++t) {
-    const Half* xt = x + t * K;
-    float* d = dst + t * K16;
-    for (int64_t k = 0; k < K16; k += 32) {
-      const int64_t chunks = K16 - k >= 32 ? 4 : 2;  // 8-input chunks in this block
-      for (int64_t c = 0; c < chunks; ++c) {
-        const __m256 v = _mm256_permutevar8x32_ps(
-            _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(xt + k + 8 * c))),
-            even_odd);
-        _mm_storeu_ps(d + k + 4 * c, _mm256_castps256_ps128(v));
-        _mm_storeu_ps(d + k + 4 * chunks + 4 * c, _mm256_extractf128_ps(v, 1));
-      }
+  for (int64_t k = 0; k < K16; k += 32) {
+    const int64_t chunks = K16 - k >= 32 ? 4 : 2;  // 8-input chunks in this block
+    for (int64_t c = 0; c < chunks; ++c) {
+      const __m256 v = _mm256_permutevar8x32_ps(
+          _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + k + 8 * c))),
+          even_odd);
+      const __m128 even = _mm256_castps256_ps128(v), odd = _mm256_extractf128_ps(v, 1);
+      _mm256_store_ps(d + 2 * k + 8 * c, _mm256_set_m128(even, even));
+      _mm256_store_ps(d + 2 * k + 8 * (chunks + c), _mm256_set_m128(odd, odd));
     }
   }
+  return d;
 }
 
 // NP row pairs from n0 (rows n0 .. n0 + 2·NP - 1, `rows` of them valid: a pair past the last row
@@ -280,12 +282,11 @@ void I4PairTile(const float* xp, const Half* x, int64_t K, const LinearWeight& w
       for (int h = 0; h < 2; ++h) {
         __m256 d[4];
         tables[p].template Decode<4>(idx[h], d);
-        const float* xv = xp + k + 16 * h;
+        const float* xv = xp + 2 * k + 32 * h;
 #pragma GCC unroll 4
         for (int j = 0; j < 4; ++j) {
           acc[p][2 * h + j % 2] =
-              _mm256_fmadd_ps(_mm256_broadcast_ps(reinterpret_cast<const __m128*>(xv + 4 * j)),
-                              d[j], acc[p][2 * h + j % 2]);
+              _mm256_fmadd_ps(_mm256_load_ps(xv + 8 * j), d[j], acc[p][2 * h + j % 2]);
         }
       }
     }
@@ -305,12 +306,10 @@ void I4PairTile(const float* xp, const Half* x, int64_t K, const LinearWeight& w
       for (int h = 0; h < 2; ++h) {
         __m256 d[4];
         tables[p].template Decode<2>(idx[h], d);
-        const float* xv = xp + k + 8 * h;
+        const float* xv = xp + 2 * k + 16 * h;
 #pragma GCC unroll 2
         for (int j = 0; j < 2; ++j) {
-          acc[p][2 * h + j] =
-              _mm256_fmadd_ps(_mm256_broadcast_ps(reinterpret_cast<const __m128*>(xv + 4 * j)),
-                              d[j], acc[p][2 * h + j]);
+          acc[p][2 * h + j] = _mm256_fmadd_ps(_mm256_load_ps(xv + 8 * j), d[j], acc[p][2 * h + j]);
         }
       }
     }
@@ -631,8 +630,7 @@ void Run(const Half* xh, int64_t T, const LinearWeight& w, const Half* bias, Hal
          float* scratch) {
   const int64_t N = w.N, K = w.K;
   if (T == 1 && PairDecodes(w)) {
-    PrepareXPairs(xh, T, K, scratch);
-    const float* xp = scratch;
+    const float* xp = PrepareXPairs(xh, K);
     constexpr int64_t R = kDirectRows;
     ThreadPool::Global().ParallelFor((N + R - 1) / R, 8, [&](int64_t b, int64_t e) {
       PairRows(xp, xh, K, w, b * R, e * R < N ? e * R : N, bias, out);
