@@ -1,0 +1,147 @@
+// Zen 5 vector pipes as the decode kernels use them: the throughput of each 512-bit op alone (24
+// independent chains), and of pairs of ops (12 chains of each), in ops per cycle at an assumed
+// 4.25 GHz (the rate two FMAs a cycle give on this VM); then the 256-bit ops of the AVX2 int4
+// decoders. Where a pair sums to less than its two ops alone, they share pipes. Build and run (an
+// AVX-512 CPU):
+//   g++ -O3 -march=native -std=c++20 pipes.cc -o pipes && ./pipes
+#include <immintrin.h>
+
+#include <chrono>
+#include <cstdio>
+
+namespace {
+constexpr long kIters = 20000000;
+constexpr double kGhz = 4.25;
+volatile float sink;
+
+template <class F>
+double Best(F f) {
+  double best = 1e9;
+  for (int r = 0; r < 5; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    f();
+    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (dt < best) best = dt;
+  }
+  return best;
+}
+
+#define R12(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
+#define DECL(j) __m512 a##j = _mm512_set1_ps(j), c##j = _mm512_set1_ps(j + 1);
+#define STEP(j)     \
+  a##j = opa(a##j); \
+  c##j = opb(c##j);
+#define KEEP(j) __asm__ volatile("" : "+v"(a##j), "+v"(c##j));
+#define SINK(j) sink = _mm512_cvtss_f32(a##j) + _mm512_cvtss_f32(c##j);
+#define DECL256(j) __m256i a##j = _mm256_set1_epi32(j), c##j = _mm256_set1_epi32(j + 1);
+#define SINK256(j) sink = float(_mm256_cvtsi256_si32(a##j) + _mm256_cvtsi256_si32(c##j));
+
+// 24 chains: 12 of opa and 12 of opb (opa = opb: one op alone).
+template <class A, class B>
+double PerCycle(A opa, B opb) {
+  const double t = Best([&] {
+    R12(DECL)
+    for (long i = 0; i < kIters; ++i) {
+      R12(STEP)
+      R12(KEEP)
+    }
+    R12(SINK)
+  });
+  return 24.0 * kIters / t / 1e9 / kGhz;
+}
+template <class A, class B>
+double PerCycle256(A opa, B opb) {
+  const double t = Best([&] {
+    R12(DECL256)
+    for (long i = 0; i < kIters; ++i) {
+      R12(STEP)
+      R12(KEEP)
+    }
+    R12(SINK256)
+  });
+  return 24.0 * kIters / t / 1e9 / kGhz;
+}
+}  // namespace
+
+int main() {
+  const __m512 t = _mm512_set1_ps(3), b = _mm512_set1_ps(1.0000001f);
+  const __m512i one = _mm512_set1_epi32(1);
+  auto fma = [&](__m512 a) { return _mm512_fmadd_ps(a, b, t); };
+  auto mul = [&](__m512 a) { return _mm512_mul_ps(a, b); };
+  auto add = [&](__m512 a) { return _mm512_add_ps(a, b); };
+  auto cvt = [&](__m512 a) { return _mm512_cvtepi32_ps(_mm512_castps_si512(a)); };
+  auto perm = [&](__m512 a) { return _mm512_permutexvar_ps(_mm512_castps_si512(a), t); };
+  auto srlv = [&](__m512 a) {
+    return _mm512_castsi512_ps(_mm512_srlv_epi32(_mm512_castps_si512(a), one));
+  };
+  auto movsx = [&](__m512 a) {
+    return _mm512_castsi512_ps(
+        _mm512_cvtepi8_epi32(_mm512_castsi512_si128(_mm512_castps_si512(a))));
+  };
+  auto padd = [&](__m512 a) {
+    return _mm512_castsi512_ps(_mm512_add_epi32(_mm512_castps_si512(a), one));
+  };
+  auto ph2ps = [&](__m512 a) {
+    return _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_castps_si512(a)));
+  };
+  auto ps2ph = [&](__m512 a) {
+    return _mm512_castsi512_ps(
+        _mm512_castsi256_si512(_mm512_cvtps_ph(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)));
+  };
+  auto pshufb = [&](__m512 a) {
+    return _mm512_castsi512_ps(_mm512_shuffle_epi8(_mm512_castps_si512(t), _mm512_castps_si512(a)));
+  };
+  std::printf("# ops per cycle at %.2f GHz, 512-bit ops\n", kGhz);
+  auto row = [](const char* name, double v) { std::printf("%-18s %5.2f\n", name, v); };
+  row("fma", PerCycle(fma, fma));
+  row("mul", PerCycle(mul, mul));
+  row("add", PerCycle(add, add));
+  row("cvtdq2ps", PerCycle(cvt, cvt));
+  row("vpermps", PerCycle(perm, perm));
+  row("vpsrlvd", PerCycle(srlv, srlv));
+  row("vpmovsxbd", PerCycle(movsx, movsx));
+  row("vpaddd", PerCycle(padd, padd));
+  row("vpshufb", PerCycle(pshufb, pshufb));
+  row("vcvtph2ps", PerCycle(ph2ps, ph2ps));
+  row("vcvtps2ph", PerCycle(ps2ph, ps2ph));
+  row("fma+mul", PerCycle(fma, mul));
+  row("fma+add", PerCycle(fma, add));
+  row("fma+cvt", PerCycle(fma, cvt));
+  row("add+cvt", PerCycle(add, cvt));
+  row("fma+srlv", PerCycle(fma, srlv));
+  row("add+srlv", PerCycle(add, srlv));
+  row("fma+perm", PerCycle(fma, perm));
+  row("add+perm", PerCycle(add, perm));
+  row("perm+srlv", PerCycle(perm, srlv));
+  row("perm+movsx", PerCycle(perm, movsx));
+  row("fma+movsx", PerCycle(fma, movsx));
+  row("perm+padd", PerCycle(perm, padd));
+  row("fma+padd", PerCycle(fma, padd));
+
+  std::printf("# 256-bit ops\n");
+  const __m256i bytes = _mm256_set1_epi32(0x01020304), seven = _mm256_set1_epi32(7);
+  const __m256 b8 = _mm256_set1_ps(1.0000001f), t8 = _mm256_set1_ps(3);
+  auto fma8 = [&](__m256i a) {
+    return _mm256_castps_si256(_mm256_fmadd_ps(_mm256_castsi256_ps(a), b8, t8));
+  };
+  auto add8 = [&](__m256i a) {
+    return _mm256_castps_si256(_mm256_add_ps(_mm256_castsi256_ps(a), b8));
+  };
+  auto pshufb8 = [&](__m256i a) { return _mm256_shuffle_epi8(bytes, a); };
+  auto unpack8 = [&](__m256i a) { return _mm256_unpacklo_epi8(seven, a); };
+  auto perm8 = [&](__m256i a) {
+    return _mm256_castps_si256(_mm256_permutevar8x32_ps(_mm256_castsi256_ps(bytes), a));
+  };
+  auto and8 = [&](__m256i a) { return _mm256_and_si256(a, seven); };
+  row("vpshufb", PerCycle256(pshufb8, pshufb8));
+  row("vpunpcklbw", PerCycle256(unpack8, unpack8));
+  row("vpermps", PerCycle256(perm8, perm8));
+  row("vpand", PerCycle256(and8, and8));
+  row("pshufb+perm", PerCycle256(pshufb8, perm8));
+  row("pshufb+fma", PerCycle256(pshufb8, fma8));
+  row("pshufb+add", PerCycle256(pshufb8, add8));
+  row("pshufb+unpack", PerCycle256(pshufb8, unpack8));
+  row("unpack+fma", PerCycle256(unpack8, fma8));
+  row("unpack+add", PerCycle256(unpack8, add8));
+  return 0;
+}
