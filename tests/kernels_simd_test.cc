@@ -249,12 +249,13 @@ TEST_P(SimdPath, LinearFollowsTheReferenceOrder) {
 }
 
 // Reads every weight of w [N, K] back through the kernels with one-hot tokens, on the decode
-// kernels (T = 2) and the prefill panels (T = 16), against the reference's dequantized value.
+// kernels (T = 1 and 2: the AVX2 path decodes int4 at T = 1 by its own tables) and the prefill
+// panels (T = 16), against the reference's dequantized value.
 // Zeros compare equal whatever their sign (Int8Split checks the signs).
 ::testing::AssertionResult ReadsBackEveryWeight(const CpuKernels& kernels, const Weight& w) {
   const int64_t N = w.view.rows(), K = w.view.cols();
   const LinearWeight lw = LinearWeight::From(w.view, kLinearLanes);
-  for (int64_t T : {2, 16}) {
+  for (int64_t T : {1, 2, 16}) {
     std::vector<Half> x(T * K), y(T * N);
     std::vector<float> scratch(T * K);
     for (int64_t k0 = 0; k0 < K; k0 += T) {
@@ -289,12 +290,17 @@ TEST_P(SimdPath, Int8DecodersDequantizeEveryScaleAsTheReference) {
   EXPECT_TRUE(ReadsBackEveryWeight(simd(), w));
 }
 
-// The int4 tables, group-wise: every finite fp16 scale below 512 of either sign is one group here
-// (16 and 17 groups a row), each group holding all 16 values of q.
+// The int4 tables: every finite fp16 scale below 512 of either sign is one group here (groups of
+// 16, 16 and 17 a row; groups of 128, 2 a row) or one row's scale, each group holding all 16
+// values of q.
 TEST_P(SimdPath, Int4TablesDequantizeEveryScaleAsTheReference) {
-  for (int64_t groups : {16, 17}) {
-    const int64_t G = 16, K = groups * G, N = (2 * 0x6000 + groups - 1) / groups;
-    Weight w = Weight::Make(DType::kI4, N, K, int(G), 13);
+  struct Case {
+    int64_t G, groups;  // G = 0: per row, K = 64
+  };
+  for (const Case c : {Case{16, 16}, Case{16, 17}, Case{128, 2}, Case{0, 1}}) {
+    const int64_t groups = c.groups, K = c.G ? groups * c.G : 64;
+    const int64_t N = (2 * 0x6000 + groups - 1) / groups;
+    Weight w = Weight::Make(DType::kI4, N, K, int(c.G), 13);
     for (int64_t n = 0; n < N; ++n) {
       for (int64_t j = 0; j < groups; ++j) {
         const int64_t i = (n * groups + j) % (2 * 0x6000);
@@ -306,7 +312,7 @@ TEST_P(SimdPath, Int4TablesDequantizeEveryScaleAsTheReference) {
         row[k / 2] = int8_t((hi << 4) | (lo & 0x0f));
       }
     }
-    EXPECT_TRUE(ReadsBackEveryWeight(simd(), w)) << "groups=" << groups;
+    EXPECT_TRUE(ReadsBackEveryWeight(simd(), w)) << "G=" << c.G << " groups=" << groups;
   }
 }
 
@@ -343,23 +349,23 @@ TEST(Int8Split, EqualsTheReferenceRoundingWhereverItIsUsed) {
 TEST_P(SimdPath, QuantizedRowsWithLargeScalesRoundThroughHalf) {
   // No tail (it takes the reference rounding on every path); rows of 64 bytes and of over 3 KiB
   // (the decode kernels with and without the next-tile prefetch).
-  // int4 (groups of 16, and a row scale): q = ±7 with scale 16384 overflows fp16 too. With 17
-  // groups a row only the last group's scale is large: the AVX-512 decode checks group-wise
-  // scales in blocks of 16 and the rest one by one (int8 and int4 alike; 273 groups: 17 blocks
-  // and one more).
+  // int4 (groups of 16 and of 128, and a row scale): q = ±7 with scale 16384 overflows fp16 too.
+  // With 17 groups a row only the last group's scale is large: the AVX-512 decode checks
+  // group-wise scales in blocks of 16 and the rest one by one (int8 and int4 alike; 273 groups:
+  // 17 blocks and one more).
   struct Case {
     DType dtype;
     int64_t K;
-    bool grouped;  // groups of 16
+    int group;  // 0: per row
   };
   for (const Case c :
-       {Case{DType::kI8, 64, false}, Case{DType::kI8, 4112, false}, Case{DType::kI8, 256, true},
-        Case{DType::kI8, 272, true}, Case{DType::kI8, 4368, true}, Case{DType::kI4, 256, true},
-        Case{DType::kI4, 272, true}, Case{DType::kI4, 8224, false}}) {
+       {Case{DType::kI8, 64, 0}, Case{DType::kI8, 4112, 0}, Case{DType::kI8, 256, 16},
+        Case{DType::kI8, 272, 16}, Case{DType::kI8, 4368, 16}, Case{DType::kI4, 256, 16},
+        Case{DType::kI4, 272, 16}, Case{DType::kI4, 8224, 0}, Case{DType::kI4, 512, 128}}) {
     const bool i4 = c.dtype == DType::kI4;
     const int64_t K = c.K, N = 21;
-    const int64_t groups = c.grouped ? K / 16 : 1;
-    Weight w = Weight::Make(c.dtype, N, K, c.grouped ? 16 : 0, 12);
+    const int64_t groups = c.group ? K / c.group : 1;
+    Weight w = Weight::Make(c.dtype, N, K, c.group, 12);
     std::vector<bool> large_row(N);
     for (int64_t n = 0; n < N; ++n) {
       const bool large = n % 3 == 0 || (n >= 8 && n < 16);  // mixed tiles and a whole large one

@@ -5,8 +5,8 @@
 // each); prefill kernel: fp32 panel, each 3-token tile's x converted from fp16 next to it, and
 // 3-token x 3-row register tiles, run once per block over every other step, the blocks kept in
 // the accumulator buffer. int8 rows whose scales allow it are dequantized by the split of
-// linear_common.h. Row-wise int4 at T = 1 decodes two rows per ymm by byte tables, with its own
-// class layout (the pair decoder, below).
+// linear_common.h. int4 at T = 1 (per row, or in groups of at least 128) decodes two rows per ymm
+// by byte tables, with its own class layout (the pair decoder, below).
 #include <immintrin.h>
 
 #include <cstdint>
@@ -130,7 +130,7 @@ struct I4Row {
   }
 };
 
-// ---- int4 decode by byte tables (T = 1, per-row scales): two rows per ymm ----
+// ---- int4 decode by byte tables (T = 1): two rows per ymm ----
 //
 // The VPERMPS decoder above costs two permutes, a shift and a blend per 8 weights, and the
 // permutes bound it. This one looks the weights up with VPSHUFB, whose 16-entry byte tables take a
@@ -198,12 +198,16 @@ struct I4PairTables {
   }
 };
 
-// Whether the pair decoder takes w: int4 per row, one token (T = 1). Group-wise int4 keeps the
-// VPERMPS decoder: the byte tables cost too much to build per group (in cache on Zen 5, group 128
-// decoded at 16.4 G weights/s against 17.0, and at 21.5 with the tables' building left out), and
-// so do two tokens (a pair per tile: 13-15 against 14-15; bench/results/cpu_kernels.md).
+// Whether the pair decoder takes w: int4 per row, or in groups of whole 32-input blocks of at
+// least 128 inputs, at T = 1. Group-wise tables cost about a quarter of the steps' time at group
+// 128 (25–30 vector µops per row pair and group, built for the whole tile before its steps):
+// in cache on Zen 5, group 128 decodes at 17.6–17.8 G weights/s against 16.5–16.7 by VPERMPS,
+// group 256 at 19.9–20.3 against 17.9–18.0, but group 64 at 14.1–14.3 against 14.3–14.4, so
+// smaller groups keep the VPERMPS decoder, and so do two tokens (one pair per tile: 13–15
+// against 14–15 G token-weights/s; bench/results/cpu_kernels.md).
 inline bool PairDecodes(const LinearWeight& w) {
-  return w.format == LinearWeight::kI4 && w.group_steps == 0 && !w.generic_groups;
+  return w.format == LinearWeight::kI4 && !w.generic_groups &&
+         (w.group_steps == 0 || (w.group_size % 32 == 0 && w.group_size >= 128));
 }
 
 // x of one token in the pair decoder's order, fp32, 2·K16 values (K16 = K - K mod 16), in a
@@ -242,56 +246,69 @@ void I4PairTile(const float* xp, const Half* x, int64_t K, const LinearWeight& w
   const NextTilePrefetch<NB * 8> next_tile(kPrefetch == TilePrefetch::kNextTile, w, n0, NB);
   const InRowPrefetch<NB, 8> in_row(kPrefetch == TilePrefetch::kInRow, w, n0, rows, 1);
   const int8_t* q[NB];
-  float scale[NB];  // per row: one scale a row
+  const Half* scales[NB];
 #pragma GCC unroll 4
   for (int r = 0; r < NB; ++r) {
     const int64_t n = n0 + (r < rows ? r : rows - 1);
     q[r] = w.q + n * w.row_bytes;
-    scale[r] = _cvtsh_ss(w.scales[n].bits);
+    scales[r] = w.scales + n * w.groups;
   }
-  I4PairTables tables[NP];
+  // The tables of every group, built before the steps (group-wise: [group][pair], in a buffer of
+  // the calling thread), off the steps' critical path.
+  const int64_t G = w.groups;
+  thread_local ThreadFloats table_buf;
+  I4PairTables* tables =
+      reinterpret_cast<I4PairTables*>(table_buf.Get(G * NP * sizeof(I4PairTables) / 4));
+  for (int64_t g = 0; g < G; ++g) {
 #pragma GCC unroll 2
-  for (int p = 0; p < NP; ++p)
-    tables[p] = I4PairTables::Make<kSplit>(scale[2 * p], scale[2 * p + 1]);
+    for (int p = 0; p < NP; ++p) {
+      tables[g * NP + p] = I4PairTables::Make<kSplit>(_cvtsh_ss(scales[2 * p][g].bits),
+                                                      _cvtsh_ss(scales[2 * p + 1][g].bits));
+    }
+  }
   __m256 acc[NP][4];
 #pragma GCC unroll 2
   for (int p = 0; p < NP; ++p)
 #pragma GCC unroll 4
     for (int j = 0; j < 4; ++j) acc[p][j] = _mm256_setzero_ps();
   const __m256i nibble = _mm256_set1_epi8(0x0f);
+  const int64_t per_group = G > 1 ? w.group_size : K16;  // a multiple of 32 (PairDecodes)
   int64_t k = 0;
-  for (; k + 32 <= K16; k += 32) {
-    if constexpr (kPrefetch == TilePrefetch::kNextTile) {
-      next_tile.Step(k / kLinearLanes);
-      next_tile.Step(k / kLinearLanes + 1);
-    }
-    if constexpr (kPrefetch == TilePrefetch::kInRow) {
-      in_row.Step(k / kLinearLanes);
-      in_row.Step(k / kLinearLanes + 1);
-    }
+  for (int64_t k0 = 0; k0 + 32 <= K16; k0 += per_group) {
+    const I4PairTables* group_tables = tables + (k0 / per_group) * NP;
+    for (; k + 32 <= k0 + per_group && k + 32 <= K16; k += 32) {
+      if constexpr (kPrefetch == TilePrefetch::kNextTile) {
+        next_tile.Step(k / kLinearLanes);
+        next_tile.Step(k / kLinearLanes + 1);
+      }
+      if constexpr (kPrefetch == TilePrefetch::kInRow) {
+        in_row.Step(k / kLinearLanes);
+        in_row.Step(k / kLinearLanes + 1);
+      }
 #pragma GCC unroll 2
-    for (int p = 0; p < NP; ++p) {
-      const __m256i v = _mm256_inserti128_si256(
-          _mm256_castsi128_si256(
-              _mm_loadu_si128(reinterpret_cast<const __m128i*>(q[2 * p] + k / 2))),
-          _mm_loadu_si128(reinterpret_cast<const __m128i*>(q[2 * p + 1] + k / 2)), 1);
-      // h = 0: the high nibbles (even inputs), h = 1: the low ones.
-      const __m256i idx[2] = {_mm256_and_si256(_mm256_srli_epi16(v, 4), nibble),
-                              _mm256_and_si256(v, nibble)};
+      for (int p = 0; p < NP; ++p) {
+        const __m256i v = _mm256_inserti128_si256(
+            _mm256_castsi128_si256(
+                _mm_loadu_si128(reinterpret_cast<const __m128i*>(q[2 * p] + k / 2))),
+            _mm_loadu_si128(reinterpret_cast<const __m128i*>(q[2 * p + 1] + k / 2)), 1);
+        // h = 0: the high nibbles (even inputs), h = 1: the low ones.
+        const __m256i idx[2] = {_mm256_and_si256(_mm256_srli_epi16(v, 4), nibble),
+                                _mm256_and_si256(v, nibble)};
 #pragma GCC unroll 2
-      for (int h = 0; h < 2; ++h) {
-        __m256 d[4];
-        tables[p].template Decode<4>(idx[h], d);
-        const float* xv = xp + 2 * k + 32 * h;
+        for (int h = 0; h < 2; ++h) {
+          __m256 d[4];
+          group_tables[p].template Decode<4>(idx[h], d);
+          const float* xv = xp + 2 * k + 32 * h;
 #pragma GCC unroll 4
-        for (int j = 0; j < 4; ++j) {
-          acc[p][2 * h + j % 2] =
-              _mm256_fmadd_ps(_mm256_load_ps(xv + 8 * j), d[j], acc[p][2 * h + j % 2]);
+          for (int j = 0; j < 4; ++j) {
+            acc[p][2 * h + j % 2] =
+                _mm256_fmadd_ps(_mm256_load_ps(xv + 8 * j), d[j], acc[p][2 * h + j % 2]);
+          }
         }
       }
     }
   }
-  if (k < K16) {  // a last block of 16 inputs (8 bytes a row)
+  if (k < K16) {  // a last block of 16 inputs (8 bytes a row; per-row scales only)
     if constexpr (kPrefetch == TilePrefetch::kNextTile) next_tile.Step(k / kLinearLanes);
     if constexpr (kPrefetch == TilePrefetch::kInRow) in_row.Step(k / kLinearLanes);
 #pragma GCC unroll 2
