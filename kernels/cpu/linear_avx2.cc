@@ -273,64 +273,46 @@ void I4PairTile(const float* xp, const Half* x, int64_t K, const LinearWeight& w
     for (int j = 0; j < 4; ++j) acc[p][j] = _mm256_setzero_ps();
   const __m256i nibble = _mm256_set1_epi8(0x0f);
   const int64_t per_group = G > 1 ? w.group_size : K16;  // a multiple of 32 (PairDecodes)
-  int64_t k = 0;
-  for (int64_t k0 = 0; k0 + 32 <= K16; k0 += per_group) {
-    const I4PairTables* group_tables = tables + (k0 / per_group) * NP;
-    for (; k + 32 <= k0 + per_group && k + 32 <= K16; k += 32) {
-      if constexpr (kPrefetch == TilePrefetch::kNextTile) {
-        next_tile.Step(k / kLinearLanes);
-        next_tile.Step(k / kLinearLanes + 1);
-      }
-      if constexpr (kPrefetch == TilePrefetch::kInRow) {
-        in_row.Step(k / kLinearLanes);
-        in_row.Step(k / kLinearLanes + 1);
-      }
-#pragma GCC unroll 2
-      for (int p = 0; p < NP; ++p) {
-        const __m256i v = _mm256_inserti128_si256(
-            _mm256_castsi128_si256(
-                _mm_loadu_si128(reinterpret_cast<const __m128i*>(q[2 * p] + k / 2))),
-            _mm_loadu_si128(reinterpret_cast<const __m128i*>(q[2 * p + 1] + k / 2)), 1);
-        // h = 0: the high nibbles (even inputs), h = 1: the low ones.
-        const __m256i idx[2] = {_mm256_and_si256(_mm256_srli_epi16(v, 4), nibble),
-                                _mm256_and_si256(v, nibble)};
-#pragma GCC unroll 2
-        for (int h = 0; h < 2; ++h) {
-          __m256 d[4];
-          group_tables[p].template Decode<4>(idx[h], d);
-          const float* xv = xp + 2 * k + 32 * h;
-#pragma GCC unroll 4
-          for (int j = 0; j < 4; ++j) {
-            acc[p][2 * h + j % 2] =
-                _mm256_fmadd_ps(_mm256_load_ps(xv + 8 * j), d[j], acc[p][2 * h + j % 2]);
-          }
-        }
-      }
+  // The block of 16·kVectors / 2 inputs from k (kVectors = 4: 32 inputs, 16 bytes a row; 2: the
+  // last 16 inputs, 8 bytes a row) with the pairs' tables t.
+  auto block = [&]<int kVectors>(int64_t k, const I4PairTables* t) __attribute__((always_inline)) {
+    for (int64_t step = k / kLinearLanes; step < k / kLinearLanes + kVectors / 2; ++step) {
+      if constexpr (kPrefetch == TilePrefetch::kNextTile) next_tile.Step(step);
+      if constexpr (kPrefetch == TilePrefetch::kInRow) in_row.Step(step);
     }
-  }
-  if (k < K16) {  // a last block of 16 inputs (8 bytes a row; per-row scales only)
-    if constexpr (kPrefetch == TilePrefetch::kNextTile) next_tile.Step(k / kLinearLanes);
-    if constexpr (kPrefetch == TilePrefetch::kInRow) in_row.Step(k / kLinearLanes);
+    auto load = [&](const int8_t* row) __attribute__((always_inline)) {
+      return kVectors == 4 ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + k / 2))
+                           : _mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + k / 2));
+    };
 #pragma GCC unroll 2
     for (int p = 0; p < NP; ++p) {
-      const __m256i v = _mm256_inserti128_si256(
-          _mm256_castsi128_si256(
-              _mm_loadl_epi64(reinterpret_cast<const __m128i*>(q[2 * p] + k / 2))),
-          _mm_loadl_epi64(reinterpret_cast<const __m128i*>(q[2 * p + 1] + k / 2)), 1);
+      const __m256i v =
+          _mm256_inserti128_si256(_mm256_castsi128_si256(load(q[2 * p])), load(q[2 * p + 1]), 1);
+      // h = 0: the high nibbles (even inputs), h = 1: the low ones.
       const __m256i idx[2] = {_mm256_and_si256(_mm256_srli_epi16(v, 4), nibble),
                               _mm256_and_si256(v, nibble)};
 #pragma GCC unroll 2
       for (int h = 0; h < 2; ++h) {
         __m256 d[4];
-        tables[p].template Decode<2>(idx[h], d);
-        const float* xv = xp + 2 * k + 16 * h;
-#pragma GCC unroll 2
-        for (int j = 0; j < 2; ++j) {
-          acc[p][2 * h + j] = _mm256_fmadd_ps(_mm256_load_ps(xv + 8 * j), d[j], acc[p][2 * h + j]);
+        t[p].template Decode<kVectors>(idx[h], d);
+        const float* xv = xp + 2 * k + 8 * kVectors * h;
+#pragma GCC unroll 4
+        for (int j = 0; j < kVectors; ++j) {
+          acc[p][2 * h + j % 2] =
+              _mm256_fmadd_ps(_mm256_load_ps(xv + 8 * j), d[j], acc[p][2 * h + j % 2]);
         }
       }
     }
+  };
+  int64_t k = 0;
+  for (int64_t k0 = 0; k0 + 32 <= K16; k0 += per_group) {
+    const I4PairTables* group_tables = tables + (k0 / per_group) * NP;
+    for (; k + 32 <= k0 + per_group && k + 32 <= K16; k += 32) {
+      block.template operator()<4>(k, group_tables);
+    }
   }
+  // A last block of 16 inputs (per-row scales only: groups hold whole 32-input blocks).
+  if (k < K16) block.template operator()<2>(k, tables);
   // Back to class order: accumulator j, lane 4·half + i (half 0: row a, 1: row b) holds class
   // 2i (j = 0), 8 + 2i (1), 2i + 1 (2) or 9 + 2i (3).
   for (int p = 0; p < NP; ++p) {
