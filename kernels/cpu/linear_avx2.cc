@@ -132,10 +132,10 @@ struct I4Row {
 
 // ---- int4 decode by byte tables (T = 1): two rows per ymm ----
 //
-// The VPERMPS decoder above costs two permutes, a shift and a blend per 8 weights, and the
+// The VPERMPS decoder above costs two permutes, two shifts and a blend per 8 weights, and the
 // permutes bound it. This one looks the weights up with VPSHUFB, whose 16-entry byte tables take a
 // nibble as it is: an fp16 value widened to fp32 has a zero low byte, so its bytes 1..3 are three
-// tables (I4ByteTables), and two rounds of byte and word unpacks put them together into fp32.
+// tables (I4PairTables), and two rounds of byte and word unpacks put them together into fp32.
 // A ymm holds 16 bytes (32 weights) of each of two rows, row a in its low lane and row b in its
 // high lane; the in-lane unpacks give each row 4 lanes of every vector: weights 2j (high nibbles)
 // and 2j+1 (low nibbles) for j in [4d, 4d + 4), d = 0..3. Classes k mod 16 then fall into 4
