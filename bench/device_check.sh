@@ -23,12 +23,14 @@
 #   full run, the glm130b-L1 model, the AVX2 path, the GEMV on half the cores), cputests (the CPU
 #   SIMD and golden tests on every path of the host CPU), cpuab (CPU kernel settings compared
 #   call by call: CPU_AB, see step_cpuab, into cpuab.log), cpupages (a model's weights mapped,
-#   read, and on huge pages: bench-kernels --only=pages, into cpupages.log). A run whose steps use no GPU builds
-#   only the CPU targets. MMA_STEPS=n passes --mma_steps to bench-gpu.
+#   read, and on huge pages: bench-kernels --only=pages, into cpupages.log), cpupipes (the host
+#   CPU's vector pipes and its decode loops' own ceilings, into cpupipes.log: needs AVX-512). A
+#   run whose steps use no GPU builds only the CPU targets. MMA_STEPS=n passes --mma_steps to
+#   bench-gpu.
 #
 # Files left in $OUT (at most 8, flat): summary.txt, device_check.log, build.log, tests.log,
 # bench_int4.log, bench_int4g.log, bench_int8.log, bench_fp16.log (probe.log, sass.log, ncu.log,
-# cpu.log, cpuab.log, cpupages.log when asked for; with them, run a subset: at most 8 files come back from the
+# cpu.log, cpuab.log, cpupages.log, cpupipes.log when asked for; with them, run a subset: at most 8 files come back from the
 # device tool).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -297,6 +299,19 @@ step_cpupages() {
   return $rc
 }
 
+# Optional: the host CPU's vector pipes (ops alone and in pairs) and the AVX-512 decode loops'
+# own ceilings in L1: the programs of bench/results/cpu-zen5-2026-11-29-s15/, built for this CPU
+# (bench/results/cpu_kernels.md, section "Fifteenth session", reads them on Zen 5).
+step_cpupipes() {
+  local d="$ROOT/bench/results/cpu-zen5-2026-11-29-s15" p
+  for p in pipes loops-avx512; do
+    log "-- $p"
+    g++ -O3 -march=native -std=c++20 "$d/$p.cc" -o "$BUILD/$p" 2>/dev/null ||
+      { log "$p did not build (it needs AVX-512)"; return 1; }
+    "$BUILD/$p" || return 1
+  done
+}
+
 # The CPU kernels' SIMD tests and the golden model test on every dispatch path of the host CPU.
 step_cputests() {
   cpu_id
@@ -337,7 +352,8 @@ step_generate() {
 # The step functions run in child bashes (under timeout): they see these.
 export ROOT OUT_DIR BUILD DEPS JOBS T_START DEADLINE_S VARIANTS STEPS CPU_AB CPU_AB_ROUNDS
 export -f log want step_env step_deps step_configure step_build step_tests bench step_ncu \
-  step_generate step_variants step_sass step_cpu step_cpuab step_cpupages step_cputests cpu_id
+  step_generate step_variants step_sass step_cpu step_cpuab step_cpupages step_cpupipes \
+  step_cputests cpu_id
 
 log "device check: steps '$STEPS', build $BUILD, output $OUT_DIR"
 want env && run env 30 - step_env
@@ -364,6 +380,7 @@ want cputests && run cputests 90 - step_cputests
 want cpu && run cpu 300 cpu.log step_cpu
 want cpuab && run cpuab 240 cpuab.log step_cpuab
 want cpupages && run cpupages 240 cpupages.log step_cpupages
+want cpupipes && run cpupipes 90 cpupipes.log step_cpupipes
 want ncu && run ncu 150 ncu.log step_ncu
 
 {
