@@ -121,6 +121,16 @@ int main() {
   row("fma+movsx", PerCycle(fma, movsx));
   row("perm+padd", PerCycle(perm, padd));
   row("fma+padd", PerCycle(fma, padd));
+  // VPMULTISHIFTQB could take VPSRLVD's place in the int4 decoder (bits 0..3 of each dword's low
+  // byte from any offset of its qword): which pipes?
+  const __m512i offsets = _mm512_set1_epi64(0x1c1814100c080400LL);
+  auto mshift = [&](__m512 a) {
+    return _mm512_castsi512_ps(_mm512_multishift_epi64_epi8(offsets, _mm512_castps_si512(a)));
+  };
+  row("vpmultishiftqb", PerCycle(mshift, mshift));
+  row("mshift+fma", PerCycle(mshift, fma));
+  row("mshift+add", PerCycle(mshift, add));
+  row("mshift+perm", PerCycle(mshift, perm));
 
   std::printf("# 256-bit ops\n");
   const __m256i bytes = _mm256_set1_epi32(0x01020304), seven = _mm256_set1_epi32(7);
