@@ -235,6 +235,14 @@ const float* PrepareXPairs(const Half* x, int64_t K) {
   return d;
 }
 
+// A buffer of the calling thread for n row pairs' tables, shared by every instance of the tile.
+I4PairTables* PairTableBuffer(int64_t n) {
+  thread_local ThreadFloats buf;
+  static_assert(sizeof(I4PairTables) % sizeof(float) == 0);
+  return reinterpret_cast<I4PairTables*>(
+      buf.Get(n * int64_t(sizeof(I4PairTables) / sizeof(float))));
+}
+
 // NP row pairs from n0 (rows n0 .. n0 + 2·NP - 1, `rows` of them valid: a pair past the last row
 // repeats it and is not written), one token. xp: PrepareXPairs; x: the token as given (the K mod
 // 16 tail).
@@ -256,9 +264,7 @@ void I4PairTile(const float* xp, const Half* x, int64_t K, const LinearWeight& w
   // The tables of every group, built before the steps (group-wise: [group][pair], in a buffer of
   // the calling thread), off the steps' critical path.
   const int64_t G = w.groups;
-  thread_local ThreadFloats table_buf;
-  I4PairTables* tables =
-      reinterpret_cast<I4PairTables*>(table_buf.Get(G * NP * sizeof(I4PairTables) / 4));
+  I4PairTables* tables = PairTableBuffer(G * NP);
   for (int64_t g = 0; g < G; ++g) {
 #pragma GCC unroll 2
     for (int p = 0; p < NP; ++p) {
