@@ -81,6 +81,9 @@ __attribute__((noinline)) void Int4Repacked(const __m512* table) {
 }
 
 // int8 by the split: VPMOVSXBD, VCVTDQ2PS, then c = q·(s·8193), d = c - q·s, w = c - d.
+// kAddConvert: q converted as float(q + 2^23) - 2^23 (an integer add on any pipe and a subtract)
+// instead of VCVTDQ2PS.
+template <bool kAddConvert>
 __attribute__((noinline)) void Int8Split(const float* scale) {
   __m512 acc[R], s[R], ss[R];
   for (int r = 0; r < R; ++r) {
@@ -88,12 +91,17 @@ __attribute__((noinline)) void Int8Split(const float* scale) {
     s[r] = _mm512_set1_ps(scale[r]);
     ss[r] = _mm512_set1_ps(scale[r] * 8193.f);
   }
+  const __m512i magic = _mm512_set1_epi32(0x4B000000);
+  const __m512 magic_f = _mm512_set1_ps(8388608.f);
   for (int k = 0; k < K; k += 16) {
     const __m512 xv = _mm512_load_ps(X + k);
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
-      const __m512 q = _mm512_cvtepi32_ps(
-          _mm512_cvtepi8_epi32(_mm_load_si128(reinterpret_cast<const __m128i*>(&W8[r][k]))));
+      const __m512i qi =
+          _mm512_cvtepi8_epi32(_mm_load_si128(reinterpret_cast<const __m128i*>(&W8[r][k])));
+      const __m512 q =
+          kAddConvert ? _mm512_sub_ps(_mm512_castsi512_ps(_mm512_add_epi32(qi, magic)), magic_f)
+                      : _mm512_cvtepi32_ps(qi);
       __m512 c = _mm512_mul_ps(q, ss[r]);
       __asm__("" : "+v"(c));
       const __m512 w = _mm512_sub_ps(c, _mm512_fnmadd_ps(q, s[r], c));
@@ -102,6 +110,7 @@ __attribute__((noinline)) void Int8Split(const float* scale) {
   }
   sink = Sum(acc);
 }
+
 // int8 rounded by VCVTPS2PH + VCVTPH2PS instead of the split.
 __attribute__((noinline)) void Int8RoundTrip(const float* scale) {
   __m512 acc[R], s[R];
@@ -123,32 +132,6 @@ __attribute__((noinline)) void Int8RoundTrip(const float* scale) {
   sink = Sum(acc);
 }
 
-// int8 by the split, q converted as float(q + 2^23) - 2^23 (an integer add on any pipe and a
-// subtract) instead of VCVTDQ2PS.
-__attribute__((noinline)) void Int8AddConvert(const float* scale) {
-  __m512 acc[R], s[R], ss[R];
-  for (int r = 0; r < R; ++r) {
-    acc[r] = _mm512_setzero_ps();
-    s[r] = _mm512_set1_ps(scale[r]);
-    ss[r] = _mm512_set1_ps(scale[r] * 8193.f);
-  }
-  const __m512i magic = _mm512_set1_epi32(0x4B000000);
-  const __m512 magic_f = _mm512_set1_ps(8388608.f);
-  for (int k = 0; k < K; k += 16) {
-    const __m512 xv = _mm512_load_ps(X + k);
-#pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) {
-      const __m512i qi =
-          _mm512_cvtepi8_epi32(_mm_load_si128(reinterpret_cast<const __m128i*>(&W8[r][k])));
-      const __m512 q = _mm512_sub_ps(_mm512_castsi512_ps(_mm512_add_epi32(qi, magic)), magic_f);
-      __m512 c = _mm512_mul_ps(q, ss[r]);
-      __asm__("" : "+v"(c));
-      const __m512 w = _mm512_sub_ps(c, _mm512_fnmadd_ps(q, s[r], c));
-      acc[r] = _mm512_fmadd_ps(xv, w, acc[r]);
-    }
-  }
-  sink = Sum(acc);
-}
 }  // namespace
 
 int main() {
@@ -172,11 +155,11 @@ int main() {
     std::printf("int4 repacked         %6.2f G weights/s\n",
                 weights / Best([&] { Int4Repacked(table); }, reps) / 1e9);
     std::printf("int8 split            %6.2f G weights/s\n",
-                weights / Best([&] { Int8Split(scale); }, reps) / 1e9);
+                weights / Best([&] { Int8Split<false>(scale); }, reps) / 1e9);
     std::printf("int8 fp16 round trip  %6.2f G weights/s\n",
                 weights / Best([&] { Int8RoundTrip(scale); }, reps) / 1e9);
     std::printf("int8 split, add conv  %6.2f G weights/s\n",
-                weights / Best([&] { Int8AddConvert(scale); }, reps) / 1e9);
+                weights / Best([&] { Int8Split<true>(scale); }, reps) / 1e9);
   }
   return 0;
 }

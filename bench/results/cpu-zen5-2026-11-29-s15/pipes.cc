@@ -28,17 +28,24 @@ double Best(F f) {
 }
 
 #define R12(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
-#define DECL(j) __m512 a##j = _mm512_set1_ps(j), c##j = _mm512_set1_ps(j + 1);
+#define DECL(j) V a##j = Start<V>(j), c##j = Start<V>(j + 1);
 #define STEP(j)     \
   a##j = opa(a##j); \
   c##j = opb(c##j);
 #define KEEP(j) __asm__ volatile("" : "+v"(a##j), "+v"(c##j));
-#define SINK(j) sink = _mm512_cvtss_f32(a##j) + _mm512_cvtss_f32(c##j);
-#define DECL256(j) __m256i a##j = _mm256_set1_epi32(j), c##j = _mm256_set1_epi32(j + 1);
-#define SINK256(j) sink = float(_mm256_cvtsi256_si32(a##j) + _mm256_cvtsi256_si32(c##j));
+#define SINK(j) sink = Lane0(a##j) + Lane0(c##j);
 
-// 24 chains: 12 of opa and 12 of opb (opa = opb: one op alone).
-template <class A, class B>
+template <class V>
+V Start(int j);
+template <>
+__m512 Start<__m512>(int j) { return _mm512_set1_ps(float(j)); }
+template <>
+__m256i Start<__m256i>(int j) { return _mm256_set1_epi32(j); }
+float Lane0(__m512 v) { return _mm512_cvtss_f32(v); }
+float Lane0(__m256i v) { return float(_mm256_cvtsi256_si32(v)); }
+
+// 24 chains of V: 12 of opa and 12 of opb (opa = opb: one op alone).
+template <class V = __m512, class A, class B>
 double PerCycle(A opa, B opb) {
   const double t = Best([&] {
     R12(DECL)
@@ -47,18 +54,6 @@ double PerCycle(A opa, B opb) {
       R12(KEEP)
     }
     R12(SINK)
-  });
-  return 24.0 * kIters / t / 1e9 / ghz;
-}
-template <class A, class B>
-double PerCycle256(A opa, B opb) {
-  const double t = Best([&] {
-    R12(DECL256)
-    for (long i = 0; i < kIters; ++i) {
-      R12(STEP)
-      R12(KEEP)
-    }
-    R12(SINK256)
   });
   return 24.0 * kIters / t / 1e9 / ghz;
 }
@@ -147,15 +142,15 @@ int main() {
     return _mm256_castps_si256(_mm256_permutevar8x32_ps(_mm256_castsi256_ps(bytes), a));
   };
   auto and8 = [&](__m256i a) { return _mm256_and_si256(a, seven); };
-  row("vpshufb", PerCycle256(pshufb8, pshufb8));
-  row("vpunpcklbw", PerCycle256(unpack8, unpack8));
-  row("vpermps", PerCycle256(perm8, perm8));
-  row("vpand", PerCycle256(and8, and8));
-  row("pshufb+perm", PerCycle256(pshufb8, perm8));
-  row("pshufb+fma", PerCycle256(pshufb8, fma8));
-  row("pshufb+add", PerCycle256(pshufb8, add8));
-  row("pshufb+unpack", PerCycle256(pshufb8, unpack8));
-  row("unpack+fma", PerCycle256(unpack8, fma8));
-  row("unpack+add", PerCycle256(unpack8, add8));
+  row("vpshufb", PerCycle<__m256i>(pshufb8, pshufb8));
+  row("vpunpcklbw", PerCycle<__m256i>(unpack8, unpack8));
+  row("vpermps", PerCycle<__m256i>(perm8, perm8));
+  row("vpand", PerCycle<__m256i>(and8, and8));
+  row("pshufb+perm", PerCycle<__m256i>(pshufb8, perm8));
+  row("pshufb+fma", PerCycle<__m256i>(pshufb8, fma8));
+  row("pshufb+add", PerCycle<__m256i>(pshufb8, add8));
+  row("pshufb+unpack", PerCycle<__m256i>(pshufb8, unpack8));
+  row("unpack+fma", PerCycle<__m256i>(unpack8, fma8));
+  row("unpack+add", PerCycle<__m256i>(unpack8, add8));
   return 0;
 }
