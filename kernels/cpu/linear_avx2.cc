@@ -164,9 +164,9 @@ inline __m256 I4Values(__m256 q, __m256 s) {
 struct I4PairTables {
   __m256i b1, b2, b3;
   template <bool kSplit>
-  static I4PairTables Make(float sa, float sb) {
+  static I4PairTables Make(const float* sa, const float* sb) {  // the two rows' scales
     const __m256 s =
-        _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_set1_ps(sa)), _mm_set1_ps(sb), 1);
+        _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_broadcast_ss(sa)), _mm_broadcast_ss(sb), 1);
     // Each lane's 4 values: bytes 1 of all four, then bytes 2, then bytes 3, then zeros.
     const __m256i pick = _mm256_setr_epi8(1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15, -1, -1, -1, -1,
                                           1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15, -1, -1, -1, -1);
@@ -199,15 +199,15 @@ struct I4PairTables {
 };
 
 // Whether the pair decoder takes w: int4 per row, or in groups of whole 32-input blocks of at
-// least 128 inputs, at T = 1. Group-wise tables cost about a quarter of the steps' time at group
-// 128 (25–30 vector µops per row pair and group, built for the whole tile before its steps):
-// in cache on Zen 5, group 128 decodes at 17.6–17.8 G weights/s against 16.5–16.7 by VPERMPS,
-// group 256 at 19.9–20.3 against 17.9–18.0, but group 64 at 14.1–14.3 against 14.3–14.4, so
-// smaller groups keep the VPERMPS decoder, and so do two tokens (one pair per tile: 13–15
-// against 14–15 G token-weights/s; bench/results/cpu_kernels.md).
+// least 64 inputs, at T = 1. Group-wise tables cost about a fifth of the steps' time at group 128
+// (about 25 vector µops per row pair and group, built for the whole tile before its steps, from
+// the scales converted 8 at a time): in cache on Zen 5, group 128 decodes at 18.4–18.7 G
+// weights/s against 16.5–16.7 by VPERMPS, group 64 at 15.3–16.0 against 14.5–15.1, group 32 at
+// 10.8–11.9 against 11.7–11.95, so groups of 32 keep the VPERMPS decoder, and so do two tokens
+// (one pair per tile: 13–15 against 14–15 G token-weights/s; bench/results/cpu_kernels.md).
 inline bool PairDecodes(const LinearWeight& w) {
   return w.format == LinearWeight::kI4 && !w.generic_groups &&
-         (w.group_steps == 0 || (w.group_size % 32 == 0 && w.group_size >= 128));
+         (w.group_steps == 0 || (w.group_size % 32 == 0 && w.group_size >= 64));
 }
 
 // x of one token in the pair decoder's order, fp32, 2·K16 values (K16 = K - K mod 16), in a
@@ -235,12 +235,13 @@ const float* PrepareXPairs(const Half* x, int64_t K) {
   return d;
 }
 
-// A buffer of the calling thread for n row pairs' tables, shared by every instance of the tile.
-I4PairTables* PairTableBuffer(int64_t n) {
+// A buffer of the calling thread for n row pairs' tables followed by `floats` floats, shared by
+// every instance of the tile.
+I4PairTables* PairTableBuffer(int64_t n, int64_t floats) {
   thread_local ThreadFloats buf;
   static_assert(sizeof(I4PairTables) % sizeof(float) == 0);
   return reinterpret_cast<I4PairTables*>(
-      buf.Get(n * int64_t(sizeof(I4PairTables) / sizeof(float))));
+      buf.Get(n * int64_t(sizeof(I4PairTables) / sizeof(float)) + floats));
 }
 
 // NP row pairs from n0 (rows n0 .. n0 + 2·NP - 1, `rows` of them valid: a pair past the last row
@@ -264,12 +265,24 @@ void I4PairTile(const float* xp, const Half* x, int64_t K, const LinearWeight& w
   // The tables of every group, built before the steps (group-wise: [group][pair], in a buffer of
   // the calling thread), off the steps' critical path.
   const int64_t G = w.groups;
-  I4PairTables* tables = PairTableBuffer(G * NP);
+  I4PairTables* tables = PairTableBuffer(G * NP, NB * G);
+  // The rows' scales in fp32 first, 8 at a time ([row][group], after the tables): 3-5% faster
+  // group-wise in cache than converting and broadcasting each scale as its tables are built.
+  float* scale32 = reinterpret_cast<float*>(tables + G * NP);
+  for (int r = 0; r < NB; ++r) {
+    int64_t g = 0;
+    for (; g + 8 <= G; g += 8) {
+      _mm256_storeu_ps(
+          scale32 + r * G + g,
+          _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(scales[r] + g))));
+    }
+    for (; g < G; ++g) scale32[r * G + g] = _cvtsh_ss(scales[r][g].bits);
+  }
   for (int64_t g = 0; g < G; ++g) {
 #pragma GCC unroll 2
     for (int p = 0; p < NP; ++p) {
-      tables[g * NP + p] = I4PairTables::Make<kSplit>(_cvtsh_ss(scales[2 * p][g].bits),
-                                                      _cvtsh_ss(scales[2 * p + 1][g].bits));
+      tables[g * NP + p] =
+          I4PairTables::Make<kSplit>(scale32 + 2 * p * G + g, scale32 + (2 * p + 1) * G + g);
     }
   }
   __m256 acc[NP][4];
