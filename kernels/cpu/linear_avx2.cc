@@ -269,15 +269,7 @@ void I4PairTile(const float* xp, const Half* x, int64_t K, const LinearWeight& w
   // The rows' scales in fp32 first, 8 at a time ([row][group], after the tables): 3-5% faster
   // group-wise in cache than converting and broadcasting each scale as its tables are built.
   float* scale32 = reinterpret_cast<float*>(tables + G * NP);
-  for (int r = 0; r < NB; ++r) {
-    int64_t g = 0;
-    for (; g + 8 <= G; g += 8) {
-      _mm256_storeu_ps(
-          scale32 + r * G + g,
-          _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(scales[r] + g))));
-    }
-    for (; g < G; ++g) scale32[r * G + g] = _cvtsh_ss(scales[r][g].bits);
-  }
+  for (int r = 0; r < NB; ++r) HalfRowToFloat(scales[r], G, scale32 + r * G);
   for (int64_t g = 0; g < G; ++g) {
 #pragma GCC unroll 2
     for (int p = 0; p < NP; ++p) {
