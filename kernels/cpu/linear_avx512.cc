@@ -233,7 +233,7 @@ inline __m512 LoadX(const Half* xp, int64_t i) {
 // by broadcast).
 struct TileScales {
   const float* scale32;
-  const float* split32;  // kWithSplit only
+  const float* split32;  // kWithSplit only, else null
   bool exact;            // every scale allows the split (SplitExact: |s| < 512)
 };
 template <int R, bool kWithSplit>
@@ -268,7 +268,7 @@ TileScales ConvertTileScales(const LinearWeight& w, int64_t n0, int64_t rows) {
     }
   }
   const bool blocks_exact = _mm256_cmpge_epu16_mask(largest, _mm256_set1_epi16(0x6000)) == 0;
-  return {s32, x32, blocks_exact && tail_exact};
+  return {s32, kWithSplit ? x32 : nullptr, blocks_exact && tail_exact};
 }
 
 // ---- Decode kernel: TB <= 4 tokens x R rows (n0 + r·stride, r < R; `rows` of them valid) ----
@@ -309,7 +309,7 @@ void DirectTile(const Half* x, const XP* xp, const LinearWeight& w, int64_t n0, 
       }
       for (int r = 0; r < R; ++r) {
         row[r].scale32 = ts.scale32 + r * w.groups;
-        row[r].split32 = ts.split32 + r * w.groups;
+        if constexpr (F == LinearWeight::kI8) row[r].split32 = ts.split32 + r * w.groups;
       }
     }
   }
