@@ -291,13 +291,13 @@ TEST_P(SimdPath, Int8DecodersDequantizeEveryScaleAsTheReference) {
 }
 
 // The int4 tables: every finite fp16 scale below 512 of either sign is one group here (groups of
-// 16, 16 and 17 a row; groups of 128, 2 a row) or one row's scale, each group holding all 16
-// values of q.
+// 16, 16 and 17 a row; groups of 128, 2 a row; groups of 32, 9 a row) or one row's scale, each
+// group holding all 16 values of q.
 TEST_P(SimdPath, Int4TablesDequantizeEveryScaleAsTheReference) {
   struct Case {
     int64_t G, groups;  // G = 0: per row, K = 64
   };
-  for (const Case c : {Case{16, 16}, Case{16, 17}, Case{128, 2}, Case{0, 1}}) {
+  for (const Case c : {Case{16, 16}, Case{16, 17}, Case{128, 2}, Case{32, 9}, Case{0, 1}}) {
     const int64_t groups = c.groups, K = c.G ? groups * c.G : 64;
     const int64_t N = (2 * 0x6000 + groups - 1) / groups;
     Weight w = Weight::Make(DType::kI4, N, K, int(c.G), 13);
@@ -313,6 +313,44 @@ TEST_P(SimdPath, Int4TablesDequantizeEveryScaleAsTheReference) {
       }
     }
     EXPECT_TRUE(ReadsBackEveryWeight(simd(), w)) << "G=" << c.G << " groups=" << groups;
+  }
+}
+
+// Zero scales (a group or a row of a quantized weight pruned to zero) give the reference's exact
+// zeros, signs included: the AVX2 pair decoder's group tables by lookup have no key for ±0 and
+// must not be built from one (their values would be below 2^-120 and carry q's sign into an
+// all-zero sum, which a bias of -0 lets through: the reference's +0 + -0 is +0, their -0 + -0 is
+// -0). Rows of negative q: all groups zero (+0 and -0), one group zero, none.
+TEST_P(SimdPath, ZeroScalesGiveTheReferenceZeros) {
+  for (const int group : {64, 128, 32, 16}) {
+    for (const DType dtype : {DType::kI4, DType::kI8}) {
+      const int64_t K = 512, N = 24, groups = K / group;
+      Weight w = Weight::Make(dtype, N, K, group, 17);
+      for (int64_t n = 0; n < N; ++n) {
+        for (int64_t j = 0; j < groups; ++j) {
+          const bool zero = (n % 8 < 4) || (n % 8 == 4 && j == 1);  // whole tiles, and one group
+          w.scales[1 + n * groups + j] = FloatToHalf(zero ? (n % 2 ? -0.f : 0.f) : 0.01f);
+        }
+        for (int64_t k = 0; k < K; ++k) {
+          const int q = -1 - int((k + n) % 7);
+          if (dtype == DType::kI8) {
+            w.q[1 + n * K + k] = int8_t(q);
+          } else if (k % 2 == 0) {
+            w.q[1 + n * K / 2 + k / 2] = int8_t((q << 4) | ((-1 - int((k + 1 + n) % 7)) & 0x0f));
+          }
+        }
+      }
+      for (int64_t T : {1, 2, 5}) {
+        std::vector<Half> x(T * K, FloatToHalf(1.f)), bias(N, FloatToHalf(-0.f));
+        std::vector<Half> want(T * N);
+        std::vector<float> scratch(T * K);
+        ref().linear(x.data(), T, w.view, bias.data(), want.data(), scratch.data());
+        ASSERT_EQ(want[0].bits, 0) << "the test's premise: a zero row gives +0";
+        EXPECT_TRUE(
+            LinearMatches(x.data(), T, w.view, bias.data(),
+                          StrFormat("%s group %d T=%lld", DTypeName(dtype), group, (long long)T)));
+      }
+    }
   }
 }
 

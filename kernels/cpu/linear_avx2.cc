@@ -5,8 +5,9 @@
 // each); prefill kernel: fp32 panel, each 3-token tile's x converted from fp16 next to it, and
 // 3-token x 3-row register tiles, run once per block over every other step, the blocks kept in
 // the accumulator buffer. int8 rows whose scales allow it are dequantized by the split of
-// linear_common.h. int4 at T = 1 (per row, or in groups of at least 128) decodes two rows per ymm
-// by byte tables, with its own class layout (the pair decoder, below).
+// linear_common.h. int4 at T = 1 (per row, or in groups of whole 32-input blocks) decodes two
+// rows per ymm by byte tables, with its own class layout (the pair decoder, below); group-wise
+// tables come from a table of byte tables by mantissa (kI4ByteTables).
 #include <immintrin.h>
 
 #include <cstdint>
@@ -157,12 +158,116 @@ inline __m256 I4Values(__m256 q, __m256 s) {
   }
 }
 
+// Group-wise pair tables by lookup. fp16 rounds q·s to 11 significant bits wherever it is finite
+// (spec §2.2; a product below 2^-14 has at most 10 and is exact), and that rounding commutes with
+// powers of two. With s = M·2^E in fp32 (M in [1, 2): exact for every fp16 s, subnormal ones
+// included) and E = 2a + e (e = 0 or 1), fp16(q·s) = V·2^(2a) with V = R11(q·M)·2^e. The byte
+// tables of V (bytes 1, 2 and 3 of its fp32 bits, 16 nibbles each) depend on M's 10 bits and e
+// only: kI4ByteTables holds them, a cache line for each of the 2048. The factor 2^(2a) and the sign
+// of s only change byte 3 (sign and the exponent's 7 high bits: an even exponent step leaves its
+// low bit in byte 2 alone), by the add of one byte a + 128·sign that cannot carry out of the
+// exponent (V's biased exponents are 127..131 and -24 <= E <= 8 for 0 < |s| < 512). Nibble 0
+// (q = 0) keeps its zero bytes. So a pair's tables are two 32-byte and two 16-byte loads, two
+// lane permutes, two inserts and the add (with its broadcasts and mask), against about 25 µops by
+// the split (I4PairTables::Make).
+struct I4ByteTables {
+  alignas(64) uint8_t b[2048][64];  // bytes 1, 2 and 3 of 16 values, and 16 unused
+  constexpr I4ByteTables() : b() {
+    for (int i = 0; i < 2048; ++i) {
+      const int e = i >> 10, m = i & 1023;
+      for (int j = 0; j < 16; ++j) {
+        const int q = j < 8 ? j : j - 16, a = q < 0 ? -q : q;
+        // R11(a·(1024 + m)) as an integer n: V = n·2^(e - 10), exact in fp32.
+        int n = a * (1024 + m), width = 0;
+        while ((n >> width) != 0) ++width;
+        if (width > 11) {
+          const int shift = width - 11, low = n & ((1 << shift) - 1), half = 1 << (shift - 1);
+          n >>= shift;
+          if (low > half || (low == half && (n & 1))) ++n;
+          n <<= shift;
+        }
+        uint32_t bits = 0;
+        if (n != 0) {
+          width = 0;
+          while ((n >> width) != 0) ++width;
+          // n = 1.f · 2^(width - 1): biased exponent 127 + width - 1 + e - 10.
+          const uint32_t exponent = uint32_t(127 + width - 1 + e - 10);
+          const uint32_t fraction = (uint32_t(n) << (24 - width)) & 0x7fffff;
+          bits = (q < 0 ? 0x80000000u : 0u) | exponent << 23 | fraction;
+        }
+        b[i][j] = uint8_t(bits >> 8);
+        b[i][16 + j] = uint8_t(bits >> 16);
+        b[i][32 + j] = uint8_t(bits >> 24);
+      }
+    }
+  }
+};
+inline constexpr I4ByteTables kI4ByteTables;
+
+// The keys of n scales (|s| < 512): offset[i], the byte offset of s's tables in kI4ByteTables,
+// and add[i], byte 3's add (a + 128·sign) in all four bytes. Returns false if a scale is ±0, which
+// has no key.
+inline bool I4ByteKeys(const Half* src, int64_t n, int32_t* offset, int32_t* add) {
+  int64_t i = 0;
+  __m256i zeros = _mm256_setzero_si256();
+  auto keys = [](__m256i bits, __m256i * off, __m256i * k) __attribute__((always_inline)) {
+    const __m256i m = _mm256_and_si256(_mm256_srli_epi32(bits, 13), _mm256_set1_epi32(1023));
+    const __m256i E =
+        _mm256_sub_epi32(_mm256_and_si256(_mm256_srli_epi32(bits, 23), _mm256_set1_epi32(255)),
+                         _mm256_set1_epi32(127));
+    const __m256i e = _mm256_and_si256(E, _mm256_set1_epi32(1));
+    *off = _mm256_slli_epi32(_mm256_or_si256(_mm256_slli_epi32(e, 10), m), 6);
+    const __m256i byte =
+        _mm256_and_si256(_mm256_add_epi32(_mm256_srai_epi32(E, 1),
+                                          _mm256_slli_epi32(_mm256_srli_epi32(bits, 31), 7)),
+                         _mm256_set1_epi32(255));
+    *k = _mm256_mullo_epi32(byte, _mm256_set1_epi32(0x01010101));
+  };
+  for (; i + kLanes <= n; i += kLanes) {
+    const __m256i bits = _mm256_castps_si256(
+        _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i))));
+    __m256i off, k;
+    keys(bits, &off, &k);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(offset + i), off);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(add + i), k);
+    zeros = _mm256_or_si256(zeros,
+                            _mm256_cmpeq_epi32(_mm256_slli_epi32(bits, 1), _mm256_setzero_si256()));
+  }
+  bool tail_zero = false;
+  for (; i < n; ++i) {
+    const __m256i bits = _mm256_castps_si256(_mm256_set1_ps(_cvtsh_ss(src[i].bits)));
+    __m256i off, k;
+    keys(bits, &off, &k);
+    offset[i] = _mm256_cvtsi256_si32(off);
+    add[i] = _mm256_cvtsi256_si32(k);
+    tail_zero = tail_zero || (src[i].bits & 0x7fff) == 0;
+  }
+  return _mm256_testz_si256(zeros, zeros) && !tail_zero;
+}
+
 // The three byte tables of a row pair (row a's in the low lanes, row b's in the high lanes):
 // bytes 1, 2 and 3 of the 16 values fp16(q·s) in fp32, in nibble order (nibble n holds q = n for
 // n < 8, n - 16 above). Each lane computes its row's values 4 at a time and moves their bytes
 // into place within the lane (a 4 x 4 transpose of the dwords the byte picks gather).
 struct I4PairTables {
   __m256i b1, b2, b3;
+  // The tables of rows a and b from their keys (I4ByteKeys).
+  static I4PairTables FromKeys(int32_t offset_a, int32_t add_a, int32_t offset_b, int32_t add_b) {
+    const uint8_t* ta = kI4ByteTables.b[0] + offset_a;
+    const uint8_t* tb = kI4ByteTables.b[0] + offset_b;
+    const __m256i a12 = _mm256_load_si256(reinterpret_cast<const __m256i*>(ta)),
+                  b12 = _mm256_load_si256(reinterpret_cast<const __m256i*>(tb));
+    const __m256i b3 = _mm256_inserti128_si256(
+        _mm256_castsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(ta + 32))),
+        _mm_load_si128(reinterpret_cast<const __m128i*>(tb + 32)), 1);
+    const __m256i add = _mm256_and_si256(
+        _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_set1_epi32(add_a)),
+                                _mm_set1_epi32(add_b), 1),
+        _mm256_setr_epi8(0, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,  //
+                         0, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1));
+    return {_mm256_permute2x128_si256(a12, b12, 0x20), _mm256_permute2x128_si256(a12, b12, 0x31),
+            _mm256_add_epi8(b3, add)};
+  }
   template <bool kSplit>
   static I4PairTables Make(const float* sa, const float* sb) {  // the two rows' scales
     const __m256 s =
@@ -198,16 +303,16 @@ struct I4PairTables {
   }
 };
 
-// Whether the pair decoder takes w: int4 per row, or in groups of whole 32-input blocks of at
-// least 64 inputs, at T = 1. Group-wise tables cost about a fifth of the steps' time at group 128
-// (about 25 vector µops per row pair and group, built for the whole tile before its steps, from
-// the scales converted 8 at a time): in cache on Zen 5, group 128 decodes at 18.4–18.7 G
-// weights/s against 16.5–16.7 by VPERMPS, group 64 at 15.3–16.0 against 14.5–15.1, group 32 at
-// 10.8–11.9 against 11.7–11.95, so groups of 32 keep the VPERMPS decoder, and so do two tokens
-// (one pair per tile: 13–15 against 14–15 G token-weights/s; bench/results/cpu_kernels.md).
+// Whether the pair decoder takes w: int4 per row, or in groups of whole 32-input blocks, at
+// T = 1. Group-wise tables by lookup (I4ByteKeys) cost about 7 vector µops per row pair and
+// group, built for the whole tile before its steps. In cache on Zen 5 (one core, [64, 12288]),
+// groups of 128 decode at 19.6-19.7 G weights/s, 64 at 16.8-16.9 and 32 at 12.9-13.0, against
+// 18.4-18.7 and 15.3-15.4 with the split's tables (about 25 µops) and 11.3-11.6 by VPERMPS.
+// Two tokens keep the VPERMPS decoder (one pair per tile: 13-15 against 14-15 G token-weights/s
+// with the split's tables; bench/results/cpu_kernels.md).
 inline bool PairDecodes(const LinearWeight& w) {
   return w.format == LinearWeight::kI4 && !w.generic_groups &&
-         (w.group_steps == 0 || (w.group_size % 32 == 0 && w.group_size >= 64));
+         (w.group_steps == 0 || w.group_size % 32 == 0);
 }
 
 // x of one token in the pair decoder's order, fp32, 2·K16 values (K16 = K - K mod 16), in a
@@ -265,16 +370,37 @@ void I4PairTile(const float* xp, const Half* x, int64_t K, const LinearWeight& w
   // The tables of every group, built before the steps (group-wise: [group][pair], in a buffer of
   // the calling thread), off the steps' critical path.
   const int64_t G = w.groups;
-  I4PairTables* tables = PairTableBuffer(G * NP, NB * G);
-  // The rows' scales in fp32 first, 8 at a time ([row][group], after the tables): 3-5% faster
-  // group-wise in cache than converting and broadcasting each scale as its tables are built.
-  float* scale32 = reinterpret_cast<float*>(tables + G * NP);
-  for (int r = 0; r < NB; ++r) HalfRowToFloat(scales[r], G, scale32 + r * G);
-  for (int64_t g = 0; g < G; ++g) {
+  I4PairTables* tables = PairTableBuffer(G * NP, 2 * NB * G);
+  // Group-wise with the split's scales: by lookup (I4ByteKeys, FromKeys), unless a scale is ±0.
+  bool built = false;
+  if constexpr (kSplit) {
+    if (G > 1) {
+      int32_t* offset = reinterpret_cast<int32_t*>(tables + G * NP);  // [row][group]
+      int32_t* add = offset + NB * G;
+      built = true;
+      for (int r = 0; r < NB; ++r) {
+        built = I4ByteKeys(scales[r], G, offset + r * G, add + r * G) && built;
+      }
+      for (int64_t g = 0; built && g < G; ++g) {
 #pragma GCC unroll 2
-    for (int p = 0; p < NP; ++p) {
-      tables[g * NP + p] =
-          I4PairTables::Make<kSplit>(scale32 + 2 * p * G + g, scale32 + (2 * p + 1) * G + g);
+        for (int p = 0; p < NP; ++p) {
+          const int64_t a = 2 * p * G + g, b = (2 * p + 1) * G + g;
+          tables[g * NP + p] = I4PairTables::FromKeys(offset[a], add[a], offset[b], add[b]);
+        }
+      }
+    }
+  }
+  if (!built) {
+    // The rows' scales in fp32 first, 8 at a time ([row][group], after the tables): 3-5% faster
+    // group-wise in cache than converting and broadcasting each scale as its tables are built.
+    float* scale32 = reinterpret_cast<float*>(tables + G * NP);
+    for (int r = 0; r < NB; ++r) HalfRowToFloat(scales[r], G, scale32 + r * G);
+    for (int64_t g = 0; g < G; ++g) {
+#pragma GCC unroll 2
+      for (int p = 0; p < NP; ++p) {
+        tables[g * NP + p] =
+            I4PairTables::Make<kSplit>(scale32 + 2 * p * G + g, scale32 + (2 * p + 1) * G + g);
+      }
     }
   }
   __m256 acc[NP][4];
