@@ -1,10 +1,10 @@
 // Linear y = x·Wᵀ + b with AVX2 + FMA + F16C, bit-identical to LinearScalar: the numerics of
 // linear_avx512.cc (read its header). The 16 lane sums of an output are two ymm, block q
 // holding classes 8q..8q+7, so step s (8 inputs) goes to block s mod 2; then ReduceLanes and the
-// in-order tail. Decode kernel: T <= 2 tokens x 4 or 2 rows decoded in registers (2 blocks
-// each); prefill kernel: fp32 panel, each 3-token tile's x converted from fp16 next to it, and
-// 3-token x 3-row register tiles, run once per block over every other step, the blocks kept in
-// the accumulator buffer. int8 rows whose scales allow it are dequantized by the split of
+// in-order tail. Decode kernel: T <= 4 tokens x 4, 2 or 1 rows decoded in registers (2 blocks
+// each; DirectRowsFor); prefill kernel: fp32 panel, each 3-token tile's x converted from fp16 next
+// to it, and 3-token x 3-row register tiles, run once per block over every other step, the blocks
+// kept in the accumulator buffer. int8 rows whose scales allow it are dequantized by the split of
 // linear_common.h. int4 at T = 1 (per row, or in groups of whole 32-input blocks) decodes two
 // rows per ymm by byte tables, with its own class layout (the pair decoder, below); group-wise
 // tables come from a table of byte tables by mantissa (kI4ByteTables).
@@ -30,8 +30,8 @@ namespace {
 
 constexpr int kLanes = 8;
 constexpr int kBlocks = kLinearLanes / kLanes;  // 2 ymm of lane sums per output
-constexpr int kDirectMaxT = 2;
-constexpr int kDirectRows = 4;  // T = 1; two rows at T = 2
+constexpr int kDirectMaxT = 4;
+constexpr int kDirectRows = 4;  // rows per work item: a multiple of every tile's rows
 constexpr int kTileT = 3, kTileN = 3;
 
 inline __m256 RoundToHalf(__m256 v) {
@@ -602,11 +602,23 @@ void DirectTileFor(const X* x, int64_t K, const LinearWeight& w, int64_t n0, con
       });
 }
 
+// Rows of a decode tile at TB tokens: 2·TB·R accumulators, and the decoder's vectors, in the 16
+// ymm. Measured in cache on Zen 5 (one core, G token-weights/s): T = 3 fp16 68.6-69.3 with two
+// rows against 49.3-49.5 with one, int4 44.7-45.3 with one against 32.2-32.4 with two (its
+// VPERMPS tables take registers), int8 alike; T = 2 int4 34.1-34.4 with two against 32.6-33.3.
+// T = 3 and 4 took the prefill kernel before: 1.3-1.8x slower (bench/results/cpu_kernels.md).
+template <class Row>
+constexpr int DirectRowsFor(int TB) {
+  if (TB == 1) return 4;
+  if (std::is_same_v<Row, I4Row>) return TB <= 2 ? 2 : 1;
+  return TB <= 3 ? 2 : 1;
+}
+
 template <int TB, class Row, class X>
 void DirectRows(const X* x, int64_t K, const LinearWeight& w, int64_t n0, int64_t n1,
                 const Half* bias, Half* out, int64_t N) {
   int64_t n = n0;
-  constexpr int R = TB == 1 ? kDirectRows : kDirectRows / 2;
+  constexpr int R = DirectRowsFor<Row>(TB);
   if constexpr (std::is_same_v<Row, F16Row>) {
     n = RowStreamTiles<R>(w, n0, n1, [&]<TilePrefetch kPrefetch>(int64_t first, int64_t S) {
       DirectTile<TB, R, Row, kPrefetch>(x, K, w, first, S, bias, out, N);
@@ -751,10 +763,15 @@ void RunDirect(const X* x, int64_t T, const LinearWeight& w, const Half* bias, H
   constexpr int64_t R = kDirectRows;
   ThreadPool::Global().ParallelFor((N + R - 1) / R, 8, [&](int64_t b, int64_t e) {
     const int64_t n1 = e * R < N ? e * R : N;
-    if (T == 1) {
-      DirectRows<1, Row>(x, K, w, b * R, n1, bias, out, N);
-    } else {
-      DirectRows<2, Row>(x, K, w, b * R, n1, bias, out, N);
+    switch (T) {
+      case 1:
+        return DirectRows<1, Row>(x, K, w, b * R, n1, bias, out, N);
+      case 2:
+        return DirectRows<2, Row>(x, K, w, b * R, n1, bias, out, N);
+      case 3:
+        return DirectRows<3, Row>(x, K, w, b * R, n1, bias, out, N);
+      default:
+        return DirectRows<4, Row>(x, K, w, b * R, n1, bias, out, N);
     }
   });
 }
