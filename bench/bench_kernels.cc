@@ -55,8 +55,9 @@ DEFINE_string(ab, "",
               "decode settings to compare call by call in section ab (run only when given), and "
               "step by step on a whole model in section pages (each store variant under each "
               "setting): ';'-separated, each 'default' or space-separated NAME=value of the "
-              "GLM_CPU_PREFETCH_ROW_BYTES, GLM_CPU_PREFETCH_AHEAD, GLM_CPU_PREFETCH_NEXT_L1, "
-              "GLM_CPU_F16_ROW_STREAMS, GLM_CPU_DECODE_X_HALF and GLM_POOL_CHUNKS variables");
+              "GLM_CPU_PREFETCH_ROW_BYTES, GLM_CPU_PREFETCH_AHEAD, GLM_CPU_PREFETCH_AHEAD_TOKENS3, "
+              "GLM_CPU_PREFETCH_NEXT_L1, GLM_CPU_F16_ROW_STREAMS, GLM_CPU_DECODE_X_HALF and "
+              "GLM_POOL_CHUNKS variables");
 DEFINE_string(blas, "libopenblas.so.0,libdnnl.so.2", "libraries tried for the sgemm comparison");
 DEFINE_bool(huge_pages, false,
             "the weights and the bandwidth probe's buffer on transparent huge pages "
@@ -1466,7 +1467,8 @@ int main(int argc, char** argv) {
         "{\"kernel\":\"limits\",\"threads\":%d,\"mem_bw_gbps\":%.4g,\"peak_gflops\":%.4g,"
         "\"llc_bytes\":%zu,\"bw_loads_gbps\":%.4g,\"bw_l1_prefetch_gbps\":%.4g,"
         "\"bw_l2_prefetch_gbps\":%.4g,\"prefetch_row_bytes\":%lld,\"prefetch_ahead_fp16\":%lld,"
-        "\"prefetch_ahead_quantized\":%lld,\"prefetch_next_l1\":%s,\"f16_row_streams\":%s,"
+        "\"prefetch_ahead_quantized\":%lld,\"prefetch_ahead_fp16_tokens3\":%lld,"
+        "\"prefetch_next_l1\":%s,\"f16_row_streams\":%s,"
         "\"decode_x_half\":\"%s\","
         "\"prefetch_defaults\":\"%s\",\"pool_chunks\":\"%s\",\"huge_pages\":%s,"
         "\"anon_huge_pages_mib\":%ld}\n",
@@ -1474,8 +1476,9 @@ int main(int argc, char** argv) {
         g_limits.bw_by_method[0], g_limits.bw_by_method[1], g_limits.bw_by_method[2],
         PrefetchRowBytes() == kPrefetchEveryRow ? -1LL : (long long)PrefetchRowBytes(),
         (long long)PrefetchAheadBytes(false), (long long)PrefetchAheadBytes(true),
-        PrefetchNextL1() ? "true" : "false", F16RowStreams() ? "true" : "false",
-        XHalfName(DecodeXHalf()), DecodePrefetchDefaultsFor(IdentifyCpu()).measured_on,
+        (long long)PrefetchAheadBytesTokens3(), PrefetchNextL1() ? "true" : "false",
+        F16RowStreams() ? "true" : "false", XHalfName(DecodeXHalf()),
+        DecodePrefetchDefaultsFor(IdentifyCpu()).measured_on,
         ThreadPool::ChunkingName(ThreadPool::CurrentChunking()),
         FLAGS_huge_pages ? "true" : "false", long(AnonHugePageBytes() >> 20));
   } else {
@@ -1497,11 +1500,12 @@ int main(int argc, char** argv) {
     std::printf(
         "# decode tiles (defaults for %s, or the GLM_CPU_PREFETCH_*, GLM_CPU_F16_ROW_STREAMS and "
         "GLM_CPU_DECODE_X_HALF overrides): next-tile prefetch for %s into %s, in-row %lld bytes "
-        "ahead for fp16 and %lld for quantized (0: off), fp16 row streams %s, x as fp16 %s; pool "
-        "chunks %s (GLM_POOL_CHUNKS)\n",
+        "ahead for fp16 (%lld at 3 or 4 tokens) and %lld for quantized (0: off), fp16 row streams "
+        "%s, x as fp16 %s; pool chunks %s (GLM_POOL_CHUNKS)\n",
         DecodePrefetchDefaultsFor(IdentifyCpu()).measured_on, rows.c_str(),
         PrefetchNextL1() ? "L1" : "L2", (long long)PrefetchAheadBytes(false),
-        (long long)PrefetchAheadBytes(true), F16RowStreams() ? "on" : "off",
+        (long long)PrefetchAheadBytesTokens3(), (long long)PrefetchAheadBytes(true),
+        F16RowStreams() ? "on" : "off",
         DecodeXHalf() == XHalf::kAuto ? "when faster (auto)"
         : DecodeXHalf() == XHalf::kOn ? "on"
                                       : "off",

@@ -697,6 +697,7 @@ TEST(Dispatch, DecodePrefetchDefaultsFollowTheMeasuredCpus) {
   EXPECT_TRUE(amd.f16_row_streams);
   EXPECT_EQ(amd.x_half, XHalf::kAuto);
   EXPECT_TRUE(amd.next_tile_l1);
+  EXPECT_EQ(amd.ahead_f16_tokens3, 4096);
   // Every other CPU, Zen 4 (family 19h) and Intel included, keeps the Ice Lake measurements.
   for (const CpuIdentity& other :
        {CpuIdentity{CpuIdentity::kIntel, 6, 0x6a}, CpuIdentity{CpuIdentity::kAmd, 0x19, 0x11},
@@ -708,6 +709,7 @@ TEST(Dispatch, DecodePrefetchDefaultsFollowTheMeasuredCpus) {
     EXPECT_FALSE(d.f16_row_streams);
     EXPECT_EQ(d.x_half, XHalf::kAuto);  // it measures where it runs
     EXPECT_FALSE(d.next_tile_l1);
+    EXPECT_EQ(d.ahead_f16_tokens3, 512);  // as at one token
     EXPECT_STRNE(d.measured_on, amd.measured_on);
   }
 }
@@ -723,9 +725,14 @@ TEST(Dispatch, DecodeTileSettingsParseAndApply) {
   EXPECT_EQ(v->row_bytes, 3072);
   EXPECT_EQ(v->ahead_f16, 64);
   EXPECT_EQ(v->ahead_quantized, 64);
+  EXPECT_EQ(v->ahead_f16_tokens3, 64);  // GLM_CPU_PREFETCH_AHEAD sets all three
   EXPECT_TRUE(v->f16_row_streams);
   EXPECT_EQ(v->x_half, XHalf::kOn);
   EXPECT_TRUE(v->next_tile_l1);
+  auto tokens3 = ParseDecodeTileSettings("GLM_CPU_PREFETCH_AHEAD_TOKENS3=2048", base);
+  ASSERT_TRUE(tokens3.ok()) << tokens3.status().message();
+  EXPECT_EQ(tokens3->ahead_f16_tokens3, 2048);
+  EXPECT_EQ(tokens3->ahead_f16, 512);
   auto automatic = ParseDecodeTileSettings("GLM_CPU_DECODE_X_HALF=auto", base);
   ASSERT_TRUE(automatic.ok()) << automatic.status().message();
   EXPECT_EQ(automatic->x_half, XHalf::kAuto);
@@ -738,7 +745,8 @@ TEST(Dispatch, DecodeTileSettingsParseAndApply) {
   for (const char* bad :
        {"GLM_CPU_PREFETCH_NEXT_L1=2", "GLM_CPU_PREFETCH_NEXT_L1=yes", "GLM_CPU_F16_ROW_STREAMS=2",
         "GLM_CPU_PREFETCH_ROW_BYTES=-1", "GLM_CPU_PREFETCH_AHEAD=", "GLM_CPU_PREFETCH_AHEAD",
-        "GLM_OTHER=1", "GLM_CPU_DECODE_X_HALF=yes", "GLM_CPU_DECODE_X_HALF=2"}) {
+        "GLM_CPU_PREFETCH_AHEAD_TOKENS3=x", "GLM_OTHER=1", "GLM_CPU_DECODE_X_HALF=yes",
+        "GLM_CPU_DECODE_X_HALF=2"}) {
     auto r = ParseDecodeTileSettings(bad, base);
     EXPECT_FALSE(r.ok()) << bad;
     const std::string name = std::string(bad).substr(0, std::string(bad).find('='));
@@ -760,6 +768,31 @@ TEST(Dispatch, DecodeTileSettingsParseAndApply) {
   EXPECT_EQ(on.x_half, XHalf::kOn);
   EXPECT_EQ(on.prefetch_ahead, 64);
   EXPECT_TRUE(on.next_tile_l1);
+  // fp16 calls of 3 or more tokens take their own distance; fewer tokens and quantized rows not.
+  SetDecodeTileSettings(*tokens3);
+  for (int64_t T : {1, 2, 3, 4}) {
+    LinearWeight t = LinearWeight::From(view, kLinearLanes);
+    t.ForTokens(T);
+    EXPECT_EQ(t.prefetch_ahead, T >= 3 ? 2048 : 512) << T;
+    EXPECT_EQ(t.prefetch, TilePrefetch::kInRow) << T;
+  }
+  DecodeTileSettings off = *tokens3;
+  off.ahead_f16_tokens3 = 0;
+  SetDecodeTileSettings(off);
+  LinearWeight t0 = LinearWeight::From(view, kLinearLanes);
+  t0.ForTokens(4);
+  EXPECT_EQ(t0.prefetch, TilePrefetch::kNone);
+  std::vector<int8_t> q8(64 * 32);
+  std::vector<Half> s8(64, FloatToHalf(1.f));
+  TensorView qv = view;
+  qv.dtype = DType::kI8;
+  qv.data = q8.data();
+  qv.scales = s8.data();
+  LinearWeight quantized = LinearWeight::From(qv, kLinearLanes);
+  const LinearWeight before = quantized;
+  quantized.ForTokens(4);
+  EXPECT_EQ(quantized.prefetch, before.prefetch);
+  EXPECT_EQ(quantized.prefetch_ahead, before.prefetch_ahead);
   SetDecodeTileSettings(*same);
   EXPECT_FALSE(LinearWeight::From(view, kLinearLanes).next_tile_l1);
   EXPECT_FALSE(LinearWeight::From(view, kLinearLanes).row_streams);

@@ -92,6 +92,9 @@ Status ApplySetting(const std::string& name, const char* value, DecodeTileSettin
   } else if (name == "GLM_CPU_PREFETCH_AHEAD") {
     ASSIGN_OR_RETURN(s->ahead_f16, ParseByteCount(name.c_str(), value));
     s->ahead_quantized = s->ahead_f16;
+    s->ahead_f16_tokens3 = s->ahead_f16;
+  } else if (name == "GLM_CPU_PREFETCH_AHEAD_TOKENS3") {
+    ASSIGN_OR_RETURN(s->ahead_f16_tokens3, ParseByteCount(name.c_str(), value));
   } else if (name == "GLM_CPU_F16_ROW_STREAMS") {
     ASSIGN_OR_RETURN(s->f16_row_streams, ParseOnOff(name.c_str(), value));
   } else if (name == "GLM_CPU_DECODE_X_HALF") {
@@ -101,8 +104,8 @@ Status ApplySetting(const std::string& name, const char* value, DecodeTileSettin
   } else {
     return Errorf(
         "%s: not a decode tile setting (GLM_CPU_PREFETCH_ROW_BYTES, "
-        "GLM_CPU_PREFETCH_AHEAD, GLM_CPU_PREFETCH_NEXT_L1, GLM_CPU_F16_ROW_STREAMS, "
-        "GLM_CPU_DECODE_X_HALF)",
+        "GLM_CPU_PREFETCH_AHEAD, GLM_CPU_PREFETCH_AHEAD_TOKENS3, GLM_CPU_PREFETCH_NEXT_L1, "
+        "GLM_CPU_F16_ROW_STREAMS, GLM_CPU_DECODE_X_HALF)",
         name.c_str());
   }
   return Status::Ok();
@@ -111,9 +114,9 @@ Status ApplySetting(const std::string& name, const char* value, DecodeTileSettin
 
 DecodePrefetchDefaults DecodePrefetchDefaultsFor(const CpuIdentity& cpu) {
   if (cpu.vendor == CpuIdentity::kAmd && cpu.family == 0x1a) {
-    return {"AMD family 1Ah", kPrefetchEveryRow, 0, 0, true, XHalf::kAuto, true};
+    return {"AMD family 1Ah", kPrefetchEveryRow, 0, 0, true, XHalf::kAuto, true, 4096};
   }
-  return {"other CPUs", 3072, 512, 0, false, XHalf::kAuto, false};
+  return {"other CPUs", 3072, 512, 0, false, XHalf::kAuto, false, 512};
 }
 
 namespace {
@@ -122,11 +125,11 @@ namespace {
 DecodeTileSettings& Settings() {
   static DecodeTileSettings s = [] {
     const DecodePrefetchDefaults d = DecodePrefetchDefaultsFor(IdentifyCpu());
-    DecodeTileSettings v{d.row_bytes,       d.ahead_f16, d.ahead_quantized,
-                         d.f16_row_streams, d.x_half,    d.next_tile_l1};
+    DecodeTileSettings v{d.row_bytes, d.ahead_f16,    d.ahead_quantized,  d.f16_row_streams,
+                         d.x_half,    d.next_tile_l1, d.ahead_f16_tokens3};
     for (const char* name :
-         {"GLM_CPU_PREFETCH_ROW_BYTES", "GLM_CPU_PREFETCH_AHEAD", "GLM_CPU_PREFETCH_NEXT_L1",
-          "GLM_CPU_F16_ROW_STREAMS", "GLM_CPU_DECODE_X_HALF"}) {
+         {"GLM_CPU_PREFETCH_ROW_BYTES", "GLM_CPU_PREFETCH_AHEAD", "GLM_CPU_PREFETCH_AHEAD_TOKENS3",
+          "GLM_CPU_PREFETCH_NEXT_L1", "GLM_CPU_F16_ROW_STREAMS", "GLM_CPU_DECODE_X_HALF"}) {
       const char* env = std::getenv(name);
       if (env == nullptr || *env == '\0') continue;
       const Status st = ApplySetting(name, env, &v);
@@ -142,6 +145,7 @@ int64_t PrefetchRowBytes() { return Settings().row_bytes; }
 int64_t PrefetchAheadBytes(bool quantized) {
   return quantized ? Settings().ahead_quantized : Settings().ahead_f16;
 }
+int64_t PrefetchAheadBytesTokens3() { return Settings().ahead_f16_tokens3; }
 bool F16RowStreams() { return Settings().f16_row_streams; }
 XHalf DecodeXHalf() { return Settings().x_half; }
 bool PrefetchNextL1() { return Settings().next_tile_l1; }

@@ -810,6 +810,7 @@ void LinearAvx2(const Half* x, int64_t T, const TensorView& wv, const Half* bias
                 float* scratch) {
   // Groups must hold whole 16-input blocks (else decoded per element); steps are 8 inputs.
   LinearWeight w = LinearWeight::From(wv, kLinearLanes);
+  w.ForTokens(T);
   w.group_steps *= kBlocks;
   switch (w.format) {
     case LinearWeight::kF16:

@@ -646,7 +646,8 @@ void Run(const Half* x, int64_t T, const LinearWeight& w, const Half* bias, Half
 
 void LinearAvx512(const Half* x, int64_t T, const TensorView& wv, const Half* bias, Half* out,
                   float* scratch) {
-  const LinearWeight w = LinearWeight::From(wv, kL);
+  LinearWeight w = LinearWeight::From(wv, kL);
+  w.ForTokens(T);
   switch (w.format) {
     case LinearWeight::kF16:
       return Run<LinearWeight::kF16>(x, T, w, bias, out, scratch);

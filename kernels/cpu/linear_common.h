@@ -43,8 +43,11 @@ enum class TilePrefetch { kNone, kNextTile, kInRow };
 // the CPU's default (read once; 0 turns it off).
 int64_t PrefetchRowBytes();
 // The distance of kInRow for the other rows; GLM_CPU_PREFETCH_AHEAD=n sets it for all formats
-// (read once; 0 turns it off). The overrides are for measuring other CPUs.
+// and token counts (read once; 0 turns it off). The overrides are for measuring other CPUs.
 int64_t PrefetchAheadBytes(bool quantized);
+// The same for fp16 decode calls of 3 or 4 tokens (beam search, batches), whose steps take more
+// time per byte of weights; GLM_CPU_PREFETCH_AHEAD_TOKENS3=n sets it alone.
+int64_t PrefetchAheadBytesTokens3();
 // Whether kNextTile asks for L1 (PREFETCHT0) rather than L2 (PREFETCHT1);
 // GLM_CPU_PREFETCH_NEXT_L1=0 or 1 overrides the CPU's default (read once).
 bool PrefetchNextL1();
@@ -73,6 +76,7 @@ struct DecodeTileSettings {
   bool f16_row_streams;                // F16RowStreams()
   XHalf x_half;                        // DecodeXHalf()
   bool next_tile_l1 = false;           // PrefetchNextL1()
+  int64_t ahead_f16_tokens3 = 0;       // PrefetchAheadBytesTokens3()
 };
 DecodeTileSettings CurrentDecodeTileSettings();
 void SetDecodeTileSettings(const DecodeTileSettings& s);
@@ -98,21 +102,25 @@ StatusOr<DecodeTileSettings> ParseDecodeTileSettings(const std::string& spec,
 //   lost up to 6%. (The AVX2 path: int4 −3%, fp16 +2% at 70 GB/s.) The next tile into L1: the
 //   layers of a whole model's decode (bench-kernels --only=pages --ab) +1.4 to +3.8% for int4-row,
 //   −0.3 to +3.7% for int8, +0.4 to +2.0% for int4-group while the host gave about 50 GB/s; the
-//   GEMVs at GLM-130B's shapes −1.8 to +4.8%.
+//   GEMVs at GLM-130B's shapes −1.8 to +4.8%. fp16 at 3 or 4 tokens (the decode kernels' tiles
+//   of one or two rows) with kInRow 4096 bytes ahead, [36864, 12288] from memory: the AVX2 path
+//   T = 3 42-43 -> 59-63 G token-weights/s and T = 4 36 -> 78, AVX-512 T = 3 55-59 -> 60-61 and
+//   T = 4 72-73 -> 80-83; at one or two tokens the prefetch lost (AVX-512 T = 2: 44-45 -> 37-38).
 // - other CPUs (measured on an Ice Lake VM): kNextTile for quantized rows of at most 3072 bytes
 //   (rows of 1.5–3 KiB gained 2–40%, rows of 4 KiB lost 15%), and kInRow 512 bytes ahead for fp16
 //   (4–13% faster GEMVs, about the bandwidth probe's own gain from prefetching) but not for
 //   quantized rows (their decode, which costs more µops per byte, was 2–20% slower with it); fp16
 //   row streams not measured there, so off; x half kAuto (it measures where it runs); the next
-//   tile into L2, as measured there.
+//   tile into L2, as measured there; fp16 at 3 or 4 tokens as at one (not measured there).
 inline constexpr int64_t kPrefetchEveryRow = INT64_MAX;  // row_bytes: every quantized row
 struct DecodePrefetchDefaults {
   const char* measured_on;  // the CPUs they apply to, for reports
   int64_t row_bytes;        // PrefetchRowBytes(), or kPrefetchEveryRow
   int64_t ahead_f16, ahead_quantized;
-  bool f16_row_streams;  // F16RowStreams()
-  XHalf x_half;          // DecodeXHalf()
-  bool next_tile_l1;     // PrefetchNextL1()
+  bool f16_row_streams;       // F16RowStreams()
+  XHalf x_half;               // DecodeXHalf()
+  bool next_tile_l1;          // PrefetchNextL1()
+  int64_t ahead_f16_tokens3;  // PrefetchAheadBytesTokens3()
 };
 struct CpuIdentity;  // kernels/cpu/dispatch.h
 DecodePrefetchDefaults DecodePrefetchDefaultsFor(const CpuIdentity& cpu);
@@ -183,6 +191,13 @@ struct LinearWeight {
       }
     }
     return l;
+  }
+
+  // The decode kernels' call of T tokens: fp16 at 3 or more takes PrefetchAheadBytesTokens3().
+  void ForTokens(int64_t T) {
+    if (format != kF16 || T < 3) return;
+    prefetch_ahead = PrefetchAheadBytesTokens3();
+    prefetch = prefetch_ahead > 0 ? TilePrefetch::kInRow : TilePrefetch::kNone;
   }
 
   void ChoosePrefetch(bool next_tile) {
