@@ -1,0 +1,106 @@
+// Zen 5's 512-bit byte permutes and unpacks (the ops an int8 decoder by byte tables would use:
+// VPERMI2B looks up 128 bytes, VPERMB 64), alone and beside the FMA and the other decode ops, in
+// ops per cycle, measured as pipes.cc (../cpu-zen5-2026-11-29-s15) measures: 24 independent
+// chains, the cycle taken from the FMA's throughput. Where a pair sums to less than its two ops
+// alone, they share pipes. Build and run (a CPU with AVX512-VBMI):
+//   g++ -O3 -march=native -std=c++20 bytepipes.cc -o bytepipes && ./bytepipes
+#include <immintrin.h>
+
+#include <chrono>
+#include <cstdio>
+
+namespace {
+constexpr long kIters = 20000000;
+double ghz = 0;  // set from the FMA's throughput in main()
+volatile float sink;
+
+template <class F>
+double Best(F f) {
+  double best = 1e9;
+  for (int r = 0; r < 5; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    f();
+    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (dt < best) best = dt;
+  }
+  return best;
+}
+
+#define R12(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
+#define DECL(j) V a##j = Start<V>(j), c##j = Start<V>(j + 1);
+#define STEP(j)     \
+  a##j = opa(a##j); \
+  c##j = opb(c##j);
+#define KEEP(j) __asm__ volatile("" : "+v"(a##j), "+v"(c##j));
+#define SINK(j) sink = Lane0(a##j) + Lane0(c##j);
+
+template <class V>
+V Start(int j);
+template <>
+__m512 Start<__m512>(int j) {
+  return _mm512_set1_ps(float(j));
+}
+float Lane0(__m512 v) { return _mm512_cvtss_f32(v); }
+
+// 24 chains of V: 12 of opa and 12 of opb (opa = opb: one op alone).
+template <class V = __m512, class A, class B>
+double PerCycle(A opa, B opb) {
+  const double t = Best([&] {
+    R12(DECL)
+    for (long i = 0; i < kIters; ++i) {
+      R12(STEP)
+      R12(KEEP)
+    }
+    R12(SINK)
+  });
+  return 24.0 * kIters / t / 1e9 / ghz;
+}
+}  // namespace
+
+int main() {
+  const __m512 t = _mm512_set1_ps(3), b = _mm512_set1_ps(1.0000001f);
+  const __m512i t0 = _mm512_set1_epi32(0x01020304), t1 = _mm512_set1_epi32(0x05060708);
+  const __m512i seven = _mm512_set1_epi32(7);
+  auto fma = [&](__m512 a) { return _mm512_fmadd_ps(a, b, t); };
+  auto add = [&](__m512 a) { return _mm512_add_ps(a, b); };
+  auto perm = [&](__m512 a) { return _mm512_permutexvar_ps(_mm512_castps_si512(a), t); };
+  auto I = [](__m512 a) { return _mm512_castps_si512(a); };
+  auto F = [](__m512i a) { return _mm512_castsi512_ps(a); };
+  auto vpermi2b = [&](__m512 a) { return F(_mm512_permutex2var_epi8(t0, I(a), t1)); };
+  auto vpermb = [&](__m512 a) { return F(_mm512_permutexvar_epi8(I(a), t0)); };
+  auto unpackbw = [&](__m512 a) { return F(_mm512_unpacklo_epi8(seven, I(a))); };
+  auto unpackwd = [&](__m512 a) { return F(_mm512_unpackhi_epi16(seven, I(a))); };
+  auto blendb = [&](__m512 a) {
+    return F(_mm512_mask_blend_epi8(0xaaaaaaaaaaaaaaaaull, I(a), t0));
+  };
+  auto movb2m = [&](__m512 a) { return F(_mm512_movm_epi8(_mm512_movepi8_mask(I(a)))); };
+  auto maskperm = [&](__m512 a) {
+    return F(_mm512_maskz_permutex2var_epi8(0xaaaaaaaaaaaaaaaaull, t0, I(a), t1));
+  };
+  auto por = [&](__m512 a) { return F(_mm512_or_si512(I(a), t0)); };
+  ghz = 1.0;
+  ghz = PerCycle(fma, fma) / 2;
+  std::printf("# ops per cycle (%.2f GHz)\n", ghz);
+  auto row = [](const char* name, double v) { std::printf("%-18s %5.2f\n", name, v); };
+  row("fma", PerCycle(fma, fma));
+  row("vpermi2b", PerCycle(vpermi2b, vpermi2b));
+  row("vpermi2b maskz", PerCycle(maskperm, maskperm));
+  row("vpermb", PerCycle(vpermb, vpermb));
+  row("vpunpcklbw", PerCycle(unpackbw, unpackbw));
+  row("vpunpckhwd", PerCycle(unpackwd, unpackwd));
+  row("vpblendmb", PerCycle(blendb, blendb));
+  row("vpor", PerCycle(por, por));
+  row("movb2m+movm", PerCycle(movb2m, movb2m));
+  row("vpermi2b+fma", PerCycle(vpermi2b, fma));
+  row("vpermi2b+add", PerCycle(vpermi2b, add));
+  row("vpermi2b+perm", PerCycle(vpermi2b, perm));
+  row("vpermi2b+unpack", PerCycle(vpermi2b, unpackbw));
+  row("unpack+fma", PerCycle(unpackbw, fma));
+  row("unpack+add", PerCycle(unpackbw, add));
+  row("unpack+perm", PerCycle(unpackbw, perm));
+  row("vpermb+fma", PerCycle(vpermb, fma));
+  row("vpermb+add", PerCycle(vpermb, add));
+  row("blend+fma", PerCycle(blendb, fma));
+  row("blend+vpermi2b", PerCycle(blendb, vpermi2b));
+  return 0;
+}
