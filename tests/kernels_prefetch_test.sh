@@ -34,10 +34,15 @@ run "fp16 consecutive rows" GLM_CPU_F16_ROW_STREAMS=0
 run "x as fp16" GLM_CPU_DECODE_X_HALF=1 GLM_CPU_PREFETCH_ROW_BYTES=1048576 GLM_CPU_PREFETCH_AHEAD=128
 run "x as fp32" GLM_CPU_DECODE_X_HALF=0
 run "x chosen by timing" GLM_CPU_DECODE_X_HALF=auto
+# fp16 calls of 3 or 4 tokens with and without their own in-row prefetch, whatever this CPU's
+# default (one token's prefetch off, so that only theirs differs).
+run "fp16 at 3-4 tokens, in-row prefetch" GLM_CPU_PREFETCH_AHEAD=0 GLM_CPU_PREFETCH_AHEAD_TOKENS3=320
+run "fp16 at 3-4 tokens, no prefetch" GLM_CPU_PREFETCH_AHEAD_TOKENS3=0
 # The pool's other chunking: which thread decodes which rows changes, never a result.
 run "chunks from one shared counter" GLM_POOL_CHUNKS=counter
 for bad in "GLM_CPU_PREFETCH_AHEAD=12x" "GLM_CPU_PREFETCH_ROW_BYTES=-1" "GLM_CPU_F16_ROW_STREAMS=2" \
-  "GLM_CPU_DECODE_X_HALF=on" "GLM_POOL_CHUNKS=none" "GLM_CPU_PREFETCH_NEXT_L1=2"; do
+  "GLM_CPU_DECODE_X_HALF=on" "GLM_POOL_CHUNKS=none" "GLM_CPU_PREFETCH_NEXT_L1=2" \
+  "GLM_CPU_PREFETCH_AHEAD_TOKENS3=-5"; do
   out=$(env "$bad" "$test_bin" --gtest_filter='*LinearEqualsScalar*' 2>&1)
   rc=$?
   if [ $rc -eq 0 ] || ! grep -q "${bad%%=*}" <<<"$out"; then

@@ -7,7 +7,7 @@
 // kept in the accumulator buffer. int8 rows whose scales allow it are dequantized by the split of
 // linear_common.h. int4 at T = 1 (per row, or in groups of whole 32-input blocks) decodes two
 // rows per ymm by byte tables, with its own class layout (the pair decoder, below); group-wise
-// tables come from a table of byte tables by mantissa (kI4ByteTables).
+// tables come from a table of byte tables by mantissa (ByteTables).
 #include <immintrin.h>
 
 #include <cstdint>
@@ -163,7 +163,7 @@ inline __m256 I4Values(__m256 q, __m256 s) {
 // powers of two. With s = M·2^E in fp32 (M in [1, 2): exact for every fp16 s, subnormal ones
 // included) and E = 2a + e (e = 0 or 1), fp16(q·s) = V·2^(2a) with V = R11(q·M)·2^e. The byte
 // tables of V (bytes 1, 2 and 3 of its fp32 bits, 16 nibbles each) depend on M's 10 bits and e
-// only: kI4ByteTables holds them, a cache line for each of the 2048. The factor 2^(2a) and the sign
+// only: ByteTables() holds them, a cache line for each of the 2048. The factor 2^(2a) and the sign
 // of s only change byte 3 (sign and the exponent's 7 high bits: an even exponent step leaves its
 // low bit in byte 2 alone), by the add of one byte a + 128·sign that cannot carry out of the
 // exponent (V's biased exponents are 127..131 and -24 <= E <= 8 for 0 < |s| < 512). Nibble 0
@@ -172,7 +172,7 @@ inline __m256 I4Values(__m256 q, __m256 s) {
 // the split (I4PairTables::Make).
 struct I4ByteTables {
   alignas(64) uint8_t b[2048][64];  // bytes 1, 2 and 3 of 16 values, and 16 unused
-  constexpr I4ByteTables() : b() {
+  I4ByteTables() : b() {
     for (int i = 0; i < 2048; ++i) {
       const int e = i >> 10, m = i & 1023;
       for (int j = 0; j < 16; ++j) {
@@ -202,9 +202,13 @@ struct I4ByteTables {
     }
   }
 };
-inline constexpr I4ByteTables kI4ByteTables;
+// Built on first use (a constant expression would take compilers past their step limits).
+const I4ByteTables& ByteTables() {
+  static const I4ByteTables tables;
+  return tables;
+}
 
-// The keys of n scales (|s| < 512): offset[i], the byte offset of s's tables in kI4ByteTables,
+// The keys of n scales (|s| < 512): offset[i], the byte offset of s's tables in ByteTables(),
 // and add[i], byte 3's add (a + 128·sign) in all four bytes. Returns false if a scale is ±0, which
 // has no key.
 inline bool I4ByteKeys(const Half* src, int64_t n, int32_t* offset, int32_t* add) {
@@ -252,9 +256,11 @@ inline bool I4ByteKeys(const Half* src, int64_t n, int32_t* offset, int32_t* add
 struct I4PairTables {
   __m256i b1, b2, b3;
   // The tables of rows a and b from their keys (I4ByteKeys).
-  static I4PairTables FromKeys(int32_t offset_a, int32_t add_a, int32_t offset_b, int32_t add_b) {
-    const uint8_t* ta = kI4ByteTables.b[0] + offset_a;
-    const uint8_t* tb = kI4ByteTables.b[0] + offset_b;
+  // base: ByteTables().b[0].
+  static I4PairTables FromKeys(const uint8_t* base, int32_t offset_a, int32_t add_a,
+                               int32_t offset_b, int32_t add_b) {
+    const uint8_t* ta = base + offset_a;
+    const uint8_t* tb = base + offset_b;
     const __m256i a12 = _mm256_load_si256(reinterpret_cast<const __m256i*>(ta)),
                   b12 = _mm256_load_si256(reinterpret_cast<const __m256i*>(tb));
     const __m256i b3 = _mm256_inserti128_si256(
@@ -377,6 +383,7 @@ void I4PairTile(const float* xp, const Half* x, int64_t K, const LinearWeight& w
     if (G > 1) {
       int32_t* offset = reinterpret_cast<int32_t*>(tables + G * NP);  // [row][group]
       int32_t* add = offset + NB * G;
+      const uint8_t* base = ByteTables().b[0];
       built = true;
       for (int r = 0; r < NB; ++r) {
         built = I4ByteKeys(scales[r], G, offset + r * G, add + r * G) && built;
@@ -385,7 +392,7 @@ void I4PairTile(const float* xp, const Half* x, int64_t K, const LinearWeight& w
 #pragma GCC unroll 2
         for (int p = 0; p < NP; ++p) {
           const int64_t a = 2 * p * G + g, b = (2 * p + 1) * G + g;
-          tables[g * NP + p] = I4PairTables::FromKeys(offset[a], add[a], offset[b], add[b]);
+          tables[g * NP + p] = I4PairTables::FromKeys(base, offset[a], add[a], offset[b], add[b]);
         }
       }
     }
