@@ -817,18 +817,17 @@ void LinearAvx2(const Half* x, int64_t T, const TensorView& wv, const Half* bias
                 float* scratch) {
   // Groups must hold whole 16-input blocks (else decoded per element); steps are 8 inputs.
   LinearWeight w = LinearWeight::From(wv, kLinearLanes);
-  // A few more tokens than the decode kernel takes run it on chunks of kDirectMaxT, as on the
-  // AVX-512 path. From memory on Zen 5 ([36864, 12288], two threads, G token-weights/s, fp16 /
-  // int8 / int4), the prefill kernel against chunks: T = 6 38-39 / 47-48 / 55-56 against 53-55 /
-  // 66 / 76-79, T = 8 44 / 52 / 59 against 72-76 / 67-70 / 87-88, T = 16 61 / 67-68 / 74-75
-  // against 66-77 / 70-72 / 86-89; int4 level at T = 24 (bench/results/cpu_kernels.md).
+  // A few more tokens than the decode kernel takes run it on chunks of kDirectMaxT
+  // (LinearInChunks), up to these counts. From memory on Zen 5 ([36864, 12288], two threads, G
+  // token-weights/s, fp16 / int8 / int4), the prefill kernel against chunks: T = 6 38-39 / 47-48 /
+  // 55-56 against 53-55 / 66 / 76-79, T = 8 44 / 52 / 59 against 72-76 / 67-70 / 87-88, T = 16 61 /
+  // 67-68 / 74-75 against 66-77 / 70-72 / 86-89; int4 level at T = 24
+  // (bench/results/cpu_kernels.md).
   const int64_t chunked_max = w.format == LinearWeight::kI4 ? 24 : 16;
-  if (T > kDirectMaxT && T <= chunked_max && !w.generic_groups) {
-    const int64_t K = w.K, N = w.N;
-    for (int64_t t0 = 0; t0 < T; t0 += kDirectMaxT) {
-      const int64_t tc = T - t0 < kDirectMaxT ? T - t0 : kDirectMaxT;
-      LinearAvx2(x + t0 * K, tc, wv, bias, out + t0 * N, scratch);
-    }
+  if (LinearInChunks(w, x, T, out, kDirectMaxT, chunked_max,
+                     [&](const Half* xc, int64_t tc, Half* oc) {
+                       LinearAvx2(xc, tc, wv, bias, oc, scratch);
+                     })) {
     return;
   }
   w.ForTokens(T);

@@ -647,22 +647,19 @@ void Run(const Half* x, int64_t T, const LinearWeight& w, const Half* bias, Half
 void LinearAvx512(const Half* x, int64_t T, const TensorView& wv, const Half* bias, Half* out,
                   float* scratch) {
   LinearWeight w = LinearWeight::From(wv, kL);
-  // A few more tokens than the decode kernel takes run it on chunks of kDirectMaxT: each chunk
-  // reads the weights again, but the prefill kernel's panel costs more until about these counts.
-  // From memory on Zen 5 ([36864, 12288], two threads, G token-weights/s, fp16 / int8 / int4), the
-  // prefill kernel against chunks: T = 6 44-45 / 62-66 / 84-91 against 61-77 / 114-119 / 188-198,
-  // T = 8 53 / 74 / 90-95 against 78-107 / 138-140 / 203-217, T = 16 int8 116 against 134-139 and
-  // int4 134-143 against 218-235, T = 32 int4 159-169 against 226-233; fp16 level at T = 12
-  // (bench/results/cpu_kernels.md). Each token's outputs are the same either way.
+  // A few more tokens than the decode kernel takes run it on chunks of kDirectMaxT
+  // (LinearInChunks), up to these counts. From memory on Zen 5 ([36864, 12288], two threads, G
+  // token-weights/s, fp16 / int8 / int4), the prefill kernel against chunks: T = 6 44-45 / 62-66 /
+  // 84-91 against 61-77 / 114-119 / 188-198, T = 8 53 / 74 / 90-95 against 78-107 / 138-140 /
+  // 203-217, T = 16 int8 116 against 134-139 and int4 134-143 against 218-235, T = 32 int4 159-169
+  // against 226-233; fp16 level at T = 12 (bench/results/cpu_kernels.md).
   const int64_t chunked_max = w.format == LinearWeight::kF16  ? 8
                               : w.format == LinearWeight::kI8 ? 16
                                                               : 32;
-  if (T > kDirectMaxT && T <= chunked_max && !w.generic_groups) {
-    const int64_t K = w.K, N = w.N;
-    for (int64_t t0 = 0; t0 < T; t0 += kDirectMaxT) {
-      const int64_t tc = T - t0 < kDirectMaxT ? T - t0 : kDirectMaxT;
-      LinearAvx512(x + t0 * K, tc, wv, bias, out + t0 * N, scratch);
-    }
+  if (LinearInChunks(w, x, T, out, kDirectMaxT, chunked_max,
+                     [&](const Half* xc, int64_t tc, Half* oc) {
+                       LinearAvx512(xc, tc, wv, bias, oc, scratch);
+                     })) {
     return;
   }
   w.ForTokens(T);

@@ -403,6 +403,22 @@ inline int64_t RowStreamTiles(const LinearWeight& w, int64_t n0, int64_t n1, Til
   return n0 + R * S;
 }
 
+// A call of T tokens as calls of at most `chunk` tokens, if chunk < T <= max_tokens (and the
+// weight's groups are whole steps): linear(x, t, out) for each chunk's first token's x and out.
+// The SIMD paths run a few more tokens than their decode kernel takes this way, reading the
+// weights once per chunk, where the prefill kernel's panel costs more (the counts by path and
+// format, as measured, are with the callers). Each token's outputs are the same either way.
+// Returns false (nothing run) otherwise.
+template <class Linear>
+bool LinearInChunks(const LinearWeight& w, const Half* x, int64_t T, Half* out, int64_t chunk,
+                    int64_t max_tokens, Linear&& linear) {
+  if (T <= chunk || T > max_tokens || w.generic_groups) return false;
+  for (int64_t t0 = 0; t0 < T; t0 += chunk) {
+    linear(x + t0 * w.K, T - t0 < chunk ? T - t0 : chunk, out + t0 * w.N);
+  }
+  return true;
+}
+
 // out = fp16(acc + b) with fp16 weights (fused addmm); fp16(fp16(acc) + b) with quantized
 // weights (the reference adds the bias as a separate fp16 op, spec §3).
 inline Half LinearEpilogue(const LinearWeight& w, float acc, const Half* bias, int64_t n) {
