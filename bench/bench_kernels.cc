@@ -56,8 +56,8 @@ DEFINE_string(ab, "",
               "step by step on a whole model in section pages (each store variant under each "
               "setting): ';'-separated, each 'default' or space-separated NAME=value of the "
               "GLM_CPU_PREFETCH_ROW_BYTES, GLM_CPU_PREFETCH_AHEAD, GLM_CPU_PREFETCH_AHEAD_TOKENS3, "
-              "GLM_CPU_PREFETCH_NEXT_L1, GLM_CPU_F16_ROW_STREAMS, GLM_CPU_DECODE_X_HALF and "
-              "GLM_POOL_CHUNKS variables");
+              "GLM_CPU_PREFETCH_NEXT_L1, GLM_CPU_F16_ROW_STREAMS, GLM_CPU_DECODE_X_HALF, "
+              "GLM_CPU_CHUNK_TOKENS and GLM_POOL_CHUNKS variables");
 DEFINE_string(blas, "libopenblas.so.0,libdnnl.so.2", "libraries tried for the sgemm comparison");
 DEFINE_bool(huge_pages, false,
             "the weights and the bandwidth probe's buffer on transparent huge pages "
@@ -1501,7 +1501,7 @@ int main(int argc, char** argv) {
         "# decode tiles (defaults for %s, or the GLM_CPU_PREFETCH_*, GLM_CPU_F16_ROW_STREAMS and "
         "GLM_CPU_DECODE_X_HALF overrides): next-tile prefetch for %s into %s, in-row %lld bytes "
         "ahead for fp16 (%lld at 3 or 4 tokens) and %lld for quantized (0: off), fp16 row streams "
-        "%s, x as fp16 %s; pool chunks %s (GLM_POOL_CHUNKS)\n",
+        "%s, x as fp16 %s, decode kernel chunks up to %s; pool chunks %s (GLM_POOL_CHUNKS)\n",
         DecodePrefetchDefaultsFor(IdentifyCpu()).measured_on, rows.c_str(),
         PrefetchNextL1() ? "L1" : "L2", (long long)PrefetchAheadBytes(false),
         (long long)PrefetchAheadBytesTokens3(), (long long)PrefetchAheadBytes(true),
@@ -1509,6 +1509,8 @@ int main(int argc, char** argv) {
         DecodeXHalf() == XHalf::kAuto ? "when faster (auto)"
         : DecodeXHalf() == XHalf::kOn ? "on"
                                       : "off",
+        ChunkTokens() < 0 ? "the measured token counts"
+                          : StrFormat("%lld tokens", (long long)ChunkTokens()).c_str(),
         ThreadPool::CurrentChunking() == ThreadPool::Chunking::kShares ? "from per-thread shares"
                                                                        : "from one shared counter");
   }

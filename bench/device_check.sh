@@ -24,13 +24,15 @@
 #   SIMD and golden tests on every path of the host CPU), cpuab (CPU kernel settings compared
 #   call by call: CPU_AB, see step_cpuab, into cpuab.log), cpupages (a model's weights mapped,
 #   read, and on huge pages: bench-kernels --only=pages, into cpupages.log), cpupipes (the host
-#   CPU's vector pipes and its decode loops' own ceilings, into cpupipes.log: needs AVX-512). A
+#   CPU's vector pipes and its decode loops' own ceilings, into cpupipes.log: needs AVX-512),
+#   cputokens (decode GEMVs of 1 to 64 tokens from memory, with the decode kernel's chunks and
+#   without, on both paths, into cputokens.log: where chunks stop paying on this host). A
 #   run whose steps use no GPU builds only the CPU targets. MMA_STEPS=n passes --mma_steps to
 #   bench-gpu.
 #
 # Files left in $OUT (at most 8, flat): summary.txt, device_check.log, build.log, tests.log,
 # bench_int4.log, bench_int4g.log, bench_int8.log, bench_fp16.log (probe.log, sass.log, ncu.log,
-# cpu.log, cpuab.log, cpupages.log, cpupipes.log when asked for; with them, run a subset: at most 8 files come back from the
+# cpu.log, cpuab.log, cpupages.log, cpupipes.log, cputokens.log when asked for; with them, run a subset: at most 8 files come back from the
 # device tool).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -312,6 +314,23 @@ step_cpupipes() {
   done
 }
 
+# Optional: decode GEMVs at GLM-130B's qkv shape from memory at 1 to 64 tokens, with the decode
+# kernel's chunks as measured on Zen 5 and with none (GLM_CPU_CHUNK_TOKENS=0: the prefill kernel
+# from 5 tokens on), on the AVX-512 and AVX2 paths (bench/results/cpu_kernels.md, section
+# "Sixteenth session", reads them on Zen 5; the counts are in kernels/cpu/linear_avx*.cc).
+step_cputokens() {
+  local src="$ROOT/bench/results/cpu-zen5-2026-11-29-s16/tokens-gemv.cc" path chunks
+  g++ -O2 -std=c++20 -I"$ROOT" "$src" "$BUILD/libglmstream.a" -o "$BUILD/tokens-gemv" -lpthread ||
+    { log "tokens-gemv did not build"; return 1; }
+  for path in avx512 avx2; do
+    for chunks in "" 0; do
+      log "-- path $path, GLM_CPU_CHUNK_TOKENS=${chunks:-unset}"
+      GLM_CPU_CHUNK_TOKENS=$chunks "$BUILD/tokens-gemv" memory "$path" \
+        tokens=1,2,3,4,5,6,8,12,16,24,32,48,64 || return 1
+    done
+  done
+}
+
 # The CPU kernels' SIMD tests and the golden model test on every dispatch path of the host CPU.
 step_cputests() {
   cpu_id
@@ -352,7 +371,7 @@ step_generate() {
 # The step functions run in child bashes (under timeout): they see these.
 export ROOT OUT_DIR BUILD DEPS JOBS T_START DEADLINE_S VARIANTS STEPS CPU_AB CPU_AB_ROUNDS
 export -f log want step_env step_deps step_configure step_build step_tests bench step_ncu \
-  step_generate step_variants step_sass step_cpu step_cpuab step_cpupages step_cpupipes \
+  step_generate step_variants step_sass step_cpu step_cpuab step_cpupages step_cpupipes step_cputokens \
   step_cputests cpu_id
 
 log "device check: steps '$STEPS', build $BUILD, output $OUT_DIR"
@@ -381,6 +400,7 @@ want cpu && run cpu 300 cpu.log step_cpu
 want cpuab && run cpuab 240 cpuab.log step_cpuab
 want cpupages && run cpupages 240 cpupages.log step_cpupages
 want cpupipes && run cpupipes 90 cpupipes.log step_cpupipes
+want cputokens && run cputokens 240 cputokens.log step_cputokens
 want ncu && run ncu 150 ncu.log step_ncu
 
 {

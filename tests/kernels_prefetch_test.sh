@@ -38,11 +38,15 @@ run "x chosen by timing" GLM_CPU_DECODE_X_HALF=auto
 # default (one token's prefetch off, so that only theirs differs).
 run "fp16 at 3-4 tokens, in-row prefetch" GLM_CPU_PREFETCH_AHEAD=0 GLM_CPU_PREFETCH_AHEAD_TOKENS3=320
 run "fp16 at 3-4 tokens, no prefetch" GLM_CPU_PREFETCH_AHEAD_TOKENS3=0
+# Calls of more tokens than the decode kernel takes on its chunks up to 200 tokens (the tests'
+# 125 too), and never (the prefill kernel from 5 tokens on), whatever the measured counts.
+run "chunks up to 200 tokens" GLM_CPU_CHUNK_TOKENS=200
+run "no chunks" GLM_CPU_CHUNK_TOKENS=0
 # The pool's other chunking: which thread decodes which rows changes, never a result.
 run "chunks from one shared counter" GLM_POOL_CHUNKS=counter
 for bad in "GLM_CPU_PREFETCH_AHEAD=12x" "GLM_CPU_PREFETCH_ROW_BYTES=-1" "GLM_CPU_F16_ROW_STREAMS=2" \
   "GLM_CPU_DECODE_X_HALF=on" "GLM_POOL_CHUNKS=none" "GLM_CPU_PREFETCH_NEXT_L1=2" \
-  "GLM_CPU_PREFETCH_AHEAD_TOKENS3=-5"; do
+  "GLM_CPU_PREFETCH_AHEAD_TOKENS3=-5" "GLM_CPU_CHUNK_TOKENS=x"; do
   out=$(env "$bad" "$test_bin" --gtest_filter='*LinearEqualsScalar*' 2>&1)
   rc=$?
   if [ $rc -eq 0 ] || ! grep -q "${bad%%=*}" <<<"$out"; then

@@ -729,6 +729,10 @@ TEST(Dispatch, DecodeTileSettingsParseAndApply) {
   EXPECT_TRUE(v->f16_row_streams);
   EXPECT_EQ(v->x_half, XHalf::kOn);
   EXPECT_TRUE(v->next_tile_l1);
+  EXPECT_EQ(v->chunk_tokens, -1);  // unset: each path's measured counts
+  auto chunks = ParseDecodeTileSettings("GLM_CPU_CHUNK_TOKENS=64", base);
+  ASSERT_TRUE(chunks.ok()) << chunks.status().message();
+  EXPECT_EQ(chunks->chunk_tokens, 64);
   auto tokens3 = ParseDecodeTileSettings("GLM_CPU_PREFETCH_AHEAD_TOKENS3=2048", base);
   ASSERT_TRUE(tokens3.ok()) << tokens3.status().message();
   EXPECT_EQ(tokens3->ahead_f16_tokens3, 2048);
@@ -745,8 +749,8 @@ TEST(Dispatch, DecodeTileSettingsParseAndApply) {
   for (const char* bad :
        {"GLM_CPU_PREFETCH_NEXT_L1=2", "GLM_CPU_PREFETCH_NEXT_L1=yes", "GLM_CPU_F16_ROW_STREAMS=2",
         "GLM_CPU_PREFETCH_ROW_BYTES=-1", "GLM_CPU_PREFETCH_AHEAD=", "GLM_CPU_PREFETCH_AHEAD",
-        "GLM_CPU_PREFETCH_AHEAD_TOKENS3=x", "GLM_OTHER=1", "GLM_CPU_DECODE_X_HALF=yes",
-        "GLM_CPU_DECODE_X_HALF=2"}) {
+        "GLM_CPU_PREFETCH_AHEAD_TOKENS3=x", "GLM_CPU_CHUNK_TOKENS=-1", "GLM_CPU_CHUNK_TOKENS=4k",
+        "GLM_OTHER=1", "GLM_CPU_DECODE_X_HALF=yes", "GLM_CPU_DECODE_X_HALF=2"}) {
     auto r = ParseDecodeTileSettings(bad, base);
     EXPECT_FALSE(r.ok()) << bad;
     const std::string name = std::string(bad).substr(0, std::string(bad).find('='));
@@ -793,7 +797,10 @@ TEST(Dispatch, DecodeTileSettingsParseAndApply) {
   quantized.ForTokens(4);
   EXPECT_EQ(quantized.prefetch, before.prefetch);
   EXPECT_EQ(quantized.prefetch_ahead, before.prefetch_ahead);
+  SetDecodeTileSettings(*chunks);
+  EXPECT_EQ(LinearWeight::From(view, kLinearLanes).chunk_tokens, 64);
   SetDecodeTileSettings(*same);
+  EXPECT_EQ(LinearWeight::From(view, kLinearLanes).chunk_tokens, -1);
   EXPECT_FALSE(LinearWeight::From(view, kLinearLanes).next_tile_l1);
   EXPECT_FALSE(LinearWeight::From(view, kLinearLanes).row_streams);
   EXPECT_EQ(LinearWeight::From(view, kLinearLanes).x_half, XHalf::kOff);

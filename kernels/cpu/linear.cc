@@ -71,6 +71,17 @@ StatusOr<int64_t> ParseByteCount(const char* name, const char* text) {
   return int64_t(v);
 }
 
+// A token count (0 or more).
+StatusOr<int64_t> ParseCount(const char* name, const char* text) {
+  char* end = nullptr;
+  errno = 0;
+  const long long v = std::strtoll(text, &end, 10);
+  if (*text == '\0' || *end != '\0' || v < 0 || errno != 0) {
+    return Errorf("%s=%s: expected a token count (0: never)", name, text);
+  }
+  return int64_t(v);
+}
+
 StatusOr<bool> ParseOnOff(const char* name, const char* text) {
   if ((text[0] != '0' && text[0] != '1') || text[1] != '\0') {
     return Errorf("%s=%s: expected 0 or 1", name, text);
@@ -95,6 +106,8 @@ Status ApplySetting(const std::string& name, const char* value, DecodeTileSettin
     s->ahead_f16_tokens3 = s->ahead_f16;
   } else if (name == "GLM_CPU_PREFETCH_AHEAD_TOKENS3") {
     ASSIGN_OR_RETURN(s->ahead_f16_tokens3, ParseByteCount(name.c_str(), value));
+  } else if (name == "GLM_CPU_CHUNK_TOKENS") {
+    ASSIGN_OR_RETURN(s->chunk_tokens, ParseCount(name.c_str(), value));
   } else if (name == "GLM_CPU_F16_ROW_STREAMS") {
     ASSIGN_OR_RETURN(s->f16_row_streams, ParseOnOff(name.c_str(), value));
   } else if (name == "GLM_CPU_DECODE_X_HALF") {
@@ -105,7 +118,7 @@ Status ApplySetting(const std::string& name, const char* value, DecodeTileSettin
     return Errorf(
         "%s: not a decode tile setting (GLM_CPU_PREFETCH_ROW_BYTES, "
         "GLM_CPU_PREFETCH_AHEAD, GLM_CPU_PREFETCH_AHEAD_TOKENS3, GLM_CPU_PREFETCH_NEXT_L1, "
-        "GLM_CPU_F16_ROW_STREAMS, GLM_CPU_DECODE_X_HALF)",
+        "GLM_CPU_F16_ROW_STREAMS, GLM_CPU_DECODE_X_HALF, GLM_CPU_CHUNK_TOKENS)",
         name.c_str());
   }
   return Status::Ok();
@@ -129,7 +142,8 @@ DecodeTileSettings& Settings() {
                          d.x_half,    d.next_tile_l1, d.ahead_f16_tokens3};
     for (const char* name :
          {"GLM_CPU_PREFETCH_ROW_BYTES", "GLM_CPU_PREFETCH_AHEAD", "GLM_CPU_PREFETCH_AHEAD_TOKENS3",
-          "GLM_CPU_PREFETCH_NEXT_L1", "GLM_CPU_F16_ROW_STREAMS", "GLM_CPU_DECODE_X_HALF"}) {
+          "GLM_CPU_PREFETCH_NEXT_L1", "GLM_CPU_F16_ROW_STREAMS", "GLM_CPU_DECODE_X_HALF",
+          "GLM_CPU_CHUNK_TOKENS"}) {
       const char* env = std::getenv(name);
       if (env == nullptr || *env == '\0') continue;
       const Status st = ApplySetting(name, env, &v);
@@ -146,6 +160,7 @@ int64_t PrefetchAheadBytes(bool quantized) {
   return quantized ? Settings().ahead_quantized : Settings().ahead_f16;
 }
 int64_t PrefetchAheadBytesTokens3() { return Settings().ahead_f16_tokens3; }
+int64_t ChunkTokens() { return Settings().chunk_tokens; }
 bool F16RowStreams() { return Settings().f16_row_streams; }
 XHalf DecodeXHalf() { return Settings().x_half; }
 bool PrefetchNextL1() { return Settings().next_tile_l1; }

@@ -48,6 +48,10 @@ int64_t PrefetchAheadBytes(bool quantized);
 // The same for fp16 decode calls of 3 or 4 tokens (beam search, batches), whose steps take more
 // time per byte of weights; GLM_CPU_PREFETCH_AHEAD_TOKENS3=n sets it alone.
 int64_t PrefetchAheadBytesTokens3();
+// The most tokens a call may have to run on chunks of the decode kernel (LinearInChunks) rather
+// than the prefill kernel, for every format: GLM_CPU_CHUNK_TOKENS=n (0: never), read once; -1
+// (unset) takes each path's measured counts by format.
+int64_t ChunkTokens();
 // Whether kNextTile asks for L1 (PREFETCHT0) rather than L2 (PREFETCHT1);
 // GLM_CPU_PREFETCH_NEXT_L1=0 or 1 overrides the CPU's default (read once).
 bool PrefetchNextL1();
@@ -77,6 +81,7 @@ struct DecodeTileSettings {
   XHalf x_half;                        // DecodeXHalf()
   bool next_tile_l1 = false;           // PrefetchNextL1()
   int64_t ahead_f16_tokens3 = 0;       // PrefetchAheadBytesTokens3()
+  int64_t chunk_tokens = -1;           // ChunkTokens()
 };
 DecodeTileSettings CurrentDecodeTileSettings();
 void SetDecodeTileSettings(const DecodeTileSettings& s);
@@ -163,6 +168,7 @@ struct LinearWeight {
   int64_t prefetch_ahead = 0;  // kInRow: bytes ahead of the loads
   bool next_tile_l1 = false;   // kNextTile: into L1 rather than L2 (PrefetchNextL1())
   bool row_streams = false;    // fp16: F16RowStreams() (the decode kernels)
+  int64_t chunk_tokens = -1;   // ChunkTokens()
   XHalf x_half = XHalf::kOff;  // DecodeXHalf() (the decode kernels, through XHalfCall)
 
   static LinearWeight From(const TensorView& w, int lanes) {
@@ -170,6 +176,7 @@ struct LinearWeight {
     l.N = w.rows();
     l.K = w.cols();
     l.x_half = DecodeXHalf();
+    l.chunk_tokens = ChunkTokens();
     if (w.dtype == DType::kF16) {
       l.f16 = static_cast<const Half*>(w.data);
       l.ChoosePrefetch(false);
@@ -409,9 +416,11 @@ inline int64_t RowStreamTiles(const LinearWeight& w, int64_t n0, int64_t n1, Til
 // weights once per chunk, where the prefill kernel's panel costs more (the counts by path and
 // format, as measured, are with the callers). Each token's outputs are the same either way.
 // Returns false (nothing run) otherwise.
+// w.chunk_tokens (ChunkTokens()), when set, replaces max_tokens.
 template <class Linear>
 bool LinearInChunks(const LinearWeight& w, const Half* x, int64_t T, Half* out, int64_t chunk,
                     int64_t max_tokens, Linear&& linear) {
+  if (w.chunk_tokens >= 0) max_tokens = w.chunk_tokens;
   if (T <= chunk || T > max_tokens || w.generic_groups) return false;
   for (int64_t t0 = 0; t0 < T; t0 += chunk) {
     linear(x + t0 * w.K, T - t0 < chunk ? T - t0 : chunk, out + t0 * w.N);
