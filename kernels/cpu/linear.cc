@@ -60,26 +60,20 @@ void LinearScalar(const Half* x, int64_t T, const TensorView& w, const Half* bia
 }
 
 namespace {
-// The value of setting `name` ("12x" in "NAME=12x"): a byte count, 0 turning the prefetch off.
-StatusOr<int64_t> ParseByteCount(const char* name, const char* text) {
+// The value of setting `name` ("12x" in "NAME=12x"): a count of 0 or more; `expected` names it
+// in the error.
+StatusOr<int64_t> ParseCount(const char* name, const char* text, const char* expected) {
   char* end = nullptr;
   errno = 0;
   const long long v = std::strtoll(text, &end, 10);
   if (*text == '\0' || *end != '\0' || v < 0 || errno != 0) {
-    return Errorf("%s=%s: expected a byte count (0 turns the prefetch off)", name, text);
+    return Errorf("%s=%s: expected %s", name, text, expected);
   }
   return int64_t(v);
 }
-
-// A token count (0 or more).
-StatusOr<int64_t> ParseCount(const char* name, const char* text) {
-  char* end = nullptr;
-  errno = 0;
-  const long long v = std::strtoll(text, &end, 10);
-  if (*text == '\0' || *end != '\0' || v < 0 || errno != 0) {
-    return Errorf("%s=%s: expected a token count (0: never)", name, text);
-  }
-  return int64_t(v);
+// A byte count, 0 turning the prefetch off.
+StatusOr<int64_t> ParseByteCount(const char* name, const char* text) {
+  return ParseCount(name, text, "a byte count (0 turns the prefetch off)");
 }
 
 StatusOr<bool> ParseOnOff(const char* name, const char* text) {
@@ -107,7 +101,7 @@ Status ApplySetting(const std::string& name, const char* value, DecodeTileSettin
   } else if (name == "GLM_CPU_PREFETCH_AHEAD_TOKENS3") {
     ASSIGN_OR_RETURN(s->ahead_f16_tokens3, ParseByteCount(name.c_str(), value));
   } else if (name == "GLM_CPU_CHUNK_TOKENS") {
-    ASSIGN_OR_RETURN(s->chunk_tokens, ParseCount(name.c_str(), value));
+    ASSIGN_OR_RETURN(s->chunk_tokens, ParseCount(name.c_str(), value, "a token count (0: never)"));
   } else if (name == "GLM_CPU_F16_ROW_STREAMS") {
     ASSIGN_OR_RETURN(s->f16_row_streams, ParseOnOff(name.c_str(), value));
   } else if (name == "GLM_CPU_DECODE_X_HALF") {
