@@ -8,11 +8,12 @@
 //   g++ -O2 -mavx2 -mfma -mf16c -std=c++20 loops-avx2.cc -o loops-avx2 && ./loops-avx2
 #include <immintrin.h>
 
-#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+
+#include "best.h"
 
 namespace {
 constexpr int R = 4;
@@ -20,18 +21,6 @@ constexpr int K = 2048;
 alignas(64) uint8_t W[R][K / 2];
 alignas(64) float X[2 * K];
 volatile float sink;
-
-template <class F>
-double Best(F f, int reps) {
-  double best = 1e9;
-  for (int r = 0; r < 7; ++r) {
-    const auto t0 = std::chrono::steady_clock::now();
-    for (int i = 0; i < reps; ++i) f();
-    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (dt < best) best = dt;
-  }
-  return best;
-}
 
 float HorizontalSum(__m256 v) {
   __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));

@@ -7,11 +7,12 @@
 //   g++ -O2 -march=native -std=c++20 loops-avx512.cc -o loops-avx512 && ./loops-avx512
 #include <immintrin.h>
 
-#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+
+#include "best.h"
 
 namespace {
 constexpr int R = 8;
@@ -21,18 +22,6 @@ alignas(64) int8_t W8[R][K];
 alignas(64) float X[K];
 alignas(64) int32_t kShift[16];
 volatile float sink;
-
-template <class F>
-double Best(F f, int reps) {
-  double best = 1e9;
-  for (int r = 0; r < 7; ++r) {
-    const auto t0 = std::chrono::steady_clock::now();
-    for (int i = 0; i < reps; ++i) f();
-    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (dt < best) best = dt;
-  }
-  return best;
-}
 
 float Sum(const __m512 (&acc)[R]) {
   float s = 0;

@@ -5,59 +5,9 @@
 // decoders. Where a pair sums to less than its two ops alone, they share pipes. Build and run (an
 // AVX-512 CPU):
 //   g++ -O3 -march=native -std=c++20 pipes.cc -o pipes && ./pipes
-#include <immintrin.h>
-
-#include <chrono>
 #include <cstdio>
 
-namespace {
-constexpr long kIters = 20000000;
-double ghz = 0;  // set from the FMA's throughput in main()
-volatile float sink;
-
-template <class F>
-double Best(F f) {
-  double best = 1e9;
-  for (int r = 0; r < 5; ++r) {
-    const auto t0 = std::chrono::steady_clock::now();
-    f();
-    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (dt < best) best = dt;
-  }
-  return best;
-}
-
-#define R12(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
-#define DECL(j) V a##j = Start<V>(j), c##j = Start<V>(j + 1);
-#define STEP(j)     \
-  a##j = opa(a##j); \
-  c##j = opb(c##j);
-#define KEEP(j) __asm__ volatile("" : "+v"(a##j), "+v"(c##j));
-#define SINK(j) sink = Lane0(a##j) + Lane0(c##j);
-
-template <class V>
-V Start(int j);
-template <>
-__m512 Start<__m512>(int j) { return _mm512_set1_ps(float(j)); }
-template <>
-__m256i Start<__m256i>(int j) { return _mm256_set1_epi32(j); }
-float Lane0(__m512 v) { return _mm512_cvtss_f32(v); }
-float Lane0(__m256i v) { return float(_mm256_cvtsi256_si32(v)); }
-
-// 24 chains of V: 12 of opa and 12 of opb (opa = opb: one op alone).
-template <class V = __m512, class A, class B>
-double PerCycle(A opa, B opb) {
-  const double t = Best([&] {
-    R12(DECL)
-    for (long i = 0; i < kIters; ++i) {
-      R12(STEP)
-      R12(KEEP)
-    }
-    R12(SINK)
-  });
-  return 24.0 * kIters / t / 1e9 / ghz;
-}
-}  // namespace
+#include "chains.h"
 
 int main() {
   const __m512 t = _mm512_set1_ps(3), b = _mm512_set1_ps(1.0000001f);
