@@ -292,19 +292,33 @@ TEST_P(SimdPath, Int8DecodersDequantizeEveryScaleAsTheReference) {
 
 // The int4 tables: every finite fp16 scale below 512 of either sign is one group here (groups of
 // 16, 16 and 17 a row; groups of 128, 2 a row; groups of 32, 9 a row) or one row's scale, each
-// group holding all 16 values of q.
+// group holding all 16 values of q. Then only the scales with 8-bit significands (the AVX-512
+// tables by one multiply: every tile takes them), and only those with 9 (bit 2 set: no tile may).
+// Reading a weight back rounds it to fp16 again at the output, which hides a table value that
+// was not rounded. So each group also holds q = 3, -2, -1 | 5, -4, -1 | 7, -4, -2, -1, and three
+// tokens each sum one of these runs: exactly 0 from unrounded q·s, the rounding residues of
+// fp16(3s), fp16(5s) and fp16(7s) from the reference's values.
 TEST_P(SimdPath, Int4TablesDequantizeEveryScaleAsTheReference) {
+  constexpr int kRun[10] = {3, -2, -1, 5, -4, -1, 7, -4, -2, -1};
+  constexpr int kRunToken[10] = {0, 0, 0, 1, 1, 1, 2, 2, 2, 2};
   struct Case {
     int64_t G, groups;  // G = 0: per row, K = 64
+    int stride = 1, offset = 0;  // the scales' fp16 fields: offset + stride·i
   };
-  for (const Case c : {Case{16, 16}, Case{16, 17}, Case{128, 2}, Case{32, 9}, Case{0, 1}}) {
+  for (const Case c :
+       {Case{16, 16}, Case{16, 17}, Case{128, 2}, Case{32, 9}, Case{0, 1}, Case{16, 16, 8},
+        Case{128, 2, 8}, Case{32, 3, 8}, Case{16, 16, 8, 4}, Case{64, 4, 8, 4}}) {
     const int64_t groups = c.groups, K = c.G ? groups * c.G : 64;
-    const int64_t N = (2 * 0x6000 + groups - 1) / groups;
+    const int64_t count = 2 * ((0x6000 - c.offset + c.stride - 1) / c.stride);
+    const int64_t N = (count + groups - 1) / groups;
     Weight w = Weight::Make(DType::kI4, N, K, int(c.G), 13);
     for (int64_t n = 0; n < N; ++n) {
       for (int64_t j = 0; j < groups; ++j) {
-        const int64_t i = (n * groups + j) % (2 * 0x6000);
-        w.scales[1 + n * groups + j] = Half{uint16_t((i / 2) | (i % 2 ? 0x8000 : 0))};
+        const int64_t i = (n * groups + j) % count;
+        // The positive scales, then the negative (a row of pairs ±s would cancel its residues).
+        const int field = c.offset + c.stride * int(i % (count / 2));
+        ASSERT_LT(field, 0x6000);
+        w.scales[1 + n * groups + j] = Half{uint16_t(field | (i < count / 2 ? 0 : 0x8000))};
       }
       int8_t* row = w.q.data() + 1 + n * (K / 2);
       for (int64_t k = 0; k < K; k += 2) {
@@ -312,7 +326,36 @@ TEST_P(SimdPath, Int4TablesDequantizeEveryScaleAsTheReference) {
         row[k / 2] = int8_t((hi << 4) | (lo & 0x0f));
       }
     }
-    EXPECT_TRUE(ReadsBackEveryWeight(simd(), w)) << "G=" << c.G << " groups=" << groups;
+    const std::string what = StrFormat("G=%lld groups=%lld scales %d + %d·i", (long long)c.G,
+                                       (long long)groups, c.offset, c.stride);
+    EXPECT_TRUE(ReadsBackEveryWeight(simd(), w)) << what;
+    const int64_t G = c.G ? c.G : K;
+    for (int64_t n = 0; n < N; ++n) {
+      int8_t* row = w.q.data() + 1 + n * (K / 2);
+      for (int64_t k = 0; k < K; ++k) {
+        const int q = k % G < 10 ? kRun[k % G] : 0;
+        row[k / 2] = k % 2 ? int8_t((row[k / 2] & 0xf0) | (q & 0x0f)) : int8_t(q << 4);
+      }
+    }
+    // One group at a time: the residues of a row's groups would largely cancel in a sum.
+    int64_t residues = 0;
+    for (int64_t g = 0; g < K / G; ++g) {
+      std::vector<Half> x(3 * K, FloatToHalf(0.f));
+      for (int j = 0; j < 10; ++j) x[kRunToken[j] * K + g * G + j] = FloatToHalf(1.f);
+      std::vector<Half> want(3 * N);
+      std::vector<float> scratch(3 * K);
+      ref().linear(x.data(), 3, w.view, nullptr, want.data(), scratch.data());
+      for (const Half& h : want) residues += (h.bits & 0x7fff) != 0;
+      for (int64_t T = 1; T <= 3; ++T) {  // the first T runs: T = 1 and 2 on the decode kernel
+        ASSERT_TRUE(LinearMatches(x.data(), T, w.view, nullptr,
+                                  what + StrFormat(" group %lld T=%lld", (long long)g, T)));
+      }
+    }
+    if (c.stride == 8 && c.offset == 0) {
+      EXPECT_EQ(residues, 0) << what << ": 8-bit significands leave no residue";
+    } else {
+      EXPECT_GT(residues, count / 2) << what << ": the test's premise";
+    }
   }
 }
 
@@ -322,36 +365,39 @@ TEST_P(SimdPath, Int4TablesDequantizeEveryScaleAsTheReference) {
 // all-zero sum, which a bias of -0 lets through: the reference's +0 + -0 is +0, their -0 + -0 is
 // -0). Rows of negative q: all groups zero (+0 and -0), one group zero, none.
 TEST_P(SimdPath, ZeroScalesGiveTheReferenceZeros) {
-  for (const int group : {64, 128, 32, 16}) {
-    for (const DType dtype : {DType::kI4, DType::kI8}) {
-      const int64_t K = 512, N = 24, groups = K / group;
-      Weight w = Weight::Make(dtype, N, K, group, 17);
-      for (int64_t n = 0; n < N; ++n) {
-        for (int64_t j = 0; j < groups; ++j) {
-          const bool zero = (n % 8 < 4) || (n % 8 == 4 && j == 1);  // whole tiles, and one group
-          w.scales[1 + n * groups + j] = FloatToHalf(zero ? (n % 2 ? -0.f : 0.f) : 0.01f);
-        }
-        for (int64_t k = 0; k < K; ++k) {
-          const int q = -1 - int((k + n) % 7);
-          if (dtype == DType::kI8) {
-            w.q[1 + n * K + k] = int8_t(q);
-          } else if (k % 2 == 0) {
-            w.q[1 + n * K / 2 + k / 2] = int8_t((q << 4) | ((-1 - int((k + 1 + n) % 7)) & 0x0f));
+  // The other scales: 0.01, and 0.01 with an 8-bit significand (int4: the AVX-512 tables by one
+  // multiply).
+  for (const Half other : {FloatToHalf(0.01f), Half{uint16_t(FloatToHalf(0.01f).bits & 0xfff8)}})
+    for (const int group : {64, 128, 32, 16}) {
+      for (const DType dtype : {DType::kI4, DType::kI8}) {
+        const int64_t K = 512, N = 24, groups = K / group;
+        Weight w = Weight::Make(dtype, N, K, group, 17);
+        for (int64_t n = 0; n < N; ++n) {
+          for (int64_t j = 0; j < groups; ++j) {
+            const bool zero = (n % 8 < 4) || (n % 8 == 4 && j == 1);  // whole tiles, and one group
+            w.scales[1 + n * groups + j] = zero ? FloatToHalf(n % 2 ? -0.f : 0.f) : other;
+          }
+          for (int64_t k = 0; k < K; ++k) {
+            const int q = -1 - int((k + n) % 7);
+            if (dtype == DType::kI8) {
+              w.q[1 + n * K + k] = int8_t(q);
+            } else if (k % 2 == 0) {
+              w.q[1 + n * K / 2 + k / 2] = int8_t((q << 4) | ((-1 - int((k + 1 + n) % 7)) & 0x0f));
+            }
           }
         }
-      }
-      for (int64_t T : {1, 2, 5}) {
-        std::vector<Half> x(T * K, FloatToHalf(1.f)), bias(N, FloatToHalf(-0.f));
-        std::vector<Half> want(T * N);
-        std::vector<float> scratch(T * K);
-        ref().linear(x.data(), T, w.view, bias.data(), want.data(), scratch.data());
-        ASSERT_EQ(want[0].bits, 0) << "the test's premise: a zero row gives +0";
-        EXPECT_TRUE(
-            LinearMatches(x.data(), T, w.view, bias.data(),
-                          StrFormat("%s group %d T=%lld", DTypeName(dtype), group, (long long)T)));
+        for (int64_t T : {1, 2, 5}) {
+          std::vector<Half> x(T * K, FloatToHalf(1.f)), bias(N, FloatToHalf(-0.f));
+          std::vector<Half> want(T * N);
+          std::vector<float> scratch(T * K);
+          ref().linear(x.data(), T, w.view, bias.data(), want.data(), scratch.data());
+          ASSERT_EQ(want[0].bits, 0) << "the test's premise: a zero row gives +0";
+          EXPECT_TRUE(LinearMatches(x.data(), T, w.view, bias.data(),
+                                    StrFormat("%s group %d T=%lld, scale 0x%04x", DTypeName(dtype),
+                                              group, (long long)T, other.bits)));
+        }
       }
     }
-  }
 }
 
 // The split itself, bit for bit (signed zeros included), for every fp16 scale it is used with
@@ -579,6 +625,7 @@ TEST_P(SimdPath, RandomCasesEqualScalar) {
     if (T > 20 && K > 1200) T = uniform(1, 20);  // keeps the scalar reference quick
     Weight w = Weight::Make(dtype, N, K, group, uint32_t(rng()));
     const int regime = int(uniform(0, 3));  // typical, tiny, large, typical with large rows
+    const bool exact = uniform(0, 2) == 0;  // 8-bit significands (as glm-quantize's int4 groups)
     for (size_t s = 1; s < w.scales.size(); ++s) {
       float v = regime == 0          ? real(1e-4f, 0.02f)
                 : regime == 1        ? real(1e-7f, 1e-3f)
@@ -588,16 +635,17 @@ TEST_P(SimdPath, RandomCasesEqualScalar) {
       if (uniform(0, 6) == 0) v = -v;
       if (uniform(0, 40) == 0) v = 0;
       w.scales[s] = FloatToHalf(v);
+      if (exact) w.scales[s].bits &= 0xfff8;
     }
     const int64_t x_offset = uniform(0, 5);
     auto x = RandomHalf(T * K + x_offset, real(0.01f, 3.f), uint32_t(rng()));
     auto bias = RandomHalf(N + 1, 0.1f, uint32_t(rng()));
     const bool with_bias = uniform(0, 1);
     const Half* b = with_bias ? bias.data() + 1 : nullptr;
-    ASSERT_TRUE(
-        LinearMatches(x.data() + x_offset, T, w.view, b,
-                      StrFormat("case %d: %s, scale regime %d", i,
-                                CaseName({dtype, group, N, K}, T, with_bias).c_str(), regime)));
+    ASSERT_TRUE(LinearMatches(x.data() + x_offset, T, w.view, b,
+                              StrFormat("case %d: %s, scale regime %d%s", i,
+                                        CaseName({dtype, group, N, K}, T, with_bias).c_str(),
+                                        regime, exact ? ", 8-bit significands" : "")));
   }
   for (int i = 0; i < 120; ++i) {
     const int H = int(uniform(1, 9));

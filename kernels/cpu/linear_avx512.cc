@@ -112,10 +112,13 @@ constexpr I4Lanes kI4Lanes;
 
 // kSplit: dequantize by the split of linear_common.h, for rows whose scales allow it: int8
 // weights as they are decoded, int4 group tables from the tile's scales in fp32 (TileScales).
-// Group-wise int8 with the split reads its scales from TileScales too.
-template <LinearWeight::Format F, bool kSplit = false>
+// Group-wise int8 with the split reads its scales from TileScales too. kExactTables (int4 with
+// the split, a tile whose scales all have 8-bit significands: TileScales::exact_tables): every
+// q·s is an fp16 value, so a group's table is one multiply.
+template <LinearWeight::Format F, bool kSplit = false, bool kExactTables = false>
 struct Decoder {
   static_assert(!kSplit || F != LinearWeight::kF16);
+  static_assert(!kExactTables || (kSplit && F == LinearWeight::kI4));
   static constexpr bool kPermuted = F == LinearWeight::kI4;
   const Half* f16 = nullptr;
   const int8_t* q = nullptr;
@@ -149,7 +152,13 @@ struct Decoder {
   __m512 Table(int64_t g) const {
     static_assert(F == LinearWeight::kI4);
     const __m512 iota = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, -8, -7, -6, -5, -4, -3, -2, -1);
-    if constexpr (kSplit) {
+    if constexpr (kExactTables) {
+      // s = m·2^e with m of at most 8 bits (a subnormal s: a multiple of 2^-21 below 2^-14), and
+      // |q| <= 7 has 3 bits (8 is a power of two): q·s has at most 11 significant bits and,
+      // |s| < 512 (SplitExact), no overflow. So fp32's exact product is fp16(q·s), signed zeros
+      // included.
+      return _mm512_mul_ps(iota, _mm512_set1_ps(scale32[g]));
+    } else if constexpr (kSplit) {
       // One broadcast by the load port and three vector µops, against a scalar conversion, a
       // broadcast, a multiply and the round trip through fp16. c is the split's q·(s·8193) as
       // (q·8193)·s: both products in brackets are exact in fp32 (s·8193 is s plus s·2^13, whose
@@ -235,6 +244,7 @@ struct TileScales {
   const float* scale32;
   const float* split32;  // kWithSplit only, else null
   bool exact;            // every scale allows the split (SplitExact: |s| < 512)
+  bool exact_tables;     // and has an 8-bit significand (ExactTableScale): int4 tables by multiply
 };
 template <int R, bool kWithSplit>
 TileScales ConvertTileScales(const LinearWeight& w, int64_t n0, int64_t rows) {
@@ -246,8 +256,8 @@ TileScales ConvertTileScales(const LinearWeight& w, int64_t n0, int64_t rows) {
   // 16, chained through its mask, made a serial chain of 48 compares per tile at K = 12288 and
   // cost the tile 5-10% in cache on Zen 5 (bench/results/cpu_kernels.md).
   const __m256i magnitude = _mm256_set1_epi16(0x7fff);
-  __m256i largest = _mm256_setzero_si256();
-  bool tail_exact = true;
+  __m256i largest = _mm256_setzero_si256(), low_bits = _mm256_setzero_si256();
+  bool tail_exact = true, tail_tables = true;
   for (int r = 0; r < R; ++r) {
     const Half* src = w.scales + (n0 + (r < rows ? r : rows - 1)) * G;
     float* d = s32 + r * G;
@@ -260,15 +270,20 @@ TileScales ConvertTileScales(const LinearWeight& w, int64_t n0, int64_t rows) {
       if constexpr (kWithSplit)
         _mm512_storeu_ps(dx + g, _mm512_mul_ps(v, _mm512_set1_ps(kSplitFactor)));
       largest = _mm256_max_epu16(largest, _mm256_and_si256(h, magnitude));
+      low_bits = _mm256_or_si256(low_bits, h);
     }
     for (; g < G; ++g) {
       d[g] = HalfF(src[g]);
       if constexpr (kWithSplit) dx[g] = d[g] * kSplitFactor;
       tail_exact = tail_exact && SplitExact(src[g]);
+      tail_tables = tail_tables && ExactTableScale(src[g]);
     }
   }
   const bool blocks_exact = _mm256_cmpge_epu16_mask(largest, _mm256_set1_epi16(0x6000)) == 0;
-  return {s32, kWithSplit ? x32 : nullptr, blocks_exact && tail_exact};
+  const bool blocks_tables =
+      _mm256_test_epi16_mask(low_bits, _mm256_set1_epi16(kExactTableLowBits)) == 0;
+  const bool exact = blocks_exact && tail_exact;
+  return {s32, kWithSplit ? x32 : nullptr, exact, exact && blocks_tables && tail_tables};
 }
 
 // ---- Decode kernel: TB <= 4 tokens x R rows (n0 + r·stride, r < R; `rows` of them valid) ----
@@ -278,18 +293,23 @@ TileScales ConvertTileScales(const LinearWeight& w, int64_t n0, int64_t rows) {
 // step's share a step: rows of a few KiB end before the hardware prefetcher has ramped up on them
 // (K = 2048 int4: 1 KiB). kInRow (fp16 rows, by default where the CPU gains from it) fetches each
 // row's line PrefetchAheadBytes ahead into L1. The defaults depend on the CPU (linear_common.h).
-template <int TB, int R, LinearWeight::Format F, bool kSplit, TilePrefetch kPrefetch, class XP>
+// kExactTables: int4 group tables by one multiply (Decoder), chosen by the tile (TileScales),
+// which passes its converted scales on (`converted`).
+template <int TB, int R, LinearWeight::Format F, bool kSplit, TilePrefetch kPrefetch, class XP,
+          bool kExactTables = false>
 void DirectTile(const Half* x, const XP* xp, const LinearWeight& w, int64_t n0, int64_t rows,
-                int64_t stride, const Half* bias, Half* out) {
+                int64_t stride, const Half* bias, Half* out,
+                const TileScales* converted = nullptr) {
   static_assert(kPrefetch != TilePrefetch::kNextTile || F != LinearWeight::kF16);
   const int64_t N = w.N, K = w.K, K16 = K - K % kL;
-  Decoder<F, kSplit> row[R];
+  Decoder<F, kSplit, kExactTables> row[R];
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r) row[r].Init(w, n0 + (r < rows ? r : rows - 1) * stride);
   // Group-wise weights with the split (int4 takes it for group-wise weights only) convert their
   // scales per tile; row-wise int8 reads its one scale per row as it goes.
+  [[maybe_unused]] TileScales ts;
   if constexpr (kSplit) {
-    if (w.group_steps > 0) {
+    if (w.group_steps > 0 && converted == nullptr) {
       if constexpr (kPrefetch == TilePrefetch::kNextTile) {
         // The next tile's scales into L2 along with its rows: a tile reads all of its scales at
         // its start (24 lines at K = 12288), where their misses stalled it. +2 to +5% on a whole
@@ -303,13 +323,22 @@ void DirectTile(const Half* x, const XP* xp, const LinearWeight& w, int64_t n0, 
         }
       }
       // Contiguous rows: stride 1 (DirectRows).
-      const TileScales ts = ConvertTileScales<R, F == LinearWeight::kI8>(w, n0, rows);
+      ts = ConvertTileScales<R, F == LinearWeight::kI8>(w, n0, rows);
       if (!ts.exact) {
         return DirectTile<TB, R, F, false, kPrefetch>(x, xp, w, n0, rows, 1, bias, out);
       }
+      if constexpr (F == LinearWeight::kI4) {
+        if (ts.exact_tables) {
+          return DirectTile<TB, R, F, true, kPrefetch, XP, true>(x, xp, w, n0, rows, 1, bias, out,
+                                                                 &ts);
+        }
+      }
+      converted = &ts;
+    }
+    if (w.group_steps > 0) {
       for (int r = 0; r < R; ++r) {
-        row[r].scale32 = ts.scale32 + r * w.groups;
-        if constexpr (F == LinearWeight::kI8) row[r].split32 = ts.split32 + r * w.groups;
+        row[r].scale32 = converted->scale32 + r * w.groups;
+        if constexpr (F == LinearWeight::kI8) row[r].split32 = converted->split32 + r * w.groups;
       }
     }
   }

@@ -308,6 +308,13 @@ inline float SplitDequant(int q, float s) {
   return c - d;
 }
 
+// int4 scales whose fp16 significand has at most 8 bits (the low 3 bits of the field zero), as
+// glm-quantize writes for the group scheme (quant/format.h): q·s is then an fp16 value for every
+// int4 q, and with SplitExact it does not overflow, so a group's table is q·s in fp32 (one
+// multiply, no rounding).
+constexpr uint16_t kExactTableLowBits = 0x7;
+inline bool ExactTableScale(Half s) { return (s.bits & kExactTableLowBits) == 0; }
+
 // Whether every scale of rows [n0, n0 + rows) allows the split (int8 weights).
 inline bool RowsSplitExact(const LinearWeight& w, int64_t n0, int64_t rows) {
   const Half* s = w.scales + n0 * w.groups;
