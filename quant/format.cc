@@ -99,6 +99,11 @@ Half QuantScale(Half absmax, int bits) {
   return FloatToHalf(HalfToFloat(absmax) * inv);
 }
 
+Half QuantScaleInt4Group(Half absmax) {
+  const uint16_t b = QuantScale(absmax, 4).bits;  // absmax >= 0: no sign bit
+  return Half{uint16_t((b + 3 + ((b >> 3) & 1)) & ~7u)};
+}
+
 int8_t QuantizeValue(Half w, Half scale, int bits) {
   const float* h2f = HalfFloats();
   const float s = h2f[scale.bits];
@@ -116,7 +121,7 @@ namespace {
 // QuantizeValue for a run of weights sharing the scale s != 0, written to be vectorized: the
 // quotient's fp16 rounding is the bit rounding of FastRoundHalf, and quotients below 2^-14 (whose
 // fp16 value is below 0.5) give 0 directly; quotients never reach fp16 overflow (|w| <= absmax
-// and s = fp16(absmax / qmax), so |w / s| < 2 qmax).
+// and s = fp16(absmax / qmax), or that rounded to 8 bits, so |w / s| < 2 qmax).
 void QuantizeRun(const Half* w, int64_t n, float s, float qmax, int8_t* q) {
   const float* h2f = HalfFloats();
   for (int64_t k = 0; k < n; ++k) {
@@ -146,7 +151,8 @@ void QuantizeRows(const Half* w, int64_t N, int64_t K, const QuantScheme& scheme
       uint16_t amax = 0;  // |w| of fp16 is exact: compare magnitudes as bits (no NaN here)
       for (int64_t k = g * G; k < (g + 1) * G; ++k)
         amax = std::max<uint16_t>(amax, row[k].bits & 0x7fffu);
-      s[g] = QuantScale(Half{amax}, bits);
+      s[g] = bits == 4 && scheme.group_size > 0 ? QuantScaleInt4Group(Half{amax})
+                                                : QuantScale(Half{amax}, bits);
       const float sf = HalfToFloat(s[g]);
       if (sf == 0.0f) {  // 0/0 in the reference; CUDA converts the NaN to 0
         std::fill(out + g * G, out + (g + 1) * G, int8_t{0});

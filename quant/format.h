@@ -13,6 +13,8 @@
 //   scale = fp16(float(absmax) * (1.0f / qmax))   qmax = 127 (int8) or 7 (int4); absmax of the row
 //                                                 (row scheme) or of the group (group scheme)
 //   q     = round_half_even(fp16(float(w) / float(scale)))
+// except that int4 group scales are rounded on to 8 significant bits (QuantScaleInt4Group): the
+// group scheme is this project's own, and with such scales every q·scale is an fp16 value.
 // Two cases the reference leaves undefined are pinned down here:
 //   * scale == 0 (an all-zero row or group, or absmax < qmax * 2^-25 so that the scale underflows
 //     to zero): the reference computes 0/0 = NaN (or w/0 = inf), which CUDA's float->int
@@ -65,6 +67,12 @@ inline int QuantMax(int bits) { return bits == 8 ? 127 : 7; }
 
 // The reference's scale for a row or group with absolute maximum `absmax` (spec §3).
 Half QuantScale(Half absmax, int bits);
+// The int4 group scheme's scale: QuantScale rounded to an 8-bit significand (the fp16 field to a
+// multiple of 8, half to even; a carry goes into the exponent, and a subnormal scale of at most 4
+// ulps, 2^-22, becomes 0: its group quantizes to zeros). Every int4 q·scale is then an fp16 value,
+// so dequantization rounds nothing and the AVX-512 decode builds a group's table with one multiply
+// (kernels/cpu/linear_common.h ExactTableScale). The scale moves by at most 2^-9 of itself.
+Half QuantScaleInt4Group(Half absmax);
 // The reference's q for weight w and scale s (see the header comment for s == 0 and saturation).
 int8_t QuantizeValue(Half w, Half scale, int bits);
 

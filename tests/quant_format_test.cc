@@ -53,7 +53,18 @@ const Case kCases[] = {
     // int4 all-zero row.
     {"int4 all-zero row", 4, 0, {0, 0, 0, 0}, {0x0000}, {0, 0, 0, 0}},
     // Group-wise: each group of 4 gets its own scale from its own absmax.
-    {"int4 groups of 4", 4, 4, {1, -0.5, 0.25, 0.125, 8, 4, -2, 1}, {0x3092, 0x3c92}, {7, -4, 2, 1, 7, 4, -2, 1}},
+    // int4 group scales are rounded to 8 significant bits (fp16(1/7) = 0x3092 -> 0x3090).
+    {"int4 groups of 4", 4, 4, {1, -0.5, 0.25, 0.125, 8, 4, -2, 1}, {0x3090, 0x3c90}, {7, -4, 2, 1, 7, 4, -2, 1}},
+    // The rounding: ties 0x3404 down and 0x340c up (to even), 0x3bff carries into the exponent;
+    // subnormal 0x0004 ties down to 0 (its group quantizes to zeros) and 0x000c up to 0x0010.
+    {"int4 group scale rounding", 4, 4,
+     {1.7568359375, -1, 0.5, 0.125, -1.7705078125, 1, 0.375, 0, 6.99609375, -3.5, 0.5, 2,
+      1.4901161193847656e-06, -9.5367431640625e-07, 0, 5.960464477539063e-08,
+      4.827976226806641e-06, -2.86102294921875e-06, 1.430511474609375e-06, 0},
+     {0x3400, 0x3410, 0x3c00, 0x0000, 0x0010},
+     {7, -4, 2, 0, -7, 4, 1, 0, 7, -4, 0, 2, 0, 0, 0, 0, 5, -3, 2, 0}},
+    // int8 groups keep the reference's scales, whatever their low bits.
+    {"int8 group scales unrounded", 8, 2, {3, -1, 1.099609375, 0.5}, {0x260c, 0x206f}, {127, -42, 127, 58}},
     // Group-wise int8 with an all-zero group next to a normal one.
     {"int8 zero group", 8, 2, {0, 0, 127, -1}, {0x0000, 0x3c00}, {0, 0, 127, -1}},
 };
