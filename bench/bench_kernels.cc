@@ -449,7 +449,12 @@ struct BenchWeight {
     } else {
       const int64_t groups = f.group ? K / f.group : 1;
       scales.resize(N * groups);
-      for (size_t i = 0; i < scales.size(); ++i) scales[i] = FloatToHalf(0.01f + 1e-5f * (i % 97));
+      // int4 groups: 8-bit significands, as glm-quantize writes them (QuantScaleInt4Group).
+      const bool int4_group = f.dtype == DType::kI4 && f.group > 0;
+      for (size_t i = 0; i < scales.size(); ++i) {
+        scales[i] = FloatToHalf(0.01f + 1e-5f * (i % 97));
+        if (int4_group) scales[i] = QuantScaleInt4Group(FloatToHalf(HalfToFloat(scales[i]) * 7.f));
+      }
       view.scales = scales.data();
       view.group_size = f.group;
     }
@@ -879,7 +884,10 @@ class QuantizedStore : public WeightStore {
           for (int64_t k = g * size; k < (g + 1) * size; ++k) {
             amax = std::max(amax, std::fabs(HalfToFloat(row[k])));
           }
-          scales[n * G + g] = FloatToHalf(amax * (1.0f / qmax));
+          // int4 groups: glm-quantize's scale, rounded to an 8-bit significand.
+          scales[n * G + g] = dtype == DType::kI4 && group_size_ > 0
+                                  ? QuantScaleInt4Group(FloatToHalf(amax))
+                                  : FloatToHalf(amax * (1.0f / qmax));
         }
         for (int64_t k = 0; k < K; ++k) {
           const float s = std::max(HalfToFloat(scales[n * G + k / size]), 1e-8f);
