@@ -154,6 +154,9 @@ struct Result {
   double ceiling_gbps = 0;   // gemv-1core: the pool's threads at this core's rate
   // Memory-bound rows: against a probe pass run just before each timed call (TimePaired).
   double paired_pct_bw = 0, paired_x_bound = 0, paired_probe_gbps = 0;
+  // Rows of one copy of their weights: against a read of those same pages, also just before each
+  // call (SamePagesPass): where the pages lie cannot part the two.
+  double same_pages_pct = 0, same_pages_gbps = 0;
   // gemv-ab rows: the setting, and its rate against the first setting's, in percent.
   std::string variant;
   double vs_first_pct = 0;
@@ -188,6 +191,10 @@ void Print(const Result& r) {
       std::printf(",\"probe_pass_gbps\":%.4g,\"paired_pct_bw\":%.4g,\"x_paired_bound\":%.4g",
                   r.paired_probe_gbps, r.paired_pct_bw, r.paired_x_bound);
     }
+    if (r.same_pages_gbps > 0) {
+      std::printf(",\"same_pages_gbps\":%.4g,\"same_pages_pct\":%.4g", r.same_pages_gbps,
+                  r.same_pages_pct);
+    }
     if (!r.variant.empty()) {
       std::printf(",\"variant\":\"%s\",\"vs_first_pct\":%.4g", r.variant.c_str(), r.vs_first_pct);
     }
@@ -203,6 +210,10 @@ void Print(const Result& r) {
     if (r.paired_probe_gbps > 0) {
       std::printf("  paired: %.1f%% bw, %.2fx (probe passes %.1f GB/s)", r.paired_pct_bw,
                   r.paired_x_bound, r.paired_probe_gbps);
+    }
+    if (r.same_pages_gbps > 0) {
+      std::printf("  same pages: %.1f%% (reads of them %.1f GB/s)", r.same_pages_pct,
+                  r.same_pages_gbps);
     }
     if (!r.note.empty()) std::printf("  %s", r.note.c_str());
     std::printf("\n");
@@ -379,13 +390,38 @@ void MeasureBandwidth(Limits& l) {
 // method) run just before each timed call: the median over the calls of the call's rate against
 // that pass's.
 
-// Time() for a memory-bound call reading `bytes`, each timed call preceded by a ProbePass(); the
-// paired figures go into r.
-double TimePaired(const std::function<void()>& fn, double bytes, Result& r, int reps = 0) {
+// One pass of the start probe's best read method over [p, p + n) on all threads (each its share),
+// in GB/s.
+double SamePagesPass(const uint8_t* p, size_t n) {
+  const int threads = ThreadPool::Global().size();
+  const size_t per = n / threads / 4096 * 4096;
+  const double t = OnAllThreads(
+      [&](int i) { g_sink = kReadMethods[g_limits.best_method](p + i * per, per); });
+  return double(per) * threads / t / 1e9;
+}
+
+// The bytes the next timed call reads most of (its weights), for SamePagesPass; null: none.
+using NextPages = std::function<std::pair<const uint8_t*, size_t>()>;
+
+// On this project's Zen 5 VM, buffers of one size read up to 1.3x apart by where their pages lie
+// (bench/results/cpu_kernels.md, seventeenth session), which the probe's own buffer averages
+// out. So a row of one weight copy is also compared with a read of the copy's own pages run just
+// before the call (after the probe pass; a pass starts at the front and the call does too, so
+// neither finds the other's lines in the last-level cache).
+
+// Time() for a memory-bound call reading `bytes`, each timed call preceded by a ProbePass() and,
+// with next_pages, a SamePagesPass() over them; the paired figures go into r.
+double TimePaired(const std::function<void()>& fn, double bytes, Result& r, int reps = 0,
+                  const NextPages& next_pages = nullptr) {
   WarmUp(fn);
-  std::vector<double> t, pct, x, bw;
+  std::vector<double> t, pct, x, bw, same, same_bw;
   for (int i = 0; i < (reps ? reps : Reps()); ++i) {
     const double b = ProbePass(g_limits.best_method);
+    double sb = 0;
+    if (next_pages) {
+      const auto [p, n] = next_pages();
+      sb = SamePagesPass(p, n);
+    }
     const double t0 = Now();
     fn();
     const double dt = Now() - t0;
@@ -393,11 +429,19 @@ double TimePaired(const std::function<void()>& fn, double bytes, Result& r, int 
     bw.push_back(b);
     pct.push_back(100 * bytes / dt / 1e9 / b);
     x.push_back(dt * b * 1e9 / bytes);
+    if (sb > 0) {
+      same.push_back(100 * bytes / dt / 1e9 / sb);
+      same_bw.push_back(sb);
+    }
   }
   g_last_best = *std::min_element(t.begin(), t.end());
   r.paired_pct_bw = Median(pct);
   r.paired_x_bound = Median(x);
   r.paired_probe_gbps = Median(bw);
+  if (!same.empty()) {
+    r.same_pages_pct = Median(same);
+    r.same_pages_gbps = Median(same_bw);
+  }
   return Median(t);
 }
 
@@ -521,7 +565,13 @@ Result RunLinear(const char* kernel, const Format& f, int64_t N, int64_t K, int6
     const TensorView& v = reuse ? w.view : own[next++ % own.size()]->view;
     Linear(x.data(), T, v, bias.data(), out.data(), scratch.data());
   };
-  r.seconds = memory_bound && !reuse ? TimePaired(call, r.bytes, r, reps) : Time(call, reps);
+  // One copy (weights past the last-level cache many times over): also against its own pages.
+  NextPages next_pages;
+  if (own.size() == 1) {
+    next_pages = [&] { return std::pair<const uint8_t*, size_t>(own[0]->data->p, own[0]->data->n); };
+  }
+  r.seconds = memory_bound && !reuse ? TimePaired(call, r.bytes, r, reps, next_pages)
+                                     : Time(call, reps);
   r.best = g_last_best;
   if (own.size() > 1) r.note = StrFormat("%zu copies", own.size());
   r.flops = 2.0 * T * N * K;
