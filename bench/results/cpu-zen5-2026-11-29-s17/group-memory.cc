@@ -1,13 +1,13 @@
 // int4 GEMV from memory at GLM-130B's qkv shape [36864, 12288], all threads, T = 1: groups of 128
 // with scales of 11-bit significands (the split's tables), groups of 128 with 8-bit significands
 // (the tables by one multiply), and rows, called in turn, the order rotated every round so that
-// the host's bandwidth drift and the order fall on all three alike. Each variant has two copies
-// of its weights, used in turn (a call never finds its weights in the last-level cache); the two
-// group variants share the same weight bytes (the same physical pages) and differ only in their
-// scales, since buffers of the same size can read at rates 10% apart by where their pages lie
-// (the row variant's own buffers do not compare as closely). Prints
-// each variant's median and best in GB/s (weights + scales), and the per-round ratios. Built
-// against a libglmstream.a:
+// the host's bandwidth drift and the order fall on all three alike. The three variants read the
+// same three copies of the weight bytes (the same physical pages) and differ only in their
+// scales, since buffers of the same size can read at rates 30% apart by where their pages lie
+// (placement.cc): the k-th call of a round reads copy k, and the variants take turns at the
+// positions (a call never finds its weights in the last-level cache). Prints each variant's median
+// and best in GB/s (weights + scales), and for each copy the ratio of the variants' medians on it
+// (rates on one copy share its pages; the copies' pages differ). Built against a libglmstream.a:
 //   g++ -O2 -std=c++20 -I. bench/results/cpu-zen5-2026-11-29-s17/group-memory.cc
 //       build/libglmstream.a -o group-memory -lpthread   (one line, from the repository root)
 // Argument: rounds (default 60).
@@ -36,8 +36,9 @@ struct Variant {
   const char* name;
   int group;
   bool exact;
-  Copy copy[2];
+  Copy copy[3];
   std::vector<double> gbps;
+  std::vector<double> on_copy[3];  // the same rates, by the copy read
 };
 }  // namespace
 
@@ -52,9 +53,9 @@ int main(int argc, char** argv) {
   uint32_t seed = 1;
   for (size_t vi = 0; vi < vs.size(); ++vi) {
     Variant& v = vs[vi];
-    for (int ci = 0; ci < 2; ++ci) {
+    for (int ci = 0; ci < 3; ++ci) {
       Copy& c = v.copy[ci];
-      if (vi == 1) {  // the 8-bit variant reads the 11-bit variant's weight bytes
+      if (vi > 0) {  // every variant reads the first variant's weight bytes
         c.q = vs[0].copy[ci].q;
       } else {
         c.own.resize(N * K / 2);
@@ -85,13 +86,18 @@ int main(int argc, char** argv) {
     for (size_t i = 0; i < V; ++i) {
       const size_t vi = (i + size_t(r + 2)) % V;
       Variant& v = vs[vi];
-      // The two group variants read opposite copies in a round, so neither reads right after
-      // the other from the same pages.
-      const Copy& c = v.copy[(r + 2 + (vi == 1)) % 2];
+      // The copy is the position in the round: over three rounds each variant reads each copy,
+      // always at that copy's position, so neither the pages nor the position (what was read
+      // just before) favours a variant.
+      const size_t ci = i;
+      const Copy& c = v.copy[ci];
       const double t0 = Now();
       k.linear(x.data(), 1, c.view, nullptr, out.data(), scratch.data());
       const double dt = Now() - t0;
-      if (r >= 0) v.gbps.push_back((c.q_bytes + c.scales.size() * 2.0) / dt / 1e9);
+      if (r >= 0) {
+        v.gbps.push_back((c.q_bytes + c.scales.size() * 2.0) / dt / 1e9);
+        v.on_copy[ci].push_back(v.gbps.back());
+      }
     }
   }
   for (Variant& v : vs) {
@@ -100,12 +106,14 @@ int main(int argc, char** argv) {
     std::printf("%-26s median %6.2f GB/s  best %6.2f  worst %6.2f\n", v.name, g[g.size() / 2],
                 g.back(), g.front());
   }
+  auto median = [](std::vector<double> g) {
+    std::sort(g.begin(), g.end());
+    return g[g.size() / 2];
+  };
   for (size_t i = 1; i < V; ++i) {
-    std::vector<double> ratio;
-    for (size_t j = 0; j < vs[i].gbps.size(); ++j) ratio.push_back(vs[i].gbps[j] / vs[0].gbps[j]);
-    std::sort(ratio.begin(), ratio.end());
-    std::printf("%-26s / %s, per round: median %.3f (quartiles %.3f..%.3f)\n", vs[i].name,
-                vs[0].name, ratio[ratio.size() / 2], ratio[ratio.size() / 4],
-                ratio[3 * ratio.size() / 4]);
+    std::printf("%-26s / %s, on copies 0, 1, 2:", vs[i].name, vs[0].name);
+    for (int c = 0; c < 3; ++c)
+      std::printf(" %.3f", median(vs[i].on_copy[c]) / median(vs[0].on_copy[c]));
+    std::printf("\n");
   }
 }
