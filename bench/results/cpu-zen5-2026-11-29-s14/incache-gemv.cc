@@ -3,7 +3,9 @@
 // libglmstream.a:
 //   g++ -O2 -std=c++20 -I. bench/results/cpu-zen5-2026-11-29-s14/incache-gemv.cc
 //       build/libglmstream.a -o incache-gemv -lpthread   (one line, from the repository root)
-// Arguments: `int8` for int8 weights (default int4), `avx2` to force the AVX2 path.
+// Arguments: `int8` for int8 weights (default int4), `avx2` to force the AVX2 path, `exact` for
+// scales with 8-bit significands (the low 3 bits of the fp16 field zero, as glm-quantize writes
+// group-wise int4 scales since the seventeenth session).
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -14,8 +16,9 @@
 #include "runtime/parallel.h"
 using namespace glm;
 int main(int argc, char** argv) {
-  bool int8 = false, avx2 = false;
+  bool int8 = false, avx2 = false, exact = false;
   for (int i = 1; i < argc; ++i) {
+    exact = exact || std::strcmp(argv[i], "exact") == 0;
     int8 = int8 || std::strcmp(argv[i], "int8") == 0;
     avx2 = avx2 || std::strcmp(argv[i], "avx2") == 0;
   }
@@ -32,7 +35,10 @@ int main(int argc, char** argv) {
     for (auto& b : q) b = rand();
     const int64_t G = s.group ? s.K / s.group : 1;
     std::vector<Half> sc(s.N * G), x(s.K), out(s.N);
-    for (size_t i = 0; i < sc.size(); ++i) sc[i] = FloatToHalf(0.01f + 1e-5f * (i % 97));
+    for (size_t i = 0; i < sc.size(); ++i) {
+      sc[i] = FloatToHalf(0.01f + 1e-5f * (i % 97));
+      if (exact) sc[i].bits &= 0xfff8;
+    }
     for (auto& h : x) h = FloatToHalf((rand() % 2000 - 1000) / 1000.f);
     TensorView v;
     v.dtype = int8 ? DType::kI8 : DType::kI4;
