@@ -71,7 +71,7 @@ Half QuantScale(Half absmax, int bits);
 // multiple of 8, half to even; a carry goes into the exponent, and a subnormal scale of at most 4
 // ulps, 2^-22, becomes 0: its group quantizes to zeros). Every int4 q·scale is then an fp16 value,
 // so dequantization rounds nothing and the AVX-512 decode builds a group's table with one multiply
-// (kernels/cpu/linear_common.h ExactTableScale). The scale moves by at most 2^-9 of itself.
+// (kernels/cpu/linear_common.h ExactTableScale). A normal scale moves by at most 2^-8 of itself.
 Half QuantScaleInt4Group(Half absmax);
 // The reference's q for weight w and scale s (see the header comment for s == 0 and saturation).
 int8_t QuantizeValue(Half w, Half scale, int bits);
