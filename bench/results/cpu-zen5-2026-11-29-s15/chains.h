@@ -6,6 +6,8 @@
 
 #include <immintrin.h>
 
+#include <cstdio>
+
 #include "best.h"
 
 constexpr long kIters = 20000000;
@@ -47,3 +49,14 @@ double PerCycle(A opa, B opb) {
       1, 5);
   return 24.0 * kIters / t / 1e9 / ghz;
 }
+
+// Sets ghz from fma's throughput (two 512-bit FMAs a cycle) and returns it.
+template <class Fma>
+double CalibrateGhz(Fma fma) {
+  ghz = 1.0;
+  ghz = PerCycle(fma, fma) / 2;  // FMAs per ns / 2
+  return ghz;
+}
+
+// One output line: an op's (or a pair's) name and its ops per cycle.
+inline void Row(const char* name, double per_cycle) { std::printf("%-18s %5.2f\n", name, per_cycle); }
