@@ -10,6 +10,7 @@
 // tables come from a table of byte tables by mantissa (ByteTables).
 #include <immintrin.h>
 
+#include <bit>
 #include <cstdint>
 #include <cstdlib>
 #include <type_traits>
@@ -178,8 +179,8 @@ struct I4ByteTables {
       for (int j = 0; j < 16; ++j) {
         const int q = j < 8 ? j : j - 16, a = q < 0 ? -q : q;
         // R11(a·(1024 + m)) as an integer n: V = n·2^(e - 10), exact in fp32.
-        int n = a * (1024 + m), width = 0;
-        while ((n >> width) != 0) ++width;
+        int n = a * (1024 + m);
+        const int width = std::bit_width(unsigned(n));
         if (width > 11) {
           const int shift = width - 11, low = n & ((1 << shift) - 1), half = 1 << (shift - 1);
           n >>= shift;
@@ -188,11 +189,11 @@ struct I4ByteTables {
         }
         uint32_t bits = 0;
         if (n != 0) {
-          width = 0;
-          while ((n >> width) != 0) ++width;
-          // n = 1.f · 2^(width - 1): biased exponent 127 + width - 1 + e - 10.
-          const uint32_t exponent = uint32_t(127 + width - 1 + e - 10);
-          const uint32_t fraction = (uint32_t(n) << (24 - width)) & 0x7fffff;
+          // n = 1.f · 2^(w - 1) (w: its width after the rounding, which may carry into a new
+          // bit): biased exponent 127 + w - 1 + e - 10.
+          const int w = std::bit_width(unsigned(n));
+          const uint32_t exponent = uint32_t(127 + w - 1 + e - 10);
+          const uint32_t fraction = (uint32_t(n) << (24 - w)) & 0x7fffff;
           bits = (q < 0 ? 0x80000000u : 0u) | exponent << 23 | fraction;
         }
         b[i][j] = uint8_t(bits >> 8);

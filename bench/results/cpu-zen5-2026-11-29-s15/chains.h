@@ -59,4 +59,6 @@ double CalibrateGhz(Fma fma) {
 }
 
 // One output line: an op's (or a pair's) name and its ops per cycle.
-inline void Row(const char* name, double per_cycle) { std::printf("%-18s %5.2f\n", name, per_cycle); }
+inline void Row(const char* name, double per_cycle) {
+  std::printf("%-18s %5.2f\n", name, per_cycle);
+}
