@@ -125,8 +125,8 @@ struct I4Row {
     int32_t word;
     __builtin_memcpy(&word, p + s * (kLanes / 2), 4);
     // VPERMPS reads index bits 0..2 and the blend bit 3: the bits above the nibble do not matter.
-    const __m256i idx = _mm256_srlv_epi32(_mm256_set1_epi32(word),
-                                          _mm256_setr_epi32(4, 0, 12, 8, 20, 16, 28, 24));
+    const __m256i idx =
+        _mm256_srlv_epi32(_mm256_set1_epi32(word), _mm256_setr_epi32(4, 0, 12, 8, 20, 16, 28, 24));
     const __m256 a = _mm256_permutevar8x32_ps(lo, idx), b = _mm256_permutevar8x32_ps(hi, idx);
     return _mm256_blendv_ps(a, b, _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28)));
   }
@@ -565,8 +565,7 @@ void DirectTile(const X* x, int64_t K, const LinearWeight& w, int64_t n0, int64_
                                                                 : 16;
   const NextTilePrefetch<NB * kBlockBytes> next_tile(kPrefetch == TilePrefetch::kNextTile, w, n0,
                                                      NB);
-  const InRowPrefetch<NB, kBlockBytes> in_row(kPrefetch == TilePrefetch::kInRow, w, n0, NB,
-                                              stride);
+  const InRowPrefetch<NB, kBlockBytes> in_row(kPrefetch == TilePrefetch::kInRow, w, n0, NB, stride);
   DirectSrc<NB, Row> src{};
 #pragma GCC unroll 8
   for (int r = 0; r < NB; ++r) src.rows[r] = Row(w, n0 + r * stride);
@@ -732,7 +731,7 @@ void PanelRange(const Half* x, int64_t T, int64_t K, const LinearWeight& w, int6
   const PanelScratch scratch = ThreadScratch();
   constexpr int64_t ldp = kBlockSteps * kLanes;
   const int64_t full = (K - K % kLinearLanes) / kLanes;  // a multiple of kBlocks
-  if (full == 0) {  // no lane sums: the tail alone
+  if (full == 0) {                                       // no lane sums: the tail alone
     const __m256 z = _mm256_setzero_ps();
     for (int64_t t = 0; t < T; ++t)
       for (int64_t n = n0; n < n1; ++n) Finish(z, z, x + t * K, w, n, bias, out + t * N);
