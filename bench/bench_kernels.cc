@@ -390,38 +390,29 @@ void MeasureBandwidth(Limits& l) {
 // method) run just before each timed call: the median over the calls of the call's rate against
 // that pass's.
 
-// One pass of the start probe's best read method over [p, p + n) on all threads (each its share),
-// in GB/s.
-double SamePagesPass(const uint8_t* p, size_t n) {
+// One pass of the start probe's best read method over buf on all threads (each its share), in
+// GB/s.
+double SamePagesPass(const Buffer& buf) {
   const int threads = ThreadPool::Global().size();
-  const size_t per = n / threads / 4096 * 4096;
+  const size_t per = buf.n / threads / 4096 * 4096;
   const double t = OnAllThreads(
-      [&](int i) { g_sink = kReadMethods[g_limits.best_method](p + i * per, per); });
+      [&](int i) { g_sink = kReadMethods[g_limits.best_method](buf.p + i * per, per); });
   return double(per) * threads / t / 1e9;
 }
 
-// The bytes the next timed call reads most of (its weights), for SamePagesPass; null: none.
-using NextPages = std::function<std::pair<const uint8_t*, size_t>()>;
-
-// On this project's Zen 5 VM, buffers of one size read up to 1.3x apart by where their pages lie
-// (bench/results/cpu_kernels.md, seventeenth session), which the probe's own buffer averages
-// out. So a row of one weight copy is also compared with a read of the copy's own pages run just
-// before the call (after the probe pass; a pass starts at the front and the call does too, so
-// neither finds the other's lines in the last-level cache).
-
 // Time() for a memory-bound call reading `bytes`, each timed call preceded by a ProbePass() and,
-// with next_pages, a SamePagesPass() over them; the paired figures go into r.
+// given the buffer the call reads (own_pages), a SamePagesPass() over it; the paired figures go
+// into r. On this project's Zen 5 VM, buffers of one size read up to 1.3x apart by where their
+// pages lie (bench/results/cpu_kernels.md, seventeenth session), which the probe's own buffer
+// averages out; the pass over the call's own pages follows the probe pass (a pass starts at the
+// front and the call does too, so neither finds the other's lines in the last-level cache).
 double TimePaired(const std::function<void()>& fn, double bytes, Result& r, int reps = 0,
-                  const NextPages& next_pages = nullptr) {
+                  const Buffer* own_pages = nullptr) {
   WarmUp(fn);
   std::vector<double> t, pct, x, bw, same, same_bw;
   for (int i = 0; i < (reps ? reps : Reps()); ++i) {
     const double b = ProbePass(g_limits.best_method);
-    double sb = 0;
-    if (next_pages) {
-      const auto [p, n] = next_pages();
-      sb = SamePagesPass(p, n);
-    }
+    const double sb = own_pages ? SamePagesPass(*own_pages) : 0;
     const double t0 = Now();
     fn();
     const double dt = Now() - t0;
@@ -566,11 +557,8 @@ Result RunLinear(const char* kernel, const Format& f, int64_t N, int64_t K, int6
     Linear(x.data(), T, v, bias.data(), out.data(), scratch.data());
   };
   // One copy (weights past the last-level cache many times over): also against its own pages.
-  NextPages next_pages;
-  if (own.size() == 1) {
-    next_pages = [&] { return std::pair<const uint8_t*, size_t>(own[0]->data->p, own[0]->data->n); };
-  }
-  r.seconds = memory_bound && !reuse ? TimePaired(call, r.bytes, r, reps, next_pages)
+  const Buffer* own_pages = own.size() == 1 ? own[0]->data.get() : nullptr;
+  r.seconds = memory_bound && !reuse ? TimePaired(call, r.bytes, r, reps, own_pages)
                                      : Time(call, reps);
   r.best = g_last_best;
   if (own.size() > 1) r.note = StrFormat("%zu copies", own.size());
