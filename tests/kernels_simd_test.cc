@@ -92,6 +92,12 @@ class SimdPath : public ::testing::TestWithParam<CpuPath> {
   }
 };
 
+// Element k of a packed int4 row (quant/format.h: element 2j in the high nibble) set to q.
+void SetInt4(int8_t* row, int64_t k, int q) {
+  int8_t& b = row[k / 2];
+  b = k % 2 ? int8_t((b & 0xf0) | (q & 0x0f)) : int8_t((b & 0x0f) | (q << 4));
+}
+
 // A quantized or fp16 weight [N, K] with its own storage, data and scales offset by one element
 // from any alignment.
 struct Weight {
@@ -123,10 +129,8 @@ struct Weight {
         int8_t* b = w.q.data() + 1 + n * row_bytes;
         if (dtype == DType::kI8) {
           b[k] = int8_t(v);
-        } else if (k % 2 == 0) {
-          b[k / 2] = int8_t((b[k / 2] & 0x0f) | (v << 4));
         } else {
-          b[k / 2] = int8_t((b[k / 2] & 0xf0) | (v & 0x0f));
+          SetInt4(b, k, v);
         }
       }
     }
@@ -332,10 +336,7 @@ TEST_P(SimdPath, Int4TablesDequantizeEveryScaleAsTheReference) {
     const int64_t G = c.G ? c.G : K;
     for (int64_t n = 0; n < N; ++n) {
       int8_t* row = w.q.data() + 1 + n * (K / 2);
-      for (int64_t k = 0; k < K; ++k) {
-        const int q = k % G < 10 ? kRun[k % G] : 0;
-        row[k / 2] = k % 2 ? int8_t((row[k / 2] & 0xf0) | (q & 0x0f)) : int8_t(q << 4);
-      }
+      for (int64_t k = 0; k < K; ++k) SetInt4(row, k, k % G < 10 ? kRun[k % G] : 0);
     }
     // One group at a time: the residues of a row's groups would largely cancel in a sum.
     int64_t residues = 0;
@@ -347,8 +348,9 @@ TEST_P(SimdPath, Int4TablesDequantizeEveryScaleAsTheReference) {
       ref().linear(x.data(), 3, w.view, nullptr, want.data(), scratch.data());
       for (const Half& h : want) residues += (h.bits & 0x7fff) != 0;
       for (int64_t T = 1; T <= 3; ++T) {  // the first T runs: T = 1 and 2 on the decode kernel
-        ASSERT_TRUE(LinearMatches(x.data(), T, w.view, nullptr,
-                                  what + StrFormat(" group %lld T=%lld", (long long)g, T)));
+        ASSERT_TRUE(
+            LinearMatches(x.data(), T, w.view, nullptr,
+                          what + StrFormat(" group %lld T=%lld", (long long)g, (long long)T)));
       }
     }
     if (c.stride == 8 && c.offset == 0) {
