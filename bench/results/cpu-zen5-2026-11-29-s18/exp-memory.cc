@@ -2,6 +2,10 @@
 // global g_exp_i4): kernel step (0) against the repacked step (1) on the same weight buffer, called
 // in turn (the order alternating every round), each call paired with a read of the same buffer
 // by all threads just before it. Prints per variant the median of (probe time / GEMV time).
+// Prints too the median over rounds of the repacked step's paired rate over the kernel step's.
+// Built against a libglmstream.a of 8e6964d with that patch applied:
+//   g++ -O2 -std=c++20 -mavx512f -mavx512bw -I. bench/results/cpu-zen5-2026-11-29-s18/exp-memory.cc
+//       build/libglmstream.a -o exp-memory -lpthread   (one line, from that tree's root)
 // Arguments: rounds (default 40), group (0: rows; 128: groups of 128 with 8-bit scales).
 #include <immintrin.h>
 
