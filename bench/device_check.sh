@@ -32,8 +32,8 @@
 #
 # Files left in $OUT (at most 8, flat): summary.txt, device_check.log, build.log, tests.log,
 # bench_int4.log, bench_int4g.log, bench_int8.log, bench_fp16.log (probe.log, sass.log, ncu.log,
-# cpu.log, cpuab.log, cpupages.log, cpupipes.log, cputokens.log when asked for; with them, run a subset: at most 8 files come back from the
-# device tool).
+# cpu.log, cpuab.log, cpupages.log, cpupipes.log, cputokens.log when asked for; with them, run a
+# subset: at most 8 files come back from the device tool).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)

@@ -32,6 +32,8 @@
 #include <thread>
 #include <vector>
 
+#include "plain_read.h"
+
 namespace {
 double Now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
@@ -138,16 +140,7 @@ void PermuteX(bool offsets) {
 volatile float sink;
 float Probe(const uint8_t* p, size_t bytes, int64_t t, int threads) {
   const size_t share = bytes / threads;
-  const __m512i* v = (const __m512i*)(p + t * share);
-  __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
-  for (size_t i = 0; i + 4 <= share / 64; i += 4) {
-    a0 = _mm512_add_epi32(a0, _mm512_load_si512(v + i));
-    a1 = _mm512_add_epi32(a1, _mm512_load_si512(v + i + 1));
-    a2 = _mm512_add_epi32(a2, _mm512_load_si512(v + i + 2));
-    a3 = _mm512_add_epi32(a3, _mm512_load_si512(v + i + 3));
-  }
-  return float(_mm512_reduce_add_epi32(
-      _mm512_add_epi32(_mm512_add_epi32(a0, a1), _mm512_add_epi32(a2, a3))));
+  return PlainRead(p + t * share, share);
 }
 
 // Two pinned threads; run(t) on each, returns the wall time.
