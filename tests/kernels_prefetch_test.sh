@@ -57,8 +57,10 @@ done
 # The prefetches must be in the binary. A function that only prefetches has no effect a compiler
 # must keep, and GCC 12 once deleted the calls to one (the Step functions of linear_common.h are
 # forced inline since). Each decode tile compiled for kNextTile (TilePrefetch 1) must hold a
-# PREFETCHT1 and each one for kInRow (2) a PREFETCHT0. Tiles inlined into their callers have no
-# symbol of their own and are not checked; with no tile symbol at all this part is skipped.
+# PREFETCHT1, and each one for kNextTileL1 (2) or kInRow (3) a PREFETCHT0. Tiles inlined into their callers have no
+# symbol of their own and are not checked; with no tile symbol at all this part is skipped, and
+# tile symbols none of which reads as prefetching fail it (until 2026-11-29 the pattern missed
+# every tile, the prefetch variant being no longer the last template argument).
 lib="$(cd "$build" && pwd)/libglmstream.a"
 if command -v objdump >/dev/null && command -v ar >/dev/null && [ -f "$lib" ]; then
   tmp=$(mktemp -d)
@@ -70,20 +72,26 @@ if command -v objdump >/dev/null && command -v ar >/dev/null && [ -f "$lib" ]; t
       function check() {
         if (fn == "") return
         if (mode == 1 && !t1) { print obj ": no PREFETCHT1 in " fn; bad++ }
-        if (mode == 2 && !t0) { print obj ": no PREFETCHT0 in " fn; bad++ }
+        if (mode >= 2 && !t0) { print obj ": no PREFETCHT0 in " fn; bad++ }
         if (mode) tiles++
       }
       /^[0-9a-f]+ </ {
         check()
         fn = ""; mode = 0; t0 = 0; t1 = 0
-        if ($0 ~ /DirectTile</ && match($0, /TilePrefetch\)[12]>/)) {
+        if ($0 ~ /DirectTile</) direct++
+        if ($0 ~ /DirectTile</ && match($0, /TilePrefetch\)[123][,>]/)) {
           fn = substr($0, index($0, "<") + 1, 100); mode = substr($0, RSTART + 13, 1) + 0
         }
         next
       }
       /prefetcht0/ { t0 = 1 }
       /prefetcht1/ { t1 = 1 }
-      END { check(); print obj ": " tiles + 0 " prefetching decode tiles checked"; exit bad > 0 }
+      END {
+        check(); print obj ": " tiles + 0 " prefetching decode tiles checked"
+        # Tiles of their own but none recognized: the symbols changed form under this check.
+        if (direct > 0 && tiles == 0) { print obj ": no decode tile read as prefetching"; bad++ }
+        exit bad > 0
+      }
     ' || failed="$failed prefetch-missing"
   done
 else

@@ -843,6 +843,14 @@ TEST(Dispatch, DecodeTileSettingsParseAndApply) {
   qv.data = q8.data();
   qv.scales = s8.data();
   LinearWeight quantized = LinearWeight::From(qv, kLinearLanes);
+  // Short quantized rows take the next tile, at the level set (the level is the tile's variant).
+  SetDecodeTileSettings(*v);  // rows up to 3072 bytes, into L1
+  EXPECT_EQ(LinearWeight::From(qv, kLinearLanes).prefetch, TilePrefetch::kNextTileL1);
+  DecodeTileSettings l2 = *v;
+  l2.next_tile_l1 = false;
+  SetDecodeTileSettings(l2);
+  EXPECT_EQ(LinearWeight::From(qv, kLinearLanes).prefetch, TilePrefetch::kNextTile);
+  SetDecodeTileSettings(off);
   const LinearWeight before = quantized;
   quantized.ForTokens(4);
   EXPECT_EQ(quantized.prefetch, before.prefetch);

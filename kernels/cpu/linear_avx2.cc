@@ -364,7 +364,7 @@ void I4PairTile(const float* xp, const Half* x, int64_t K, const LinearWeight& w
                 int64_t rows, const Half* bias, Half* out) {
   constexpr int NB = 2 * NP;
   const int64_t K16 = K - K % kLinearLanes;
-  const NextTilePrefetch<NB * 8> next_tile(kPrefetch == TilePrefetch::kNextTile, w, n0, NB);
+  const NextTileFor<NB * 8, kPrefetch> next_tile(IsNextTile(kPrefetch), w, n0, NB);
   const InRowPrefetch<NB, 8> in_row(kPrefetch == TilePrefetch::kInRow, w, n0, rows, 1);
   const int8_t* q[NB];
   const Half* scales[NB];
@@ -422,7 +422,7 @@ void I4PairTile(const float* xp, const Half* x, int64_t K, const LinearWeight& w
   // last 16 inputs, 8 bytes a row) with the pairs' tables t.
   auto block = [&]<int kVectors>(int64_t k, const I4PairTables* t) __attribute__((always_inline)) {
     for (int64_t step = k / kLinearLanes; step < k / kLinearLanes + kVectors / 2; ++step) {
-      if constexpr (kPrefetch == TilePrefetch::kNextTile) next_tile.Step(step);
+      if constexpr (IsNextTile(kPrefetch)) next_tile.Step(step);
       if constexpr (kPrefetch == TilePrefetch::kInRow) in_row.Step(step);
     }
     auto load = [&](const int8_t* row) __attribute__((always_inline)) {
@@ -563,8 +563,7 @@ void DirectTile(const X* x, int64_t K, const LinearWeight& w, int64_t n0, int64_
   constexpr int64_t kBlockBytes = std::is_same_v<Row, I4Row>    ? 8
                                   : std::is_same_v<Row, F16Row> ? 32
                                                                 : 16;
-  const NextTilePrefetch<NB * kBlockBytes> next_tile(kPrefetch == TilePrefetch::kNextTile, w, n0,
-                                                     NB);
+  const NextTileFor<NB * kBlockBytes, kPrefetch> next_tile(IsNextTile(kPrefetch), w, n0, NB);
   const InRowPrefetch<NB, kBlockBytes> in_row(kPrefetch == TilePrefetch::kInRow, w, n0, NB, stride);
   DirectSrc<NB, Row> src{};
 #pragma GCC unroll 8
@@ -583,7 +582,7 @@ void DirectTile(const X* x, int64_t K, const LinearWeight& w, int64_t n0, int64_
     for (int r = 0; r < NB; ++r) src.rows[r].Group(g);
     const int64_t end = s + per_group < full ? s + per_group : full;
     for (int64_t b = s; b < end; b += kBlocks) {
-      if constexpr (kPrefetch == TilePrefetch::kNextTile) next_tile.Step(b / kBlocks);
+      if constexpr (IsNextTile(kPrefetch)) next_tile.Step(b / kBlocks);
       if constexpr (kPrefetch == TilePrefetch::kInRow) in_row.Step(b / kBlocks);
 #pragma GCC unroll 4
       for (int q = 0; q < kBlocks; ++q) Steps<TB, NB>(x, K, src, b + q, b + q + 1, 1, acc[q]);

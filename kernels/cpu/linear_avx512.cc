@@ -51,6 +51,8 @@ namespace glm {
 namespace {
 
 constexpr int kL = kLinearLanes;  // 16 inputs a step, one zmm
+constexpr int kLog2L = 4;  // step of input k >= 0: k >> kLog2L (k / kL takes four instructions)
+static_assert(kL == 1 << kLog2L);
 constexpr int kDirectMaxT = 4;
 
 inline __m512 RoundToHalf(__m512 v) {
@@ -194,7 +196,7 @@ struct Decoder {
   __m512 Load16(int64_t k, __m512 tab) const {
     static_assert(F == LinearWeight::kI4);
     int64_t v;
-    __builtin_memcpy(&v, q + k / 2, 8);
+    __builtin_memcpy(&v, q + (k >> 1), 8);  // k >= 0: a shift, where k / 2 takes four instructions
     // VPERMPS reads index bits 0..3: the bits above the nibble do not matter.
     const __m512i shift = _mm512_load_si512(kI4Lanes.shift);
     return _mm512_permutexvar_ps(_mm512_srlv_epi32(_mm512_set1_epi64(v), shift), tab);
@@ -305,7 +307,7 @@ template <int TB, int R, LinearWeight::Format F, bool kSplit, TilePrefetch kPref
 void DirectTile(const Half* x, const XP* xp, const LinearWeight& w, int64_t n0, int64_t rows,
                 int64_t stride, const Half* bias, Half* out,
                 const TileScales* converted = nullptr) {
-  static_assert(kPrefetch != TilePrefetch::kNextTile || F != LinearWeight::kF16);
+  static_assert(!IsNextTile(kPrefetch) || F != LinearWeight::kF16);
   const int64_t N = w.N, K = w.K, K16 = K - K % kL;
   Decoder<F, kSplit, kExactTables> row[R];
 #pragma GCC unroll 8
@@ -315,7 +317,7 @@ void DirectTile(const Half* x, const XP* xp, const LinearWeight& w, int64_t n0, 
   [[maybe_unused]] TileScales ts;
   if constexpr (kSplit) {
     if (w.group_steps > 0 && converted == nullptr) {
-      if constexpr (kPrefetch == TilePrefetch::kNextTile) {
+      if constexpr (IsNextTile(kPrefetch)) {
         // The next tile's scales into L2 along with its rows: a tile reads all of its scales at
         // its start (24 lines at K = 12288), where their misses stalled it. +2 to +5% on a whole
         // model's int4-group layers on Zen 5 in four of six runs (bench/results/cpu_kernels.md).
@@ -355,7 +357,7 @@ void DirectTile(const Half* x, const XP* xp, const LinearWeight& w, int64_t n0, 
   const int64_t per_group = w.group_steps ? w.group_steps * kL : K16;
   // Bytes of a row per 16-input step.
   constexpr int64_t kStepBytes = F == LinearWeight::kF16 ? 32 : F == LinearWeight::kI8 ? 16 : 8;
-  const NextTilePrefetch<R * kStepBytes> next_tile(kPrefetch == TilePrefetch::kNextTile, w, n0, R);
+  const NextTileFor<R * kStepBytes, kPrefetch> next_tile(IsNextTile(kPrefetch), w, n0, R);
   const InRowPrefetch<R, kStepBytes> in_row(kPrefetch == TilePrefetch::kInRow, w, n0, rows, stride);
   // fp16 at T = 1: each row's next kRowBlock steps (256 bytes, four cache lines) back to back, then
   // the next row's, rather than one step of every row in turn: 8-13% faster on Zen 5 while its
@@ -382,7 +384,7 @@ void DirectTile(const Half* x, const XP* xp, const LinearWeight& w, int64_t n0, 
       for (int r = 0; r < R; ++r) next[r] = row[r].Table(gn);
       const int64_t k1 = k0 + per_group < K16 ? k0 + per_group : K16;
       for (int64_t k = k0; k < k1; k += kL) {
-        if constexpr (kPrefetch == TilePrefetch::kNextTile) next_tile.Step(k / kL);
+        if constexpr (IsNextTile(kPrefetch)) next_tile.Step(k >> kLog2L);
         if constexpr (kPrefetch == TilePrefetch::kInRow) in_row.Step(k / kL);
         const __m512 xv = LoadX(xp, k);
 #pragma GCC unroll 8
@@ -419,7 +421,7 @@ void DirectTile(const Half* x, const XP* xp, const LinearWeight& w, int64_t n0, 
         }
       }
       for (; k < k1; k += kL) {
-        if constexpr (kPrefetch == TilePrefetch::kNextTile) next_tile.Step(k / kL);
+        if constexpr (IsNextTile(kPrefetch)) next_tile.Step(k >> kLog2L);
         if constexpr (kPrefetch == TilePrefetch::kInRow) in_row.Step(k / kL);
 #pragma GCC unroll 8
         for (int r = 0; r < R; ++r) {

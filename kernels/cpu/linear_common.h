@@ -31,16 +31,21 @@ inline float ReduceLanes(const float* lane) {
 
 // How a decode tile prefetches its weights beyond what the hardware prefetcher does (measured in
 // bench/results/cpu_kernels.md):
-// - kNextTile: the next tile's rows into L2 (or L1: PrefetchNextL1) while this tile runs
-//   (NextTilePrefetch), for quantized rows: short ones end before the hardware prefetcher has
-//   ramped up on them, and on some CPUs one contiguous stream ahead beats the tile's row streams
-//   for long rows too;
+// - kNextTile: the next tile's rows into L2 (kNextTileL1: into L1, PrefetchNextL1) while this tile
+//   runs (NextTilePrefetch), for quantized rows: short ones end before the hardware prefetcher
+//   has ramped up on them, and on some CPUs one contiguous stream ahead beats the tile's row
+//   streams for long rows too. The level is part of the variant, not a flag tested at every step:
+//   with the step's index arithmetic, that test cost int4-group 0-7% in cache on Zen 5, most at
+//   groups of 64 and short rows (bench/results/cpu_kernels.md, nineteenth session);
 // - kInRow: each row of the tile into L1, PrefetchAheadBytes ahead of the loads (InRowPrefetch),
 //   for long rows: more lines in flight per core than its loads alone keep.
-enum class TilePrefetch { kNone, kNextTile, kInRow };
+enum class TilePrefetch { kNone, kNextTile, kNextTileL1, kInRow };
+constexpr bool IsNextTile(TilePrefetch p) {
+  return p == TilePrefetch::kNextTile || p == TilePrefetch::kNextTileL1;
+}
 
-// Quantized rows of at most this many bytes take kNextTile; GLM_CPU_PREFETCH_ROW_BYTES=n overrides
-// the CPU's default (read once; 0 turns it off).
+// Quantized rows of at most this many bytes take the next tile; GLM_CPU_PREFETCH_ROW_BYTES=n
+// overrides the CPU's default (read once; 0 turns it off).
 int64_t PrefetchRowBytes();
 // The distance of kInRow for the other rows; GLM_CPU_PREFETCH_AHEAD=n sets it for all formats
 // and token counts (read once; 0 turns it off). The overrides are for measuring other CPUs.
@@ -166,7 +171,7 @@ struct LinearWeight {
   bool generic_groups = false;   // group-wise with group_size % lanes != 0: decoded per element
   TilePrefetch prefetch = TilePrefetch::kNone;
   int64_t prefetch_ahead = 0;  // kInRow: bytes ahead of the loads
-  bool next_tile_l1 = false;   // kNextTile: into L1 rather than L2 (PrefetchNextL1())
+  bool next_tile_l1 = false;   // the next tile into L1 (kNextTileL1; PrefetchNextL1())
   bool row_streams = false;    // fp16: F16RowStreams() (the decode kernels)
   int64_t chunk_tokens = -1;   // ChunkTokens()
   XHalf x_half = XHalf::kOff;  // DecodeXHalf() (the decode kernels, through XHalfCall)
@@ -210,7 +215,7 @@ struct LinearWeight {
   void ChoosePrefetch(bool next_tile) {
     prefetch_ahead = PrefetchAheadBytes(format != kF16);
     next_tile_l1 = PrefetchNextL1();
-    prefetch = next_tile            ? TilePrefetch::kNextTile
+    prefetch = next_tile ? (next_tile_l1 ? TilePrefetch::kNextTileL1 : TilePrefetch::kNextTile)
                : prefetch_ahead > 0 ? TilePrefetch::kInRow
                                     : TilePrefetch::kNone;
   }
@@ -329,24 +334,25 @@ inline bool RowsSplitExact(const LinearWeight& w, int64_t n0, int64_t rows) {
 // prefetch was missing from the binary until 2026-11-28; bench/results/cpu_kernels.md).
 #define GLM_PREFETCH_STEP __attribute__((always_inline)) inline
 
-// The next decode tile's rows, fetched into L2 while a tile of short quantized rows runs (see the
-// kernels): the `rows` rows after n0, contiguous, kBytesPerStep of them per 16-input step. Off, or
-// with no whole tile after this one, it fetches nothing.
-template <int64_t kBytesPerStep>
+// The next decode tile's rows, fetched into L2 (kL1: L1) while a tile of short quantized rows runs
+// (see the kernels): the `rows` rows after n0, contiguous, kBytesPerStep of them per 16-input
+// step. With no whole tile after this one it fetches this tile's own rows again (a prefetch never
+// faults, and lines already on their way cost nothing): no test at every step. Step is called only
+// where the tile's variant is kNextTile or kNextTileL1 (`on`).
+template <int64_t kBytesPerStep, bool kL1>
 struct NextTilePrefetch {
   const char* next = nullptr;
-  bool l1 = false;  // PREFETCHT0 rather than PREFETCHT1 (LinearWeight::next_tile_l1)
-  NextTilePrefetch(bool on, const LinearWeight& w, int64_t n0, int64_t rows) : l1(w.next_tile_l1) {
-    if (on && n0 + 2 * rows <= w.N) {
-      next = reinterpret_cast<const char*>(w.q + (n0 + rows) * w.row_bytes);
-    }
+  NextTilePrefetch(bool on, const LinearWeight& w, int64_t n0, int64_t rows) {
+    if (!on) return;
+    next =
+        reinterpret_cast<const char*>(w.q + (n0 + (n0 + 2 * rows <= w.N ? rows : 0)) * w.row_bytes);
   }
+  // `step`: the 16-input step (>= 0) being decoded.
   GLM_PREFETCH_STEP void Step(int64_t step) const {
-    if (next == nullptr) return;
 #pragma GCC unroll 8
     for (int64_t b = 0; b < kBytesPerStep; b += 64) {
       const char* p = next + step * kBytesPerStep + b;
-      if (l1) {
+      if constexpr (kL1) {
         __builtin_prefetch(p, 0, 3);  // PREFETCHT0
       } else {
         __builtin_prefetch(p, 0, 2);  // PREFETCHT1
@@ -354,6 +360,9 @@ struct NextTilePrefetch {
     }
   }
 };
+// The next-tile prefetch of a tile's variant kPrefetch.
+template <int64_t kBytesPerStep, TilePrefetch kPrefetch>
+using NextTileFor = NextTilePrefetch<kBytesPerStep, kPrefetch == TilePrefetch::kNextTileL1>;
 
 // kInRow: one line of each of the tile's R rows every 64 / kBytesPerStep steps, `ahead` bytes
 // past the step being decoded, taking the rows in turn (R · kBytesPerStep / 64 lines a step).
@@ -379,13 +388,16 @@ struct InRowPrefetch {
 
 // Runs tile.template operator()<kSplit, kPrefetch>() for the decode variant a tile of rows takes:
 // the int8 split where the rows' scales allow it, and the weight's TilePrefetch. Only the variants
-// the format can take (kCanSplit; kNextTile only for quantized weights) are instantiated.
+// the format can take (kCanSplit; the next tile only for quantized weights) are instantiated.
 template <bool kCanSplit, bool kQuantized, class Tile>
 inline void WithDecodeVariant(bool split, TilePrefetch prefetch, Tile&& tile) {
   auto with_prefetch = [&]<bool kSplit>() {
     if constexpr (kQuantized) {
       if (prefetch == TilePrefetch::kNextTile) {
         return tile.template operator()<kSplit, TilePrefetch::kNextTile>();
+      }
+      if (prefetch == TilePrefetch::kNextTileL1) {
+        return tile.template operator()<kSplit, TilePrefetch::kNextTileL1>();
       }
     }
     if (prefetch == TilePrefetch::kInRow) {
