@@ -57,10 +57,11 @@ done
 # The prefetches must be in the binary. A function that only prefetches has no effect a compiler
 # must keep, and GCC 12 once deleted the calls to one (the Step functions of linear_common.h are
 # forced inline since). Each decode tile compiled for kNextTile (TilePrefetch 1) must hold a
-# PREFETCHT1, and each one for kNextTileL1 (2) or kInRow (3) a PREFETCHT0. Tiles inlined into their callers have no
-# symbol of their own and are not checked; with no tile symbol at all this part is skipped, and
-# tile symbols none of which reads as prefetching fail it (until 2026-11-29 the pattern missed
-# every tile, the prefetch variant being no longer the last template argument).
+# PREFETCHT1, and each one for kNextTileL1 (2) or kInRow (3) a PREFETCHT0. Tiles inlined into
+# their callers have no symbol of their own and are not checked; with no tile symbol at all this
+# part is skipped, and tile symbols none of which reads as prefetching fail it (until 2026-11-29
+# the pattern missed every tile, the prefetch variant being no longer the last template
+# argument).
 lib="$(cd "$build" && pwd)/libglmstream.a"
 if command -v objdump >/dev/null && command -v ar >/dev/null && [ -f "$lib" ]; then
   tmp=$(mktemp -d)
