@@ -22,12 +22,6 @@ namespace glm {
 extern int g_exp_i4;
 }
 using namespace glm;
-namespace {
-double Now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-volatile float sink;
-}  // namespace
 int main(int argc, char** argv) {
   const int rounds = argc > 1 ? std::atoi(argv[1]) : 40;
   const int group = argc > 2 ? std::atoi(argv[2]) : 0;

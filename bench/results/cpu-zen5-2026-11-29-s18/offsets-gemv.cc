@@ -35,10 +35,6 @@
 #include "plain_read.h"
 
 namespace {
-double Now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
 int64_t N = 36864, K = 12288;
 uint8_t* W;     // [N][K/2], low nibble = even input
 float* tables;  // [N][16]
@@ -137,7 +133,6 @@ void PermuteX(bool offsets) {
   }
 }
 
-volatile float sink;
 float Probe(const uint8_t* p, size_t bytes, int64_t t, int threads) {
   const size_t share = bytes / threads;
   return PlainRead(p + t * share, share);

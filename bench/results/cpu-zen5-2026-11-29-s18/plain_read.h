@@ -1,11 +1,18 @@
-// The plain read of this folder's programs: n bytes from p (64-byte aligned) as one sequential
-// stream, four zmm loads an iteration; returns a sum so that the loads are not dropped.
+// What this folder's programs share: the plain read (n bytes from p, 64-byte aligned, as one
+// sequential stream, four zmm loads an iteration; returns a sum so that the loads are not
+// dropped), the clock and the sink for the sums.
 #pragma once
 
 #include <immintrin.h>
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
+
+inline double Now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+inline volatile float sink;
 
 inline float PlainRead(const uint8_t* p, size_t n) {
   const __m512i* v = reinterpret_cast<const __m512i*>(p);

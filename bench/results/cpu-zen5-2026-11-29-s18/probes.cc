@@ -20,12 +20,6 @@
 
 #include "bench/read_methods.h"
 #include "plain_read.h"
-namespace {
-double Now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-volatile float sink;
-}  // namespace
 int main(int argc, char** argv) {
   const int rounds = argc > 1 ? atoi(argv[1]) : 20;
   const size_t n = size_t(2) << 30;
