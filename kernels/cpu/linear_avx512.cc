@@ -385,7 +385,7 @@ void DirectTile(const Half* x, const XP* xp, const LinearWeight& w, int64_t n0, 
       const int64_t k1 = k0 + per_group < K16 ? k0 + per_group : K16;
       for (int64_t k = k0; k < k1; k += kL) {
         if constexpr (IsNextTile(kPrefetch)) next_tile.Step(k >> kLog2L);
-        if constexpr (kPrefetch == TilePrefetch::kInRow) in_row.Step(k / kL);
+        if constexpr (kPrefetch == TilePrefetch::kInRow) in_row.Step(k >> kLog2L);
         const __m512 xv = LoadX(xp, k);
 #pragma GCC unroll 8
         for (int r = 0; r < R; ++r) {
@@ -408,7 +408,7 @@ void DirectTile(const Half* x, const XP* xp, const LinearWeight& w, int64_t n0, 
         for (; k + kRowBlock * kL <= k1; k += kRowBlock * kL) {
 #pragma GCC unroll 8
           for (int j = 0; j < kRowBlock; ++j) {
-            if constexpr (kPrefetch == TilePrefetch::kInRow) in_row.Step(k / kL + j);
+            if constexpr (kPrefetch == TilePrefetch::kInRow) in_row.Step((k >> kLog2L) + j);
           }
 #pragma GCC unroll 8
           for (int r = 0; r < R; ++r) {
@@ -422,7 +422,7 @@ void DirectTile(const Half* x, const XP* xp, const LinearWeight& w, int64_t n0, 
       }
       for (; k < k1; k += kL) {
         if constexpr (IsNextTile(kPrefetch)) next_tile.Step(k >> kLog2L);
-        if constexpr (kPrefetch == TilePrefetch::kInRow) in_row.Step(k / kL);
+        if constexpr (kPrefetch == TilePrefetch::kInRow) in_row.Step(k >> kLog2L);
 #pragma GCC unroll 8
         for (int r = 0; r < R; ++r) {
           const __m512 wv = row[r].Load16(k);
