@@ -437,8 +437,8 @@ TEST_P(SimdPath, QuantizedRowsWithLargeScalesRoundThroughHalf) {
   // (the decode kernels with and without the next-tile prefetch).
   // int4 (groups of 16 and of 128, and a row scale): q = ±7 with scale 16384 overflows fp16 too.
   // With 17 groups a row only the last group's scale is large: the AVX-512 decode checks
-  // group-wise scales in blocks of 16 and the rest one by one (int8 and int4 alike; 273 groups:
-  // 17 blocks and one more).
+  // group-wise scales in blocks of 16 and the rest in one masked block (int8 and int4 alike; 273
+  // groups: 17 blocks and one more).
   struct Case {
     DType dtype;
     int64_t K;
