@@ -265,8 +265,9 @@ TileScales ConvertTileScales(const LinearWeight& w, int64_t n0, int64_t rows) {
   const __m256i magnitude = _mm256_set1_epi16(0x7fff);
   __m256i largest = _mm256_setzero_si256(), low_bits = _mm256_setzero_si256();
   // The last block of a row (G not a multiple of 16) by masked loads and stores, whose lanes
-  // past G read as +0 and leave both checks as they are: one scalar conversion and two checks
-  // per scale cost a tile of [1024, 1024] (8 groups a row) about 400 cycles on Zen 5.
+  // past G read as +0 and leave both checks as they are. One scalar conversion and two checks
+  // per scale made one core's in-cache [1024, 1024] group-128 GEMV (8 groups a row) 1.32x as
+  // slow on Zen 5 (bench/results/cpu_kernels.md).
   const __mmask16 tail = __mmask16((1u << (G % kL)) - 1);
   for (int r = 0; r < R; ++r) {
     const Half* src = w.scales + (n0 + (r < rows ? r : rows - 1)) * G;
