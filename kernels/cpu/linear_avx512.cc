@@ -251,7 +251,7 @@ struct TileScales {
   const float* scale32;
   const float* split32;  // kWithSplit only, else null
   bool exact;            // every scale allows the split (SplitExact: |s| < 512)
-  bool exact_tables;     // and has an 8-bit significand (ExactTableScale): int4 tables by multiply
+  bool exact_tables;     // and 8-bit significands (kExactTableLowBits): int4 tables by multiply
 };
 template <int R, bool kWithSplit>
 TileScales ConvertTileScales(const LinearWeight& w, int64_t n0, int64_t rows) {
@@ -287,7 +287,7 @@ TileScales ConvertTileScales(const LinearWeight& w, int64_t n0, int64_t rows) {
     }
     if (tail) block(g, _mm256_maskz_loadu_epi16(tail, src + g), tail);
   }
-  const bool exact = _mm256_cmpge_epu16_mask(largest, _mm256_set1_epi16(0x6000)) == 0;
+  const bool exact = _mm256_cmpge_epu16_mask(largest, _mm256_set1_epi16(kSplitLimitBits)) == 0;
   const bool tables = _mm256_test_epi16_mask(low_bits, _mm256_set1_epi16(kExactTableLowBits)) == 0;
   return {s32, kWithSplit ? x32 : nullptr, exact, exact && tables};
 }

@@ -306,7 +306,8 @@ inline float DequantElement(const LinearWeight& w, int64_t n, int64_t k) {
 // q, where the split does not, so those rows take the conversions.
 // The kernels rely on -ffp-contract=off (CMakeLists.txt): c must be rounded before c - d.
 constexpr float kSplitFactor = 8193.f;
-inline bool SplitExact(Half s) { return (s.bits & 0x7fff) < 0x6000; }
+constexpr uint16_t kSplitLimitBits = 0x6000;  // fp16 512: the split takes |s| below it
+inline bool SplitExact(Half s) { return (s.bits & 0x7fff) < kSplitLimitBits; }
 inline float SplitDequant(int q, float s) {
   const float c = float(q) * (s * kSplitFactor);
   const float d = std::fma(float(q), -s, c);
@@ -318,7 +319,6 @@ inline float SplitDequant(int q, float s) {
 // int4 q, and with SplitExact it does not overflow, so a group's table is q·s in fp32 (one
 // multiply, no rounding).
 constexpr uint16_t kExactTableLowBits = 0x7;
-inline bool ExactTableScale(Half s) { return (s.bits & kExactTableLowBits) == 0; }
 
 // Whether every scale of rows [n0, n0 + rows) allows the split (int8 weights).
 inline bool RowsSplitExact(const LinearWeight& w, int64_t n0, int64_t rows) {
