@@ -26,13 +26,15 @@
 #   read, and on huge pages: bench-kernels --only=pages, into cpupages.log), cpupipes (the host
 #   CPU's vector pipes and its decode loops' own ceilings, into cpupipes.log: needs AVX-512),
 #   cputokens (decode GEMVs of 1 to 64 tokens from memory, with the decode kernel's chunks and
-#   without, on both paths, into cputokens.log: where chunks stop paying on this host). A
-#   run whose steps use no GPU builds only the CPU targets. MMA_STEPS=n passes --mma_steps to
+#   without, on both paths, into cputokens.log: where chunks stop paying on this host), cpupeer
+#   (the same GEMVs by ggml, the engine under llama.cpp, against ours: in cache and from memory
+#   at GLM-130B's shapes, into cpupeer.log; needs .deps/ggml-src.tar.gz from
+#   scripts/prepare_peer_ggml.sh). A run whose steps use no GPU builds only the CPU targets. MMA_STEPS=n passes --mma_steps to
 #   bench-gpu.
 #
 # Files left in $OUT (at most 8, flat): summary.txt, device_check.log, build.log, tests.log,
 # bench_int4.log, bench_int4g.log, bench_int8.log, bench_fp16.log (probe.log, sass.log, ncu.log,
-# cpu.log, cpuab.log, cpupages.log, cpupipes.log, cputokens.log when asked for; with them, run a
+# cpu.log, cpuab.log, cpupages.log, cpupipes.log, cputokens.log, cpupeer.log when asked for; with them, run a
 # subset: at most 8 files come back from the device tool).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -331,6 +333,38 @@ step_cputokens() {
   done
 }
 
+# Optional: one token's GEMV by ggml (the engine under llama.cpp; its CPU backend built here for
+# this CPU from .deps/ggml-src.tar.gz, scripts/prepare_peer_ggml.sh) against ours, through the
+# program of bench/results/cpu-zen5-2026-11-29-s21/ (cpu_kernels.md, section "Twenty-first
+# session", reads it on Zen 5): in cache on one core and on all, then from memory at two of
+# GLM-130B's shapes, rounds of a probe pass and every variant in turn for CPU_PEER_SECONDS
+# (default 30) a shape; about 3 minutes on two Zen 5 cores, most of it making the weights.
+step_cpupeer() {
+  local tarball="$ROOT/.deps/ggml-src.tar.gz" dir="$BUILD/peer" prog="$BUILD/ggml-gemv" gen=()
+  if [ ! -f "$tarball" ]; then
+    log "no $tarball: run scripts/prepare_peer_ggml.sh on a ggml source tree first"
+    return 1
+  fi
+  if [ ! -f "$BUILD/libglmstream.a" ]; then log "libglmstream.a was not built"; return 1; fi
+  rm -rf "$dir" && mkdir -p "$dir" && tar -xzf "$tarball" -C "$dir" || return 1
+  log "ggml $(cat "$dir/ggml/PEER_COMMIT" 2>/dev/null)"
+  command -v ninja >/dev/null 2>&1 && gen=(-G Ninja)
+  cmake -S "$dir/ggml" -B "$dir/build" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON \
+    -DGGML_BUILD_TESTS=OFF -DGGML_BUILD_EXAMPLES=OFF -DBUILD_SHARED_LIBS=OFF >/dev/null ||
+    { log "ggml did not configure"; return 1; }
+  cmake --build "$dir/build" -j "$JOBS" >/dev/null || { log "ggml did not build"; return 1; }
+  local lib="$dir/build/src"
+  g++ -O2 -std=c++20 -I"$ROOT" -I"$dir/ggml/include" \
+    "$ROOT/bench/results/cpu-zen5-2026-11-29-s21/ggml-gemv.cc" "$BUILD/libglmstream.a" \
+    "$lib/libggml.a" "$lib/libggml-cpu.a" "$lib/libggml-base.a" -fopenmp -lpthread -o "$prog" ||
+    { log "ggml-gemv did not build"; return 1; }
+  cpu_id
+  "$prog" cache 200 1 2048 4096 1024 12288 || return 1
+  "$prog" cache 200 "$JOBS" 8192 4096 4096 12288 || return 1
+  GGML_GEMV_SECONDS=${CPU_PEER_SECONDS:-30} "$prog" 100000 36864 12288 12288 32768 |
+    grep -v '^  round' || return 1
+}
+
 # The CPU kernels' SIMD tests and the golden model test on every dispatch path of the host CPU.
 step_cputests() {
   cpu_id
@@ -369,9 +403,10 @@ step_generate() {
 }
 
 # The step functions run in child bashes (under timeout): they see these.
-export ROOT OUT_DIR BUILD DEPS JOBS T_START DEADLINE_S VARIANTS STEPS CPU_AB CPU_AB_ROUNDS
+export ROOT OUT_DIR BUILD DEPS JOBS T_START DEADLINE_S VARIANTS STEPS CPU_AB CPU_AB_ROUNDS CPU_PEER_SECONDS
 export -f log want step_env step_deps step_configure step_build step_tests bench step_ncu \
   step_generate step_variants step_sass step_cpu step_cpuab step_cpupages step_cpupipes step_cputokens \
+  step_cpupeer \
   step_cputests cpu_id
 
 log "device check: steps '$STEPS', build $BUILD, output $OUT_DIR"
@@ -401,6 +436,7 @@ want cpuab && run cpuab 240 cpuab.log step_cpuab
 want cpupages && run cpupages 240 cpupages.log step_cpupages
 want cpupipes && run cpupipes 90 cpupipes.log step_cpupipes
 want cputokens && run cputokens 240 cputokens.log step_cputokens
+want cpupeer && run cpupeer 300 cpupeer.log step_cpupeer
 want ncu && run ncu 150 ncu.log step_ncu
 
 {

@@ -1,20 +1,21 @@
 // One token's GEMV: glmstream's kernels against ggml's CPU backend (the engine under llama.cpp)
 // on the same machine, from memory and in cache.
-// Each round reads a fixed 1 GiB probe buffer with both threads (bench/read_methods.h's
+// Each round reads a fixed 1 GiB probe buffer with every thread (bench/read_methods.h's
 // 8-stream method, the faster of two passes), then calls every variant once in turn; rounds are
-// binned by their probe. Both engines on 2 threads. Weights are random: ours raw bytes (int4 group
-// scales with 8-bit significands, as glm-quantize writes them), ggml's quantized from uniform
-// floats by ggml_quantize_chunk. "repack" puts the tensor in ggml's CPU_REPACK buffer type (the
-// interleaved layout llama.cpp uses for Q4_0 and Q4_K on AVX2/AVX-512 CPUs).
+// binned by their probe. Both engines on the kernel pool's thread count (the cores; GLM_THREADS).
+// Weights are random: ours raw bytes (int4 group scales with 8-bit significands, as glm-quantize
+// writes them), ggml's quantized from uniform floats by ggml_quantize_chunk. "repack" puts the
+// tensor in ggml's CPU_REPACK buffer type (the interleaved layout llama.cpp uses for Q4_0 and Q4_K
+// on AVX2/AVX-512 CPUs).
 //
 // Build (ggml built separately, CPU only, -march=native; not part of this repository):
 //   g++ -O2 -std=c++20 -I. -I$GGML/include bench/results/cpu-zen5-2026-11-29-s21/ggml-gemv.cc
 //       build/libglmstream.a $GGML/build/src/libggml.a $GGML/build/src/libggml-cpu.a
 //       $GGML/build/src/libggml-base.a -fopenmp -lpthread -o ggml-gemv
-// Run: ggml-gemv ROUNDS N K [N K ...]          from memory, paired, both threads
+// Run: ggml-gemv ROUNDS N K [N K ...]          from memory, every thread
 //      (GGML_GEMV_SECONDS=s ends the rounds of each shape after s seconds)
 //      ggml-gemv cache REPS THREADS N K [N K ...]  in cache: REPS calls on one buffer each,
-//                                                  median and fastest, on 1 or 2 threads
+//                                                  median and fastest, on 1 thread or all
 #include <unistd.h>
 
 #include <algorithm>
@@ -40,15 +41,16 @@ static double Now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-// Seconds for both pool threads to read [p, p + n) once.
+// Seconds for the pool's threads to read [p, p + n) once, a share each.
 static double ReadTime(const uint8_t* p, size_t n) {
   auto& pool = ThreadPool::Global();
   static float sink = 0;
-  const size_t half = n / 2 / 4096 * 4096;
+  const int parts = pool.size();
+  const size_t share = n / parts / 4096 * 4096;
   const double t0 = Now();
-  pool.ParallelFor(2, 1, [&](int64_t b, int64_t e) {
+  pool.ParallelFor(parts, 1, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
-      const float s = i == 0 ? ReadSum(p, half) : ReadSum(p + half, n - half);
+      const float s = ReadSum(p + i * share, i + 1 == parts ? n - i * share : share);
       __atomic_fetch_add(reinterpret_cast<int*>(&sink), int(s != 12345.f), __ATOMIC_RELAXED);
     }
   });
@@ -80,7 +82,13 @@ int main(int argc, char** argv) {
     return 2;
   }
   const int rounds = std::atoi(argv[cache ? 2 : 1]);
-  const int threads = cache ? std::atoi(argv[3]) : 2;
+  const int pool_threads = ThreadPool::Global().size();
+  const int threads = cache ? std::atoi(argv[3]) : pool_threads;
+  if (threads != 1 && threads != pool_threads) {
+    std::fprintf(stderr, "THREADS must be 1 or the pool's %d (GLM_THREADS sets it)\n",
+                 pool_threads);
+    return 2;
+  }
   ThreadPool::InlineScope* one = threads == 1 ? new ThreadPool::InlineScope : nullptr;
   (void)one;
   const CpuKernels& kern = KernelsFor(ActiveCpuPath());  // GLM_CPU_PATH=avx2 forces the AVX2 path
@@ -99,6 +107,8 @@ int main(int argc, char** argv) {
     if (std::strcmp(ggml_backend_buft_name(*b), "CPU_REPACK") == 0) repack = *b;
   }
   std::printf("ggml CPU_REPACK buffer type: %s\n", repack ? "present" : "absent");
+  std::printf("threads: %d (ours: the kernel pool; ggml: its own pool), our path %s\n", threads,
+              CpuPathName(ActiveCpuPath()));
 
   for (int a = first; a + 1 < argc; a += 2) {
     const int64_t N = std::atoll(argv[a]), K = std::atoll(argv[a + 1]);
@@ -250,7 +260,7 @@ int main(int argc, char** argv) {
       continue;
     }
     // From memory: each round a probe pass (the faster of two reads of a fixed 1 GiB buffer by
-    // both threads), then every variant once, in turn; rounds binned by their probe.
+    // every thread), then every variant once, in turn; rounds binned by their probe.
     static uint8_t* probe = nullptr;
     const size_t probe_bytes = size_t(1) << 30;
     if (!probe) {
@@ -282,8 +292,8 @@ int main(int argc, char** argv) {
       std::printf("\n");
       std::fflush(stdout);
     }
-    const double edges[] = {0, 45, 55, 65, 75, 1000};
-    for (int b = 0; b < 5; ++b) {
+    const double edges[] = {0, 45, 55, 65, 75, 95, 115, 135, 155, 1000};
+    for (int b = 0; b < 9; ++b) {
       std::vector<int> in;
       for (size_t r = 0; r < probes.size(); ++r)
         if (probes[r] >= edges[b] && probes[r] < edges[b + 1]) in.push_back(int(r));
