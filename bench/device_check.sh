@@ -29,13 +29,13 @@
 #   without, on both paths, into cputokens.log: where chunks stop paying on this host), cpupeer
 #   (the same GEMVs by ggml, the engine under llama.cpp, against ours: in cache and from memory
 #   at GLM-130B's shapes, into cpupeer.log; needs .deps/ggml-src.tar.gz from
-#   scripts/prepare_peer_ggml.sh). A run whose steps use no GPU builds only the CPU targets. MMA_STEPS=n passes --mma_steps to
-#   bench-gpu.
+#   scripts/prepare_peer_ggml.sh). A run whose steps use no GPU builds only the CPU targets.
+#   MMA_STEPS=n passes --mma_steps to bench-gpu.
 #
 # Files left in $OUT (at most 8, flat): summary.txt, device_check.log, build.log, tests.log,
 # bench_int4.log, bench_int4g.log, bench_int8.log, bench_fp16.log (probe.log, sass.log, ncu.log,
-# cpu.log, cpuab.log, cpupages.log, cpupipes.log, cputokens.log, cpupeer.log when asked for; with them, run a
-# subset: at most 8 files come back from the device tool).
+# cpu.log, cpuab.log, cpupages.log, cpupipes.log, cputokens.log, cpupeer.log when asked for;
+# with them, run a subset: at most 8 files come back from the device tool).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -403,11 +403,11 @@ step_generate() {
 }
 
 # The step functions run in child bashes (under timeout): they see these.
-export ROOT OUT_DIR BUILD DEPS JOBS T_START DEADLINE_S VARIANTS STEPS CPU_AB CPU_AB_ROUNDS CPU_PEER_SECONDS
+export ROOT OUT_DIR BUILD DEPS JOBS T_START DEADLINE_S VARIANTS STEPS CPU_AB CPU_AB_ROUNDS \
+  CPU_PEER_SECONDS
 export -f log want step_env step_deps step_configure step_build step_tests bench step_ncu \
-  step_generate step_variants step_sass step_cpu step_cpuab step_cpupages step_cpupipes step_cputokens \
-  step_cpupeer \
-  step_cputests cpu_id
+  step_generate step_variants step_sass step_cpu step_cpuab step_cpupages step_cpupipes \
+  step_cputokens step_cpupeer step_cputests cpu_id
 
 log "device check: steps '$STEPS', build $BUILD, output $OUT_DIR"
 want env && run env 30 - step_env

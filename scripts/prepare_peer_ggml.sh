@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Packs the CPU part of a ggml source tree (the tensor library under llama.cpp) into
-# .deps/ggml-src.tar.gz (git-ignored, about 2 MB), for bench/device_check.sh's optional `cpupeer`
+# .deps/ggml-src.tar.gz (git-ignored, under 1 MB), for bench/device_check.sh's optional `cpupeer`
 # step: a GPU machine has no network, so the peer's source travels with the run (the device
 # tool's `carry: [".deps"]`). Nothing of ggml enters the repository.
 #

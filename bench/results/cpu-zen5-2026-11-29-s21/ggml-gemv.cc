@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -44,14 +45,14 @@ static double Now() {
 // Seconds for the pool's threads to read [p, p + n) once, a share each.
 static double ReadTime(const uint8_t* p, size_t n) {
   auto& pool = ThreadPool::Global();
-  static float sink = 0;
+  static std::atomic<int> sink{0};  // keeps the sums, so the loads stay
   const int parts = pool.size();
   const size_t share = n / parts / 4096 * 4096;
   const double t0 = Now();
   pool.ParallelFor(parts, 1, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
       const float s = ReadSum(p + i * share, i + 1 == parts ? n - i * share : share);
-      __atomic_fetch_add(reinterpret_cast<int*>(&sink), int(s != 12345.f), __ATOMIC_RELAXED);
+      sink.fetch_add(s != 12345.f, std::memory_order_relaxed);
     }
   });
   return Now() - t0;
@@ -62,7 +63,7 @@ struct Variant {
   const uint8_t* data;
   size_t bytes;
   std::function<void()> call;
-  std::vector<double> gbps, own;
+  std::vector<double> gbps, pct;  // per round: GB/s, and % of the round's probe
 };
 
 static uint64_t rng = 88172645463325252ull;
@@ -286,7 +287,7 @@ int main(int argc, char** argv) {
         v.call();
         const double tc = Now() - t0;
         v.gbps.push_back(v.bytes / tc / 1e9);
-        v.own.push_back(100.0 * v.bytes / tc / 1e9 / p);
+        v.pct.push_back(100.0 * v.bytes / tc / 1e9 / p);
         std::printf(" %s %.2f", v.name.c_str(), v.bytes / tc / 1e9);
       }
       std::printf("\n");
@@ -302,7 +303,7 @@ int main(int argc, char** argv) {
         std::vector<double> g, pct;
         for (int r : in) {
           g.push_back(v.gbps[r]);
-          pct.push_back(v.own[r]);
+          pct.push_back(v.pct[r]);
         }
         std::sort(g.begin(), g.end());
         std::sort(pct.begin(), pct.end());
