@@ -10,7 +10,10 @@ has() { grep -qw "$1" /proc/cpuinfo; }
 paths="scalar"
 if has avx2 && has fma && has f16c; then
   paths="$paths avx2"
-  if has avx512f && has avx512bw && has avx512vl && has avx512dq; then paths="$paths avx512"; fi
+  if has avx512f && has avx512bw && has avx512vl && has avx512dq; then
+    paths="$paths avx512"
+    if has avx512_fp16; then paths="$paths avx512fp16"; fi
+  fi
 fi
 failed=""
 for p in $paths; do

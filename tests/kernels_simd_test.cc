@@ -53,7 +53,7 @@ std::vector<Half> RandomHalf(size_t n, float scale, uint32_t seed) {
 
 std::vector<CpuPath> SimdPaths() {
   std::vector<CpuPath> paths;
-  for (CpuPath p : {CpuPath::kAvx2, CpuPath::kAvx512}) {
+  for (CpuPath p : {CpuPath::kAvx2, CpuPath::kAvx512, CpuPath::kAvx512Fp16}) {
     if (CpuPathSupported(p)) paths.push_back(p);
   }
   return paths;
@@ -293,6 +293,26 @@ TEST_P(SimdPath, Int8DecodersDequantizeEveryScaleAsTheReference) {
     for (int64_t k = 0; k < K; ++k) w.q[1 + n * K + k] = int8_t(uint8_t(k + n));
   }
   EXPECT_TRUE(ReadsBackEveryWeight(simd(), w));
+  if (GetParam() != CpuPath::kAvx512Fp16) return;
+  // The avx512fp16 path rounds by VMULPH and has no split, so no bound: the finite scales from 512
+  // up too, each row holding every int8 q whose product is finite (an infinite weight would make
+  // the one-hot reading NaN; QuantizedRowsWithLargeScalesRoundThroughHalf covers those).
+  const int64_t N2 = 2 * (0x7c00 - 0x6000);
+  Weight v = Weight::Make(DType::kI8, N2, K, 0, 11);
+  int64_t zeroed = 0;
+  for (int64_t n = 0; n < N2; ++n) {
+    const Half s{uint16_t((0x6000 + n / 2) | (n % 2 ? 0x8000 : 0))};
+    v.scales[1 + n] = s;
+    for (int64_t k = 0; k < K; ++k) {
+      const int8_t q = int8_t(uint8_t(k + n));
+      const bool finite = std::isfinite(RoundHalf(float(q) * HalfToFloat(s)));
+      zeroed += !finite;
+      v.q[1 + n * K + k] = finite ? q : int8_t(0);
+    }
+  }
+  // About a fifth of them are finite (the scales span 512 to 65504).
+  ASSERT_GT(N2 * K - zeroed, N2 * K / 8) << "the test's premise: many products are finite";
+  EXPECT_TRUE(ReadsBackEveryWeight(simd(), v));
 }
 
 // The int4 tables: every finite fp16 scale below 512 of either sign is one group here (groups of
@@ -715,13 +735,14 @@ TEST_P(SimdPath, RandomCasesEqualScalar) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Paths, SimdPath, ::testing::Values(CpuPath::kAvx2, CpuPath::kAvx512),
+INSTANTIATE_TEST_SUITE_P(Paths, SimdPath,
+                         ::testing::Values(CpuPath::kAvx2, CpuPath::kAvx512, CpuPath::kAvx512Fp16),
                          [](const ::testing::TestParamInfo<CpuPath>& info) {
                            return std::string(CpuPathName(info.param));
                          });
 
 TEST(Dispatch, NamesParseAndUnsupportedPathsAreErrors) {
-  for (CpuPath p : {CpuPath::kScalar, CpuPath::kAvx2, CpuPath::kAvx512}) {
+  for (CpuPath p : {CpuPath::kScalar, CpuPath::kAvx2, CpuPath::kAvx512, CpuPath::kAvx512Fp16}) {
     auto parsed = ParseCpuPath(CpuPathName(p));
     ASSERT_TRUE(parsed.ok());
     EXPECT_EQ(*parsed, p);
@@ -741,7 +762,7 @@ TEST(Dispatch, SetCpuPathSwitchesThePublicKernels) {
   Weight w = Weight::Make(DType::kI4, 50, 100, 0, 2);
   std::vector<Half> a(3 * 50), b(3 * 50);
   std::vector<float> scratch(3 * 100);
-  for (CpuPath p : {CpuPath::kScalar, CpuPath::kAvx2, CpuPath::kAvx512}) {
+  for (CpuPath p : {CpuPath::kScalar, CpuPath::kAvx2, CpuPath::kAvx512, CpuPath::kAvx512Fp16}) {
     Status st = SetCpuPath(p);
     if (!CpuPathSupported(p)) {
       EXPECT_FALSE(st.ok());
@@ -792,7 +813,17 @@ TEST(Dispatch, DecodePrefetchDefaultsFollowTheMeasuredCpus) {
   EXPECT_EQ(amd.x_half, XHalf::kAuto);
   EXPECT_TRUE(amd.next_tile_l1);
   EXPECT_EQ(amd.ahead_f16_tokens3, 4096);
-  // Every other CPU, Zen 4 (family 19h) and Intel included, keeps the Ice Lake measurements.
+  // Intel with AVX512-FP16 prefetches quantized rows in-row too.
+  CpuIdentity spr{CpuIdentity::kIntel, 6, 0x8f};
+  spr.avx512fp16 = true;
+  const DecodePrefetchDefaults intel = DecodePrefetchDefaultsFor(spr);
+  EXPECT_EQ(intel.row_bytes, 3072);
+  EXPECT_EQ(intel.ahead_f16, 512);
+  EXPECT_EQ(intel.ahead_quantized, 384);
+  EXPECT_FALSE(intel.f16_row_streams);
+  EXPECT_STRNE(intel.measured_on, amd.measured_on);
+  // Every other CPU, Zen 4 (family 19h) and Intel without AVX512-FP16 included, keeps the Ice
+  // Lake measurements.
   for (const CpuIdentity& other :
        {CpuIdentity{CpuIdentity::kIntel, 6, 0x6a}, CpuIdentity{CpuIdentity::kAmd, 0x19, 0x11},
         CpuIdentity{CpuIdentity::kOther, 0x1a, 0}}) {
@@ -805,6 +836,7 @@ TEST(Dispatch, DecodePrefetchDefaultsFollowTheMeasuredCpus) {
     EXPECT_FALSE(d.next_tile_l1);
     EXPECT_EQ(d.ahead_f16_tokens3, 512);  // as at one token
     EXPECT_STRNE(d.measured_on, amd.measured_on);
+    EXPECT_STRNE(d.measured_on, intel.measured_on);
   }
 }
 

@@ -18,6 +18,7 @@ namespace {
 struct CpuFeatures {
   bool avx2 = false, fma = false, f16c = false;
   bool avx512f = false, avx512bw = false, avx512vl = false, avx512dq = false;
+  bool avx512fp16 = false;
 };
 
 uint64_t XGetBv() {
@@ -46,9 +47,12 @@ CpuFeatures Detect() {
     f.avx512dq = b & (1u << 17);
     f.avx512bw = b & (1u << 30);
     f.avx512vl = b & (1u << 31);
+    f.avx512fp16 = d & (1u << 23);
   }
   return f;
 }
+
+const CpuFeatures& Features();
 
 CpuIdentity DetectIdentity() {
   CpuIdentity id;
@@ -67,6 +71,7 @@ CpuIdentity DetectIdentity() {
   id.family = base_family == 0xf ? base_family + int((a >> 20) & 0xff) : base_family;
   id.model =
       base_family == 0x6 || base_family == 0xf ? base_model | int((a >> 12) & 0xf0) : base_model;
+  id.avx512fp16 = Features().avx512fp16;
   return id;
 }
 
@@ -81,6 +86,8 @@ const CpuKernels kAvx2Kernels = {LayerNormAvx2, LinearAvx2, ApplyRotaryAvx2,
                                  AttentionAvx2, GeGluAvx2,  DeepNormResidualAvx2};
 const CpuKernels kAvx512Kernels = {LayerNormAvx2,   LinearAvx512, ApplyRotaryAvx2,
                                    AttentionAvx512, GeGluAvx2,    DeepNormResidualAvx2};
+const CpuKernels kAvx512Fp16Kernels = {LayerNormAvx2,   LinearAvx512Fp16, ApplyRotaryAvx2,
+                                       AttentionAvx512, GeGluAvx2,        DeepNormResidualAvx2};
 
 std::atomic<const CpuKernels*> g_active{nullptr};
 std::atomic<int> g_active_path{-1};
@@ -88,6 +95,8 @@ std::once_flag g_init;
 
 const CpuKernels& Table(CpuPath p) {
   switch (p) {
+    case CpuPath::kAvx512Fp16:
+      return kAvx512Fp16Kernels;
     case CpuPath::kAvx512:
       return kAvx512Kernels;
     case CpuPath::kAvx2:
@@ -129,6 +138,8 @@ const char* CpuPathName(CpuPath path) {
       return "avx2";
     case CpuPath::kAvx512:
       return "avx512";
+    case CpuPath::kAvx512Fp16:
+      return "avx512fp16";
   }
   return "?";
 }
@@ -141,6 +152,8 @@ const char* CpuPathFeatures(CpuPath path) {
       return "avx2 fma f16c";
     case CpuPath::kAvx512:
       return "avx512f avx512bw avx512vl avx512dq avx2 fma f16c";
+    case CpuPath::kAvx512Fp16:
+      return "avx512fp16 avx512f avx512bw avx512vl avx512dq avx2 fma f16c";
   }
   return "?";
 }
@@ -149,7 +162,8 @@ StatusOr<CpuPath> ParseCpuPath(const std::string& name) {
   for (int i = 0; i < kNumCpuPaths; ++i) {
     if (name == CpuPathName(CpuPath(i))) return CpuPath(i);
   }
-  return Errorf("unknown CPU path '%s' (expected scalar, avx2 or avx512)", name.c_str());
+  return Errorf("unknown CPU path '%s' (expected scalar, avx2, avx512 or avx512fp16)",
+                name.c_str());
 }
 
 bool CpuPathSupported(CpuPath path) {
@@ -162,11 +176,14 @@ bool CpuPathSupported(CpuPath path) {
       return avx2;
     case CpuPath::kAvx512:
       return avx2 && f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq;
+    case CpuPath::kAvx512Fp16:
+      return CpuPathSupported(CpuPath::kAvx512) && f.avx512fp16;
   }
   return false;
 }
 
 CpuPath BestCpuPath() {
+  if (CpuPathSupported(CpuPath::kAvx512Fp16)) return CpuPath::kAvx512Fp16;
   if (CpuPathSupported(CpuPath::kAvx512)) return CpuPath::kAvx512;
   if (CpuPathSupported(CpuPath::kAvx2)) return CpuPath::kAvx2;
   return CpuPath::kScalar;

@@ -1,8 +1,8 @@
 // Runtime choice of the CPU kernel implementation ("path"): the scalar reference, AVX2+FMA+F16C,
-// or AVX-512 (F/BW/VL/DQ). The path is picked once, at first use, from CPUID, unless the
-// environment variable GLM_CPU_PATH=scalar|avx2|avx512 names one (an unsupported name or a path
-// this CPU lacks aborts with the reason). Tests and benchmarks force a path with SetCpuPath or
-// call one path's kernels directly through KernelsFor.
+// AVX-512 (F/BW/VL/DQ), or AVX-512 with AVX512-FP16. The path is picked once, at first use, from
+// CPUID, unless the environment variable GLM_CPU_PATH=scalar|avx2|avx512|avx512fp16 names one (an
+// unsupported name or a path this CPU lacks aborts with the reason). Tests and benchmarks force a
+// path with SetCpuPath or call one path's kernels directly through KernelsFor.
 //
 // Numerics per path: every path follows the spec's rounding points (kernels.h). Reductions
 // (dot products, LayerNorm statistics, attention scores) accumulate in fp32 in a path-specific
@@ -18,10 +18,12 @@
 
 namespace glm {
 
-enum class CpuPath : int { kScalar = 0, kAvx2 = 1, kAvx512 = 2 };
-inline constexpr int kNumCpuPaths = 3;
+// kAvx512Fp16: the avx512 path's kernels, with int8 weights dequantized by AVX512-FP16's fp16
+// arithmetic (linear_avx512_fp16.cc); the same outputs, bit for bit.
+enum class CpuPath : int { kScalar = 0, kAvx2 = 1, kAvx512 = 2, kAvx512Fp16 = 3 };
+inline constexpr int kNumCpuPaths = 4;
 
-const char* CpuPathName(CpuPath path);  // "scalar", "avx2", "avx512"
+const char* CpuPathName(CpuPath path);  // "scalar", "avx2", "avx512", "avx512fp16"
 StatusOr<CpuPath> ParseCpuPath(const std::string& name);
 // Whether this CPU and OS run the path (CPUID feature bits and XGETBV register state).
 bool CpuPathSupported(CpuPath path);
@@ -32,10 +34,13 @@ CpuPath BestCpuPath();
 
 // The CPU's vendor and family (CPUID leaves 0 and 1, the family with its extension), for the
 // defaults that were measured per microarchitecture (the decode prefetch, linear_common.h).
+// avx512fp16 (CPUID leaf 7) marks Intel's Sapphire Rapids and later server cores, whose model
+// numbers a hypervisor may not pass on as they are.
 struct CpuIdentity {
   enum Vendor { kOther, kIntel, kAmd };
   Vendor vendor = kOther;
   int family = 0, model = 0;
+  bool avx512fp16 = false;
 };
 const CpuIdentity& IdentifyCpu();
 

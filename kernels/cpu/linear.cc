@@ -123,6 +123,9 @@ DecodePrefetchDefaults DecodePrefetchDefaultsFor(const CpuIdentity& cpu) {
   if (cpu.vendor == CpuIdentity::kAmd && cpu.family == 0x1a) {
     return {"AMD family 1Ah", kPrefetchEveryRow, 0, 0, true, XHalf::kAuto, true, 4096};
   }
+  if (cpu.vendor == CpuIdentity::kIntel && cpu.avx512fp16) {
+    return {"Intel with AVX512-FP16", 3072, 512, 384, false, XHalf::kAuto, false, 512};
+  }
   return {"other CPUs", 3072, 512, 0, false, XHalf::kAuto, false, 512};
 }
 

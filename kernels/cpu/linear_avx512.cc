@@ -40,8 +40,21 @@
 #include "quant/format.h"
 #include "runtime/parallel.h"
 
+// This file is compiled twice: as the avx512 path's kernels, and by linear_avx512_fp16.cc with
+// GLM_AVX512_FP16 set as the avx512fp16 path's (CPUs with AVX512-FP16), whose int8 decoder
+// dequantizes by fp16 arithmetic (Decoder::Load32). Everything else is the same code.
+#ifndef GLM_AVX512_FP16
+#define GLM_AVX512_FP16 0
+#endif
+
 #pragma GCC push_options
+#if GLM_AVX512_FP16
+#pragma GCC target("avx512fp16,avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,bmi,bmi2")
+#define GLM_LINEAR_AVX512 LinearAvx512Fp16
+#else
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,bmi,bmi2")
+#define GLM_LINEAR_AVX512 LinearAvx512
+#endif
 // GCC 12's AVX-512 headers initialise "undefined" vectors from themselves (GCC bug 105593),
 // which -Wuninitialized reports at every inlined intrinsic.
 #pragma GCC diagnostic ignored "-Wuninitialized"
@@ -51,6 +64,10 @@ namespace glm {
 namespace {
 
 constexpr int kL = kLinearLanes;  // 16 inputs a step, one zmm
+// The avx512fp16 build: int8 weights dequantized by VMULPH, 32 at a time (Decoder::Load32),
+// never by the split.
+constexpr bool kFp16 = GLM_AVX512_FP16;
+constexpr CpuPath kThisPath = kFp16 ? CpuPath::kAvx512Fp16 : CpuPath::kAvx512;
 constexpr int kLog2L = 4;  // step of input k >= 0: k >> kLog2L (k / kL takes four instructions)
 static_assert(kL == 1 << kLog2L);
 constexpr int kDirectMaxT = 4;
@@ -127,6 +144,7 @@ struct Decoder {
   const Half* scales = nullptr;
   __m512 scale, table;             // int8: the group's scale; int4: its 16 values fp16(q·scale)
   __m512 scale_split;              // int8 with kSplit: scale · kSplitFactor
+  __m512i scale16;                 // int8 in the avx512fp16 build: the scale in 32 fp16 lanes
   const float* scale32 = nullptr;  // group-wise with kSplit: the row's scales in fp32
   const float* split32 = nullptr;  // (TileScales), and for int8 the same · kSplitFactor
 
@@ -140,6 +158,10 @@ struct Decoder {
   }
   void Group(int64_t g) {
     if constexpr (F == LinearWeight::kI8) {
+      if constexpr (kFp16 && !kSplit) {
+        scale16 = _mm512_set1_epi16(int16_t(scales[g].bits));
+        return;
+      }
       if (kSplit && scale32 != nullptr) {  // group-wise: two broadcasts by the load port
         scale = _mm512_set1_ps(scale32[g]);
         scale_split = _mm512_set1_ps(split32[g]);
@@ -180,6 +202,13 @@ struct Decoder {
       return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(f16 + k)));
     } else if constexpr (F == LinearWeight::kI8) {
       const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q + k));
+#if GLM_AVX512_FP16
+      if constexpr (!kSplit) {  // Load32's arithmetic on 16 weights (a group's odd last step)
+        const __m256h wh = _mm256_mul_ph(_mm256_cvtepi16_ph(_mm256_cvtepi8_epi16(b)),
+                                         _mm256_castsi256_ph(_mm512_castsi512_si256(scale16)));
+        return _mm512_cvtph_ps(_mm256_castph_si256(wh));
+      }
+#endif
       const __m512 qf = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b));
       if constexpr (kSplit) {
         __m512 c = _mm512_mul_ps(qf, scale_split);
@@ -192,6 +221,22 @@ struct Decoder {
       return Load16(k, table);
     }
   }
+#if GLM_AVX512_FP16
+  // int8, 32 weights from input k (natural order): inputs k..k+15 into w0, k+16..k+31 into w1.
+  // VCVTW2PH converts q exactly and VMULPH rounds q·s once to fp16: the reference's
+  // fp16(fp16(q)·s) for every scale, overflow to infinity included (no split, no limit). VPMOVSXBW,
+  // VCVTW2PH and VMULPH work on all 32 weights at once, so the step takes 10 vector µops for 32
+  // weights against the split's 12 (with the two FMAs); on a CPU with two 512-bit pipes that is
+  // the int8 decode's bound (bench/results/cpu_kernels.md, twenty-second session).
+  void Load32(int64_t k, __m512& w0, __m512& w1) const {
+    static_assert(F == LinearWeight::kI8 && !kSplit);
+    const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + k));
+    const __m512i wh = _mm512_castph_si512(
+        _mm512_mul_ph(_mm512_cvtepi16_ph(_mm512_cvtepi8_epi16(b)), _mm512_castsi512_ph(scale16)));
+    w0 = _mm512_cvtph_ps(_mm512_castsi512_si256(wh));
+    w1 = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(wh, 1));
+  }
+#endif
   // int4 with the table given (DirectTile's tables a group ahead).
   __m512 Load16(int64_t k, __m512 tab) const {
     static_assert(F == LinearWeight::kI4);
@@ -419,6 +464,27 @@ void DirectTile(const Half* x, const XP* xp, const LinearWeight& w, int64_t n0, 
           }
         }
       }
+#if GLM_AVX512_FP16
+      if constexpr (F == LinearWeight::kI8 && !kSplit) {  // two steps at a time (Load32)
+        for (; k + 2 * kL <= k1; k += 2 * kL) {
+#pragma GCC unroll 2
+          for (int j = 0; j < 2; ++j) {
+            if constexpr (IsNextTile(kPrefetch)) next_tile.Step((k >> kLog2L) + j);
+            if constexpr (kPrefetch == TilePrefetch::kInRow) in_row.Step((k >> kLog2L) + j);
+          }
+#pragma GCC unroll 8
+          for (int r = 0; r < R; ++r) {
+            __m512 w0, w1;
+            row[r].Load32(k, w0, w1);
+#pragma GCC unroll 4
+            for (int t = 0; t < TB; ++t) {
+              acc[t][r] = _mm512_fmadd_ps(LoadX(xp, t * K16 + k), w0, acc[t][r]);
+              acc[t][r] = _mm512_fmadd_ps(LoadX(xp, t * K16 + k + kL), w1, acc[t][r]);
+            }
+          }
+        }
+      }
+#endif
       for (; k < k1; k += kL) {
         if constexpr (IsNextTile(kPrefetch)) next_tile.Step(k >> kLog2L);
         if constexpr (kPrefetch == TilePrefetch::kInRow) in_row.Step(k >> kLog2L);
@@ -457,7 +523,7 @@ void DirectRows(const Half* x, const XP* xp, const LinearWeight& w, int64_t n0, 
   // Group-wise weights take the split and the tile checks their scales as it converts them
   // (DirectTile); int4 takes it for its group tables only (a row-wise table is built once per
   // tile); row-wise int8 checks its tile's scales here.
-  const bool group_split = kQuantized && w.group_steps > 0;
+  const bool group_split = kQuantized && w.group_steps > 0 && !(kFp16 && kInt8);
   if constexpr (F == LinearWeight::kF16) {
     n0 = RowStreamTiles<R>(w, n0, n1, [&]<TilePrefetch kPrefetch>(int64_t first, int64_t S) {
       DirectTile<TB, R, F, false, kPrefetch>(x, xp, w, first, R, S, bias, out);
@@ -466,7 +532,7 @@ void DirectRows(const Half* x, const XP* xp, const LinearWeight& w, int64_t n0, 
   for (int64_t n = n0; n < n1; n += R) {
     const int64_t rows = n1 - n < R ? n1 - n : R;
     WithDecodeVariant<kQuantized, kQuantized>(
-        group_split || (kInt8 && RowsSplitExact(w, n, rows)), w.prefetch,
+        group_split || (kInt8 && !kFp16 && RowsSplitExact(w, n, rows)), w.prefetch,
         [&]<bool kSplit, TilePrefetch kPrefetch>() {
           DirectTile<TB, R, F, kSplit, kPrefetch>(x, xp, w, n, rows, 1, bias, out);
         });
@@ -497,7 +563,7 @@ template <LinearWeight::Format F>
 void RunDirect(const Half* x, int64_t T, const LinearWeight& w, const Half* bias, Half* out) {
   const int64_t K = w.K, K16 = K - K % kL;
   // x in the decoder's order, as fp32 or fp16 (x half: w.x_half, or timed and chosen).
-  const XHalfCall x_half(w, CpuPath::kAvx512, T);
+  const XHalfCall x_half(w, kThisPath, T);
   thread_local ThreadFloats xb;
   float* buf = xb.Get(T * K16 + 16);
   if (x_half.half) {
@@ -539,7 +605,7 @@ void DequantNatural(const LinearWeight& w, int64_t row, int64_t k0, int64_t k1, 
     for (int64_t k = k0; k < k1; ++k) *dst++ = DequantElement(w, row, k);
     return;
   }
-  if constexpr (F == LinearWeight::kI8 && !kSplit) {
+  if constexpr (F == LinearWeight::kI8 && !kSplit && !kFp16) {
     if (RowsSplitExact(w, row, 1)) return DequantNatural<F, true>(w, row, k0, k1, dst);
   }
   Decoder<F, kSplit> d;
@@ -695,8 +761,8 @@ void Run(const Half* x, int64_t T, const LinearWeight& w, const Half* bias, Half
 
 }  // namespace
 
-void LinearAvx512(const Half* x, int64_t T, const TensorView& wv, const Half* bias, Half* out,
-                  float* scratch) {
+void GLM_LINEAR_AVX512(const Half* x, int64_t T, const TensorView& wv, const Half* bias, Half* out,
+                       float* scratch) {
   LinearWeight w = LinearWeight::From(wv, kL);
   // A few more tokens than the decode kernel takes run it on chunks of kDirectMaxT
   // (LinearInChunks), up to these counts. From memory on Zen 5 ([36864, 12288], two threads, G
@@ -709,7 +775,7 @@ void LinearAvx512(const Half* x, int64_t T, const TensorView& wv, const Half* bi
                                                               : 32;
   if (LinearInChunks(w, x, T, out, kDirectMaxT, chunked_max,
                      [&](const Half* xc, int64_t tc, Half* oc) {
-                       LinearAvx512(xc, tc, wv, bias, oc, scratch);
+                       GLM_LINEAR_AVX512(xc, tc, wv, bias, oc, scratch);
                      })) {
     return;
   }
@@ -727,3 +793,4 @@ void LinearAvx512(const Half* x, int64_t T, const TensorView& wv, const Half* bi
 }  // namespace glm
 
 #pragma GCC pop_options
+#undef GLM_LINEAR_AVX512

@@ -122,6 +122,13 @@ StatusOr<DecodeTileSettings> ParseDecodeTileSettings(const std::string& spec,
 //   quantized rows (their decode, which costs more µops per byte, was 2–20% slower with it); fp16
 //   row streams not measured there, so off; x half kAuto (it measures where it runs); the next
 //   tile into L2, as measured there; fp16 at 3 or 4 tokens as at one (not measured there).
+// - Intel with AVX512-FP16 (Sapphire Rapids and later Xeons; measured on a 2-vCPU VM with 480 MiB
+//   of L3, and before on the GPU machines' 16-vCPU Emerald Rapids host): as other CPUs, but
+//   quantized rows too take kInRow, 384 bytes ahead. On the VM, alternated call by call at
+//   GLM-130B's shapes (the avx512fp16 path), int8 read 8-15% more of the bandwidth with it
+//   (from 80-86% to 90-100%), int4-row 3-9% and int4-group -1 to +6%; 512 bytes gave int8 as
+//   much, but cost int4-group 2-4% at two of the three shapes. On the server one run gained
+//   5-20% with 512 bytes for every quantized format and a second did not repeat it.
 inline constexpr int64_t kPrefetchEveryRow = INT64_MAX;  // row_bytes: every quantized row
 struct DecodePrefetchDefaults {
   const char* measured_on;  // the CPUs they apply to, for reports

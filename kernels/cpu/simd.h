@@ -42,6 +42,9 @@ void DeepNormResidualAvx2(const Half* ln_out, const Half* branch, float alpha, i
 // AVX-512 F/BW/VL/DQ (+ FMA, F16C).
 void LinearAvx512(const Half* x, int64_t T, const TensorView& w, const Half* bias, Half* out,
                   float* scratch);
+// AVX-512 above with AVX512-FP16: the same kernels, int8 decoded by VMULPH (the avx512fp16 path).
+void LinearAvx512Fp16(const Half* x, int64_t T, const TensorView& w, const Half* bias, Half* out,
+                      float* scratch);
 void AttentionAvx512(const Half* qkv, int64_t T, int64_t start, int H, int D, const Half* k_cache,
                      const Half* v_cache, int64_t capacity, int64_t prefix_len, int layer,
                      Half* ctx, float* scratch);
