@@ -58,7 +58,8 @@ DEFINE_string(ab, "",
               "setting): ';'-separated, each 'default' or space-separated NAME=value of the "
               "GLM_CPU_PREFETCH_ROW_BYTES, GLM_CPU_PREFETCH_AHEAD, GLM_CPU_PREFETCH_AHEAD_TOKENS3, "
               "GLM_CPU_PREFETCH_NEXT_L1, GLM_CPU_F16_ROW_STREAMS, GLM_CPU_DECODE_X_HALF, "
-              "GLM_CPU_CHUNK_TOKENS and GLM_POOL_CHUNKS variables");
+              "GLM_CPU_CHUNK_TOKENS and GLM_POOL_CHUNKS variables, and GLM_CPU_PATH (the kernel "
+              "path, default --path's)");
 DEFINE_string(blas, "libopenblas.so.0,libdnnl.so.2", "libraries tried for the sgemm comparison");
 DEFINE_bool(huge_pages, false,
             "the weights and the bandwidth probe's buffer on transparent huge pages "
@@ -581,22 +582,32 @@ struct AbVariant {
   std::string name;
   DecodeTileSettings tiles;
   ThreadPool::Chunking chunking;
+  CpuPath path = ActiveCpuPath();  // kernel paths compared in one process
   void Apply() const {
     SetDecodeTileSettings(tiles);
     ThreadPool::SetChunking(chunking);
+    const Status st = SetCpuPath(path);  // supported: checked by ParseAbVariant
+    GLM_CHECK_MSG(st.ok(), "%s", st.message().c_str());
   }
 };
 using AbVariants = std::vector<AbVariant>;
 
-// One --ab setting: GLM_POOL_CHUNKS=… for the pool, the rest for the decode tiles (both as the
-// environment would set them), on top of the current ones.
+// One --ab setting: GLM_POOL_CHUNKS=… for the pool, GLM_CPU_PATH=… for the kernel path, the rest
+// for the decode tiles (all as the environment would set them), on top of the current ones.
 StatusOr<AbVariant> ParseAbVariant(const std::string& spec) {
   AbVariant v{spec.empty() ? "default" : spec, {}, ThreadPool::CurrentChunking()};
   std::string tiles;
   std::istringstream words(spec);
   for (std::string word; words >> word;) {
-    constexpr std::string_view kPool = "GLM_POOL_CHUNKS=";
-    if (word.rfind(kPool, 0) != 0) {
+    constexpr std::string_view kPool = "GLM_POOL_CHUNKS=", kPath = "GLM_CPU_PATH=";
+    if (word.rfind(kPath, 0) == 0) {
+      auto path = ParseCpuPath(word.substr(kPath.size()));
+      if (!path.ok()) return path.status();
+      if (!CpuPathSupported(*path)) {
+        return Errorf("%s: this CPU lacks some of %s", word.c_str(), CpuPathFeatures(*path));
+      }
+      v.path = *path;
+    } else if (word.rfind(kPool, 0) != 0) {
       tiles += word + " ";
     } else if (!ThreadPool::ParseChunking(word.c_str() + kPool.size(), &v.chunking)) {
       return Errorf("%s: expected shares or counter", word.c_str());
@@ -606,7 +617,7 @@ StatusOr<AbVariant> ParseAbVariant(const std::string& spec) {
   if (!parsed.ok()) {
     const std::string& m = parsed.status().message();
     const bool unknown_name = m.find("not a decode tile setting") != std::string::npos;
-    return Errorf("%s%s", m.c_str(), unknown_name ? " or GLM_POOL_CHUNKS" : "");
+    return Errorf("%s%s", m.c_str(), unknown_name ? ", GLM_POOL_CHUNKS or GLM_CPU_PATH" : "");
   }
   v.tiles = *parsed;
   return v;
