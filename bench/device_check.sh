@@ -272,14 +272,16 @@ step_cpu() {
 
 # Optional: decode settings compared on the host CPU. CPU_AB is ';'-separated, each entry
 # "default" or space-separated VAR=value of the GLM_CPU_PREFETCH_* (NEXT_L1 included), GLM_CPU_F16_ROW_STREAMS,
-# GLM_CPU_DECODE_X_HALF and GLM_POOL_CHUNKS variables; bench-kernels --ab alternates them call by
-# call in one process (GLM-130B's GEMV shapes and two short-row ones, every format),
+# GLM_CPU_DECODE_X_HALF, GLM_POOL_CHUNKS and GLM_CPU_PATH variables; bench-kernels --ab alternates
+# them call by call in one process (GLM-130B's GEMV shapes and two short-row ones, every format),
 # CPU_AB_ROUNDS rounds (default 31: the default x-half choice, auto, times its first calls both
-# ways), and is run twice. Unset, CPU_AB compares the defaults with x as fp32 and as fp16 fixed,
-# with the pool's other chunking, and with the next tile prefetched into L1.
+# ways), and is run twice. Unset, CPU_AB compares the defaults with the avx512 path (on a CPU with
+# AVX512-FP16 the default is avx512fp16), without the in-row prefetch (GLM_CPU_PREFETCH_AHEAD=0,
+# every format's: such CPUs prefetch quantized rows too since the twenty-second session), with x
+# as fp32 and as fp16 fixed, and with the pool's other chunking. It needs AVX-512.
 step_cpuab() {
   if [ ! -x "$BUILD/bench-kernels" ]; then log "bench-kernels was not built"; return 1; fi
-  local r ab=${CPU_AB:-default;GLM_CPU_DECODE_X_HALF=0;GLM_CPU_DECODE_X_HALF=1;GLM_POOL_CHUNKS=counter;GLM_CPU_PREFETCH_NEXT_L1=1}
+  local r ab=${CPU_AB:-default;GLM_CPU_PATH=avx512;GLM_CPU_PREFETCH_AHEAD=0;GLM_CPU_DECODE_X_HALF=0;GLM_CPU_DECODE_X_HALF=1;GLM_POOL_CHUNKS=counter}
   for r in 1 2; do
     log "-- process $r: --ab='$ab'"
     "$BUILD/bench-kernels" --only=ab --ab="$ab" --reps="${CPU_AB_ROUNDS:-31}" ||
