@@ -1,7 +1,8 @@
 #include <immintrin.h>
+
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <algorithm>
 template <int C>
 __attribute__((noinline)) float chains(long iters) {
   __m512 a[C];
@@ -15,16 +16,24 @@ __attribute__((noinline)) float chains(long iters) {
   for (int i = 1; i < C; ++i) s = _mm512_add_ps(s, a[i]);
   return _mm512_reduce_add_ps(s);
 }
-template <int C> void run(long iters, int reps) {
-  double best = 1e30, sum = 0; float sink = 0;
+template <int C>
+void run(long iters, int reps) {
+  double best = 1e30, sum = 0;
+  float sink = 0;
   for (int r = 0; r < reps; ++r) {
     auto t0 = std::chrono::steady_clock::now();
     sink += chains<C>(iters);
-    double ns = std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count();
-    best = std::min(best, ns); sum += ns;
+    double ns =
+        std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count();
+    best = std::min(best, ns);
+    sum += ns;
   }
   double fmas = double(iters) * C;
-  printf("chains %2d, %9ld FMAs per run: best %.3f ns/FMA (%.0f GFLOP/s), mean %.3f ns/FMA (%.0f GFLOP/s)  %g\n", C, (long)fmas, best / fmas, 32 / (best / fmas), sum / reps / fmas, 32 / (sum / reps / fmas), sink);
+  printf(
+      "chains %2d, %9ld FMAs per run: best %.3f ns/FMA (%.0f GFLOP/s), mean %.3f ns/FMA (%.0f "
+      "GFLOP/s)  %g\n",
+      C, (long)fmas, best / fmas, 32 / (best / fmas), sum / reps / fmas, 32 / (sum / reps / fmas),
+      sink);
 }
 int main() {
   run<10>(100, 300);

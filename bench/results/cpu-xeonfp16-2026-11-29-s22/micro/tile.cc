@@ -1,19 +1,22 @@
 #include <immintrin.h>
+
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <algorithm>
 constexpr int TB = 6, NR = 4;
 alignas(64) static float panel[64 * 1040];
 alignas(64) static float xt[6 * 1040];
 alignas(64) static float spill[6 * 64 * 16];
 template <int LD, bool SPILL>
-__attribute__((noinline)) void tile(const float* p, const float* x, int steps, float* sp, bool first) {
+__attribute__((noinline)) void tile(const float* p, const float* x, int steps, float* sp,
+                                    bool first) {
   __m512 acc[TB][NR];
 #pragma GCC unroll 8
   for (int t = 0; t < TB; ++t)
 #pragma GCC unroll 8
-    for (int r = 0; r < NR; ++r) acc[t][r] = (!SPILL || first) ? _mm512_setzero_ps() : _mm512_load_ps(sp + (t * 64 + r) * 16);
+    for (int r = 0; r < NR; ++r)
+      acc[t][r] = (!SPILL || first) ? _mm512_setzero_ps() : _mm512_load_ps(sp + (t * 64 + r) * 16);
   for (int s = 0; s < steps; ++s) {
     __m512 wv[NR];
 #pragma GCC unroll 8
@@ -31,14 +34,19 @@ __attribute__((noinline)) void tile(const float* p, const float* x, int steps, f
 #pragma GCC unroll 8
     for (int r = 0; r < NR; ++r) _mm512_store_ps(sp + (t * 64 + r) * 16, acc[t][r]);
 }
-template <int LD, bool SPILL> void run(const char* name, int rows, int steps) {
+template <int LD, bool SPILL>
+void run(const char* name, int rows, int steps) {
   double best = 1e30;
   for (int rep = 0; rep < 20; ++rep) {
     auto t0 = std::chrono::steady_clock::now();
     long fmas = 0;
     for (int it = 0; it < 200; ++it)
-      for (int r = 0; r < rows; r += 4) { tile<LD, SPILL>(panel + r * LD, xt, steps, spill + r * 16, false); fmas += 24L * steps; }
-    double ns = std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count();
+      for (int r = 0; r < rows; r += 4) {
+        tile<LD, SPILL>(panel + r * LD, xt, steps, spill + r * 16, false);
+        fmas += 24L * steps;
+      }
+    double ns =
+        std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count();
     best = std::min(best, ns / fmas);
   }
   printf("%-40s %.3f cycles per FMA (3.89 GHz)\n", name, best * 3.89);

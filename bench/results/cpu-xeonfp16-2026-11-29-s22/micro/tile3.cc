@@ -1,7 +1,8 @@
 #include <immintrin.h>
+
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <algorithm>
 alignas(64) static float panel[16 * 1024];
 alignas(64) static float xt[16 * 1024];
 alignas(64) static float out[64 * 16];
@@ -11,7 +12,7 @@ __attribute__((noinline)) void tile(int steps) {
 #pragma GCC unroll 16
   for (int t = 0; t < TB; ++t)
 #pragma GCC unroll 16
-  for (int r = 0; r < NR; ++r) acc[t][r] = _mm512_setzero_ps();
+    for (int r = 0; r < NR; ++r) acc[t][r] = _mm512_setzero_ps();
   for (int s = 0; s < steps; ++s) {
     if (kWOuter) {
       __m512 wv[NR];
@@ -40,17 +41,20 @@ __attribute__((noinline)) void tile(int steps) {
 #pragma GCC unroll 16
   for (int t = 0; t < TB; ++t)
 #pragma GCC unroll 16
-  for (int r = 0; r < NR; ++r) _mm512_store_ps(out + (t * NR + r) * 16, acc[t][r]);
+    for (int r = 0; r < NR; ++r) _mm512_store_ps(out + (t * NR + r) * 16, acc[t][r]);
 }
-template <int TB, int NR, bool B, bool W> void run() {
+template <int TB, int NR, bool B, bool W>
+void run() {
   double best = 1e30;
   for (int rep = 0; rep < 30; ++rep) {
     auto t0 = std::chrono::steady_clock::now();
     for (int it = 0; it < 2000; ++it) tile<TB, NR, B, W>(64);
-    double ns = std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count();
+    double ns =
+        std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count();
     best = std::min(best, ns / (2000.0 * 64 * TB * NR));
   }
-  printf("%2d tokens x %d rows, barrier %d, w outer %d: %.3f ns per FMA = %.1f%% of 0.1325\n", TB, NR, B, W, best, 100 * 0.1325 / best);
+  printf("%2d tokens x %d rows, barrier %d, w outer %d: %.3f ns per FMA = %.1f%% of 0.1325\n", TB,
+         NR, B, W, best, 100 * 0.1325 / best);
 }
 int main() {
   run<6, 4, true, true>();
