@@ -15,13 +15,25 @@ if has avx2 && has fma && has f16c; then
     if has avx512_fp16; then paths="$paths avx512fp16"; fi
   fi
 fi
-failed=""
+# A path the CPU has but this build left out (avx512fp16 from a compiler that cannot target it)
+# makes golden_test skip every test: reported as skipped, not passed.
+failed="" passed="" skipped=""
 for p in $paths; do
   echo "=== GLM_CPU_PATH=$p"
-  if ! GLM_CPU_PATH=$p "$test_bin" --gtest_brief=1; then failed="$failed $p"; fi
+  out=$(GLM_CPU_PATH=$p "$test_bin" --gtest_brief=1 2>&1)
+  rc=$?
+  echo "$out"
+  if [ $rc -ne 0 ]; then
+    failed="$failed $p"
+  elif echo "$out" | grep -q 'PASSED  \] 0 tests'; then
+    skipped="$skipped $p"
+  else
+    passed="$passed $p"
+  fi
 done
+[ -n "$skipped" ] && echo "golden test skipped on:$skipped (not in this build)"
 if [ -n "$failed" ]; then
   echo "golden test failed on:$failed"
   exit 1
 fi
-echo "golden test passed on: $paths"
+echo "golden test passed on:$passed"

@@ -153,7 +153,10 @@ const char* CpuPathFeatures(CpuPath path) {
     case CpuPath::kAvx512:
       return "avx512f avx512bw avx512vl avx512dq avx2 fma f16c";
     case CpuPath::kAvx512Fp16:
-      return "avx512fp16 avx512f avx512bw avx512vl avx512dq avx2 fma f16c";
+      return LinearAvx512Fp16Built()
+                 ? "avx512fp16 avx512f avx512bw avx512vl avx512dq avx2 fma f16c"
+                 : "avx512fp16 avx512f avx512bw avx512vl avx512dq avx2 fma f16c, and a build "
+                   "with its kernels (this compiler could not target AVX512-FP16)";
   }
   return "?";
 }
@@ -177,7 +180,7 @@ bool CpuPathSupported(CpuPath path) {
     case CpuPath::kAvx512:
       return avx2 && f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq;
     case CpuPath::kAvx512Fp16:
-      return CpuPathSupported(CpuPath::kAvx512) && f.avx512fp16;
+      return CpuPathSupported(CpuPath::kAvx512) && f.avx512fp16 && LinearAvx512Fp16Built();
   }
   return false;
 }

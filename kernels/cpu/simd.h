@@ -45,6 +45,8 @@ void LinearAvx512(const Half* x, int64_t T, const TensorView& w, const Half* bia
 // AVX-512 above with AVX512-FP16: the same kernels, int8 decoded by VMULPH (the avx512fp16 path).
 void LinearAvx512Fp16(const Half* x, int64_t T, const TensorView& w, const Half* bias, Half* out,
                       float* scratch);
+// Whether this build has them (linear_avx512_fp16.cc: its compiler could target AVX512-FP16).
+bool LinearAvx512Fp16Built();
 void AttentionAvx512(const Half* qkv, int64_t T, int64_t start, int H, int D, const Half* k_cache,
                      const Half* v_cache, int64_t capacity, int64_t prefix_len, int layer,
                      Half* ctx, float* scratch);
