@@ -16,15 +16,10 @@
 #include <cstdint>
 
 #include "kernels/cpu/simd.h"
+#include "kernels/cpu/target.h"
 #include "runtime/fp16.h"
 
-// Clang ignores GCC's target pragmas: it takes the same targets as a function attribute.
-#ifdef __clang__
-#pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx2,fma,f16c")
-#endif
+GLM_TARGET_PUSH("avx2,fma,f16c")
 
 #include "kernels/cpu/attention_common.h"
 
@@ -132,8 +127,4 @@ void AttentionAvx2(const Half* qkv, int64_t T, int64_t start, int H, int D, cons
 
 }  // namespace glm
 
-#ifdef __clang__
-#pragma clang attribute pop
-#else
-#pragma GCC pop_options
-#endif
+GLM_TARGET_POP()

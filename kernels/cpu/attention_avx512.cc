@@ -14,17 +14,10 @@
 #include <cstdint>
 
 #include "kernels/cpu/simd.h"
+#include "kernels/cpu/target.h"
 #include "runtime/fp16.h"
 
-// Clang ignores GCC's target pragmas: it takes the same targets as a function attribute.
-#ifdef __clang__
-#pragma clang attribute push(                                                    \
-    __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c"))), \
-    apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")
-#endif
+GLM_TARGET_PUSH("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")
 // GCC 12's AVX-512 headers initialise "undefined" vectors from themselves (GCC bug 105593).
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
@@ -133,8 +126,4 @@ void AttentionAvx512(const Half* qkv, int64_t T, int64_t start, int H, int D, co
 
 }  // namespace glm
 
-#ifdef __clang__
-#pragma clang attribute pop
-#else
-#pragma GCC pop_options
-#endif
+GLM_TARGET_POP()

@@ -1,5 +1,5 @@
 // What the SIMD attention kernels share (internal to kernels/cpu): the job loop and its scratch,
-// and the reference's softmax with F16C roundings. Include it after the file's `#pragma GCC target`
+// and the reference's softmax with F16C roundings. Include it after the file's `GLM_TARGET_PUSH`
 // (which must enable f16c), so that it is compiled for that target.
 #pragma once
 

@@ -13,16 +13,11 @@
 #include <cstdint>
 
 #include "kernels/cpu/simd.h"
+#include "kernels/cpu/target.h"
 #include "runtime/fp16.h"
 #include "runtime/parallel.h"
 
-// Clang ignores GCC's target pragmas: it takes the same targets as a function attribute.
-#ifdef __clang__
-#pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx2,fma,f16c")
-#endif
+GLM_TARGET_PUSH("avx2,fma,f16c")
 
 namespace glm {
 namespace {
@@ -115,8 +110,4 @@ void ApplyRotaryAvx2(Half* qkv, int64_t T, int H, int D, const int32_t* position
 
 }  // namespace glm
 
-#ifdef __clang__
-#pragma clang attribute pop
-#else
-#pragma GCC pop_options
-#endif
+GLM_TARGET_POP()

@@ -1,6 +1,6 @@
 // The reference summation order's fold (ReduceLanes, linear_common.h) for AVX2 kernels that hold
 // the 16 lane sums in two ymm (lanes 0..7 and 8..15). Internal to kernels/cpu: include it after the
-// file's `#pragma GCC target("avx2,...")`, so that it is compiled for AVX2.
+// file's `GLM_TARGET_PUSH("avx2,...")` (target.h), so that it is compiled for AVX2.
 #pragma once
 
 #include <immintrin.h>

@@ -8,16 +8,11 @@
 #include <cstdint>
 
 #include "kernels/cpu/simd.h"
+#include "kernels/cpu/target.h"
 #include "runtime/fp16.h"
 #include "runtime/parallel.h"
 
-// Clang ignores GCC's target pragmas: it takes the same targets as a function attribute.
-#ifdef __clang__
-#pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx2,fma,f16c")
-#endif
+GLM_TARGET_PUSH("avx2,fma,f16c")
 
 #include "kernels/cpu/lanes_avx2.h"
 
@@ -82,8 +77,4 @@ void LayerNormAvx2(const Half* x, int64_t T, int64_t C, const Half* gamma, const
 
 }  // namespace glm
 
-#ifdef __clang__
-#pragma clang attribute pop
-#else
-#pragma GCC pop_options
-#endif
+GLM_TARGET_POP()

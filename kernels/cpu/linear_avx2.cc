@@ -18,16 +18,11 @@
 #include "kernels/cpu/dispatch.h"
 #include "kernels/cpu/linear_common.h"
 #include "kernels/cpu/simd.h"
+#include "kernels/cpu/target.h"
 #include "quant/format.h"
 #include "runtime/parallel.h"
 
-// Clang ignores GCC's target pragmas: it takes the same targets as a function attribute.
-#ifdef __clang__
-#pragma clang attribute push(__attribute__((target("avx2,fma,f16c,bmi,bmi2"))), apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx2,fma,f16c,bmi,bmi2")
-#endif
+GLM_TARGET_PUSH("avx2,fma,f16c,bmi,bmi2")
 
 #include "kernels/cpu/lanes_avx2.h"
 
@@ -848,8 +843,4 @@ void LinearAvx2(const Half* x, int64_t T, const TensorView& wv, const Half* bias
 
 }  // namespace glm
 
-#ifdef __clang__
-#pragma clang attribute pop
-#else
-#pragma GCC pop_options
-#endif
+GLM_TARGET_POP()

@@ -37,6 +37,7 @@
 #include "kernels/cpu/dispatch.h"
 #include "kernels/cpu/linear_common.h"
 #include "kernels/cpu/simd.h"
+#include "kernels/cpu/target.h"
 #include "quant/format.h"
 #include "runtime/parallel.h"
 
@@ -47,28 +48,12 @@
 #define GLM_AVX512_FP16 0
 #endif
 
-// Clang ignores GCC's target pragmas: it takes the same targets as a function attribute.
 #if GLM_AVX512_FP16
 #define GLM_LINEAR_AVX512 LinearAvx512Fp16
-#ifdef __clang__
-#pragma clang attribute push(                                                             \
-    __attribute__((                                                                       \
-        target("avx512fp16,avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,bmi,bmi2"))), \
-    apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx512fp16,avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,bmi,bmi2")
-#endif
+GLM_TARGET_PUSH("avx512fp16,avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,bmi,bmi2")
 #else
 #define GLM_LINEAR_AVX512 LinearAvx512
-#ifdef __clang__
-#pragma clang attribute push(                                                             \
-    __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,bmi,bmi2"))), \
-    apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,bmi,bmi2")
-#endif
+GLM_TARGET_PUSH("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,bmi,bmi2")
 #endif
 // GCC 12's AVX-512 headers initialise "undefined" vectors from themselves (GCC bug 105593),
 // which -Wuninitialized reports at every inlined intrinsic.
@@ -807,9 +792,5 @@ void GLM_LINEAR_AVX512(const Half* x, int64_t T, const TensorView& wv, const Hal
 
 }  // namespace glm
 
-#ifdef __clang__
-#pragma clang attribute pop
-#else
-#pragma GCC pop_options
-#endif
+GLM_TARGET_POP()
 #undef GLM_LINEAR_AVX512
