@@ -67,6 +67,8 @@ constexpr int kL = kLinearLanes;  // 16 inputs a step, one zmm
 // The avx512fp16 build: int8 weights dequantized by VMULPH, 32 at a time (Decoder::Load32),
 // never by the split.
 constexpr bool kFp16 = GLM_AVX512_FP16;
+// Whether int8 rows round by the split where their scales allow it (the avx512 build).
+constexpr bool kInt8Split = !kFp16;
 constexpr CpuPath kThisPath = kFp16 ? CpuPath::kAvx512Fp16 : CpuPath::kAvx512;
 constexpr int kLog2L = 4;  // step of input k >= 0: k >> kLog2L (k / kL takes four instructions)
 static_assert(kL == 1 << kLog2L);
@@ -158,7 +160,7 @@ struct Decoder {
   }
   void Group(int64_t g) {
     if constexpr (F == LinearWeight::kI8) {
-      if constexpr (kFp16 && !kSplit) {
+      if constexpr (!kInt8Split) {
         scale16 = _mm512_set1_epi16(int16_t(scales[g].bits));
         return;
       }
@@ -523,7 +525,8 @@ void DirectRows(const Half* x, const XP* xp, const LinearWeight& w, int64_t n0, 
   // Group-wise weights take the split and the tile checks their scales as it converts them
   // (DirectTile); int4 takes it for its group tables only (a row-wise table is built once per
   // tile); row-wise int8 checks its tile's scales here.
-  const bool group_split = kQuantized && w.group_steps > 0 && !(kFp16 && kInt8);
+  constexpr bool kCanSplit = kQuantized && (!kInt8 || kInt8Split);
+  const bool group_split = kCanSplit && w.group_steps > 0;
   if constexpr (F == LinearWeight::kF16) {
     n0 = RowStreamTiles<R>(w, n0, n1, [&]<TilePrefetch kPrefetch>(int64_t first, int64_t S) {
       DirectTile<TB, R, F, false, kPrefetch>(x, xp, w, first, R, S, bias, out);
@@ -531,8 +534,8 @@ void DirectRows(const Half* x, const XP* xp, const LinearWeight& w, int64_t n0, 
   }
   for (int64_t n = n0; n < n1; n += R) {
     const int64_t rows = n1 - n < R ? n1 - n : R;
-    WithDecodeVariant<kQuantized, kQuantized>(
-        group_split || (kInt8 && !kFp16 && RowsSplitExact(w, n, rows)), w.prefetch,
+    WithDecodeVariant<kCanSplit, kQuantized>(
+        group_split || (kInt8 && kInt8Split && RowsSplitExact(w, n, rows)), w.prefetch,
         [&]<bool kSplit, TilePrefetch kPrefetch>() {
           DirectTile<TB, R, F, kSplit, kPrefetch>(x, xp, w, n, rows, 1, bias, out);
         });
@@ -605,7 +608,7 @@ void DequantNatural(const LinearWeight& w, int64_t row, int64_t k0, int64_t k1, 
     for (int64_t k = k0; k < k1; ++k) *dst++ = DequantElement(w, row, k);
     return;
   }
-  if constexpr (F == LinearWeight::kI8 && !kSplit && !kFp16) {
+  if constexpr (F == LinearWeight::kI8 && !kSplit && kInt8Split) {
     if (RowsSplitExact(w, row, 1)) return DequantNatural<F, true>(w, row, k0, k1, dst);
   }
   Decoder<F, kSplit> d;
