@@ -52,7 +52,10 @@ CpuFeatures Detect() {
   return f;
 }
 
-const CpuFeatures& Features();
+const CpuFeatures& Features() {
+  static const CpuFeatures f = Detect();
+  return f;
+}
 
 CpuIdentity DetectIdentity() {
   CpuIdentity id;
@@ -73,11 +76,6 @@ CpuIdentity DetectIdentity() {
       base_family == 0x6 || base_family == 0xf ? base_model | int((a >> 12) & 0xf0) : base_model;
   id.avx512fp16 = Features().avx512fp16;
   return id;
-}
-
-const CpuFeatures& Features() {
-  static const CpuFeatures f = Detect();
-  return f;
 }
 
 const CpuKernels kScalarKernels = {LayerNormScalar, LinearScalar, ApplyRotaryScalar,
