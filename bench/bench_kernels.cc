@@ -58,8 +58,11 @@ DEFINE_string(ab, "",
               "setting): ';'-separated, each 'default' or space-separated NAME=value of the "
               "GLM_CPU_PREFETCH_ROW_BYTES, GLM_CPU_PREFETCH_AHEAD, GLM_CPU_PREFETCH_AHEAD_TOKENS3, "
               "GLM_CPU_PREFETCH_NEXT_L1, GLM_CPU_F16_ROW_STREAMS, GLM_CPU_DECODE_X_HALF, "
-              "GLM_CPU_CHUNK_TOKENS and GLM_POOL_CHUNKS variables, and GLM_CPU_PATH (the kernel "
-              "path, default --path's)");
+              "GLM_CPU_CHUNK_TOKENS, GLM_CPU_PANEL_PREFETCH and GLM_POOL_CHUNKS variables, and "
+              "GLM_CPU_PATH (the kernel path, default --path's)");
+DEFINE_int32(ab_tokens, 1,
+             "tokens per call in section ab: 1 compares the decode GEMVs (gemv-ab rows), more "
+             "the prefill GEMMs at those shapes (gemm-ab rows, 128 the prefill's usual)");
 DEFINE_string(blas, "libopenblas.so.0,libdnnl.so.2", "libraries tried for the sgemm comparison");
 DEFINE_bool(huge_pages, false,
             "the weights and the bandwidth probe's buffer on transparent huge pages "
@@ -630,16 +633,17 @@ void BenchAb(const AbVariants& variants) {
     shapes.insert(shapes.end(), {{65536, 12288}, {12288, 32768}, {16384, 2048}, {6144, 2048}});
   }
   const size_t V = variants.size();
+  const int64_t T = FLAGS_ab_tokens;
   const int rounds = FLAGS_reps > 0 ? FLAGS_reps : FLAGS_quick ? 5 : 15;
   for (const auto& [N, K] : shapes) {
     for (const Format& f : kFormats) {
       const auto own = WeightCopies(f, N, K, 21, 2);
-      auto x = RandomActivations(K, 22);
-      std::vector<Half> out(N);
-      std::vector<float> scratch(K);
+      auto x = RandomActivations(T * K, 22);
+      std::vector<Half> out(T * N);
+      std::vector<float> scratch(T * K);
       size_t next = 0;
       const auto call = [&] {
-        Linear(x.data(), 1, own[next++ % own.size()]->view, nullptr, out.data(), scratch.data());
+        Linear(x.data(), T, own[next++ % own.size()]->view, nullptr, out.data(), scratch.data());
       };
       for (const auto& v : variants) {  // untimed: each setting's scratch and first pass
         v.Apply();
@@ -658,12 +662,14 @@ void BenchAb(const AbVariants& variants) {
       saved.Apply();
       const double first = Median(t[0]);
       for (size_t v = 0; v < V; ++v) {
-        Result r{"gemv-ab", f.name, Shape(N, K), 1};
+        Result r{T > 1 ? "gemm-ab" : "gemv-ab", f.name, Shape(N, K), T};
         r.seconds = Median(t[v]);
         r.best = *std::min_element(t[v].begin(), t[v].end());
-        r.bytes = own[0]->bytes + 2.0 * (K + N);
-        r.flops = 2.0 * N * K;
-        r.bound_seconds = r.bytes / (g_limits.mem_bw_gbps * 1e9);
+        r.bytes = own[0]->bytes + 2.0 * T * (K + N);
+        r.flops = 2.0 * N * K * T;
+        // The decode is bound by memory, the prefill by the FMA rate.
+        r.bound_seconds =
+            T > 1 ? r.flops / (g_limits.peak_gflops * 1e9) : r.bytes / (g_limits.mem_bw_gbps * 1e9);
         r.variant = variants[v].name;
         r.vs_first_pct = 100 * (first / r.seconds - 1);
         r.note = StrFormat("'%s': %+.1f%% against '%s' (%d rounds, alternated)", r.variant.c_str(),
@@ -1490,6 +1496,10 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
+  if (FLAGS_ab_tokens < 1) {
+    std::fprintf(stderr, "bench-kernels: --ab_tokens=%d: expected 1 or more\n", FLAGS_ab_tokens);
+    return 2;
+  }
   if (Section("model")) {
     if (Status st = CheckModelFlags(); !st.ok()) {
       std::fprintf(stderr, "bench-kernels: %s\n", st.message().c_str());
@@ -1509,7 +1519,7 @@ int main(int argc, char** argv) {
         "\"bw_l2_prefetch_gbps\":%.4g,\"prefetch_row_bytes\":%lld,\"prefetch_ahead_fp16\":%lld,"
         "\"prefetch_ahead_quantized\":%lld,\"prefetch_ahead_fp16_tokens3\":%lld,"
         "\"prefetch_next_l1\":%s,\"f16_row_streams\":%s,"
-        "\"decode_x_half\":\"%s\","
+        "\"decode_x_half\":\"%s\",\"panel_prefetch\":%s,"
         "\"prefetch_defaults\":\"%s\",\"pool_chunks\":\"%s\",\"huge_pages\":%s,"
         "\"anon_huge_pages_mib\":%ld}\n",
         ThreadPool::Global().size(), g_limits.mem_bw_gbps, g_limits.peak_gflops, g_llc_bytes,
@@ -1518,7 +1528,7 @@ int main(int argc, char** argv) {
         (long long)PrefetchAheadBytes(false), (long long)PrefetchAheadBytes(true),
         (long long)PrefetchAheadBytesTokens3(), PrefetchNextL1() ? "true" : "false",
         F16RowStreams() ? "true" : "false", XHalfName(DecodeXHalf()),
-        DecodePrefetchDefaultsFor(IdentifyCpu()).measured_on,
+        PanelPrefetch() ? "true" : "false", DecodePrefetchDefaultsFor(IdentifyCpu()).measured_on,
         ThreadPool::ChunkingName(ThreadPool::CurrentChunking()),
         FLAGS_huge_pages ? "true" : "false", long(AnonHugePageBytes() >> 20));
   } else {
@@ -1553,6 +1563,10 @@ int main(int argc, char** argv) {
                           : StrFormat("%lld tokens", (long long)ChunkTokens()).c_str(),
         ThreadPool::CurrentChunking() == ThreadPool::Chunking::kShares ? "from per-thread shares"
                                                                        : "from one shared counter");
+    std::printf(
+        "# prefill: the next K block's weights prefetched into L2 %s "
+        "(GLM_CPU_PANEL_PREFETCH)\n",
+        PanelPrefetch() ? "on" : "off");
   }
   if (Section("gemv")) BenchGemv();
   if (Section("gemm")) BenchGemm();

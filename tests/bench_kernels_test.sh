@@ -119,6 +119,14 @@ for v in 0 1; do
   grep -q "\"prefetch_next_l1\":$want" "$work/l1.jsonl" ||
     fail "GLM_CPU_PREFETCH_NEXT_L1=$v: no \"prefetch_next_l1\":$want in the limits line"
 done
+# And the prefill's prefetch of the next K block.
+for v in 0 1; do
+  GLM_CPU_PANEL_PREFETCH=$v "$bench" --quick --reps=1 --only=ops --json > "$work/panel.jsonl" \
+    2> "$work/err.txt" || { cat "$work/err.txt"; fail "GLM_CPU_PANEL_PREFETCH=$v exited $?"; }
+  want=$([ $v = 1 ] && echo true || echo false)
+  grep -q "\"panel_prefetch\":$want" "$work/panel.jsonl" ||
+    fail "GLM_CPU_PANEL_PREFETCH=$v: no \"panel_prefetch\":$want in the limits line"
+done
 
 # Decode settings compared call by call (--ab): one row per format and setting.
 "$bench" --quick --reps=3 --only=ab \
@@ -147,6 +155,30 @@ for w in ("fp16", "int8-row", "int4-row", "int4-group"):
             sys.exit(1)
 print(f"ok: {len(ab)} gemv-ab rows")
 EOF
+# The same for calls of several tokens (--ab_tokens): gemm-ab rows, bound by the FMA peak.
+"$bench" --quick --reps=1 --only=ab --ab_tokens=8 --ab="default;GLM_CPU_PANEL_PREFETCH=0" \
+  --json > "$work/abgemm.jsonl" 2> "$work/err.txt" ||
+  { cat "$work/err.txt"; fail "--only=ab --ab_tokens=8 exited $?"; }
+python3 - "$work/abgemm.jsonl" <<'EOF' || exit 1
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+ab = [r for r in rows if "variant" in r]
+got = sorted((r["kernel"], r["weights"], r["variant"], r["T"]) for r in ab)
+want = sorted(("gemm-ab", w, v, 8) for w in ("fp16", "int8-row", "int4-row", "int4-group")
+              for v in ("default", "GLM_CPU_PANEL_PREFETCH=0"))
+if got != want:
+    print(f"FAIL: --ab_tokens=8 rows {got}, expected {want}")
+    sys.exit(1)
+for r in ab:
+    n, k = (int(v) for v in r["shape"].strip("[]").split(","))
+    if abs(r["gflops"] * r["seconds"] / (2e-9 * n * k * 8) - 1) > 2e-3:
+        print(f"FAIL: a gemm-ab row's GFLOP/s is not 2·N·K·T over its time: {r}")
+        sys.exit(1)
+print(f"ok: {len(ab)} gemm-ab rows")
+EOF
+"$bench" --only=ab --ab_tokens=0 --ab=default > /dev/null 2> "$work/err.txt" &&
+  fail "--ab_tokens=0 was accepted"
+grep -q -- "--ab_tokens=0" "$work/err.txt" || fail "--ab_tokens=0: no message naming it"
 
 python3 - "$work/best.jsonl" "$work/scalar.jsonl" "$work/model.jsonl" <<'EOF' || exit 1
 import json, os, sys

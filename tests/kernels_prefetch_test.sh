@@ -42,11 +42,13 @@ run "fp16 at 3-4 tokens, no prefetch" GLM_CPU_PREFETCH_AHEAD_TOKENS3=0
 # 125 too), and never (the prefill kernel from 5 tokens on), whatever the measured counts.
 run "chunks up to 200 tokens" GLM_CPU_CHUNK_TOKENS=200
 run "no chunks" GLM_CPU_CHUNK_TOKENS=0
+# The prefill kernel without its prefetch of the next K block's weights, whatever the default.
+run "no panel prefetch" GLM_CPU_PANEL_PREFETCH=0
 # The pool's other chunking: which thread decodes which rows changes, never a result.
 run "chunks from one shared counter" GLM_POOL_CHUNKS=counter
 for bad in "GLM_CPU_PREFETCH_AHEAD=12x" "GLM_CPU_PREFETCH_ROW_BYTES=-1" "GLM_CPU_F16_ROW_STREAMS=2" \
   "GLM_CPU_DECODE_X_HALF=on" "GLM_POOL_CHUNKS=none" "GLM_CPU_PREFETCH_NEXT_L1=2" \
-  "GLM_CPU_PREFETCH_AHEAD_TOKENS3=-5" "GLM_CPU_CHUNK_TOKENS=x"; do
+  "GLM_CPU_PREFETCH_AHEAD_TOKENS3=-5" "GLM_CPU_CHUNK_TOKENS=x" "GLM_CPU_PANEL_PREFETCH=2"; do
   out=$(env "$bad" "$test_bin" --gtest_filter='*LinearEqualsScalar*' 2>&1)
   rc=$?
   if [ $rc -eq 0 ] || ! grep -q "${bad%%=*}" <<<"$out"; then
@@ -95,6 +97,25 @@ if command -v objdump >/dev/null && command -v ar >/dev/null && [ -f "$lib" ]; t
       }
     ' || failed="$failed prefetch-missing"
   done
+  # The AVX-512 prefill kernel's prefetch of the next K block (StridedPrefetch): a PREFETCHT1 in
+  # its panel code for each of the three formats, inlined into RunPanel or not.
+  if [ -f "$tmp/linear_avx512.cc.o" ]; then
+    objdump -d -C --no-show-raw-insn "$tmp/linear_avx512.cc.o" | awk '
+      /^[0-9a-f]+ </ {
+        f = ""
+        if ($0 ~ /(PanelRange|RunPanel)<\(glm::LinearWeight::Format\)[012]>/) {
+          match($0, /Format\)[012]/); f = substr($0, RSTART + 7, 1)
+        }
+        next
+      }
+      f != "" && /prefetcht1/ { seen[f] = 1 }
+      END {
+        n = 0; for (k in seen) n++
+        print "linear_avx512.cc.o: prefill panels with the next block prefetch, formats: " n
+        exit n != 3
+      }
+    ' || failed="$failed panel-prefetch-missing"
+  fi
 else
   echo "skip the binary check: objdump, ar or $lib missing"
 fi

@@ -863,6 +863,10 @@ TEST(Dispatch, DecodeTileSettingsParseAndApply) {
   ASSERT_TRUE(tokens3.ok()) << tokens3.status().message();
   EXPECT_EQ(tokens3->ahead_f16_tokens3, 2048);
   EXPECT_EQ(tokens3->ahead_f16, 512);
+  EXPECT_TRUE(base.panel_prefetch);  // on unless turned off
+  auto panel = ParseDecodeTileSettings("GLM_CPU_PANEL_PREFETCH=0", base);
+  ASSERT_TRUE(panel.ok()) << panel.status().message();
+  EXPECT_FALSE(panel->panel_prefetch);
   auto automatic = ParseDecodeTileSettings("GLM_CPU_DECODE_X_HALF=auto", base);
   ASSERT_TRUE(automatic.ok()) << automatic.status().message();
   EXPECT_EQ(automatic->x_half, XHalf::kAuto);
@@ -876,7 +880,8 @@ TEST(Dispatch, DecodeTileSettingsParseAndApply) {
        {"GLM_CPU_PREFETCH_NEXT_L1=2", "GLM_CPU_PREFETCH_NEXT_L1=yes", "GLM_CPU_F16_ROW_STREAMS=2",
         "GLM_CPU_PREFETCH_ROW_BYTES=-1", "GLM_CPU_PREFETCH_AHEAD=", "GLM_CPU_PREFETCH_AHEAD",
         "GLM_CPU_PREFETCH_AHEAD_TOKENS3=x", "GLM_CPU_CHUNK_TOKENS=-1", "GLM_CPU_CHUNK_TOKENS=4k",
-        "GLM_OTHER=1", "GLM_CPU_DECODE_X_HALF=yes", "GLM_CPU_DECODE_X_HALF=2"}) {
+        "GLM_OTHER=1", "GLM_CPU_DECODE_X_HALF=yes", "GLM_CPU_DECODE_X_HALF=2",
+        "GLM_CPU_PANEL_PREFETCH=2"}) {
     auto r = ParseDecodeTileSettings(bad, base);
     EXPECT_FALSE(r.ok()) << bad;
     const std::string name = std::string(bad).substr(0, std::string(bad).find('='));

@@ -108,11 +108,14 @@ Status ApplySetting(const std::string& name, const char* value, DecodeTileSettin
     ASSIGN_OR_RETURN(s->x_half, ParseXHalf(name.c_str(), value));
   } else if (name == "GLM_CPU_PREFETCH_NEXT_L1") {
     ASSIGN_OR_RETURN(s->next_tile_l1, ParseOnOff(name.c_str(), value));
+  } else if (name == "GLM_CPU_PANEL_PREFETCH") {
+    ASSIGN_OR_RETURN(s->panel_prefetch, ParseOnOff(name.c_str(), value));
   } else {
     return Errorf(
         "%s: not a decode tile setting (GLM_CPU_PREFETCH_ROW_BYTES, "
         "GLM_CPU_PREFETCH_AHEAD, GLM_CPU_PREFETCH_AHEAD_TOKENS3, GLM_CPU_PREFETCH_NEXT_L1, "
-        "GLM_CPU_F16_ROW_STREAMS, GLM_CPU_DECODE_X_HALF, GLM_CPU_CHUNK_TOKENS)",
+        "GLM_CPU_F16_ROW_STREAMS, GLM_CPU_DECODE_X_HALF, GLM_CPU_CHUNK_TOKENS, "
+        "GLM_CPU_PANEL_PREFETCH)",
         name.c_str());
   }
   return Status::Ok();
@@ -140,7 +143,7 @@ DecodeTileSettings& Settings() {
     for (const char* name :
          {"GLM_CPU_PREFETCH_ROW_BYTES", "GLM_CPU_PREFETCH_AHEAD", "GLM_CPU_PREFETCH_AHEAD_TOKENS3",
           "GLM_CPU_PREFETCH_NEXT_L1", "GLM_CPU_F16_ROW_STREAMS", "GLM_CPU_DECODE_X_HALF",
-          "GLM_CPU_CHUNK_TOKENS"}) {
+          "GLM_CPU_CHUNK_TOKENS", "GLM_CPU_PANEL_PREFETCH"}) {
       const char* env = std::getenv(name);
       if (env == nullptr || *env == '\0') continue;
       const Status st = ApplySetting(name, env, &v);
@@ -158,6 +161,7 @@ int64_t PrefetchAheadBytes(bool quantized) {
 }
 int64_t PrefetchAheadBytesTokens3() { return Settings().ahead_f16_tokens3; }
 int64_t ChunkTokens() { return Settings().chunk_tokens; }
+bool PanelPrefetch() { return Settings().panel_prefetch; }
 bool F16RowStreams() { return Settings().f16_row_streams; }
 XHalf DecodeXHalf() { return Settings().x_half; }
 bool PrefetchNextL1() { return Settings().next_tile_l1; }

@@ -708,13 +708,21 @@ void PanelRange(const Half* x, int64_t T, const LinearWeight& w, int64_t n0, int
       for (int64_t n = n0; n < n1; ++n) Finish(0.f, x + t * K, w, n, bias, out + t * N);
     return;
   }
+  const int64_t row_tiles = (rows + kTileR - 1) / kTileR;
   for (int64_t tb = 0; tb < T; tb += kTokenBlock) {
     const int64_t tcount = T - tb < kTokenBlock ? T - tb : kTokenBlock;
+    const int64_t tiles = (tcount + kTileT - 1) / kTileT * row_tiles;
     for (int64_t k0 = 0; k0 < K16; k0 += kBlock) {
       const int64_t k1 = k0 + kBlock < K16 ? k0 + kBlock : K16;
+      const int64_t k2 = k1 + kBlock < K16 ? k1 + kBlock : K16;  // the next block's end
       for (int64_t r = 0; r < rows; ++r) {
         DequantNatural<F>(w, n0 + r, k0, k1, scratch.panel + r * kBlock);
       }
+      // The next K block's weight rows into L2, spread over this block's register tiles: short
+      // runs of each row (2 KiB of fp16) that the hardware prefetcher leaves to demand misses.
+      StridedPrefetch next_w;
+      if (w.panel_prefetch) next_w = WeightBlockLines(w, n0, rows, k1, k2);
+      const int64_t w_lines = (next_w.Lines() + tiles - 1) / tiles;
       for (int64_t t0 = 0; t0 < tcount; t0 += kTileT) {
         const int tt = int(tcount - t0 < kTileT ? tcount - t0 : kTileT);
         for (int t = 0; t < tt; ++t) {
@@ -722,6 +730,7 @@ void PanelRange(const Half* x, int64_t T, const LinearWeight& w, int64_t n0, int
         }
         for (int64_t r = 0; r < rows; r += kTileR) {
           const int nr = int(rows - r < kTileR ? rows - r : kTileR);
+          next_w.Issue(w_lines);
           const TileArgs args{x + (tb + t0) * K,
                               scratch.xtile,
                               scratch.panel + r * kBlock,

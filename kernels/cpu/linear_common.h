@@ -75,6 +75,11 @@ enum class XHalf : uint8_t { kOff, kOn, kAuto };
 const char* XHalfName(XHalf x);  // "0", "1", "auto": the setting's values
 XHalf DecodeXHalf();
 
+// Whether the AVX-512 prefill kernel prefetches the next K block's weight rows into L2, a slice
+// before each register tile (StridedPrefetch). GLM_CPU_PANEL_PREFETCH=0 or 1 overrides the
+// default (on; read once).
+bool PanelPrefetch();
+
 // The four settings above together: the CPU's defaults with the environment's overrides, read
 // once; SetDecodeTileSettings replaces them for the Linear calls that follow, for benchmarks that
 // compare settings call by call in one process (bench-kernels --ab). It must not run while a
@@ -87,6 +92,7 @@ struct DecodeTileSettings {
   bool next_tile_l1 = false;           // PrefetchNextL1()
   int64_t ahead_f16_tokens3 = 0;       // PrefetchAheadBytesTokens3()
   int64_t chunk_tokens = -1;           // ChunkTokens()
+  bool panel_prefetch = true;          // PanelPrefetch()
 };
 DecodeTileSettings CurrentDecodeTileSettings();
 void SetDecodeTileSettings(const DecodeTileSettings& s);
@@ -181,6 +187,7 @@ struct LinearWeight {
   bool next_tile_l1 = false;   // the next tile into L1 (kNextTileL1; PrefetchNextL1())
   bool row_streams = false;    // fp16: F16RowStreams() (the decode kernels)
   int64_t chunk_tokens = -1;   // ChunkTokens()
+  bool panel_prefetch = true;  // PanelPrefetch() (the prefill kernels)
   XHalf x_half = XHalf::kOff;  // DecodeXHalf() (the decode kernels, through XHalfCall)
 
   static LinearWeight From(const TensorView& w, int lanes) {
@@ -189,6 +196,7 @@ struct LinearWeight {
     l.K = w.cols();
     l.x_half = DecodeXHalf();
     l.chunk_tokens = ChunkTokens();
+    l.panel_prefetch = PanelPrefetch();
     if (w.dtype == DType::kF16) {
       l.f16 = static_cast<const Half*>(w.data);
       l.ChoosePrefetch(false);
@@ -340,6 +348,52 @@ inline bool RowsSplitExact(const LinearWeight& w, int64_t n0, int64_t rows) {
 // must keep, so GCC 12 deleted calls to the out-of-line ones (the int8 8-row tiles' next-tile
 // prefetch was missing from the binary until 2026-11-28; bench/results/cpu_kernels.md).
 #define GLM_PREFETCH_STEP __attribute__((always_inline)) inline
+
+// The lines of a strided region, `rows` rows of `bytes` bytes `stride` bytes apart, prefetched
+// into L2 a few at a time (Issue) while other work runs: what a prefill kernel reads next from
+// memory, which its loads alone would wait for line after line.
+class StridedPrefetch {
+ public:
+  StridedPrefetch() = default;
+  StridedPrefetch(const void* first, int64_t stride, int64_t bytes, int64_t rows)
+      : first_(static_cast<const char*>(first)),
+        stride_(stride),
+        bytes_(bytes),
+        rows_(bytes > 0 ? rows : 0) {
+    if (rows_ > 0) StartRow();
+  }
+  // The region's lines, at most (a row that straddles one more line boundary has one more).
+  int64_t Lines() const { return rows_ * ((bytes_ + 63) / 64 + 1); }
+  // Prefetches the next n lines of the region (fewer at its end).
+  GLM_PREFETCH_STEP void Issue(int64_t n) {
+    for (; n > 0 && row_ < rows_; --n) {
+      __builtin_prefetch(line_, 0, 2);  // PREFETCHT1 on x86: into L2
+      line_ += 64;
+      if (line_ > last_ && ++row_ < rows_) StartRow();
+    }
+  }
+
+ private:
+  void StartRow() {
+    const uintptr_t a = reinterpret_cast<uintptr_t>(first_ + row_ * stride_);
+    line_ = reinterpret_cast<const char*>(a & ~uintptr_t{63});
+    last_ = reinterpret_cast<const char*>((a + uintptr_t(bytes_) - 1) & ~uintptr_t{63});
+  }
+  const char* first_ = nullptr;
+  int64_t stride_ = 0, bytes_ = 0, rows_ = 0, row_ = 0;
+  const char* line_ = nullptr;  // the next line of row_
+  const char* last_ = nullptr;  // row_'s last line
+};
+
+// Weight rows [n0, n0 + rows), inputs [k0, k1) (k0, k1 even), as a StridedPrefetch region.
+inline StridedPrefetch WeightBlockLines(const LinearWeight& w, int64_t n0, int64_t rows, int64_t k0,
+                                        int64_t k1) {
+  if (w.format == LinearWeight::kF16) {
+    return {w.f16 + n0 * w.K + k0, w.K * 2, (k1 - k0) * 2, rows};
+  }
+  const int64_t shift = w.format == LinearWeight::kI4 ? 1 : 0;  // int4: two inputs a byte
+  return {w.q + n0 * w.row_bytes + (k0 >> shift), w.row_bytes, (k1 - k0) >> shift, rows};
+}
 
 // The next decode tile's rows, fetched into L2 (kL1: L1) while a tile of short quantized rows runs
 // (see the kernels): the `rows` rows after n0, contiguous, kBytesPerStep of them per 16-input
