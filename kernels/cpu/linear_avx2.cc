@@ -737,12 +737,20 @@ void PanelRange(const Half* x, int64_t T, int64_t K, const LinearWeight& w, int6
     return;
   }
   const int64_t rows = n1 - n0;
+  const int64_t row_tiles = (rows + kTileN - 1) / kTileN;
   for (int64_t tb = 0; tb < T; tb += kTokenBlock) {
     const int64_t tcount = T - tb < kTokenBlock ? T - tb : kTokenBlock;
+    const int64_t tiles = (tcount + kTileT - 1) / kTileT * row_tiles;
     for (int64_t s0 = 0;; s0 += kBlockSteps) {
       const int64_t s1 = s0 + kBlockSteps < full ? s0 + kBlockSteps : full;
+      const int64_t s2 = s1 + kBlockSteps < full ? s1 + kBlockSteps : full;  // the next block's end
       const bool first = s0 == 0, last = s1 == full;
       DequantPanel<Row>(w, n0, rows, s0, s1, scratch.panel, ldp);
+      // The next K block's weight rows into L2, spread over this block's register tiles (as the
+      // AVX-512 kernel does).
+      StridedPrefetch next_w;
+      if (w.panel_prefetch) next_w = WeightBlockLines(w, n0, rows, s1 * kLanes, s2 * kLanes);
+      const int64_t w_lines = (next_w.Lines() + tiles - 1) / tiles;
       for (int64_t t0 = 0; t0 < tcount; t0 += kTileT) {
         const int tt = int(tcount - t0 < kTileT ? tcount - t0 : kTileT);
         const Half* xh = x + (tb + t0) * K;
@@ -752,6 +760,7 @@ void PanelRange(const Half* x, int64_t T, int64_t K, const LinearWeight& w, int6
         }
         for (int64_t r = 0; r < rows; r += kTileN) {
           const int nb = int(rows - r < kTileN ? rows - r : kTileN);
+          next_w.Issue(w_lines);
           const PanelSrc src{scratch.panel + r * ldp, ldp, s0};
           kPanelTiles[tt](nb, scratch.xtile, xh, K, src, s0, s1, first, last,
                           scratch.spill + (t0 * kPanelRows + r) * kLinearLanes, w, n0 + r, bias,

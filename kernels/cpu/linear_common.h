@@ -75,9 +75,11 @@ enum class XHalf : uint8_t { kOff, kOn, kAuto };
 const char* XHalfName(XHalf x);  // "0", "1", "auto": the setting's values
 XHalf DecodeXHalf();
 
-// Whether the AVX-512 prefill kernel prefetches the next K block's weight rows into L2, a slice
-// before each register tile (StridedPrefetch). GLM_CPU_PANEL_PREFETCH=0 or 1 overrides the
-// default (on; read once).
+// Whether the prefill kernels (AVX2 and AVX-512) prefetch the next K block's weight rows into L2,
+// a slice before each register tile (StridedPrefetch). GLM_CPU_PANEL_PREFETCH=0 or 1 overrides
+// the default (on; read once). Measured on a Xeon VM (bench/results/cpu_kernels.md, twenty-third
+// session): at GLM-130B's shapes, T = 128, +0.1 to +3.1% (AVX-512) and 0 to +4.8% (AVX2); at
+// K = 2048, whose weights stayed in that VM's 480 MiB L3, -5.0 to +0.6% and -1.0 to +3.9%.
 bool PanelPrefetch();
 
 // The four settings above together: the CPU's defaults with the environment's overrides, read
