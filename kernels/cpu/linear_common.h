@@ -79,7 +79,7 @@ XHalf DecodeXHalf();
 // a slice before each register tile (StridedPrefetch). GLM_CPU_PANEL_PREFETCH=0 or 1 overrides
 // the default (on; read once). Measured on a Xeon VM (bench/results/cpu_kernels.md, twenty-third
 // session): at GLM-130B's shapes, T = 128, +0.1 to +3.1% (AVX-512) and 0 to +4.8% (AVX2); at
-// K = 2048, whose weights stayed in that VM's 480 MiB L3, -5.0 to +0.6% and -1.0 to +3.9%.
+// K = 2048 (two blocks a row, one prefetched) -5.0 to +0.6% and -1.0 to +3.9%.
 bool PanelPrefetch();
 
 // The four settings above together: the CPU's defaults with the environment's overrides, read
