@@ -840,6 +840,43 @@ TEST(Dispatch, DecodePrefetchDefaultsFollowTheMeasuredCpus) {
   }
 }
 
+// The prefill's prefetch walks each row's lines once, in order, from the line holding its first
+// byte to the line holding its last, whatever the alignment; Lines() bounds the count.
+TEST(Dispatch, StridedPrefetchWalksEveryLineOfEachRow) {
+  alignas(64) static char buf[64 * 64];
+  for (int64_t offset : {0, 1, 63}) {
+    for (int64_t bytes : {1, 64, 65, 200}) {
+      const int64_t stride = 448 + 24, rows = 5;  // rows start at varying offsets within a line
+      StridedPrefetch p(buf + offset, stride, bytes, rows);
+      std::vector<const char*> want;
+      for (int64_t r = 0; r < rows; ++r) {
+        const uintptr_t a = reinterpret_cast<uintptr_t>(buf + offset + r * stride);
+        for (uintptr_t l = a & ~uintptr_t{63}; l <= ((a + bytes - 1) & ~uintptr_t{63}); l += 64) {
+          want.push_back(reinterpret_cast<const char*>(l));
+        }
+      }
+      std::vector<const char*> got;
+      for (int step = 0; p.NextLine() != nullptr && step < 1000; ++step) {
+        got.push_back(p.NextLine());
+        p.Issue(1);
+      }
+      EXPECT_EQ(got, want) << "offset " << offset << ", " << bytes << " bytes";
+      EXPECT_LE(int64_t(want.size()), p.Lines());
+      p.Issue(3);  // past the end: nothing more
+      EXPECT_EQ(p.NextLine(), nullptr);
+    }
+  }
+  StridedPrefetch empty(buf, 64, 0, 4);  // a last K block has no next one
+  EXPECT_EQ(empty.NextLine(), nullptr);
+  EXPECT_EQ(empty.Lines(), 0);
+  // Issue(n) takes n lines at a time across row ends: 2 rows of 3 lines, in steps of 4.
+  StridedPrefetch two(buf, 1024, 192, 2);
+  two.Issue(4);
+  EXPECT_EQ(two.NextLine(), buf + 1024 + 64);
+  two.Issue(4);
+  EXPECT_EQ(two.NextLine(), nullptr);
+}
+
 TEST(Dispatch, DecodeTileSettingsParseAndApply) {
   const DecodeTileSettings saved = CurrentDecodeTileSettings();
   const DecodeTileSettings base{3072, 512, 0, false, XHalf::kOff};

@@ -366,6 +366,8 @@ class StridedPrefetch {
   }
   // The region's lines, at most (a row that straddles one more line boundary has one more).
   int64_t Lines() const { return rows_ * ((bytes_ + 63) / 64 + 1); }
+  // The line the next Issue starts with; nullptr once the whole region is issued.
+  const char* NextLine() const { return row_ < rows_ ? line_ : nullptr; }
   // Prefetches the next n lines of the region (fewer at its end).
   GLM_PREFETCH_STEP void Issue(int64_t n) {
     for (; n > 0 && row_ < rows_; --n) {
