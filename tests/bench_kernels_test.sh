@@ -111,21 +111,16 @@ for v in 0 1 auto; do
   grep -q "\"decode_x_half\":\"$v\"" "$work/xhalf.jsonl" ||
     fail "GLM_CPU_DECODE_X_HALF=$v: no \"decode_x_half\":\"$v\" in the limits line"
 done
-# And where the next-tile prefetch goes.
-for v in 0 1; do
-  GLM_CPU_PREFETCH_NEXT_L1=$v "$bench" --quick --reps=1 --only=ops --json > "$work/l1.jsonl" \
-    2> "$work/err.txt" || { cat "$work/err.txt"; fail "GLM_CPU_PREFETCH_NEXT_L1=$v exited $?"; }
-  want=$([ $v = 1 ] && echo true || echo false)
-  grep -q "\"prefetch_next_l1\":$want" "$work/l1.jsonl" ||
-    fail "GLM_CPU_PREFETCH_NEXT_L1=$v: no \"prefetch_next_l1\":$want in the limits line"
-done
-# And the prefill's prefetch of the next K block.
-for v in 0 1; do
-  GLM_CPU_PANEL_PREFETCH=$v "$bench" --quick --reps=1 --only=ops --json > "$work/panel.jsonl" \
-    2> "$work/err.txt" || { cat "$work/err.txt"; fail "GLM_CPU_PANEL_PREFETCH=$v exited $?"; }
-  want=$([ $v = 1 ] && echo true || echo false)
-  grep -q "\"panel_prefetch\":$want" "$work/panel.jsonl" ||
-    fail "GLM_CPU_PANEL_PREFETCH=$v: no \"panel_prefetch\":$want in the limits line"
+# And the on/off prefetch settings: where the next tile goes, and the prefill's next K block.
+for setting in GLM_CPU_PREFETCH_NEXT_L1:prefetch_next_l1 GLM_CPU_PANEL_PREFETCH:panel_prefetch; do
+  var=${setting%%:*} key=${setting#*:}
+  for v in 0 1; do
+    env "$var=$v" "$bench" --quick --reps=1 --only=ops --json > "$work/onoff.jsonl" \
+      2> "$work/err.txt" || { cat "$work/err.txt"; fail "$var=$v exited $?"; }
+    want=$([ $v = 1 ] && echo true || echo false)
+    grep -q "\"$key\":$want" "$work/onoff.jsonl" ||
+      fail "$var=$v: no \"$key\":$want in the limits line"
+  done
 done
 
 # Decode settings compared call by call (--ab): one row per format and setting.
