@@ -1,7 +1,6 @@
 // Emulates the prefill's PanelRange loop structure (no decode, no x conversion): where the
 // register tile's time goes beyond the tile alone.
 #include <immintrin.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -35,14 +34,49 @@ __attribute__((noinline)) void tile(const float* p, int ldp, const float* x, int
 #pragma GCC unroll 8
     for (int r = 0; r < NRr; ++r) _mm512_store_ps(sp + t * ldt + r * 16, acc[t][r]);
 }
-struct Cfg {
-  int rows, block, T;
-  bool small_spill;
-  const char* name;
-  int conv = 0;
-};
-static uint16_t* g_x;  // [128][12288] fp16
-static uint16_t* g_w;  // [36864][12288] fp16
+template <bool CX, bool CW>
+__attribute__((noinline)) void tileF(const float* p, int ldp, const float* x, int ldx, int steps,
+                                     float* sp, int ldt, bool first, const uint16_t* xh, long ldxh,
+                                     const uint16_t* wh, long ldwh) {
+  __m512 acc[TB][NR];
+#pragma GCC unroll 8
+  for (int t = 0; t < TB; ++t)
+#pragma GCC unroll 8
+    for (int r = 0; r < NR; ++r)
+      acc[t][r] = first ? _mm512_setzero_ps() : _mm512_load_ps(sp + t * ldt + r * 16);
+  for (int s = 0; s < steps; ++s) {
+    __m512 wv[NR];
+#pragma GCC unroll 8
+    for (int r = 0; r < NR; ++r) {
+      if (CW) {
+        wv[r] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(wh + r * ldwh + s * 16)));
+        _mm512_store_ps((float*)p + r * ldp + s * 16, wv[r]);
+      } else {
+        wv[r] = _mm512_load_ps(p + r * ldp + s * 16);
+      }
+    }
+#pragma GCC unroll 8
+    for (int t = 0; t < TB; ++t) {
+      __m512 xv;
+      if (CX) {
+        xv = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(xh + t * ldxh + s * 16)));
+        _mm512_store_ps((float*)x + t * ldx + s * 16, xv);
+      } else {
+        xv = _mm512_load_ps(x + t * ldx + s * 16);
+      }
+      __asm__("" : "+v"(xv));
+#pragma GCC unroll 8
+      for (int r = 0; r < NR; ++r) acc[t][r] = _mm512_fmadd_ps(xv, wv[r], acc[t][r]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int t = 0; t < TB; ++t)
+#pragma GCC unroll 8
+    for (int r = 0; r < NR; ++r) _mm512_store_ps(sp + t * ldt + r * 16, acc[t][r]);
+}
+struct Cfg { int rows, block, T; bool small_spill; const char* name; int conv = 0; };
+static uint16_t* g_x;   // [128][12288] fp16
+static uint16_t* g_w;   // [36864][12288] fp16
 double run_thread(const Cfg& c, int K, int items, int tid) {
   float* panel = (float*)aligned_alloc(64, size_t(c.rows) * c.block * 4);
   float* xt = (float*)aligned_alloc(64, size_t(TB) * c.block * 4);
@@ -70,21 +104,18 @@ double run_thread(const Cfg& c, int K, int items, int tid) {
               const int kn = (k0 + c.block) % K;
               for (int k = 0; k < c.block; k += 16)
                 _mm512_store_ps(panel2 + long(wrow) * c.block + k,
-                                _mm512_cvtph_ps(_mm256_loadu_si256(
-                                    (const __m256i*)(w + long(wrow) * K + kn + k))));
+                    _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(w + long(wrow) * K + kn + k))));
               ++wrow;
             }
             while (xrow < TB && xrow * (c.rows / NR) <= (r / NR) * TB) {
               const int tn = (tt + TB + xrow) % 128;
               for (int k = 0; k < c.block; k += 16)
                 _mm512_storeu_ps(xt2 + xrow * c.block + k,
-                                 _mm512_cvtph_ps(_mm256_loadu_si256(
-                                     (const __m256i*)(g_x + long(tn) * K + k0 + k))));
+                    _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(g_x + long(tn) * K + k0 + k))));
               ++xrow;
             }
             float* sp = spill + (long(tt) * c.rows + r) * 16;
-            tile<NR>(panel + long(r) * c.block, c.block, xt, c.block, c.block / 16, sp, c.rows * 16,
-                     k0 == 0);
+            tile<NR>(panel + long(r) * c.block, c.block, xt, c.block, c.block / 16, sp, c.rows * 16, k0 == 0);
             fmas += 24L * (c.block / 16);
           }
           std::swap(xt, xt2);
@@ -92,29 +123,44 @@ double run_thread(const Cfg& c, int K, int items, int tid) {
         std::swap(panel, panel2);
       }
   }
-  for (int it = 0; it < (c.conv & 64 ? 0 : items); ++it)
+  if (c.conv & 128) {  // both conversions fused into the tiles that first need them
+    for (int it = 0; it < items; ++it)
+      for (int k0 = 0; k0 < K; k0 += c.block) {
+        const uint16_t* w = g_w + (long(tid * items + it) * c.rows) * K + k0;
+        for (int tt = 0; tt < T6; tt += TB) {
+          const uint16_t* xh = g_x + long(tt % 128) * K + k0;
+          for (int r = 0; r < c.rows; r += NR) {
+            float* sp = spill + (long(tt) * c.rows + r) * 16;
+            const float* pp = panel + long(r) * c.block;
+            const int S = c.block / 16, ld = c.rows * 16;
+            if (tt == 0 && r == 0) tileF<true, true>(pp, c.block, xt, c.block, S, sp, ld, k0 == 0, xh, K, w + long(r) * K, K);
+            else if (tt == 0) tileF<false, true>(pp, c.block, xt, c.block, S, sp, ld, k0 == 0, xh, K, w + long(r) * K, K);
+            else if (r == 0) tileF<true, false>(pp, c.block, xt, c.block, S, sp, ld, k0 == 0, xh, K, w, K);
+            else tile<NR>(pp, c.block, xt, c.block, S, sp, ld, k0 == 0);
+            fmas += 24L * S;
+          }
+        }
+      }
+  }
+  for (int it = 0; it < (c.conv & 192 ? 0 : items); ++it)
     for (int k0 = 0; k0 < K; k0 += c.block) {
       if (c.conv & 2) {
         const uint16_t* w = g_w + (c.conv & 32 ? 0 : long(tid * items + it) * c.rows) * K;
         for (int r = 0; r < c.rows; ++r)
           for (int k = 0; k < c.block; k += 16)
-            _mm512_store_ps(
-                panel + long(r) * c.block + k,
+            _mm512_store_ps(panel + long(r) * c.block + k,
                 _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(w + long(r) * K + k0 + k))));
       }
       for (int tt = 0; tt < T6; tt += TB) {
         if (c.conv & 1) {
           for (int t = 0; t < TB; ++t)
             for (int k = 0; k < c.block; k += 16)
-              _mm512_storeu_ps(
-                  xt + t * c.block + k,
-                  _mm512_cvtph_ps(_mm256_loadu_si256(
-                      (const __m256i*)(g_x + long((c.conv & 4 ? t : tt + t) % 128) * K + k0 + k))));
+              _mm512_storeu_ps(xt + t * c.block + k,
+                  _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(g_x + long((c.conv & 4 ? t : tt + t) % 128) * K + k0 + k))));
           if (c.conv & 8) {  // prefetch the next token tile's x into L2
             for (int t = 0; t < TB; ++t)
               for (int k = 0; k < c.block; k += 32)
-                _mm_prefetch((const char*)(g_x + long((tt + TB + t) % 128) * K + k0 + k),
-                             _MM_HINT_T1);
+                _mm_prefetch((const char*)(g_x + long((tt + TB + t) % 128) * K + k0 + k), _MM_HINT_T1);
           }
         }
         for (int r = 0; r < c.rows; r += NR) {
@@ -127,18 +173,13 @@ double run_thread(const Cfg& c, int K, int items, int tid) {
             }
           }
           float* sp = c.small_spill ? spill + r * 16 : spill + (long(tt) * c.rows + r) * 16;
-          tile<NR>(panel + long(r) * c.block, c.block, xt, c.block, c.block / 16, sp, c.rows * 16,
-                   k0 == 0);
+          tile<NR>(panel + long(r) * c.block, c.block, xt, c.block, c.block / 16, sp, c.rows * 16, k0 == 0);
           fmas += 24L * (c.block / 16);
         }
       }
     }
   double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  free(panel);
-  free(xt);
-  free(spill);
-  free(panel2);
-  free(xt2);
+  free(panel); free(xt); free(spill); free(panel2); free(xt2);
   return fmas * 32.0 / s / 1e9;  // GFLOP/s
 }
 int main(int argc, char** argv) {
@@ -156,6 +197,7 @@ int main(int argc, char** argv) {
                 {64, 1024, 128, false, "+ panel decode, weights in cache", 34},
                 {64, 1024, 128, false, "+ both", 3},
                 {64, 1024, 128, false, "both, interleaved with the tiles", 64},
+                {64, 1024, 128, false, "both, fused into the first tiles", 128},
                 {128, 1024, 128, false, "128 rows: + both", 3},
                 {128, 512, 128, false, "128 rows x 512: + both", 3}};
   for (int rep = 0; rep < 2; ++rep)
@@ -163,8 +205,7 @@ int main(int argc, char** argv) {
       double g[2];
       std::thread a([&] { g[0] = run_thread(c, 12288, 4 * 64 / c.rows, 0); });
       std::thread b([&] { g[1] = run_thread(c, 12288, 4 * 64 / c.rows, 1); });
-      a.join();
-      b.join();
+      a.join(); b.join();
       printf("%-44s %6.1f GFLOP/s  %.1f%% of the 2-thread peak\n", c.name, g[0] + g[1],
              100 * (g[0] + g[1]) / peak2);
     }
