@@ -271,20 +271,26 @@ step_cpu() {
 }
 
 # Optional: decode settings compared on the host CPU. CPU_AB is ';'-separated, each entry
-# "default" or space-separated VAR=value of the GLM_CPU_PREFETCH_* (NEXT_L1 included), GLM_CPU_F16_ROW_STREAMS,
-# GLM_CPU_DECODE_X_HALF, GLM_POOL_CHUNKS and GLM_CPU_PATH variables; bench-kernels --ab alternates
-# them call by call in one process (GLM-130B's GEMV shapes and two short-row ones, every format),
-# CPU_AB_ROUNDS rounds (default 31: the default x-half choice, auto, times its first calls both
-# ways), and is run twice. Unset, CPU_AB compares the defaults with the avx512 path (on a CPU with
-# AVX512-FP16 the default is avx512fp16), without the in-row prefetch (GLM_CPU_PREFETCH_AHEAD=0,
-# every format's: such CPUs prefetch quantized rows too since the twenty-second session), with x
-# as fp32 and as fp16 fixed, and with the pool's other chunking. It needs AVX-512.
+# "default" or space-separated VAR=value of the GLM_CPU_PREFETCH_* (NEXT_L1 included),
+# GLM_CPU_F16_ROW_STREAMS, GLM_CPU_DECODE_X_HALF, GLM_CPU_PANEL_PREFETCH, GLM_POOL_CHUNKS and
+# GLM_CPU_PATH variables; bench-kernels --ab alternates them call by call in one process
+# (GLM-130B's GEMV shapes and two short-row ones, every format), CPU_AB_ROUNDS rounds (default 31:
+# the default x-half choice, auto, times its first calls both ways), and is run twice.
+# CPU_AB_TOKENS=128 (default 1) compares the prefill's calls of 128 tokens instead (bench-kernels
+# --ab_tokens; each call does 128 times a decode call's work, so give fewer rounds, or the step
+# more than its default 240 s in CPU_AB_SECONDS: on a 2-core VM the two processes of one round
+# did not fit in 240 s). Unset,
+# CPU_AB compares the defaults with the avx512 path (on a CPU with AVX512-FP16 the default is
+# avx512fp16), without the in-row prefetch (GLM_CPU_PREFETCH_AHEAD=0, every format's: such CPUs
+# prefetch quantized rows too since the twenty-second session), with x as fp32 and as fp16 fixed,
+# and with the pool's other chunking. It needs AVX-512.
 step_cpuab() {
   if [ ! -x "$BUILD/bench-kernels" ]; then log "bench-kernels was not built"; return 1; fi
   local r ab=${CPU_AB:-default;GLM_CPU_PATH=avx512;GLM_CPU_PREFETCH_AHEAD=0;GLM_CPU_DECODE_X_HALF=0;GLM_CPU_DECODE_X_HALF=1;GLM_POOL_CHUNKS=counter}
   for r in 1 2; do
     log "-- process $r: --ab='$ab'"
-    "$BUILD/bench-kernels" --only=ab --ab="$ab" --reps="${CPU_AB_ROUNDS:-31}" ||
+    "$BUILD/bench-kernels" --only=ab --ab="$ab" --reps="${CPU_AB_ROUNDS:-31}" \
+      --ab_tokens="${CPU_AB_TOKENS:-1}" ||
       return 1
   done
 }
@@ -406,7 +412,7 @@ step_generate() {
 
 # The step functions run in child bashes (under timeout): they see these.
 export ROOT OUT_DIR BUILD DEPS JOBS T_START DEADLINE_S VARIANTS STEPS CPU_AB CPU_AB_ROUNDS \
-  CPU_PEER_SECONDS
+  CPU_AB_TOKENS CPU_PEER_SECONDS
 export -f log want step_env step_deps step_configure step_build step_tests bench step_ncu \
   step_generate step_variants step_sass step_cpu step_cpuab step_cpupages step_cpupipes \
   step_cputokens step_cpupeer step_cputests cpu_id
@@ -434,7 +440,7 @@ want variants && run variants 60 - step_variants
 want sass && run sass 30 sass.log step_sass
 want cputests && run cputests 90 - step_cputests
 want cpu && run cpu 300 cpu.log step_cpu
-want cpuab && run cpuab 240 cpuab.log step_cpuab
+want cpuab && run cpuab "${CPU_AB_SECONDS:-240}" cpuab.log step_cpuab
 want cpupages && run cpupages 240 cpupages.log step_cpupages
 want cpupipes && run cpupipes 90 cpupipes.log step_cpupipes
 want cputokens && run cputokens 240 cputokens.log step_cputokens
