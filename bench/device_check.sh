@@ -279,11 +279,10 @@ step_cpu() {
 # CPU_AB_TOKENS=128 (default 1) compares the prefill's calls of 128 tokens instead (bench-kernels
 # --ab_tokens; each call does 128 times a decode call's work, so give fewer rounds, or the step
 # more than its default 240 s in CPU_AB_SECONDS: on a 2-core VM the two processes of one round
-# did not fit in 240 s). Unset,
-# CPU_AB compares the defaults with the avx512 path (on a CPU with AVX512-FP16 the default is
-# avx512fp16), without the in-row prefetch (GLM_CPU_PREFETCH_AHEAD=0, every format's: such CPUs
-# prefetch quantized rows too since the twenty-second session), with x as fp32 and as fp16 fixed,
-# and with the pool's other chunking. It needs AVX-512.
+# did not fit in 240 s). Unset, CPU_AB compares the defaults with the avx512 path (on a CPU with
+# AVX512-FP16 the default is avx512fp16), without the in-row prefetch (GLM_CPU_PREFETCH_AHEAD=0,
+# every format's: such CPUs prefetch quantized rows too since the twenty-second session), with x
+# as fp32 and as fp16 fixed, and with the pool's other chunking. It needs AVX-512.
 step_cpuab() {
   if [ ! -x "$BUILD/bench-kernels" ]; then log "bench-kernels was not built"; return 1; fi
   local r ab=${CPU_AB:-default;GLM_CPU_PATH=avx512;GLM_CPU_PREFETCH_AHEAD=0;GLM_CPU_DECODE_X_HALF=0;GLM_CPU_DECODE_X_HALF=1;GLM_POOL_CHUNKS=counter}

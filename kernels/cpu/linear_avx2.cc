@@ -748,9 +748,7 @@ void PanelRange(const Half* x, int64_t T, int64_t K, const LinearWeight& w, int6
       DequantPanel<Row>(w, n0, rows, s0, s1, scratch.panel, ldp);
       // The next K block's weight rows into L2, spread over this block's register tiles (as the
       // AVX-512 kernel does).
-      StridedPrefetch next_w;
-      if (w.panel_prefetch) next_w = WeightBlockLines(w, n0, rows, s1 * kLanes, s2 * kLanes);
-      const int64_t w_lines = (next_w.Lines() + tiles - 1) / tiles;
+      StridedPrefetch next_w = NextWeightBlock(w, n0, rows, s1 * kLanes, s2 * kLanes, tiles);
       for (int64_t t0 = 0; t0 < tcount; t0 += kTileT) {
         const int tt = int(tcount - t0 < kTileT ? tcount - t0 : kTileT);
         const Half* xh = x + (tb + t0) * K;
@@ -760,7 +758,7 @@ void PanelRange(const Half* x, int64_t T, int64_t K, const LinearWeight& w, int6
         }
         for (int64_t r = 0; r < rows; r += kTileN) {
           const int nb = int(rows - r < kTileN ? rows - r : kTileN);
-          next_w.Issue(w_lines);
+          next_w.IssueSlice();
           const PanelSrc src{scratch.panel + r * ldp, ldp, s0};
           kPanelTiles[tt](nb, scratch.xtile, xh, K, src, s0, s1, first, last,
                           scratch.spill + (t0 * kPanelRows + r) * kLinearLanes, w, n0 + r, bias,

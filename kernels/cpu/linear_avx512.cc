@@ -720,9 +720,7 @@ void PanelRange(const Half* x, int64_t T, const LinearWeight& w, int64_t n0, int
       }
       // The next K block's weight rows into L2, spread over this block's register tiles: short
       // runs of each row (2 KiB of fp16) that the hardware prefetcher leaves to demand misses.
-      StridedPrefetch next_w;
-      if (w.panel_prefetch) next_w = WeightBlockLines(w, n0, rows, k1, k2);
-      const int64_t w_lines = (next_w.Lines() + tiles - 1) / tiles;
+      StridedPrefetch next_w = NextWeightBlock(w, n0, rows, k1, k2, tiles);
       for (int64_t t0 = 0; t0 < tcount; t0 += kTileT) {
         const int tt = int(tcount - t0 < kTileT ? tcount - t0 : kTileT);
         for (int t = 0; t < tt; ++t) {
@@ -730,7 +728,7 @@ void PanelRange(const Half* x, int64_t T, const LinearWeight& w, int64_t n0, int
         }
         for (int64_t r = 0; r < rows; r += kTileR) {
           const int nr = int(rows - r < kTileR ? rows - r : kTileR);
-          next_w.Issue(w_lines);
+          next_w.IssueSlice();
           const TileArgs args{x + (tb + t0) * K,
                               scratch.xtile,
                               scratch.panel + r * kBlock,

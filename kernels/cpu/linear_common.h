@@ -352,16 +352,19 @@ inline bool RowsSplitExact(const LinearWeight& w, int64_t n0, int64_t rows) {
 #define GLM_PREFETCH_STEP __attribute__((always_inline)) inline
 
 // The lines of a strided region, `rows` rows of `bytes` bytes `stride` bytes apart, prefetched
-// into L2 a few at a time (Issue) while other work runs: what a prefill kernel reads next from
-// memory, which its loads alone would wait for line after line.
+// into L2 a few at a time while other work runs (Issue, or IssueSlice: one of `slices` equal
+// parts): what a prefill kernel reads next from memory, which its loads alone would wait for line
+// after line.
 class StridedPrefetch {
  public:
   StridedPrefetch() = default;
-  StridedPrefetch(const void* first, int64_t stride, int64_t bytes, int64_t rows)
+  StridedPrefetch(const void* first, int64_t stride, int64_t bytes, int64_t rows,
+                  int64_t slices = 1)
       : first_(static_cast<const char*>(first)),
         stride_(stride),
         bytes_(bytes),
-        rows_(bytes > 0 ? rows : 0) {
+        rows_(bytes > 0 ? rows : 0),
+        slice_lines_((Lines() + slices - 1) / slices) {
     if (rows_ > 0) StartRow();
   }
   // The region's lines, at most (a row that straddles one more line boundary has one more).
@@ -376,6 +379,7 @@ class StridedPrefetch {
       if (line_ > last_ && ++row_ < rows_) StartRow();
     }
   }
+  GLM_PREFETCH_STEP void IssueSlice() { Issue(slice_lines_); }
 
  private:
   void StartRow() {
@@ -384,19 +388,22 @@ class StridedPrefetch {
     last_ = reinterpret_cast<const char*>((a + uintptr_t(bytes_) - 1) & ~uintptr_t{63});
   }
   const char* first_ = nullptr;
-  int64_t stride_ = 0, bytes_ = 0, rows_ = 0, row_ = 0;
+  int64_t stride_ = 0, bytes_ = 0, rows_ = 0, slice_lines_ = 0, row_ = 0;
   const char* line_ = nullptr;  // the next line of row_
   const char* last_ = nullptr;  // row_'s last line
 };
 
-// Weight rows [n0, n0 + rows), inputs [k0, k1) (k0, k1 even), as a StridedPrefetch region.
-inline StridedPrefetch WeightBlockLines(const LinearWeight& w, int64_t n0, int64_t rows, int64_t k0,
-                                        int64_t k1) {
+// The prefill kernels' prefetch of the next K block: weight rows [n0, n0 + rows), inputs [k0, k1)
+// (k0, k1 even), in `slices` slices, one before each register tile; empty where
+// w.panel_prefetch is off.
+inline StridedPrefetch NextWeightBlock(const LinearWeight& w, int64_t n0, int64_t rows, int64_t k0,
+                                       int64_t k1, int64_t slices) {
+  if (!w.panel_prefetch) return {};
   if (w.format == LinearWeight::kF16) {
-    return {w.f16 + n0 * w.K + k0, w.K * 2, (k1 - k0) * 2, rows};
+    return {w.f16 + n0 * w.K + k0, w.K * 2, (k1 - k0) * 2, rows, slices};
   }
   const int64_t shift = w.format == LinearWeight::kI4 ? 1 : 0;  // int4: two inputs a byte
-  return {w.q + n0 * w.row_bytes + (k0 >> shift), w.row_bytes, (k1 - k0) >> shift, rows};
+  return {w.q + n0 * w.row_bytes + (k0 >> shift), w.row_bytes, (k1 - k0) >> shift, rows, slices};
 }
 
 // The next decode tile's rows, fetched into L2 (kL1: L1) while a tile of short quantized rows runs
